@@ -1,0 +1,54 @@
+"""The `tykpulse` command line."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import version
+
+import click
+
+from pipelines.cli.commands import demo, proxy, run, schema, simulate
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+@click.group(context_settings=CONTEXT)
+@click.option(
+    "--log-level",
+    envvar="TYKPULSE_LOG_LEVEL",
+    show_envvar=True,
+    default="info",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Logging verbosity.",
+)
+@click.version_option(version("tykpulse"), prog_name="tykpulse")
+def cli(log_level: str) -> None:
+    """tykpulse: Tyk gateway events -> ZeroMQ firehose -> windowed rollups in ClickHouse.
+
+    \b
+    Quick start (one machine, embedded ClickHouse under ./data):
+      tykpulse demo                 simulated fleet + worker, prints what landed
+    \b
+    The pieces:
+      tykpulse proxy                the forwarder gateways publish to and workers read from
+      tykpulse simulate             a simulated Tyk fleet publishing on the firehose
+      tykpulse run                  the worker: firehose -> windows -> rollups -> ClickHouse
+      tykpulse schema apply         create/update the rollup tables and views
+
+    Every option can also be set with the environment variable shown in its help.
+    """
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+cli.add_command(run.command)
+cli.add_command(simulate.command)
+cli.add_command(proxy.command)
+cli.add_command(schema.group)
+cli.add_command(demo.command)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,106 @@
+"""Click options derived from the settings classes, so flags, environment
+variables and defaults are declared once (in pipelines.settings)."""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import click
+from pydantic import SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound=BaseSettings)
+
+ENV_PREFIX = "TYKPULSE_"
+
+
+def _base_type(annotation: Any) -> Any:
+    """Strip Optional/Annotated wrappers: `str | None` -> str, `Annotated[list[str], ...]` -> list[str]."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _base_type(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base_type(args[0])
+    return annotation
+
+
+def _show_default(field: FieldInfo) -> str:
+    if field.default_factory is not None and field.default is None:
+        value = field.get_default(call_default_factory=True)
+    else:
+        value = field.default
+    if isinstance(value, SecretStr):
+        return "(not set)" if not value.get_secret_value() else "(set)"
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "(none)"
+    return "(not set)" if value is None else str(value)
+
+
+def _option(name: str, field: FieldInfo, flag: str) -> Callable[[F], F]:
+    base = _base_type(field.annotation)
+    kwargs: dict[str, Any] = {
+        "envvar": ENV_PREFIX + name.upper(),
+        "show_envvar": True,
+        "default": None,
+        "help": f"{field.description or ''} [default: {_show_default(field)}]",
+    }
+    if typing.get_origin(base) is list:
+        kwargs["multiple"] = True
+        kwargs["type"] = typing.get_args(base)[0]
+    elif base is bool:
+        flag = f"{flag}/--no-{flag[2:]}"
+    elif base is SecretStr:
+        kwargs["type"] = str
+    elif base in (int, float, str):
+        kwargs["type"] = base
+    return click.option(flag, name, **kwargs)
+
+
+def settings_options(
+    model: type[BaseSettings], *, flags: Mapping[str, str] | None = None, exclude: tuple[str, ...] = ()
+) -> Callable[[F], F]:
+    """Add one option per field of `model`; `flags` renames some (`clickhouse_dsn` -> `--clickhouse`)."""
+    flags = flags or {}
+
+    def decorate(fn: F) -> F:
+        for name, field in reversed(list(model.model_fields.items())):
+            if name in exclude:
+                continue
+            fn = _option(name, field, flags.get(name, "--" + name.replace("_", "-")))(fn)
+        return fn
+
+    return decorate
+
+
+def build_settings(model: type[S], values: Mapping[str, Any]) -> S:
+    """Instantiate `model` from the CLI values that were given (the rest from env and defaults)."""
+    given = {k: v for k, v in values.items() if k in model.model_fields and v not in (None, ())}
+    for key, value in given.items():
+        if isinstance(value, tuple):
+            given[key] = list(value)
+    try:
+        return model(**given)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def pass_settings(*models: type[BaseSettings]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Call the command with one built settings object per model, positionally."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(**values: Any) -> Any:
+            settings = [build_settings(m, values) for m in models]
+            rest = {k: v for k, v in values.items() if not any(k in m.model_fields for m in models)}
+            return fn(*settings, **rest)
+
+        return wrapper
+
+    return decorate

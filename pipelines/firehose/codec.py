@@ -1,0 +1,251 @@
+"""Encode and decode firehose messages (three frames: topic, envelope, payload).
+
+Decoding is whole-message: the payload array is decoded in one msgspec call
+into slim record structs. Only when that fails does the decoder fall back to
+record-by-record decoding, so that one bad record rejects only itself. A
+message that cannot be trusted as a whole (frames, topic, envelope, count)
+is rejected as a whole. Nothing here raises on bad input: decode() returns
+either a DecodedMessage or a Rejection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, Protocol
+
+import msgspec
+
+from pipelines.firehose.protocol import (
+    ENCODING_JSON,
+    ENCODING_MSGPACK,
+    ENCODINGS,
+    MAX_MESSAGE_BYTES,
+    MAX_NODE_BYTES,
+    MAX_RECORDS_PER_MESSAGE,
+    PROTOCOL_VERSION,
+    RECORD_TYPES,
+    Envelope,
+    RejectReason,
+    TopicKind,
+    parse_topic,
+)
+
+# msgspec raises ValidationError/DecodeError, but invalid UTF-8 inside a
+# msgpack string surfaces as UnicodeDecodeError; all three mean "bad input".
+_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+_DETAIL_LIMIT: Final = 200
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused message or record, with what is known about where it came from."""
+
+    reason: RejectReason
+    detail: str
+    node: str = ""
+    count: int = 1
+
+
+@dataclasses.dataclass(slots=True)
+class DecodedMessage:
+    """A message whose envelope and payload decoded; `records` hold the good records."""
+
+    topic: str
+    kind: TopicKind
+    name: str
+    envelope: Envelope
+    records: list[Any]
+    rejected: list[Rejection] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_records: int = MAX_RECORDS_PER_MESSAGE
+
+
+class _Decoder(Protocol):
+    def decode(self, data: bytes) -> Any: ...
+
+
+_DECODER_FACTORIES: Final[dict[str, Callable[[Any], _Decoder]]] = {
+    ENCODING_MSGPACK: msgspec.msgpack.Decoder,
+    ENCODING_JSON: msgspec.json.Decoder,
+}
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "..."
+
+
+class MessageDecoder:
+    """Decodes messages of every topic kind; reusable and cheap to call."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._envelope = msgspec.msgpack.Decoder(Envelope)
+        self._batch: dict[str, dict[TopicKind, _Decoder]] = {
+            # list[t] is built at runtime from the table of record types, hence the ignore
+            enc: {kind: make(list[t]) for kind, t in RECORD_TYPES.items()}  # type: ignore[valid-type]
+            for enc, make in _DECODER_FACTORIES.items()
+        }
+        self._single: dict[str, dict[TopicKind, _Decoder]] = {
+            enc: {kind: make(t) for kind, t in RECORD_TYPES.items()}
+            for enc, make in _DECODER_FACTORIES.items()
+        }
+        self._raw_list: dict[str, _Decoder] = {
+            ENCODING_MSGPACK: msgspec.msgpack.Decoder(list[msgspec.Raw]),
+            ENCODING_JSON: msgspec.json.Decoder(list[msgspec.Raw]),
+        }
+
+    def decode(self, frames: Sequence[bytes]) -> DecodedMessage | Rejection:
+        if len(frames) != 3:
+            return Rejection(RejectReason.FRAME_COUNT, f"expected 3 frames, got {len(frames)}")
+        topic_bytes, envelope_bytes, payload = frames
+        size = len(topic_bytes) + len(envelope_bytes) + len(payload)
+        if size > self.limits.max_message_bytes:
+            return Rejection(RejectReason.MESSAGE_TOO_LARGE, f"{size} bytes")
+        envelope = self._decode_envelope(envelope_bytes)
+        if isinstance(envelope, Rejection):
+            return envelope
+        topic = _ascii(topic_bytes)
+        parsed = parse_topic(topic) if topic is not None else None
+        if topic is None or parsed is None:
+            return Rejection(RejectReason.BAD_TOPIC, _clip(repr(topic_bytes)), envelope.node, envelope.count)
+        kind, name = parsed
+        return self._decode_payload(topic, kind, name, envelope, payload)
+
+    def _decode_envelope(self, data: bytes) -> Envelope | Rejection:
+        try:
+            env = self._envelope.decode(data)
+        except _DECODE_ERRORS as exc:
+            return Rejection(RejectReason.BAD_ENVELOPE, _clip(str(exc)))
+        problem = _envelope_problem(env, self.limits)
+        if problem is not None:
+            reason, detail = problem
+            node = env.node if len(env.node.encode()) <= MAX_NODE_BYTES else ""
+            return Rejection(reason, detail, node, max(env.count, 0))
+        return env
+
+    def _decode_payload(
+        self, topic: str, kind: TopicKind, name: str, env: Envelope, payload: bytes
+    ) -> DecodedMessage | Rejection:
+        try:
+            records: list[Any] = self._batch[env.enc][kind].decode(payload)
+        except _DECODE_ERRORS:
+            return self._decode_each(topic, kind, name, env, payload)
+        if len(records) != env.count:
+            return Rejection(
+                RejectReason.COUNT_MISMATCH, f"envelope count {env.count}, payload {len(records)}", env.node
+            )
+        message = DecodedMessage(topic, kind, name, env, records)
+        if kind in (TopicKind.EVENT, TopicKind.NOTICE):
+            _drop_mismatched_names(message)
+        return message
+
+    def _decode_each(
+        self, topic: str, kind: TopicKind, name: str, env: Envelope, payload: bytes
+    ) -> DecodedMessage | Rejection:
+        try:
+            raws = self._raw_list[env.enc].decode(payload)
+        except _DECODE_ERRORS as exc:
+            return Rejection(RejectReason.BAD_PAYLOAD, _clip(str(exc)), env.node, env.count)
+        if len(raws) != env.count:
+            return Rejection(
+                RejectReason.COUNT_MISMATCH, f"envelope count {env.count}, payload {len(raws)}", env.node
+            )
+        single = self._single[env.enc][kind]
+        message = DecodedMessage(topic, kind, name, env, [])
+        for index, raw in enumerate(raws):
+            try:
+                message.records.append(single.decode(raw))
+            except _DECODE_ERRORS as exc:
+                detail = _clip(f"record {index}: {exc}")
+                reason = (
+                    RejectReason.MISSING_FIELD
+                    if "missing required field" in str(exc)
+                    else (RejectReason.BAD_RECORD)
+                )
+                message.rejected.append(Rejection(reason, detail, env.node))
+        if kind in (TopicKind.EVENT, TopicKind.NOTICE):
+            _drop_mismatched_names(message)
+        return message
+
+
+def _ascii(data: bytes) -> str | None:
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def _envelope_problem(env: Envelope, limits: Limits) -> tuple[RejectReason, str] | None:
+    if env.v != PROTOCOL_VERSION:
+        return RejectReason.UNSUPPORTED_VERSION, f"v={env.v}"
+    if env.enc not in ENCODINGS:
+        return RejectReason.BAD_ENCODING, _clip(f"enc={env.enc!r}")
+    if not env.count >= 0:
+        return RejectReason.BAD_ENVELOPE, f"count={env.count}"
+    if env.count > limits.max_records:
+        return RejectReason.TOO_MANY_RECORDS, f"count={env.count} > {limits.max_records}"
+    if not env.node or len(env.node.encode()) > MAX_NODE_BYTES:
+        return RejectReason.BAD_ENVELOPE, f"node must be 1..{MAX_NODE_BYTES} bytes"
+    if env.seq < 0 or env.boot < 0:
+        return RejectReason.BAD_ENVELOPE, f"seq={env.seq} boot={env.boot}"
+    return None
+
+
+def _drop_mismatched_names(message: DecodedMessage) -> None:
+    """Every record of an event/notice message must carry its topic's name."""
+    field = "event" if message.kind is TopicKind.EVENT else "command"
+    kept = [r for r in message.records if getattr(r, field) == message.name]
+    dropped = len(message.records) - len(kept)
+    if dropped:
+        message.records = kept
+        message.rejected.append(
+            Rejection(
+                RejectReason.EVENT_MISMATCH,
+                f"{dropped} record(s) whose {field} differs from topic suffix {message.name!r}",
+                message.envelope.node,
+                dropped,
+            )
+        )
+
+
+class MessageEncoder:
+    """Builds the three frames of a message; used by every tykpulse publisher."""
+
+    def __init__(self, encoding: str = ENCODING_MSGPACK) -> None:
+        if encoding not in ENCODINGS:
+            msg = f"unknown encoding {encoding!r}; expected one of {sorted(ENCODINGS)}"
+            raise ValueError(msg)
+        self.encoding = encoding
+        self._envelope = msgspec.msgpack.Encoder()
+        self._payload: msgspec.msgpack.Encoder | msgspec.json.Encoder = (
+            msgspec.msgpack.Encoder() if encoding == ENCODING_MSGPACK else msgspec.json.Encoder()
+        )
+
+    def encode(
+        self,
+        topic: str,
+        *,
+        node: str,
+        boot: int,
+        seq: int,
+        sent: int,
+        records: Sequence[Mapping[str, Any] | msgspec.Struct],
+        extra_envelope: Mapping[str, Any] | None = None,
+    ) -> list[bytes]:
+        envelope: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "node": node,
+            "boot": boot,
+            "seq": seq,
+            "sent": sent,
+            "count": len(records),
+            "enc": self.encoding,
+        }
+        if extra_envelope:
+            envelope.update(extra_envelope)
+        return [topic.encode("ascii"), self._envelope.encode(envelope), self._payload.encode(records)]

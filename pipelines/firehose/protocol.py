@@ -1,0 +1,163 @@
+"""The firehose protocol, version 1 (see docs/protocol.md, mirrored from PROTOCOL.md).
+
+Everything a publisher and a consumer must agree on lives here: topics, the
+envelope, the record shapes a consumer reads, limits and rejection reasons.
+The record structs name only the fields tykpulse's rollups need; msgspec skips
+every other field without building Python objects for it, which is what makes
+decoding fast. Unknown fields are ignored, as the protocol requires.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Final
+
+import msgspec
+
+PROTOCOL_VERSION: Final = 1
+
+TOPIC_ANALYTICS: Final = "tyk.analytics"
+TOPIC_HEARTBEAT: Final = "tyk.heartbeat"
+EVENT_PREFIX: Final = "tyk.event."
+NOTICE_PREFIX: Final = "tyk.notice."
+SUBSCRIBE_ALL: Final = "tyk."
+
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+MAX_RECORDS_PER_MESSAGE: Final = 100_000
+MAX_NODE_BYTES: Final = 128
+MAX_FUTURE_NS: Final = 24 * 3600 * 1_000_000_000
+DEFAULT_HEARTBEAT_INTERVAL_MS: Final = 1000
+
+ENCODING_MSGPACK: Final = "msgpack"
+ENCODING_JSON: Final = "json"
+ENCODINGS: Final = frozenset({ENCODING_MSGPACK, ENCODING_JSON})
+
+# Gateway events that tykpulse rolls up (Tyk's strings exactly: note the lowercase
+# "l" in RatelimitExceeded).
+RATE_LIMIT_EVENTS: Final = (
+    "RatelimitExceeded",
+    "QuotaExceeded",
+    "OrgRateLimitExceeded",
+    "OrgQuotaExceeded",
+)
+TOKEN_EVENTS: Final = ("TokenCreated", "TokenUpdated", "TokenDeleted")
+
+
+class TopicKind(enum.Enum):
+    ANALYTICS = "analytics"
+    EVENT = "event"
+    NOTICE = "notice"
+    HEARTBEAT = "heartbeat"
+
+
+class RejectReason(enum.StrEnum):
+    """Why a message or a record was refused. The values are metric labels."""
+
+    FRAME_COUNT = "frame_count"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    BAD_TOPIC = "bad_topic"
+    BAD_ENVELOPE = "bad_envelope"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    BAD_ENCODING = "bad_encoding"
+    TOO_MANY_RECORDS = "too_many_records"
+    COUNT_MISMATCH = "count_mismatch"
+    BAD_PAYLOAD = "bad_payload"
+    BAD_RECORD = "bad_record"
+    MISSING_FIELD = "missing_field"
+    BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    EVENT_MISMATCH = "event_mismatch"
+    BAD_SIGNATURE = "bad_signature"
+    DUPLICATE = "duplicate"
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """Frame 2. Keys a version-1 consumer does not know are ignored."""
+
+    v: int
+    node: str
+    boot: int
+    seq: int
+    sent: int
+    count: int
+    enc: str
+
+
+class Latency(msgspec.Struct):
+    total: int = 0
+    upstream: int = 0
+    gateway: int = 0
+
+
+# Timestamps are typed Any because the protocol allows three forms (RFC 3339
+# string, msgpack timestamp extension, int nanoseconds) and msgspec cannot put
+# str and datetime in one union; pipelines.firehose.timestamps normalises them.
+
+
+class AnalyticsRecord(msgspec.Struct):
+    """The fields of Tyk's AnalyticsRecord (JSON names) that rollups read."""
+
+    timestamp: Any
+    org_id: str
+    api_id: str
+    response_code: int
+    api_key: str = ""
+    latency: Latency | None = None
+
+
+class EventRecord(msgspec.Struct):
+    """A gateway event; `key` is the raw key as Tyk's metadata gives it."""
+
+    event: str
+    timestamp: Any
+    org_id: str
+    api_id: str = ""
+    key: str = ""
+
+
+class NoticeRecord(msgspec.Struct):
+    """A cluster notification, Tyk's Notification fields plus a timestamp."""
+
+    command: str
+    timestamp: Any
+    payload: str = ""
+    signature: str = ""
+    algorithm: int = 0
+
+
+class HeartbeatRecord(msgspec.Struct):
+    node: str
+    timestamp: Any
+    interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS
+    version: str = ""
+
+
+RECORD_TYPES: Final[dict[TopicKind, type[msgspec.Struct]]] = {
+    TopicKind.ANALYTICS: AnalyticsRecord,
+    TopicKind.EVENT: EventRecord,
+    TopicKind.NOTICE: NoticeRecord,
+    TopicKind.HEARTBEAT: HeartbeatRecord,
+}
+
+
+def parse_topic(topic: str) -> tuple[TopicKind, str] | None:
+    """Split a topic into its kind and suffix (event name or command); None if unknown."""
+    if topic == TOPIC_ANALYTICS:
+        return TopicKind.ANALYTICS, ""
+    if topic == TOPIC_HEARTBEAT:
+        return TopicKind.HEARTBEAT, ""
+    for prefix, kind in ((EVENT_PREFIX, TopicKind.EVENT), (NOTICE_PREFIX, TopicKind.NOTICE)):
+        if topic.startswith(prefix):
+            suffix = topic[len(prefix) :]
+            if suffix and suffix.isascii() and suffix.isidentifier():
+                return kind, suffix
+            return None
+    return None
+
+
+def event_topic(name: str) -> str:
+    return EVENT_PREFIX + name
+
+
+def notice_topic(command: str) -> str:
+    return NOTICE_PREFIX + command

@@ -1,0 +1,134 @@
+"""A firehose publisher: numbers every message and sends heartbeats.
+
+One socket may speak for several nodes (the simulator's fleet, a bridge per
+source): each node has its own boot and sequence, as the protocol requires.
+
+Delivery: ZeroMQ PUB/SUB is at-most-once. A subscriber whose queue is full
+(its high-water mark) or that joins late misses messages; the envelope's
+per-(node, boot) sequence makes each such loss visible as a gap downstream.
+The socket is an XPUB so the publisher can see subscriptions arrive and wait
+for them instead of sleeping (ZeroMQ's slow-joiner problem).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+import zmq
+
+from pipelines.firehose.codec import MessageEncoder
+from pipelines.firehose.endpoints import Endpoint, attach
+from pipelines.firehose.protocol import DEFAULT_HEARTBEAT_INTERVAL_MS, ENCODING_MSGPACK, TOPIC_HEARTBEAT
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SNDHWM = 100_000
+
+
+@dataclasses.dataclass(slots=True)
+class NodeSequence:
+    node: str
+    boot: int
+    seq: int = 0
+    next_heartbeat_ns: int = 0
+
+
+class FirehosePublisher:
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        endpoints: Sequence[Endpoint],
+        *,
+        node: str | None = None,
+        encoding: str = ENCODING_MSGPACK,
+        sndhwm: int = DEFAULT_SNDHWM,
+        heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS,
+        version: str = "",
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.clock = clock
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.version = version
+        self.encoder = MessageEncoder(encoding)
+        self.nodes: dict[str, NodeSequence] = {}
+        self.default_node: NodeSequence | None = None
+        if node is not None:
+            self.add_node(node)
+        self.socket = context.socket(zmq.XPUB)
+        self.socket.setsockopt(zmq.SNDHWM, sndhwm)
+        self.socket.setsockopt(zmq.LINGER, 5_000)
+        self.addresses = [attach(self.socket, e) for e in endpoints]
+        self.sent_messages = 0
+
+    def add_node(self, node: str, boot: int | None = None) -> NodeSequence:
+        """Speak for one more node; the first node added is the default."""
+        state = NodeSequence(node, boot if boot is not None else self.clock() // 1_000_000)
+        self.nodes[node] = state
+        if self.default_node is None:
+            self.default_node = state
+        return state
+
+    def _node(self, node: str | None) -> NodeSequence:
+        if node is not None:
+            return self.nodes[node]
+        if self.default_node is None:
+            msg = "publisher has no nodes; call add_node() first"
+            raise ValueError(msg)
+        return self.default_node
+
+    def publish(
+        self,
+        topic: str,
+        records: Sequence[Mapping[str, Any] | msgspec.Struct],
+        *,
+        node: str | None = None,
+        sent: int | None = None,
+    ) -> NodeSequence:
+        """Send one message; returns the node state it was numbered with (seq already advanced)."""
+        state = self._node(node)
+        frames = self.encoder.encode(
+            topic, node=state.node, boot=state.boot, seq=state.seq, sent=sent or self.clock(), records=records
+        )
+        self.socket.send_multipart(frames, copy=False)
+        state.seq += 1
+        self.sent_messages += 1
+        return state
+
+    def heartbeat(self, node: str | None = None) -> None:
+        state = self._node(node)
+        now = self.clock()
+        record: dict[str, Any] = {
+            "node": state.node,
+            "timestamp": now,
+            "interval_ms": self.heartbeat_interval_ms,
+        }
+        if self.version:
+            record["version"] = self.version
+        self.publish(TOPIC_HEARTBEAT, [record], node=state.node, sent=now)
+        state.next_heartbeat_ns = now + self.heartbeat_interval_ms * 1_000_000
+
+    def maybe_heartbeat(self) -> list[str]:
+        """Send every heartbeat that is due; returns the nodes that sent one."""
+        now = self.clock()
+        due = [s.node for s in self.nodes.values() if now >= s.next_heartbeat_ns]
+        for node in due:
+            self.heartbeat(node)
+        return due
+
+    def wait_for_subscribers(self, timeout_s: float) -> bool:
+        """Block until at least one subscription arrives (True) or the timeout passes."""
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self.socket.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+                message = self.socket.recv()
+                if message[:1] == b"\x01":
+                    return True
+        return False
+
+    def close(self, linger_ms: int = 5_000) -> None:
+        self.socket.close(linger=linger_ms)

@@ -1,0 +1,64 @@
+"""A firehose subscriber: one SUB socket per endpoint, read through one poller.
+
+The receive high-water mark bounds memory: when the consumer falls behind,
+ZeroMQ drops whole messages at the HWM and the sequence tracker reports them
+as lost. It is set high by default (messages, not bytes) so that flush pauses
+do not drop; see docs/operations.md for sizing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import zmq
+
+from pipelines.firehose.endpoints import Endpoint, attach
+from pipelines.firehose.protocol import SUBSCRIBE_ALL
+
+DEFAULT_RCVHWM = 200_000
+
+
+class FirehoseSubscriber:
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        endpoints: Sequence[Endpoint],
+        *,
+        topics: Sequence[str] = (SUBSCRIBE_ALL,),
+        rcvhwm: int = DEFAULT_RCVHWM,
+        max_message_bytes: int = -1,
+    ) -> None:
+        self.sockets: list[zmq.Socket[Any]] = []
+        self.poller = zmq.Poller()
+        self.addresses: list[str] = []
+        for endpoint in endpoints:
+            socket = context.socket(zmq.SUB)
+            socket.setsockopt(zmq.RCVHWM, rcvhwm)
+            socket.setsockopt(zmq.LINGER, 0)
+            if max_message_bytes > 0:
+                # libzmq drops the connection of a peer that sends a larger frame; the
+                # decoder still rejects oversized messages that arrive in several frames.
+                socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+            for topic in topics:
+                socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            self.addresses.append(attach(socket, endpoint))
+            self.poller.register(socket, zmq.POLLIN)
+            self.sockets.append(socket)
+
+    def receive(self, timeout_ms: int, max_messages: int = 10_000) -> Iterator[list[bytes]]:
+        """Yield messages that are ready, waiting at most timeout_ms for the first."""
+        ready = dict(self.poller.poll(timeout_ms))
+        received = 0
+        while ready and received < max_messages:
+            for socket in list(ready):
+                try:
+                    yield socket.recv_multipart(zmq.NOBLOCK)
+                    received += 1
+                except zmq.Again:
+                    del ready[socket]
+
+    def close(self) -> None:
+        for socket in self.sockets:
+            socket.close(linger=0)
+        self.sockets.clear()

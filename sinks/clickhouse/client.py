@@ -1,0 +1,84 @@
+"""One way to open ClickHouse for every DSN: embedded chDB or a server over HTTP(S).
+
+`chdb:///abs/path` (or `chdb://relative/path`, or a bare filesystem path) opens the
+embedded engine in this process; chDB allows one process per directory, so
+anything that must read while a worker writes goes through the worker.
+`http://` and `https://` DSNs go to a ClickHouse server with clickhouse-connect's
+HTTP client, user, password, database and TLS options taken from the DSN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from sinks.clickhouse.settings import ClickHouseSettings
+from sinks.errors import SinkRejectedError, SinkUnavailableError
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed DSN: `embedded_path` for chDB, else the server DSN."""
+
+    dsn: str
+    embedded_path: Path | None
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.embedded_path is not None
+
+    def describe(self) -> str:
+        """The DSN without credentials, safe to log."""
+        if self.embedded_path is not None:
+            return f"chdb://{self.embedded_path}"
+        parts = urlsplit(self.dsn)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def parse_dsn(dsn: str) -> Target:
+    scheme = dsn.split("://", 1)[0].lower() if "://" in dsn else ""
+    if scheme in ("http", "https"):
+        return Target(dsn, None)
+    if scheme == "chdb":
+        location = dsn[len("chdb://") :]
+    elif scheme == "":
+        location = dsn
+    else:
+        msg = f"unsupported ClickHouse DSN scheme {scheme!r}: use chdb://, http:// or https://"
+        raise SinkRejectedError(msg)
+    if not location:
+        msg = "chdb DSN needs a path, e.g. chdb:///var/lib/tykpulse/clickhouse"
+        raise SinkRejectedError(msg)
+    return Target(dsn, Path(location).expanduser().resolve())
+
+
+def connect(settings: ClickHouseSettings, *, database: str | None = None) -> Any:
+    """A clickhouse-connect client for the configured DSN (raises SinkError subclasses)."""
+    target = parse_dsn(settings.clickhouse_dsn)
+    try:
+        if target.embedded_path is not None:
+            target.embedded_path.mkdir(parents=True, exist_ok=True)
+            return clickhouse_connect.get_client(dsn=f"chdb://{target.embedded_path}", database=database)
+        extra: dict[str, Any] = {}
+        if settings.clickhouse_password is not None:
+            extra["password"] = settings.clickhouse_password.get_secret_value()
+        return clickhouse_connect.get_client(
+            dsn=target.dsn,
+            database=database,
+            connect_timeout=settings.clickhouse_connect_timeout_s,
+            send_receive_timeout=settings.clickhouse_send_receive_timeout_s,
+            **extra,
+        )
+    except ClickHouseError as exc:
+        msg = f"cannot open ClickHouse at {target.describe()}: {exc}"
+        raise SinkUnavailableError(msg) from exc
+    except OSError as exc:
+        msg = f"cannot open ClickHouse at {target.describe()}: {exc}"
+        raise SinkUnavailableError(msg) from exc

@@ -1,0 +1,215 @@
+"""The output contract: what tykpulse writes to ClickHouse and what readers see.
+
+Each rollup is declared once here. The DDL module turns a declaration into
+ClickHouse objects:
+
+    <name>_in          Null table: the partial rollups a worker inserts
+    <name>_1m_state    AggregatingMergeTree fed by a materialized view from _in
+    <name>_1h_state    AggregatingMergeTree fed by a materialized view from _in
+    <name>_1m, _1h     views returning one finalized row per key
+
+Partial rows merge inside ClickHouse (sum, sumMap, uniqCombined64 states), so a
+window flushed in several parts, a late record, or two workers writing the
+same window all give the same totals as one pass. Column names and meanings
+are documented in docs/output-contract.md; dashboards, notebooks and alert
+rules read exactly the views.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+DATABASE: Final = "tykpulse"
+
+# Latency histogram: relative error of every reported quantile (see
+# pipelines/windows/histogram.py for the bound). Changing it changes the
+# meaning of stored bucket indexes, so it is part of the storage format.
+LATENCY_RELATIVE_ERROR: Final = 0.01
+LATENCY_GAMMA: Final = (1 + LATENCY_RELATIVE_ERROR) / (1 - LATENCY_RELATIVE_ERROR)
+# uniqCombined64 with its default precision: ~0.3-0.8 % relative error past
+# ~65 k distinct values, exact below (ClickHouse documentation); bounded state.
+DISTINCT_FUNCTION: Final = "uniqCombined64"
+
+WINDOW_COLUMN: Final = "window_start"
+WINDOW_TYPE: Final = "DateTime('UTC')"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Measure:
+    """A stored aggregate: its state type, how partial inputs fold into it, how states merge."""
+
+    name: str
+    state_type: str
+    fold: str
+    merge: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Output:
+    """A column of the finalized view, an expression over the merged measures."""
+
+    name: str
+    type: str
+    expr: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rollup:
+    name: str
+    keys: tuple[Column, ...]
+    inputs: tuple[Column, ...]
+    measures: tuple[Measure, ...]
+    outputs: tuple[Output, ...]
+    description: str
+
+    @property
+    def input_table(self) -> str:
+        return f"{self.name}_in"
+
+    @property
+    def input_columns(self) -> tuple[Column, ...]:
+        return (Column(WINDOW_COLUMN, WINDOW_TYPE), *self.keys, *self.inputs)
+
+
+def _sum(name: str) -> Measure:
+    return Measure(name, "SimpleAggregateFunction(sum, UInt64)", f"sum({name})", f"sum({name})")
+
+
+def _passthrough(name: str, type_: str = "UInt64") -> Output:
+    return Output(name, type_, name)
+
+
+def _distinct_keys() -> Measure:
+    return Measure(
+        "distinct_keys",
+        f"AggregateFunction({DISTINCT_FUNCTION}, UInt64)",
+        f"{DISTINCT_FUNCTION}ArrayState(key_hashes)",
+        f"{DISTINCT_FUNCTION}Merge(distinct_keys)",
+    )
+
+
+def hist_quantile_sql(hist: str, q: float, gamma: float = LATENCY_GAMMA) -> str:
+    """Nearest-rank quantile of a merged Map(UInt16, UInt64) log histogram (NaN when empty)."""
+    representatives = (
+        f"arrayMap(i -> if(i = 0, 0., 2 * pow({gamma!r}, i - 1) / ({gamma!r} + 1)), mapKeys({hist}))"
+    )
+    rank = f"greatest(1, ceil({q} * arraySum(mapValues({hist}))))"
+    position = f"arrayFirstIndex(c -> c >= {rank}, arrayCumSum(mapValues({hist})))"
+    return f"if(empty({hist}), nan, {representatives}[{position}])"
+
+
+TRAFFIC = Rollup(
+    name="traffic",
+    keys=(Column("org_id", "String"), Column("api_id", "String")),
+    inputs=(
+        Column("requests", "UInt64"),
+        Column("status_4xx", "UInt64"),
+        Column("status_429", "UInt64"),
+        Column("status_5xx", "UInt64"),
+        Column("latency_buckets", "Array(UInt16)"),
+        Column("latency_counts", "Array(UInt64)"),
+    ),
+    measures=(
+        _sum("requests"),
+        _sum("status_4xx"),
+        _sum("status_429"),
+        _sum("status_5xx"),
+        Measure(
+            "latency_hist",
+            "SimpleAggregateFunction(sumMap, Map(UInt16, UInt64))",
+            "sumMap(mapFromArrays(latency_buckets, latency_counts))",
+            "sumMap(latency_hist)",
+        ),
+    ),
+    outputs=(
+        _passthrough("requests"),
+        _passthrough("status_4xx"),
+        _passthrough("status_429"),
+        _passthrough("status_5xx"),
+        Output("latency_p50_ms", "Float64", hist_quantile_sql("latency_hist", 0.5)),
+        Output("latency_p95_ms", "Float64", hist_quantile_sql("latency_hist", 0.95)),
+        Output("latency_p99_ms", "Float64", hist_quantile_sql("latency_hist", 0.99)),
+    ),
+    description="Requests per org and API from analytics records, with status classes and latency quantiles.",
+)
+
+RATE_LIMIT_HITS = Rollup(
+    name="rate_limit_hits",
+    keys=(
+        Column("org_id", "String"),
+        Column("api_id", "String"),
+        Column("event_type", "LowCardinality(String)"),
+    ),
+    inputs=(Column("hits", "UInt64"), Column("key_hashes", "Array(UInt64)")),
+    measures=(_sum("hits"), _distinct_keys()),
+    outputs=(_passthrough("hits"), _passthrough("distinct_keys")),
+    description="Rate-limit and quota events per org, API and event type, with distinct keys.",
+)
+
+TOKEN_CHURN = Rollup(
+    name="token_churn",
+    keys=(Column("org_id", "String"),),
+    inputs=(
+        Column("created", "UInt64"),
+        Column("updated", "UInt64"),
+        Column("deleted", "UInt64"),
+        Column("key_hashes", "Array(UInt64)"),
+    ),
+    measures=(_sum("created"), _sum("updated"), _sum("deleted"), _distinct_keys()),
+    outputs=(
+        _passthrough("created"),
+        _passthrough("updated"),
+        _passthrough("deleted"),
+        _passthrough("distinct_keys"),
+    ),
+    description="TokenCreated/Updated/Deleted events per org, with distinct keys touched.",
+)
+
+CONFIG_CHANGES = Rollup(
+    name="config_changes",
+    keys=(Column("command", "LowCardinality(String)"), Column("node_id", "String")),
+    inputs=(Column("changes", "UInt64"),),
+    measures=(_sum("changes"),),
+    outputs=(_passthrough("changes"),),
+    description="Cluster notifications per command and publishing node.",
+)
+
+INGEST_HEALTH = Rollup(
+    name="ingest_health",
+    keys=(Column("node_id", "String"),),
+    inputs=(
+        Column("messages", "UInt64"),
+        Column("records", "UInt64"),
+        Column("lost_messages", "UInt64"),
+        Column("rejected", "UInt64"),
+    ),
+    measures=(_sum("messages"), _sum("records"), _sum("lost_messages"), _sum("rejected")),
+    outputs=(
+        _passthrough("messages"),
+        _passthrough("records"),
+        _passthrough("lost_messages"),
+        _passthrough("rejected"),
+    ),
+    description="Per publishing node and receive-time window: accepted messages and records, losses, "
+    "rejections.",
+)
+
+INGEST_REJECTIONS = Rollup(
+    name="ingest_rejections",
+    keys=(Column("node_id", "String"), Column("reason", "LowCardinality(String)")),
+    inputs=(Column("rejected", "UInt64"),),
+    measures=(_sum("rejected"),),
+    outputs=(_passthrough("rejected"),),
+    description="Rejections by publishing node and reason, by receive-time window (node '' when unknown).",
+)
+
+ROLLUPS: Final = (TRAFFIC, RATE_LIMIT_HITS, TOKEN_CHURN, CONFIG_CHANGES, INGEST_HEALTH, INGEST_REJECTIONS)
+ROLLUPS_BY_NAME: Final = {r.name: r for r in ROLLUPS}
+GRAINS: Final = {"1m": "toStartOfMinute", "1h": "toStartOfHour"}

@@ -1,0 +1,37 @@
+"""Settings of the ClickHouse sink (environment prefix TYKPULSE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sinks.clickhouse.contract import DATABASE
+
+DEFAULT_EMBEDDED_PATH: Final = Path("data") / "clickhouse"
+
+
+def default_dsn() -> str:
+    return f"chdb://{DEFAULT_EMBEDDED_PATH.resolve()}"
+
+
+class ClickHouseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TYKPULSE_", frozen=True, extra="ignore")
+
+    clickhouse_dsn: str = Field(
+        default_factory=default_dsn,
+        description="Where rollups go: chdb:///abs/path (embedded, the default ./data/clickhouse) "
+        "or http(s)://user:pass@host:port (a ClickHouse server).",
+    )
+    clickhouse_database: str = Field(
+        default=DATABASE, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database holding the rollups."
+    )
+    clickhouse_password: SecretStr | None = Field(
+        default=None, description="Password for http(s) DSNs, if not in the DSN."
+    )
+    clickhouse_connect_timeout_s: float = Field(default=10.0, gt=0, description="Connect timeout (http).")
+    clickhouse_send_receive_timeout_s: float = Field(
+        default=60.0, gt=0, description="Send/receive timeout of one request (http)."
+    )
