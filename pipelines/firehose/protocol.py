@@ -102,7 +102,7 @@ class AnalyticsRecord(msgspec.Struct):
     api_id: str
     response_code: int
     api_key: str = ""
-    latency: Latency | None = None
+    latency: Latency = msgspec.field(default_factory=Latency)
 
 
 class EventRecord(msgspec.Struct):

@@ -165,9 +165,7 @@ class BatchBuilder:
                 "org_id": [r.org_id for r in records],
                 "api_id": [r.api_id for r in records],
                 "response_code": np.fromiter((r.response_code for r in records), np.int64, len(records)),
-                "latency_ms": np.fromiter(
-                    (r.latency.total if r.latency is not None else 0 for r in records), np.int64, len(records)
-                ),
+                "latency_ms": np.fromiter((r.latency.total for r in records), np.int64, len(records)),
             },
             schema=_EMPTY_SCHEMAS["analytics"],
         )

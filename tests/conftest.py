@@ -1,0 +1,53 @@
+"""Shared fixtures: loopback ports, ZeroMQ contexts, embedded ClickHouse, clocks."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from sinks.clickhouse.settings import ClickHouseSettings
+from sinks.clickhouse.sink import ClickHouseSink
+
+# A fixed instant for unit tests: 2026-11-27T10:15:00Z.
+T0_NS = 1_795_774_500_000_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def zmq_context() -> Iterator[zmq.Context[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+@pytest.fixture
+def clickhouse(tmp_path: Path) -> ClickHouseSettings:
+    """Embedded ClickHouse in this test's temp dir, with a database of its own."""
+    return ClickHouseSettings(
+        clickhouse_dsn=f"chdb://{tmp_path / 'clickhouse'}",
+        clickhouse_database=f"t_{uuid.uuid4().hex[:8]}",
+    )
+
+
+@pytest.fixture
+def sink(clickhouse: ClickHouseSettings) -> Iterator[ClickHouseSink]:
+    s = ClickHouseSink(clickhouse)
+    s.setup()
+    yield s
+    s.close()

@@ -1,0 +1,214 @@
+"""Every rule of PROTOCOL.md v1 that the decoder enforces, with an independent encoder (msgpack)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import msgpack
+import pytest
+
+from pipelines.firehose.codec import DecodedMessage, Limits, MessageDecoder, Rejection
+from pipelines.firehose.protocol import RejectReason, TopicKind
+from tests.conftest import T0_NS
+from tests.helpers import analytics, event, message
+
+pytestmark = pytest.mark.unit
+
+DECODER = MessageDecoder()
+
+
+def envelope(**overrides: Any) -> bytes:
+    env = {"v": 1, "node": "gw1", "boot": 1, "seq": 0, "sent": T0_NS, "count": 1, "enc": "msgpack"}
+    env.update(overrides)
+    return msgpack.packb(env)
+
+
+def frames(topic: bytes, records: list[Any], **env: Any) -> list[bytes]:
+    env.setdefault("count", len(records))
+    return [topic, envelope(**env), msgpack.packb(records)]
+
+
+def decoded(result: DecodedMessage | Rejection) -> DecodedMessage:
+    assert isinstance(result, DecodedMessage), result
+    return result
+
+
+def rejected(result: DecodedMessage | Rejection, reason: RejectReason) -> Rejection:
+    assert isinstance(result, Rejection), result
+    assert result.reason is reason, result
+    return result
+
+
+def test_a_good_analytics_message_decodes_every_record() -> None:
+    records = [analytics(T0_NS + i, api=f"api{i}", code=429, latency=i) for i in range(3)]
+    result = decoded(DECODER.decode(frames(b"tyk.analytics", records)))
+    assert result.kind is TopicKind.ANALYTICS
+    assert [r.api_id for r in result.records] == ["api0", "api1", "api2"]
+    assert [r.latency.total for r in result.records] == [0, 1, 2]
+    assert result.envelope.node == "gw1"
+    assert not result.rejected
+
+
+def test_json_encoding_decodes_the_same_records() -> None:
+    records = [analytics(T0_NS, org="o"), analytics("2026-11-27T10:15:02.123456789Z", org="p")]
+    raw = [b"tyk.analytics", envelope(count=2, enc="json"), json.dumps(records).encode()]
+    result = decoded(DECODER.decode(raw))
+    assert [r.org_id for r in result.records] == ["o", "p"]
+
+
+@pytest.mark.parametrize("count", [0, 2, 4])
+def test_wrong_frame_count_is_rejected(count: int) -> None:
+    rejected(DECODER.decode([b"tyk.analytics"] * count), RejectReason.FRAME_COUNT)
+
+
+def test_message_over_the_size_limit_is_rejected() -> None:
+    small = MessageDecoder(Limits(max_message_bytes=1_000))
+    big = [analytics(T0_NS, path="x" * 2_000)]
+    rejected(small.decode(frames(b"tyk.analytics", big)), RejectReason.MESSAGE_TOO_LARGE)
+
+
+@pytest.mark.parametrize("topic", [b"tyk.other", b"tyk.event.", b"analytics", b"tyk.notice.a b", b"\xff\xfe"])
+def test_unknown_topics_are_rejected(topic: bytes) -> None:
+    result = rejected(DECODER.decode(frames(topic, [analytics(T0_NS)])), RejectReason.BAD_TOPIC)
+    assert result.node == "gw1"
+
+
+def test_undecodable_envelope_is_rejected() -> None:
+    raw = [b"tyk.analytics", b"\xc1not msgpack", msgpack.packb([])]
+    rejected(DECODER.decode(raw), RejectReason.BAD_ENVELOPE)
+
+
+def test_envelope_missing_a_key_is_rejected() -> None:
+    env = msgpack.packb({"v": 1, "node": "gw1", "boot": 1, "seq": 0, "count": 0, "enc": "msgpack"})
+    rejected(DECODER.decode([b"tyk.analytics", env, msgpack.packb([])]), RejectReason.BAD_ENVELOPE)
+
+
+def test_unknown_envelope_keys_are_ignored() -> None:
+    raw = frames(b"tyk.analytics", [analytics(T0_NS)], trace="abc", shard=3)
+    assert decoded(DECODER.decode(raw)).envelope.seq == 0
+
+
+def test_unsupported_version_is_rejected() -> None:
+    rejected(DECODER.decode(frames(b"tyk.analytics", [analytics(T0_NS)], v=2)), RejectReason.UNSUPPORTED_VERSION)
+
+
+def test_unknown_encoding_is_rejected() -> None:
+    rejected(DECODER.decode(frames(b"tyk.analytics", [analytics(T0_NS)], enc="cbor")), RejectReason.BAD_ENCODING)
+
+
+def test_count_over_the_limit_is_rejected() -> None:
+    result = DECODER.decode(frames(b"tyk.analytics", [analytics(T0_NS)], count=100_001))
+    rejected(result, RejectReason.TOO_MANY_RECORDS)
+
+
+def test_count_that_does_not_match_the_payload_is_rejected() -> None:
+    raw = frames(b"tyk.analytics", [analytics(T0_NS), analytics(T0_NS)], count=3)
+    rejected(DECODER.decode(raw), RejectReason.COUNT_MISMATCH)
+
+
+def test_count_mismatch_is_detected_on_the_slow_path_too() -> None:
+    raw = frames(b"tyk.analytics", [analytics(T0_NS), {"timestamp": T0_NS}], count=1)
+    rejected(DECODER.decode(raw), RejectReason.COUNT_MISMATCH)
+
+
+def test_undecodable_payload_is_rejected_with_its_record_count() -> None:
+    raw = [b"tyk.analytics", envelope(count=5), b"\xc1\xc1"]
+    result = rejected(DECODER.decode(raw), RejectReason.BAD_PAYLOAD)
+    assert result.count == 5
+
+
+def test_payload_that_is_not_an_array_is_rejected() -> None:
+    raw = [b"tyk.analytics", envelope(count=1), msgpack.packb({"timestamp": T0_NS})]
+    rejected(DECODER.decode(raw), RejectReason.BAD_PAYLOAD)
+
+
+@pytest.mark.parametrize("missing", ["timestamp", "org_id", "api_id", "response_code"])
+def test_a_record_missing_a_required_field_rejects_only_itself(missing: str) -> None:
+    bad = analytics(T0_NS, api="bad")
+    del bad[missing]
+    records = [analytics(T0_NS, api="a"), bad, analytics(T0_NS, api="b")]
+    result = decoded(DECODER.decode(frames(b"tyk.analytics", records)))
+    assert [r.api_id for r in result.records] == ["a", "b"]
+    assert [(r.reason, r.count) for r in result.rejected] == [(RejectReason.MISSING_FIELD, 1)]
+    assert missing in result.rejected[0].detail
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("response_code", "200"), ("response_code", 1.5), ("org_id", 7), ("api_id", None), ("latency", "fast")],
+)
+def test_a_record_with_a_wrong_type_rejects_only_itself(field: str, value: Any) -> None:
+    records = [analytics(T0_NS), {**analytics(T0_NS), field: value}]
+    result = decoded(DECODER.decode(frames(b"tyk.analytics", records)))
+    assert len(result.records) == 1
+    assert [r.reason for r in result.rejected] == [RejectReason.BAD_RECORD]
+
+
+def test_non_utf8_strings_reject_the_record_not_the_worker() -> None:
+    good = msgpack.packb(analytics(T0_NS))
+    bad = msgpack.packb(analytics(T0_NS, org="ORG")).replace(b"\xa3ORG", b"\xa3\xff\xfe\xfd")
+    payload = b"\x92" + good + bad
+    result = decoded(DECODER.decode([b"tyk.analytics", envelope(count=2), payload]))
+    assert len(result.records) == 1
+    assert result.rejected[0].reason is RejectReason.BAD_RECORD
+
+
+def test_unknown_record_fields_are_ignored_and_optional_ones_default() -> None:
+    record = {"timestamp": T0_NS, "org_id": "o", "api_id": "a", "response_code": 200, "geo": {"x": [1, {"y": 2}]}}
+    result = decoded(DECODER.decode(frames(b"tyk.analytics", [record])))
+    assert result.records[0].api_key == ""
+    assert result.records[0].latency.total == 0
+
+
+def test_event_records_must_match_their_topic() -> None:
+    records = [event("RatelimitExceeded", T0_NS), event("QuotaExceeded", T0_NS)]
+    result = decoded(DECODER.decode(frames(b"tyk.event.RatelimitExceeded", records)))
+    assert [r.event for r in result.records] == ["RatelimitExceeded"]
+    assert [(r.reason, r.count) for r in result.rejected] == [(RejectReason.EVENT_MISMATCH, 1)]
+
+
+@pytest.mark.parametrize("missing", ["event", "timestamp", "org_id"])
+def test_event_required_fields(missing: str) -> None:
+    record = event("RatelimitExceeded", T0_NS)
+    del record[missing]
+    result = decoded(DECODER.decode(frames(b"tyk.event.RatelimitExceeded", [record])))
+    assert not result.records
+    assert result.rejected[0].reason is RejectReason.MISSING_FIELD
+
+
+@pytest.mark.parametrize("missing", ["command", "timestamp"])
+def test_notice_required_fields(missing: str) -> None:
+    record = {"command": "ApiUpdated", "timestamp": T0_NS, "payload": "", "signature": "x", "algorithm": 5}
+    del record[missing]
+    result = decoded(DECODER.decode(frames(b"tyk.notice.ApiUpdated", [record])))
+    assert not result.records
+    assert result.rejected[0].reason is RejectReason.MISSING_FIELD
+
+
+def test_heartbeat_decodes_with_its_interval() -> None:
+    hb = {"node": "gw1", "timestamp": T0_NS, "interval_ms": 250, "version": "5.8"}
+    result = decoded(DECODER.decode(frames(b"tyk.heartbeat", [hb])))
+    assert result.kind is TopicKind.HEARTBEAT
+    assert result.records[0].interval_ms == 250
+
+
+def test_all_three_timestamp_forms_decode() -> None:
+    ext = msgpack.Timestamp(T0_NS // 1_000_000_000, 123_456_789)
+    records = [analytics(T0_NS), analytics("2026-11-27T10:15:00.5+01:00"), analytics(ext)]
+    result = decoded(DECODER.decode(frames(b"tyk.analytics", records)))
+    stamps = [r.timestamp for r in result.records]
+    assert stamps[0] == T0_NS
+    assert stamps[1] == "2026-11-27T10:15:00.5+01:00"
+    assert stamps[2] == dt.datetime(2026, 11, 27, 10, 15, 0, 123457, tzinfo=dt.UTC)
+
+
+def test_node_longer_than_128_bytes_is_rejected() -> None:
+    rejected(DECODER.decode(frames(b"tyk.analytics", [], node="n" * 129)), RejectReason.BAD_ENVELOPE)
+
+
+def test_our_encoder_round_trips_through_the_decoder() -> None:
+    raw = message("tyk.event.TokenCreated", [event("TokenCreated", T0_NS)], seq=7, enc="json")
+    result = decoded(DECODER.decode(raw))
+    assert (result.envelope.seq, result.envelope.enc, result.name) == (7, "json", "TokenCreated")
