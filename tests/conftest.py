@@ -14,6 +14,8 @@ import zmq
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 
+pytest_plugins = ["tests.harness.redis_fixtures"]
+
 # A fixed instant for unit tests: 2026-11-27T10:15:00Z.
 T0_NS = 1_795_774_500_000_000_000
 

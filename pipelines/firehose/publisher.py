@@ -62,7 +62,11 @@ class FirehosePublisher:
         self.socket = context.socket(zmq.XPUB)
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
         self.socket.setsockopt(zmq.LINGER, 5_000)
-        self.addresses = [attach(self.socket, e) for e in endpoints]
+        try:
+            self.addresses = [attach(self.socket, e) for e in endpoints]
+        except BaseException:
+            self.socket.close(linger=0)
+            raise
         self.sent_messages = 0
 
     def add_node(self, node: str, boot: int | None = None) -> NodeSequence:

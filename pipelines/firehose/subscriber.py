@@ -32,19 +32,33 @@ class FirehoseSubscriber:
         self.sockets: list[zmq.Socket[Any]] = []
         self.poller = zmq.Poller()
         self.addresses: list[str] = []
-        for endpoint in endpoints:
-            socket = context.socket(zmq.SUB)
-            socket.setsockopt(zmq.RCVHWM, rcvhwm)
-            socket.setsockopt(zmq.LINGER, 0)
-            if max_message_bytes > 0:
-                # libzmq drops the connection of a peer that sends a larger frame; the
-                # decoder still rejects oversized messages that arrive in several frames.
-                socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
-            for topic in topics:
-                socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-            self.addresses.append(attach(socket, endpoint))
-            self.poller.register(socket, zmq.POLLIN)
-            self.sockets.append(socket)
+        try:
+            for endpoint in endpoints:
+                self._open(context, endpoint, topics, rcvhwm, max_message_bytes)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(
+        self,
+        context: zmq.Context[Any],
+        endpoint: Endpoint,
+        topics: Sequence[str],
+        rcvhwm: int,
+        max_message_bytes: int,
+    ) -> None:
+        socket = context.socket(zmq.SUB)
+        self.sockets.append(socket)
+        socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        socket.setsockopt(zmq.LINGER, 0)
+        if max_message_bytes > 0:
+            # libzmq drops the connection of a peer that sends a larger frame; the
+            # decoder still rejects oversized messages that arrive in several frames.
+            socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        for topic in topics:
+            socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self.addresses.append(attach(socket, endpoint))
+        self.poller.register(socket, zmq.POLLIN)
 
     def receive(self, timeout_ms: int, max_messages: int = 10_000) -> Iterator[list[bytes]]:
         """Yield messages that are ready, waiting at most timeout_ms for the first."""

@@ -22,11 +22,9 @@ import pytest
 import redis
 
 from tests.harness.redis import RedisServer, RedisServerError
-from tests.harness.redis_fixtures import redis_server
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["redis_server"]  # the fixture is used by name below
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tyk"
 MANIFEST = json.loads((FIXTURES / "analytics" / "manifest.json").read_text(encoding="utf-8"))

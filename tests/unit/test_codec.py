@@ -91,11 +91,15 @@ def test_unknown_envelope_keys_are_ignored() -> None:
 
 
 def test_unsupported_version_is_rejected() -> None:
-    rejected(DECODER.decode(frames(b"tyk.analytics", [analytics(T0_NS)], v=2)), RejectReason.UNSUPPORTED_VERSION)
+    rejected(
+        DECODER.decode(frames(b"tyk.analytics", [analytics(T0_NS)], v=2)), RejectReason.UNSUPPORTED_VERSION
+    )
 
 
 def test_unknown_encoding_is_rejected() -> None:
-    rejected(DECODER.decode(frames(b"tyk.analytics", [analytics(T0_NS)], enc="cbor")), RejectReason.BAD_ENCODING)
+    rejected(
+        DECODER.decode(frames(b"tyk.analytics", [analytics(T0_NS)], enc="cbor")), RejectReason.BAD_ENCODING
+    )
 
 
 def test_count_over_the_limit_is_rejected() -> None:
@@ -156,7 +160,13 @@ def test_non_utf8_strings_reject_the_record_not_the_worker() -> None:
 
 
 def test_unknown_record_fields_are_ignored_and_optional_ones_default() -> None:
-    record = {"timestamp": T0_NS, "org_id": "o", "api_id": "a", "response_code": 200, "geo": {"x": [1, {"y": 2}]}}
+    record = {
+        "timestamp": T0_NS,
+        "org_id": "o",
+        "api_id": "a",
+        "response_code": 200,
+        "geo": {"x": [1, {"y": 2}]},
+    }
     result = decoded(DECODER.decode(frames(b"tyk.analytics", [record])))
     assert result.records[0].api_key == ""
     assert result.records[0].latency.total == 0

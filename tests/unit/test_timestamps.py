@@ -27,14 +27,22 @@ def test_rfc3339_keeps_nanoseconds_and_offsets(text: str, expected: int) -> None
 
 
 @pytest.mark.parametrize(
-    "text", ["2026-11-27T10:15:00", "2026-11-27", "yesterday", "2026-13-27T10:15:00Z", "2026-11-27T10:15:00.1234567890Z"]
+    "text",
+    [
+        "2026-11-27T10:15:00",
+        "2026-11-27",
+        "yesterday",
+        "2026-13-27T10:15:00Z",
+        "2026-11-27T10:15:00.1234567890Z",
+    ],
 )
 def test_rfc3339_without_offset_or_malformed_is_invalid(text: str) -> None:
     assert parse_rfc3339_ns(text) is None
 
 
 @pytest.mark.parametrize(
-    "value", [1.5e18, True, None, -1, 2**63, dt.datetime(2026, 1, 1), [1, 2], float("nan"), "1795774500000000000"]
+    "value",
+    [1.5e18, True, None, -1, 2**63, dt.datetime(2026, 1, 1), [1, 2], float("nan"), "1795774500000000000"],
 )
 def test_non_protocol_values_are_invalid(value: object) -> None:
     assert to_ns(value) is None

@@ -1,0 +1,154 @@
+"""Publisher, subscriber and proxy over real ZeroMQ tcp on loopback (readiness checks, no sleeps)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import zmq
+
+from pipelines.firehose.codec import DecodedMessage, MessageDecoder
+from pipelines.firehose.endpoints import parse_endpoint
+from pipelines.firehose.proxy import FirehoseProxy, run_in_thread
+from pipelines.firehose.publisher import FirehosePublisher
+from pipelines.firehose.subscriber import FirehoseSubscriber
+from pipelines.errors import EndpointError
+from tests.conftest import T0_NS, free_port
+from tests.helpers import analytics
+
+pytestmark = pytest.mark.component
+
+
+def collect(subscriber: FirehoseSubscriber, expected: int, timeout_s: float = 10.0) -> list[list[bytes]]:
+    got: list[list[bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < expected and time.monotonic() < deadline:
+        got.extend(subscriber.receive(100))
+    return got
+
+
+# In-process tests bind the publisher and connect the subscriber: within one process, an
+# (X)PUB connecting to a bound SUB never received the subscription here (libzmq 4.3.5 via
+# pyzmq 27); across processes both directions work and the integration tests use SUB-binds.
+
+
+def test_publisher_to_subscriber_over_tcp(zmq_context: zmq.Context[Any], port: int) -> None:
+    publisher = FirehosePublisher(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")], node="gw1")
+    subscriber = FirehoseSubscriber(zmq_context, [parse_endpoint(f"tcp://127.0.0.1:{port}")])
+    try:
+        assert publisher.wait_for_subscribers(10)
+        for i in range(50):
+            publisher.publish("tyk.analytics", [analytics(T0_NS + i)] * 3)
+        got = collect(subscriber, 50)
+    finally:
+        publisher.close(0)
+        subscriber.close()
+    decoder = MessageDecoder()
+    decoded = [decoder.decode(f) for f in got]
+    assert all(isinstance(d, DecodedMessage) for d in decoded)
+    assert [d.envelope.seq for d in decoded if isinstance(d, DecodedMessage)] == list(range(50))
+
+
+def test_topic_prefix_filters(zmq_context: zmq.Context[Any], port: int) -> None:
+    publisher = FirehosePublisher(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")], node="gw1")
+    subscriber = FirehoseSubscriber(
+        zmq_context, [parse_endpoint(f"tcp://127.0.0.1:{port}")], topics=["tyk.event."]
+    )
+    try:
+        assert publisher.wait_for_subscribers(10)
+        publisher.publish("tyk.analytics", [analytics(T0_NS)])
+        publisher.publish(
+            "tyk.event.QuotaExceeded", [{"event": "QuotaExceeded", "timestamp": T0_NS, "org_id": "o"}]
+        )
+        got = collect(subscriber, 1)
+        assert collect(subscriber, 1, timeout_s=0.3) == []
+    finally:
+        publisher.close(0)
+        subscriber.close()
+    assert [f[0] for f in got] == [b"tyk.event.QuotaExceeded"]
+
+
+def test_proxy_forwards_frames_unchanged_and_subscriptions_upstream(zmq_context: zmq.Context[Any]) -> None:
+    front, back = free_port(), free_port()
+    proxy = FirehoseProxy(
+        zmq_context,
+        [parse_endpoint(f"@tcp://127.0.0.1:{front}")],
+        [parse_endpoint(f"@tcp://127.0.0.1:{back}")],
+    )
+    thread = run_in_thread(proxy)
+    subscriber = FirehoseSubscriber(zmq_context, [parse_endpoint(f"tcp://127.0.0.1:{back}")])
+    publishers = [
+        FirehosePublisher(zmq_context, [parse_endpoint(f"tcp://127.0.0.1:{front}")], node=f"gw{i}")
+        for i in range(3)
+    ]
+    try:
+        for publisher in publishers:
+            assert publisher.wait_for_subscribers(10), "subscription did not flow upstream through the proxy"
+        sent = []
+        for publisher in publishers:
+            for i in range(20):
+                frames = publisher.encoder.encode(
+                    "tyk.analytics",
+                    node=publisher.default_node.node if publisher.default_node else "",
+                    boot=1,
+                    seq=i,
+                    sent=T0_NS,
+                    records=[analytics(T0_NS)],
+                )
+                publisher.socket.send_multipart(frames)
+                sent.append(frames)
+        got = collect(subscriber, 60)
+    finally:
+        for publisher in publishers:
+            publisher.close(0)
+        subscriber.close()
+        proxy.stop()
+        thread.join(5)
+        proxy.close()
+    assert sorted(map(tuple, got)) == sorted(map(tuple, sent))
+
+
+def test_heartbeats_are_due_every_interval(zmq_context: zmq.Context[Any], port: int) -> None:
+    now = [T0_NS]
+    publisher = FirehosePublisher(
+        zmq_context,
+        [parse_endpoint(f"@tcp://127.0.0.1:{port}")],
+        node="gw1",
+        heartbeat_interval_ms=1000,
+        clock=lambda: now[0],
+    )
+    try:
+        assert publisher.maybe_heartbeat() == ["gw1"]
+        assert publisher.maybe_heartbeat() == []
+        now[0] += 999_000_000
+        assert publisher.maybe_heartbeat() == []
+        now[0] += 1_000_000
+        assert publisher.maybe_heartbeat() == ["gw1"]
+        assert publisher.nodes["gw1"].seq == 2
+    finally:
+        publisher.close(0)
+
+
+def test_bad_endpoints_fail_with_a_clear_error(zmq_context: zmq.Context[Any]) -> None:
+    with pytest.raises(EndpointError, match="must start with"):
+        parse_endpoint("localhost:5556")
+    port = free_port()
+    first = FirehoseSubscriber(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")])
+    try:
+        with pytest.raises(EndpointError, match="[Aa]ddress already in use"):
+            FirehoseSubscriber(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")])
+    finally:
+        first.close()
+
+
+def test_subscriber_waits_without_busy_looping(zmq_context: zmq.Context[Any], port: int) -> None:
+    subscriber = FirehoseSubscriber(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")])
+    started = time.monotonic()
+    try:
+        assert list(subscriber.receive(200)) == []
+    finally:
+        subscriber.close()
+    assert time.monotonic() - started >= 0.15
+    assert threading.active_count() >= 1
