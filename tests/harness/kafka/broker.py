@@ -26,7 +26,9 @@ import asyncio
 import base64
 import contextlib
 import fcntl
+import functools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -142,6 +144,7 @@ def ensure_kafka_jars(version: str = KAFKA_VERSION, *, offline: bool = False) ->
             mvn,
             "-B",
             "-q",
+            "-Dstyle.color=never",
             *(["-o"] if offline else []),
             "-f",
             str(POM),
@@ -154,12 +157,13 @@ def ensure_kafka_jars(version: str = KAFKA_VERSION, *, offline: bool = False) ->
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
         except subprocess.TimeoutExpired as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            out = (exc.stdout or "") + (exc.stderr or "")
-            if isinstance(out, bytes):
-                out = out.decode(errors="replace")
+            out = "".join(
+                x.decode(errors="replace") if isinstance(x, bytes) else x
+                for x in (exc.stdout or "", exc.stderr or "")
+            )
             msg = f"Kafka harness: fetching Kafka {version} jars timed out.\n--- mvn output (tail) ---\n"
             raise KafkaHarnessError(msg + _tail(out)) from exc
-        output = proc.stdout + proc.stderr
+        output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # mvn's colour codes
         (home / "fetch.log").write_text(" ".join(cmd) + "\n" + output)
         if proc.returncode != 0 or not _has_broker_jar(staging):
             shutil.rmtree(staging, ignore_errors=True)
@@ -304,21 +308,21 @@ class KafkaBroker:
             except BaseException:  # Ctrl-C, timeout of the caller, ...: never leak the JVM
                 self.stop()
                 raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        msg = "unreachable"  # pragma: no cover
+        raise AssertionError(msg)  # pragma: no cover
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and remove its temp dir. Safe to call twice."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    proc.wait(timeout=30)
+                    proc.kill()
+                proc.wait(timeout=30)
         if self._console is not None:
             self._console.close()
             self._console = None
@@ -364,6 +368,9 @@ class KafkaBroker:
         if self.workdir is None:
             return ""
         parts = []
+        errors = self._error_lines()
+        if errors:
+            parts.append("--- first errors in server.log ---\n" + "\n".join(errors))
         for label, path in (
             ("server.log", self.workdir / "logs" / "server.log"),
             ("console", self.workdir / "logs" / "console.log"),
@@ -375,6 +382,23 @@ class KafkaBroker:
         return "\n".join(parts)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _error_lines(self, limit: int = 8) -> list[str]:
+        """The first ERROR/FATAL lines and exception causes of server.log (the root cause)."""
+        if self.workdir is None:
+            return []
+        try:
+            text = (self.workdir / "logs" / "server.log").read_text(errors="replace")
+        except OSError:
+            return []
+        found: list[str] = []
+        for line in text.splitlines():
+            important = " ERROR " in line or " FATAL " in line or line.startswith("Caused by:")
+            if important and line not in found:
+                found.append(line)
+                if len(found) >= limit:
+                    break
+        return found
 
     def _launch(self, java: str, libs: Path) -> None:
         t0 = time.monotonic()
@@ -412,8 +436,7 @@ class KafkaBroker:
         (self.workdir / "logs" / "format.log").write_text(fmt.stdout + fmt.stderr)
         if fmt.returncode != 0:
             msg = (
-                f"Kafka harness: formatting KRaft storage failed (exit {fmt.returncode}).\n"
-                f"{self.log_tail()}"
+                f"Kafka harness: formatting KRaft storage failed (exit {fmt.returncode}).\n{self.log_tail()}"
             )
             raise KafkaHarnessError(msg)
 
@@ -427,7 +450,7 @@ class KafkaBroker:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the broker cleanly
             # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so only use it from main.
-            preexec_fn=_pdeathsig if in_main_thread and sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=_pdeathsig if in_main_thread and sys.platform == "linux" else None,
         )
         self._wait_ready(t0 + self.startup_timeout)
         self.startup_seconds = time.monotonic() - t0
@@ -495,6 +518,8 @@ class KafkaBroker:
         """Poll until the broker's listener accepts and a metadata request lists node 1."""
         assert self._proc is not None
         last_error = "no answer yet"
+        probe_timeout = 2.0  # grows on timeouts (slow, loaded machine) but stays short so a
+        # broker that dies while a probe waits is noticed quickly
         while True:
             code = self._proc.poll()
             if code is not None:
@@ -509,8 +534,12 @@ class KafkaBroker:
                 raise KafkaHarnessError(msg)
             if _port_open(self.host, self.port or 0):
                 try:
-                    meta = _run_coro(lambda: _describe_cluster(self.bootstrap, min(remaining, 10.0)))
-                except Exception as exc:  # not ready yet: connection reset, timeout, ...
+                    timeout = min(remaining, probe_timeout)
+                    meta = _run_coro(functools.partial(_describe_cluster, self.bootstrap, timeout))
+                except TimeoutError:
+                    last_error = f"metadata request timed out after {timeout:.1f}s"
+                    probe_timeout = min(probe_timeout * 2, 16.0)
+                except Exception as exc:  # not ready yet: connection reset, refused, ...
                     last_error = f"{type(exc).__name__}: {exc}"
                 else:
                     ids = {b["node_id"] for b in meta.get("brokers", [])}
@@ -531,13 +560,14 @@ def _port_open(host: str, port: int) -> bool:
 
 
 async def _describe_cluster(bootstrap: str, timeout: float) -> dict[str, Any]:
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
         async with asyncio.timeout(timeout):
             await admin.start()
-            return await admin.describe_cluster()
+            meta: dict[str, Any] = await admin.describe_cluster()
+            return meta
     finally:
         await admin.close()
 
