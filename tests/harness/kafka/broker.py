@@ -190,8 +190,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like ``Uuid``)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like ``Uuid``).
+
+    Like Kafka's ``Uuid.randomUuid()`` it never starts with "-", which command-line
+    parsers would take for an option.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 def _run_coro(factory: Callable[[], Awaitable[_T]]) -> _T:
@@ -427,7 +434,13 @@ class KafkaBroker:
             classpath,
         ]
         fmt = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(props)],
+            [
+                *jvm,
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={self.cluster_id}",
+                f"--config={props}",
+            ],
             capture_output=True,
             text=True,
             timeout=max(self.startup_timeout, 60),
