@@ -14,7 +14,7 @@ import zmq
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 
-pytest_plugins = ["tests.harness.redis_fixtures"]
+pytest_plugins = ["tests.harness.kafka.fixtures", "tests.harness.redis_fixtures"]
 
 # A fixed instant for unit tests: 2026-11-27T10:15:00Z.
 T0_NS = 1_795_774_500_000_000_000
