@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import zmq
 
+from pipelines.errors import EndpointError
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.proxy import FirehoseProxy, run_in_thread
 from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.firehose.subscriber import FirehoseSubscriber
-from pipelines.errors import EndpointError
 from tests.conftest import T0_NS, free_port
 from tests.helpers import analytics
 
@@ -137,7 +137,7 @@ def test_bad_endpoints_fail_with_a_clear_error(zmq_context: zmq.Context[Any]) ->
     port = free_port()
     first = FirehoseSubscriber(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")])
     try:
-        with pytest.raises(EndpointError, match="[Aa]ddress already in use"):
+        with pytest.raises(EndpointError, match=r"[Aa]ddress already in use"):
             FirehoseSubscriber(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")])
     finally:
         first.close()

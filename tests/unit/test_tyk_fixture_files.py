@@ -208,7 +208,7 @@ def _parse_go_time(text: str) -> tuple[datetime, int, int]:
     m = _GO_TIME.match(text)
     assert m, text
     y, mo, d, h, mi, s, frac, zone = m.groups()
-    wall = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s))  # noqa: DTZ001 - offset handled below
+    wall = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s))
     nanos = int((frac or "").ljust(9, "0"))
     offset = (
         0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
@@ -261,7 +261,7 @@ def test_manifest_time_fields_are_consistent(entry: dict[str, Any]) -> None:
     assert offset == entry["timestamp_utc_offset_seconds"]
     sec, nsec = _sec_nsec(entry["timestamp_unix_ns"])
     assert nsec == nanos
-    epoch = datetime(1970, 1, 1)  # noqa: DTZ001 - naive on purpose: wall - offset = UTC wall
+    epoch = datetime(1970, 1, 1)
     assert (wall - timedelta(seconds=offset) - epoch) == timedelta(seconds=sec)
     if entry["timestamp_unix_ns"] != -62135596800 * NS:  # Go zero time: Day/Month/Year/Hour stay 0
         assert (rec["year"], rec["month"], rec["day"], rec["hour"]) == (

@@ -1,0 +1,60 @@
+# tykpulse: the two commands are `make run` and `make test`; the rest serve development.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: help run test lint format unit component integration services kafka kafka-jars fixtures fixtures-check clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)  ## demo: simulated fleet -> ZeroMQ -> worker -> embedded ClickHouse (ARGS="--duration 60")
+	$(VENV)/bin/tykpulse demo $(ARGS)
+
+test: $(STAMP) services lint  ## install everything, lint, and run the whole suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+unit component integration: $(STAMP) services  ## run one tier of the suite
+	$(PY) -m pytest -m $@ $(PYTEST_ARGS)
+
+services: $(STAMP)  ## what the integration tests need on this machine (Redis server, Kafka jars)
+	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
+		$(if $(shell command -v sudo),sudo,) apt-get install -y -q redis-server >/dev/null || \
+		{ $(if $(shell command -v sudo),sudo,) apt-get update -q >/dev/null && \
+		  $(if $(shell command -v sudo),sudo,) apt-get install -y -q redis-server >/dev/null; }; }
+	$(PY) -m tests.harness.kafka.broker --fetch-only
+
+kafka-jars: $(STAMP)  ## fetch the Kafka broker jars into .cache/kafka (no-op when present)
+	$(PY) -m tests.harness.kafka.broker --fetch-only
+
+kafka: $(STAMP)  ## a development broker in the foreground on 127.0.0.1:9092
+	$(PY) -m tests.harness.kafka.broker --port 9092 --controller-port 9093
+
+fixtures:  ## regenerate the Tyk fidelity fixtures with Tyk Pump's own encoder (needs Go)
+	cd tests/fixtures/tyk/gen && $(GO) run . -out ..
+
+fixtures-check: fixtures  ## fail if regenerating the fixtures changes them
+	git diff --exit-code -- tests/fixtures/tyk
+
+clean:  ## remove the venv, caches and ./data
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache data
