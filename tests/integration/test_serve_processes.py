@@ -30,7 +30,8 @@ from pipelines.rollups import compute
 from pipelines.simulate.verify import check_all, fetch_view
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
-from tests.conftest import T0_NS, free_port
+from tests.conftest import T0_NS
+from tests.harness.processes import free_port
 from tests.helpers import analytics, event, message, notice
 
 pytestmark = pytest.mark.integration
