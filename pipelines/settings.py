@@ -141,3 +141,19 @@ class SimulatorSettings(_Settings):
     wait_subscribers_s: float = Field(
         default=10.0, ge=0, description="Wait this long for a subscriber before sending (0: don't wait)."
     )
+    time_scale: float = Field(
+        default=1.0,
+        ge=1,
+        description="Event-time seconds per wall second; above 1 the run replays the last "
+        "duration x scale seconds, ending now (needs --duration).",
+    )
+    storm_api_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of all requests sent to one API and rate-limited in a storm.",
+    )
+    storm_at_s: float = Field(
+        default=0.0, ge=0, description="Wall seconds after start when the storm begins."
+    )
+    storm_for_s: float = Field(default=0.0, ge=0, description="Wall seconds the storm lasts (0: no storm).")

@@ -32,6 +32,15 @@ _TICK_S = 0.01
 _PROGRESS_EVERY_S = 5.0
 
 
+def scaled_clock(scale: float, duration_s: float, now: Callable[[], int] = time.time_ns) -> Callable[[], int]:
+    """Event time running `scale` times faster than the wall clock, reaching now() when the run ends."""
+    if scale == 1:
+        return now
+    wall_start = now()
+    event_start = wall_start - int(duration_s * scale * 1e9)
+    return lambda: event_start + int((now() - wall_start) * scale)
+
+
 def sign_notice(command: str, payload: str, secret: str) -> str:
     """Tyk's algorithm-5 signature: hex SHA-256 of command + payload + node_secret."""
     return hashlib.sha256((command + payload + secret).encode()).hexdigest()
@@ -65,6 +74,8 @@ class Fleet:
         self.rng = np.random.default_rng(settings.seed)
         world = World.build(WorldShape(settings.orgs, settings.apis, settings.keys), self.rng)
         self.drawer = TrafficDrawer(world, self.rng, late_fraction=settings.late_fraction)
+        self.drawer.storm_api = self.drawer.storm_target()
+        self.storm: dict[str, Any] = {}
         self.gateways = [f"{node_prefix}-gw{i + 1:02d}" for i in range(settings.gateways)]
         self.dashboard = f"{node_prefix}-{DASHBOARD_NODE}"
         for node in (*self.gateways, self.dashboard):
@@ -94,6 +105,7 @@ class Fleet:
                 last_ns = now_ns
             else:
                 time.sleep(_TICK_S)
+            self._storm(elapsed)
             if now >= next_wave:
                 self._token_wave()
                 next_wave += s.token_wave_every_s
@@ -113,9 +125,30 @@ class Fleet:
         self.summary.messages = self.publisher.sent_messages
         return self.summary
 
+    def _storm(self, elapsed: float) -> None:
+        s = self.settings
+        on = (
+            bool(s.storm_for_s and s.storm_api_share)
+            and s.storm_at_s <= elapsed < s.storm_at_s + s.storm_for_s
+        )
+        if on == bool(self.drawer.storm_share):
+            return
+        self.drawer.storm_share = s.storm_api_share if on else 0.0
+        api = self.drawer.storm_api
+        if on:
+            self.storm = {
+                "api_id": self.drawer.world.api_ids[api],
+                "org_id": self.drawer.world.org_ids[int(self.drawer.world.api_org[api])],
+                "started_ns": self.clock(),
+            }
+        else:
+            self.storm["ended_ns"] = self.clock()
+        log.info("simulator storm %s api=%s", "on" if on else "off", self.storm["api_id"])
+
     def meta(self) -> dict[str, Any]:
         s = self.settings
         return {
+            "storm": self.storm,
             "seed": s.seed,
             "rate": s.rate,
             "batch": s.batch,

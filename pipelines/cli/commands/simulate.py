@@ -12,7 +12,7 @@ from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
 from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.settings import PublisherSettings, SimulatorSettings
-from pipelines.simulate.fleet import Fleet
+from pipelines.simulate.fleet import Fleet, scaled_clock
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ def command(publisher_settings: PublisherSettings, settings: SimulatorSettings) 
     and configuration bursts. The same --seed gives the same traffic. With
     --truth FILE it writes the exact rollups of everything it sent.
     """
+    if settings.time_scale != 1 and not settings.duration_s:
+        msg = "--time-scale needs --duration: the run replays the last duration x scale seconds"
+        raise click.UsageError(msg)
     stop = stop_on_signals()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     publisher = FirehosePublisher(
@@ -39,7 +42,8 @@ def command(publisher_settings: PublisherSettings, settings: SimulatorSettings) 
         sndhwm=publisher_settings.sndhwm,
         heartbeat_interval_ms=publisher_settings.heartbeat_interval_ms,
     )
-    fleet = Fleet(settings, publisher, node_prefix=publisher_settings.node)
+    clock = scaled_clock(settings.time_scale, settings.duration_s)
+    fleet = Fleet(settings, publisher, node_prefix=publisher_settings.node, clock=clock)
     if settings.wait_subscribers_s and not publisher.wait_for_subscribers(settings.wait_subscribers_s):
         log.warning("no subscriber after %.1fs; publishing anyway", settings.wait_subscribers_s)
     log.info(

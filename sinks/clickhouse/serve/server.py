@@ -165,6 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
+        self.send_header("X-ClickHouse-Server-Display-Name", DISPLAY_NAME)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

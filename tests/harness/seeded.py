@@ -1,0 +1,123 @@
+"""A worker serving an embedded database seeded by the simulator, for the analyst-facing tests.
+
+Session-scoped: `tykpulse run` (serving its database on a free loopback port)
+ingests two hours of simulated event time, replayed 450x faster than real time
+(`--time-scale`), with a rate-limit storm on one API, token waves and config
+bursts. Notebooks, dashboards, alert rules and the analyst API then read it over
+http while the worker keeps running, as an analyst would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.processes import free_port, stop_process
+
+SIMULATED_WALL_S = 16
+TIME_SCALE = 450  # 16 s of wall time -> 2 h of event time
+STORM_AT_S, STORM_FOR_S, STORM_SHARE = 7, 4, 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class SeededDatabase:
+    dsn: str
+    truth: dict[str, Any]
+    path: Path
+
+    @property
+    def storm(self) -> dict[str, Any]:
+        return dict(self.truth["meta"]["storm"])
+
+
+def tykpulse(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "warning", *args]
+
+
+def _wait(condition: Any, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    msg = f"timed out waiting for {what}"
+    raise AssertionError(msg)
+
+
+def _get(url: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback http
+            return bytes(response.read())
+    except OSError:
+        return None
+
+
+def simulate_args(port: int, truth: Path) -> list[str]:
+    return tykpulse(
+        "simulate",
+        "--connect",
+        f"tcp://127.0.0.1:{port}",
+        "--duration",
+        str(SIMULATED_WALL_S),
+        "--time-scale",
+        str(TIME_SCALE),
+        "--rate",
+        "2000",
+        "--seed",
+        "11",
+        "--token-wave-every-s",
+        "0.2",
+        "--config-burst-every-s",
+        "0.5",
+        "--storm-api-share",
+        str(STORM_SHARE),
+        "--storm-at-s",
+        str(STORM_AT_S),
+        "--storm-for-s",
+        str(STORM_FOR_S),
+        "--truth",
+        str(truth),
+        "--wait-subscribers-s",
+        "60",
+        "--node",
+        "sim",
+    )
+
+
+@pytest.fixture(scope="session")
+def seeded_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededDatabase]:
+    tmp = tmp_path_factory.mktemp("seeded")
+    firehose, serve = free_port(), free_port()
+    worker = subprocess.Popen(
+        tykpulse(
+            "run",
+            "--firehose",
+            f"@tcp://127.0.0.1:{firehose}",
+            "--clickhouse",
+            f"chdb://{tmp / 'clickhouse'}",
+            "--flush-interval-s",
+            "0.5",
+            "--serve",
+            f"127.0.0.1:{serve}",
+        )
+    )
+    dsn = f"http://127.0.0.1:{serve}"
+    try:
+        subprocess.run(simulate_args(firehose, tmp / "truth.json"), timeout=300, check=True)
+        truth = json.loads((tmp / "truth.json").read_text())
+        sent = sum(p["messages"] for p in truth["publishers"].values())
+        query = urllib.parse.quote("SELECT sum(messages) FROM tykpulse.ingest_health_1m")
+        _wait(lambda: _get(f"{dsn}/?query={query}") == f"{sent}\n".encode(), "the seeded rollups to land")
+        yield SeededDatabase(dsn, truth, tmp / "clickhouse")
+    finally:
+        stop_process(worker, timeout=60)
