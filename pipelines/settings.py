@@ -157,3 +157,16 @@ class SimulatorSettings(_Settings):
         default=0.0, ge=0, description="Wall seconds after start when the storm begins."
     )
     storm_for_s: float = Field(default=0.0, ge=0, description="Wall seconds the storm lasts (0: no storm).")
+    token_burst_at_s: float = Field(
+        default=0.0, ge=0, description="Wall seconds after start of one large token wave (0: none)."
+    )
+    token_burst_size: int = Field(default=400, ge=1, description="Tokens created in the large wave.")
+    incident_at_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Wall seconds after start of a bad change: ApiUpdated, then more 5xx (0: none).",
+    )
+    incident_for_s: float = Field(default=0.0, ge=0, description="Wall seconds the raised 5xx rate lasts.")
+    incident_5xx_share: float = Field(
+        default=0.25, ge=0, le=1, description="Share of requests answered 5xx during the incident."
+    )

@@ -13,6 +13,8 @@ import pandas as pd
 from pipelines.analyst.queries import config_changes, rate_limit_hits, traffic
 from pipelines.analyst.scope import Scope
 
+_MINUTE = pd.Timedelta(minutes=1)
+
 
 def _episodes(flags: pd.Series, step: pd.Timedelta) -> pd.Series:
     """Number consecutive flagged windows (index: window_start) as one episode each."""
@@ -85,8 +87,9 @@ def change_impact(
     """Traffic before vs after each minute with configuration changes.
 
     One row per change minute: the commands, then requests, 5xx and 4xx rates
-    and request-weighted p95 latency over `before` (ending at the change) and
-    `after` (starting at it), and the differences. Traffic honours the scope's
+    and request-weighted p95 latency over `before` (ending at the change
+    minute) and `after` (starting after it), and the differences. The change
+    minute itself is on neither side: it mixes both. Traffic honours the scope's
     org/API filters; changes are fleet-wide (notices carry no API column).
     """
     minute = scope.with_grain("1m")
@@ -100,7 +103,7 @@ def change_impact(
     rows = [
         {"change_at": at, "changes": int(info.changes), "commands": info.commands}
         | _side(per_minute, at - before, at, "before")
-        | _side(per_minute, at, at + after, "after")
+        | _side(per_minute, at + _MINUTE, at + _MINUTE + after, "after")
         for at, info in commands.iterrows()
     ]
     out = pd.DataFrame(rows)

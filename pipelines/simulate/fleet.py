@@ -76,6 +76,8 @@ class Fleet:
         self.drawer = TrafficDrawer(world, self.rng, late_fraction=settings.late_fraction)
         self.drawer.storm_api = self.drawer.storm_target()
         self.storm: dict[str, Any] = {}
+        self.incident: dict[str, Any] = {}
+        self.token_burst_ns = 0
         self.gateways = [f"{node_prefix}-gw{i + 1:02d}" for i in range(settings.gateways)]
         self.dashboard = f"{node_prefix}-{DASHBOARD_NODE}"
         for node in (*self.gateways, self.dashboard):
@@ -106,6 +108,10 @@ class Fleet:
             else:
                 time.sleep(_TICK_S)
             self._storm(elapsed)
+            self._incident(elapsed)
+            if s.token_burst_at_s and not self.token_burst_ns and elapsed >= s.token_burst_at_s:
+                self.token_burst_ns = self.clock()
+                self._token_wave(s.token_burst_size)
             if now >= next_wave:
                 self._token_wave()
                 next_wave += s.token_wave_every_s
@@ -145,10 +151,26 @@ class Fleet:
             self.storm["ended_ns"] = self.clock()
         log.info("simulator storm %s api=%s", "on" if on else "off", self.storm["api_id"])
 
+    def _incident(self, elapsed: float) -> None:
+        s = self.settings
+        on = bool(s.incident_at_s) and s.incident_at_s <= elapsed < s.incident_at_s + s.incident_for_s
+        if on == bool(self.drawer.error_share):
+            return
+        self.drawer.error_share = s.incident_5xx_share if on else 0.0
+        if on:
+            api = self.drawer.world.api_ids[self.drawer.storm_api]
+            self.incident = {"started_ns": self.clock(), "command": "ApiUpdated", "api_id": api}
+            self._notices([("ApiUpdated", api)], self.dashboard)
+        else:
+            self.incident["ended_ns"] = self.clock()
+        log.info("simulator incident %s", "on" if on else "off")
+
     def meta(self) -> dict[str, Any]:
         s = self.settings
         return {
             "storm": self.storm,
+            "incident": self.incident,
+            "token_burst_ns": self.token_burst_ns,
             "seed": s.seed,
             "rate": s.rate,
             "batch": s.batch,
@@ -185,8 +207,8 @@ class Fleet:
                 self.truth.add_events(name, records)
             self.summary.events += len(records)
 
-    def _token_wave(self) -> None:
-        size = int(self.rng.integers(5, 40))
+    def _token_wave(self, size: int = 0) -> None:
+        size = size or int(self.rng.integers(5, 40))
         now = self.clock()
         events = self.drawer.token_wave(size, size // 2, size // 3, now)
         node = self.gateways[int(self.rng.integers(len(self.gateways)))]

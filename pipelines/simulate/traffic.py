@@ -38,6 +38,8 @@ class TrafficDrawer:
     # while a storm is on, this share of all requests goes to storm_api and is rate-limited
     storm_api: int = 0
     storm_share: float = 0.0
+    # while an incident is on, this share of the remaining requests is answered 5xx
+    error_share: float = 0.0
     _token_serial: int = 0
 
     def analytics(self, count: int, start_ns: int, span_ns: int) -> Drawn:
@@ -58,6 +60,8 @@ class TrafficDrawer:
             rng.choice(STATUS_5XX, count),
             np.where(rest < 0.02, 404, np.where(rest < 0.025, 401, rng.choice(STATUS_OK, count))),
         )
+        if self.error_share:
+            code = np.where(rng.random(count) < self.error_share, rng.choice(STATUS_5XX, count), code)
         code = np.where(is429, 429, np.where(is403, 403, code))
         latency = np.where(
             is429 | is403,

@@ -35,11 +35,12 @@ def test_traffic_totals_equal_the_ground_truth(client: Any, seeded_database: See
 def test_the_simulated_storm_is_found_with_its_onset(client: Any, seeded_database: SeededDatabase) -> None:
     storm = seeded_database.storm
     found = analyst.storms(client, analyst.Scope())
-    assert found["api_id"].tolist() == [storm["api_id"]]
     started = pd.Timestamp(storm["started_ns"], unit="ns").floor("min")
     ended = pd.Timestamp(storm["ended_ns"], unit="ns")
-    assert started <= found["onset"].iloc[0] <= started + pd.Timedelta(minutes=1)
-    assert found["end"].iloc[0] <= ended.ceil("min") + pd.Timedelta(minutes=1)
+    report = f"storm {started}..{ended} on {storm['api_id']}, found:\n{found.to_string()}"
+    assert found["api_id"].tolist() == [storm["api_id"]], report
+    assert started <= found["onset"].iloc[0] <= started + pd.Timedelta(minutes=1), report
+    assert found["end"].iloc[0] <= ended.ceil("min") + pd.Timedelta(minutes=1), report
     top = analyst.rate_limited_apis(client, analyst.Scope(), limit=3)
     assert top["api_id"].iloc[0] == storm["api_id"]
     assert top["limited_share"].iloc[0] > 0.5
@@ -80,3 +81,17 @@ def test_status_rates_tokens_changes_and_health_answer(client: Any, seeded_datab
     assert int(health["messages"].sum()) == sum(
         p["messages"] for p in seeded_database.truth["publishers"].values()
     )
+
+
+def test_the_bad_change_and_the_token_burst_stand_out(client: Any, seeded_database: SeededDatabase) -> None:
+    scope = analyst.Scope()
+    impact = analyst.change_impact(client, scope)
+    worst = impact.loc[impact["delta_rate_5xx"].idxmax()]
+    started = pd.Timestamp(seeded_database.incident["started_ns"], unit="ns").floor("min")
+    assert worst["change_at"] == started
+    assert "ApiUpdated" in worst["commands"]
+    assert worst["after_rate_5xx"] > 0.1 > worst["before_rate_5xx"]
+    spikes = analyst.find_spikes(analyst.token_churn(client, scope), "churn")
+    burst = pd.Timestamp(seeded_database.truth["meta"]["token_burst_ns"], unit="ns").floor("min")
+    assert spikes.loc[spikes["churn"].idxmax(), "window_start"] == burst
+    assert spikes["churn"].max() > 400

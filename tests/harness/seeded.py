@@ -2,9 +2,10 @@
 
 Session-scoped: `tykpulse run` (serving its database on a free loopback port)
 ingests two hours of simulated event time, replayed 450x faster than real time
-(`--time-scale`), with a rate-limit storm on one API, token waves and config
-bursts. Notebooks, dashboards, alert rules and the analyst API then read it over
-http while the worker keeps running, as an analyst would.
+(`--time-scale`), with a rate-limit storm on one API, token waves and a token
+burst, config bursts and a bad config change followed by 5xx. Notebooks,
+dashboards, alert rules and the analyst API then read it over http while the
+worker keeps running, as an analyst would.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from tests.harness.processes import free_port, stop_process
 SIMULATED_WALL_S = 16
 TIME_SCALE = 450  # 16 s of wall time -> 2 h of event time
 STORM_AT_S, STORM_FOR_S, STORM_SHARE = 7, 4, 0.3
+TOKEN_BURST_AT_S = 4
+INCIDENT_AT_S, INCIDENT_FOR_S = 12.5, 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +41,10 @@ class SeededDatabase:
     @property
     def storm(self) -> dict[str, Any]:
         return dict(self.truth["meta"]["storm"])
+
+    @property
+    def incident(self) -> dict[str, Any]:
+        return dict(self.truth["meta"]["incident"])
 
 
 def tykpulse(*args: str) -> list[str]:
@@ -85,6 +92,12 @@ def simulate_args(port: int, truth: Path) -> list[str]:
         str(STORM_AT_S),
         "--storm-for-s",
         str(STORM_FOR_S),
+        "--token-burst-at-s",
+        str(TOKEN_BURST_AT_S),
+        "--incident-at-s",
+        str(INCIDENT_AT_S),
+        "--incident-for-s",
+        str(INCIDENT_FOR_S),
         "--truth",
         str(truth),
         "--wait-subscribers-s",
