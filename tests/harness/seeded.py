@@ -3,7 +3,8 @@
 Session-scoped: `tykpulse run` (serving its database on a free loopback port)
 ingests two hours of simulated event time, replayed 450x faster than real time
 (`--time-scale`), with a rate-limit storm on one API, token waves and a token
-burst, config bursts and a bad config change followed by 5xx. Notebooks,
+burst, config bursts and a bad config change followed by 5xx; then a garbage
+message and a publisher with a sequence gap (two lost messages). Notebooks,
 dashboards, alert rules and the analyst API then read it over http while the
 worker keeps running, as an analyst would.
 """
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from tests.harness.processes import free_port, stop_process
+from tests.helpers import message
 
 SIMULATED_WALL_S = 16
 TIME_SCALE = 450  # 16 s of wall time -> 2 h of event time
@@ -107,6 +110,30 @@ def simulate_args(port: int, truth: Path) -> list[str]:
     )
 
 
+GAPPY_NODE = "gappy"  # publishes seq 0, 1, 4: two messages lost
+GARBAGE_FRAMES = [b"tyk.analytics", b"not an envelope", b"x"]
+
+
+def publish_bad_input(port: int) -> None:
+    """A garbage message and a sequence gap, the way a broken publisher would send them."""
+    context: zmq.Context[Any] = zmq.Context()
+    xpub = context.socket(zmq.XPUB)
+    xpub.setsockopt(zmq.LINGER, 2000)
+    try:
+        xpub.connect(f"tcp://127.0.0.1:{port}")
+        # XPUB hears the worker's subscription: once it has, nothing sent is dropped
+        assert xpub.poll(30_000), "the worker never subscribed"
+        xpub.recv()
+        xpub.send_multipart(GARBAGE_FRAMES)
+        now = time.time_ns()
+        for seq in (0, 1, 4):
+            beat = {"node": GAPPY_NODE, "timestamp": now, "interval_ms": 1000}
+            xpub.send_multipart(message("tyk.heartbeat", [beat], node=GAPPY_NODE, seq=seq, sent=now))
+    finally:
+        xpub.close()
+        context.term()
+
+
 @pytest.fixture(scope="session")
 def seeded_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededDatabase]:
     tmp = tmp_path_factory.mktemp("seeded")
@@ -127,10 +154,14 @@ def seeded_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded
     dsn = f"http://127.0.0.1:{serve}"
     try:
         subprocess.run(simulate_args(firehose, tmp / "truth.json"), timeout=300, check=True)
+        publish_bad_input(firehose)
         truth = json.loads((tmp / "truth.json").read_text())
-        sent = sum(p["messages"] for p in truth["publishers"].values())
-        query = urllib.parse.quote("SELECT sum(messages) FROM tykpulse.ingest_health_1m")
-        _wait(lambda: _get(f"{dsn}/?query={query}") == f"{sent}\n".encode(), "the seeded rollups to land")
+        sent = sum(p["messages"] for p in truth["publishers"].values()) + 3  # + the gappy node's
+        query = urllib.parse.quote(
+            "SELECT sum(messages), sum(lost_messages), sum(rejected) > 0 FROM tykpulse.ingest_health_1m"
+        )
+        landed = f"{sent}\t2\t1\n".encode()
+        _wait(lambda: _get(f"{dsn}/?query={query}") == landed, "the seeded rollups to land")
         yield SeededDatabase(dsn, truth, tmp / "clickhouse")
     finally:
         stop_process(worker, timeout=60)
