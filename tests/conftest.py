@@ -14,7 +14,12 @@ from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.harness.processes import free_port
 
-pytest_plugins = ["tests.harness.kafka.fixtures", "tests.harness.redis_fixtures", "tests.harness.seeded"]
+pytest_plugins = [
+    "tests.harness.kafka.fixtures",
+    "tests.harness.redis_fixtures",
+    "tests.harness.seeded",
+    "tests.harness.alert_receiver",
+]
 
 # A fixed instant for unit tests: 2026-11-27T10:15:00Z.
 T0_NS = 1_795_774_500_000_000_000
