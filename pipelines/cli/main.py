@@ -7,7 +7,7 @@ from importlib.metadata import version
 
 import click
 
-from pipelines.cli.commands import alerts, db, demo, proxy, run, schema, simulate
+from pipelines.cli.commands import alerts, db, demo, proxy, report, run, schema, simulate
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -36,6 +36,7 @@ def cli(log_level: str) -> None:
       tykpulse schema apply         create/update the rollup tables and views
       tykpulse db serve             share the embedded database over ClickHouse's HTTP interface
       tykpulse alerts check|run     alert rules over the rollups, sent to Alertmanager
+      tykpulse report               a one-page HTML summary of a time range
 
     Every option can also be set with the environment variable shown in its help.
     """
@@ -52,6 +53,7 @@ cli.add_command(schema.group)
 cli.add_command(demo.command)
 cli.add_command(db.group)
 cli.add_command(alerts.group)
+cli.add_command(report.command)
 
 
 if __name__ == "__main__":

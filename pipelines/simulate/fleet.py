@@ -32,13 +32,26 @@ _TICK_S = 0.01
 _PROGRESS_EVERY_S = 5.0
 
 
+class ScaledClock:
+    """Event time running `scale` times faster than the wall clock from its first reading (the
+    start of the run), reaching the wall clock's now when `duration_s` have passed."""
+
+    def __init__(self, scale: float, duration_s: float, now: Callable[[], int] = time.time_ns) -> None:
+        self.scale = scale
+        self.span_ns = int(duration_s * (scale - 1) * 1e9)
+        self.now = now
+        self.wall_start: int | None = None
+
+    def __call__(self) -> int:
+        wall = self.now()
+        if self.wall_start is None:
+            self.wall_start = wall
+        return self.wall_start - self.span_ns + int((wall - self.wall_start) * self.scale)
+
+
 def scaled_clock(scale: float, duration_s: float, now: Callable[[], int] = time.time_ns) -> Callable[[], int]:
-    """Event time running `scale` times faster than the wall clock, reaching now() when the run ends."""
-    if scale == 1:
-        return now
-    wall_start = now()
-    event_start = wall_start - int(duration_s * scale * 1e9)
-    return lambda: event_start + int((now() - wall_start) * scale)
+    """The wall clock itself at scale 1, else a ScaledClock."""
+    return now if scale == 1 else ScaledClock(scale, duration_s, now)
 
 
 def sign_notice(command: str, payload: str, secret: str) -> str:

@@ -80,3 +80,14 @@ def test_spikes_are_robust_to_the_spike_itself() -> None:
     assert spikes["churn"].tolist() == [200]
     flat = pd.DataFrame({"churn": [5, 5, 5, 5, 40]})
     assert find_spikes(flat, "churn")["churn"].tolist() == [40]
+
+
+def test_scaled_clock_starts_at_its_first_reading_and_ends_at_now() -> None:
+    from pipelines.simulate.fleet import scaled_clock
+
+    wall = [1_000 * 10**9]
+    clock = scaled_clock(60, 10, lambda: wall[0])
+    wall[0] += 5 * 10**9  # time passes before the run starts: it must not count
+    assert clock() == wall[0] - 590 * 10**9  # 10 s of wall time replay 600 s, ending at now
+    wall[0] += 10 * 10**9
+    assert clock() == wall[0]
