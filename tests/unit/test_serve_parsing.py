@@ -56,13 +56,13 @@ def test_get_and_readonly_parameter_are_read_only_and_empty_requests_are_health_
     assert parse_query("GET", {}, {}, b"") is None
 
 
-def test_compressed_bodies_are_decoded_and_native_compression_refused() -> None:
+def test_compressed_bodies_are_decoded_and_bad_ones_refused() -> None:
     q = parse_query("POST", {}, {"content-encoding": "gzip"}, gzip.compress(b"SELECT 1"))
     assert q is not None
     assert q.sql == b"SELECT 1"
     with pytest.raises(ServeError) as info:
         parse_query("POST", {"decompress": "1"}, {}, b"x")
-    assert info.value.code == 48
+    assert info.value.code == 271
     with pytest.raises(ServeError) as info:
         parse_query("POST", {}, {"content-encoding": "gzip"}, b"not gzip")
     assert info.value.code == 271
@@ -136,3 +136,44 @@ def test_listen_address_is_loopback_unless_allowed() -> None:
     with pytest.raises(ValueError, match="loopback"):
         ServeSettings(serve_listen="0.0.0.0:8123").address()
     assert ServeSettings(serve_listen="0.0.0.0:8123", serve_allow_remote=True).address()[1] == 8123
+
+
+def test_insert_data_is_split_from_its_statement() -> None:
+    from sinks.clickhouse.serve.statements import split_insert_data
+
+    assert split_insert_data(b"INSERT INTO d.t (a, b) FORMAT Native\n\x09\n\x00data") == (
+        b"INSERT INTO d.t (a, b) FROM INFILE {path} FORMAT Native",
+        b"\x09\n\x00data",
+    )
+    assert split_insert_data(b"insert into t SETTINGS x = 1 format Arrow  \r\nABC") == (
+        b"insert into t FROM INFILE {path} SETTINGS x = 1 FORMAT Arrow",
+        b"ABC",
+    )
+    assert split_insert_data(b"INSERT INTO t FORMAT CSV 1,2") == (
+        b"INSERT INTO t FROM INFILE {path} FORMAT CSV",
+        b"1,2",
+    )
+    assert split_insert_data(b"INSERT INTO t VALUES (1)") is None
+    assert split_insert_data(b"INSERT INTO t FORMAT Native\n") is None
+    assert split_insert_data(b"SELECT 1 FORMAT Native") is None
+
+
+def test_compressed_blocks_round_trip_and_reject_corruption() -> None:
+    from sinks.clickhouse.serve.blocks import MAX_BLOCK, compress_blocks, decompress_blocks
+
+    data = bytes(range(256)) * (MAX_BLOCK // 100)  # more than two blocks
+    for method in ("lz4", "zstd", "none"):
+        assert decompress_blocks(compress_blocks(data, method)) == data
+    with pytest.raises(ServeError) as info:
+        decompress_blocks(compress_blocks(data)[:-5])
+    assert info.value.code == 271
+    assert decompress_blocks(b"") == b""
+
+
+def test_nested_engine_errors_are_reported_once() -> None:
+    nested = RuntimeError(
+        "Code: 41. DB::Exception: Code: 41. DB::Exception: Cannot read DateTime: x. "
+        "(CANNOT_PARSE_DATETIME) (version 26.9.2.1). (CANNOT_PARSE_DATETIME)"
+    )
+    exc = ServeError.from_engine(nested)
+    assert (exc.code, exc.name, exc.message) == (41, "CANNOT_PARSE_DATETIME", "Cannot read DateTime: x")

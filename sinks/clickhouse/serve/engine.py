@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sinks.clickhouse.serve.errors import TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_EXCEPTION, ServeError
-from sinks.clickhouse.serve.handles import Handle, Role
+from sinks.clickhouse.serve.handles import Handle, Role, quote_literal
 from sinks.clickhouse.serve.request import HttpQuery
 from sinks.clickhouse.serve.sessions import Sessions
 from sinks.clickhouse.serve.statements import (
@@ -29,6 +30,7 @@ from sinks.clickhouse.serve.statements import (
     check_reader_statement,
     first_keyword,
     output_format,
+    split_insert_data,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,16 @@ def _summary(result: Any, elapsed_s: float, *, insert: bool) -> dict[str, str]:
         # chDB counts rows of an INSERT ... FORMAT as read, not written
         summary["written_rows"], summary["written_bytes"] = summary["read_rows"], summary["read_bytes"]
     return summary
+
+
+def _insert_from_file(handle: Handle, template: bytes, data: bytes) -> Any:
+    """Run `template` with {path} naming a temporary file holding `data`."""
+    with tempfile.NamedTemporaryFile(prefix="tykpulse-insert-", suffix=".data", delete=False) as file:
+        file.write(data)
+    try:
+        return handle.run(template.replace(b"{path}", quote_literal(file.name).encode()))
+    finally:
+        os.unlink(file.name)
 
 
 class ChdbEngine:
@@ -143,7 +155,11 @@ class ChdbEngine:
         handle.apply_settings(query.settings)
         fmt = output_format(query.sql, query.default_format)
         started = time.perf_counter()
-        result = handle.run(query.sql, fmt or "TabSeparated", query.params)
+        insert = split_insert_data(query.sql)
+        if insert is None:
+            result = handle.run(query.sql, fmt or "TabSeparated", query.params)
+        else:
+            result = _insert_from_file(handle, *insert)
         elapsed = time.perf_counter() - started
         keyword = first_keyword(query.sql)
         if in_session and keyword in ("SET", "USE"):

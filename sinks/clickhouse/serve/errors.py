@@ -15,6 +15,7 @@ from typing import Final
 from sinks.errors import SinkError
 
 _CODE_RE: Final = re.compile(r"Code:\s*(\d+)\.\s*(?:DB::Exception:\s*)?(.*)", re.DOTALL)
+_VERSION_RE: Final = re.compile(r"\s*\(version [^()]*(?:\([^()]*\))?[^()]*\)")
 _NAME_RE: Final = re.compile(r"\(([A-Z][A-Z0-9_]+)\)\s*(?:\(version [^)]*\)\)?\s*)?$")
 
 # The codes used by the endpoint itself (ClickHouse's ErrorCodes.cpp numbering).
@@ -100,9 +101,13 @@ class ServeError(SinkError):
         match = _CODE_RE.match(text[start:]) if start >= 0 else None
         if match is None:
             return cls(UNKNOWN_EXCEPTION, text or type(exc).__name__)
-        message = match.group(2).strip()
+        message = _VERSION_RE.sub("", match.group(2)).strip()
+        while (inner := _CODE_RE.match(message)) is not None:  # nested "Code: N. DB::Exception: ..."
+            message = inner.group(2).strip()
         name_match = _NAME_RE.search(message)
         name = name_match.group(1) if name_match else None
-        if name_match:
+        while name_match:  # the name once, even when nested errors repeat it
             message = message[: name_match.start()].rstrip().rstrip(".")
+            again = _NAME_RE.search(message)
+            name_match = again if again and again.group(1) == name_match.group(1) else None
         return cls(int(match.group(1)), message, name=name)

@@ -4,7 +4,9 @@ The SQL is the `query` URL parameter followed by the request body (ClickHouse
 concatenates them, so `?query=INSERT INTO t FORMAT Native` with the data as
 body works, and so does the whole statement in the body). URL parameters that
 are not transport parameters are settings; `param_<name>` are query
-parameters. GET requests and `readonly=1|2` run read-only.
+parameters. GET requests and `readonly=1|2` run read-only. Bodies are
+decoded by Content-Encoding, then from ClickHouse's block format when
+`decompress=1`; `compress=1` asks for the response in that format.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Final
 
+from sinks.clickhouse.serve.blocks import decompress_blocks
 from sinks.clickhouse.serve.codecs import choose_encoding, decode_body
 from sinks.clickhouse.serve.errors import NOT_IMPLEMENTED, ServeError
 
@@ -45,6 +48,7 @@ TRANSPORT_PARAMS: Final = frozenset(
         "readonly",
         "stacktrace",
         "enable_http_compression",
+        "network_compression_method",
         "send_progress_in_http_headers",
         "http_headers_progress_interval_ms",
         "http_response_buffer_size",
@@ -75,6 +79,8 @@ class HttpQuery:
     session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
     session_check: bool = False
     response_encoding: str | None = None
+    # compress=1: the response in ClickHouse's compressed block format, with this method
+    block_compression: str | None = None
 
 
 def credentials(headers: Mapping[str, str], params: Mapping[str, str]) -> Credentials:
@@ -107,14 +113,8 @@ def _session_timeout(params: Mapping[str, str]) -> float:
     return min(max(value, 1.0), MAX_SESSION_TIMEOUT_S)
 
 
-def _reject_native_compression(params: Mapping[str, str]) -> None:
-    for name in ("compress", "decompress"):
-        if params.get(name, "0") not in ("", "0"):
-            msg = (
-                f"{name}=1 (ClickHouse's own block compression) is not supported by tykpulse's endpoint; "
-                "use HTTP compression (Accept-Encoding / Content-Encoding: lz4, zstd, gzip, deflate)"
-            )
-            raise ServeError(NOT_IMPLEMENTED, msg)
+def _flag(params: Mapping[str, str], name: str) -> bool:
+    return params.get(name, "0") not in ("", "0")
 
 
 def parse_query(
@@ -124,14 +124,15 @@ def parse_query(
     if headers.get("content-type", "").lower().startswith("multipart/form-data"):
         msg = "multipart/form-data requests (external data, form-encoded parameters) are not supported"
         raise ServeError(NOT_IMPLEMENTED, msg)
-    _reject_native_compression(params)
     body = decode_body(body, headers.get("content-encoding"))
+    if _flag(params, "decompress"):
+        body = decompress_blocks(body)
     text = params.get("query", "").encode()
     sql = text + b"\n" + body if text and body else text or body
     if not sql.strip():
         return None
     settings = {k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")}
-    wants_compression = params.get("enable_http_compression", "0") not in ("", "0")
+    wants_compression = _flag(params, "enable_http_compression")
     return HttpQuery(
         sql=sql,
         default_format=params.get("default_format") or DEFAULT_FORMAT,
@@ -142,6 +143,9 @@ def parse_query(
         readonly=method == "GET" or params.get("readonly", "0") not in ("", "0"),
         session_id=params.get("session_id") or None,
         session_timeout_s=_session_timeout(params),
-        session_check=params.get("session_check", "0") not in ("", "0"),
+        session_check=_flag(params, "session_check"),
         response_encoding=choose_encoding(headers.get("accept-encoding")) if wants_compression else None,
+        block_compression=(params.get("network_compression_method") or "lz4")
+        if _flag(params, "compress")
+        else None,
     )

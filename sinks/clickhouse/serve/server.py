@@ -8,10 +8,11 @@ clickhouse-connect's `http://` client and Grafana's ClickHouse datasource.
 
 Responses carry the headers clients read (X-ClickHouse-Query-Id, -Format,
 -Timezone, -Summary, -Exception-Code) and are compressed as negotiated
-(`enable_http_compression=1` + Accept-Encoding). Results are produced whole
-before the first byte is sent, so an error is always an HTTP error, never a
-truncated body. Not supported, with a clear error: ClickHouse's own block
-compression (`compress=1`/`decompress=1`), multipart requests (external data).
+(`enable_http_compression=1` + Accept-Encoding) and, for clients that use
+ClickHouse's own block compression, `compress=1`/`decompress=1`. Results are
+produced whole before the first byte is sent, so an error is always an HTTP
+error, never a truncated body. Not supported, with a clear error: multipart
+requests (external data).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from sinks.clickhouse.serve.access import Access
+from sinks.clickhouse.serve.blocks import compress_blocks
 from sinks.clickhouse.serve.codecs import encode_body
 from sinks.clickhouse.serve.engine import ChdbEngine, Outcome, summary_header
 from sinks.clickhouse.serve.errors import UNKNOWN_EXCEPTION, ServeError
@@ -93,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
             creds = credentials(headers, params)
             role = self.server.access.role(creds, readonly_request=query.readonly)
             outcome = self.server.engine.run(query, role=role, user=creds.user)
-            self._reply_outcome(outcome, query_id, query.response_encoding)
+            self._reply_outcome(outcome, query_id, query.response_encoding, query.block_compression)
         except ServeError as exc:
             self._reply_error(exc, query_id)
         except Exception as exc:
@@ -135,8 +137,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("X-ClickHouse-Query-Id", query_id)
         self.send_header("Keep-Alive", f"timeout={IDLE_KEEPALIVE_S}")
 
-    def _reply_outcome(self, outcome: Outcome, query_id: str, encoding: str | None) -> None:
+    def _reply_outcome(
+        self, outcome: Outcome, query_id: str, encoding: str | None, block_compression: str | None
+    ) -> None:
         body = outcome.body
+        if block_compression is not None and body:
+            body = compress_blocks(body, block_compression)
         self.send_response(200)
         self._common_headers(query_id)
         if outcome.fmt is not None:
