@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.harness.alert_receiver import AlertReceiver, parse_time
 from tests.harness.seeded import GAPPY_NODE, SeededDatabase
+from tests.harness.tykpulse import tykpulse as command
 
 pytestmark = pytest.mark.integration
 
@@ -18,8 +18,7 @@ SHIPPED = Path(__file__).parents[2] / "alerts"
 
 
 def tykpulse(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pipelines.cli.main", "--log-level", "warning", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    return subprocess.run(command(*args), capture_output=True, text=True, timeout=180, check=False)
 
 
 def test_check_runs_every_shipped_rule(seeded_database: SeededDatabase) -> None:

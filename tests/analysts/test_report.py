@@ -5,20 +5,19 @@ from __future__ import annotations
 import base64
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.harness.seeded import SeededDatabase
+from tests.harness.tykpulse import tykpulse
 
 pytestmark = pytest.mark.integration
 
 
 def report(seeded: SeededDatabase, out: Path, *args: str) -> str:
-    command = [sys.executable, "-m", "pipelines.cli.main", "--log-level", "warning", "report"]
     result = subprocess.run(
-        [*command, "--clickhouse", seeded.dsn, "--out", str(out), *args],
+        tykpulse("report", "--clickhouse", seeded.dsn, "--out", str(out), *args),
         capture_output=True,
         text=True,
         timeout=180,

@@ -14,10 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import sys
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import pytest
 import zmq
 
 from tests.harness.processes import free_port, stop_process
+from tests.harness.tykpulse import http_get, tykpulse, wait_until
 from tests.helpers import message
 
 SIMULATED_WALL_S = 16
@@ -48,28 +47,6 @@ class SeededDatabase:
     @property
     def incident(self) -> dict[str, Any]:
         return dict(self.truth["meta"]["incident"])
-
-
-def tykpulse(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "warning", *args]
-
-
-def _wait(condition: Any, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    msg = f"timed out waiting for {what}"
-    raise AssertionError(msg)
-
-
-def _get(url: str) -> bytes | None:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback http
-            return bytes(response.read())
-    except OSError:
-        return None
 
 
 def simulate_args(port: int, truth: Path) -> list[str]:
@@ -161,7 +138,7 @@ def seeded_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded
             "SELECT sum(messages), sum(lost_messages), sum(rejected) > 0 FROM tykpulse.ingest_health_1m"
         )
         landed = f"{sent}\t2\t1\n".encode()
-        _wait(lambda: _get(f"{dsn}/?query={query}") == landed, "the seeded rollups to land")
+        wait_until(lambda: http_get(f"{dsn}/?query={query}") == landed, "the seeded rollups to land")
         yield SeededDatabase(dsn, truth, tmp / "clickhouse")
     finally:
         stop_process(worker, timeout=60)

@@ -10,37 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.harness.alert_receiver import AlertReceiver, parse_time
 from tests.harness.processes import free_port, stop_process
+from tests.harness.tykpulse import tykpulse, wait_for_endpoint
 
 pytestmark = pytest.mark.integration
 
 RULES = Path(__file__).parents[2] / "alerts"
-
-
-def tykpulse(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "warning", *args]
-
-
-def wait_for_ping(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the worker exited"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
-                if response.read() == b"Ok.\n":
-                    return
-        except OSError:
-            time.sleep(0.2)
-    msg = "the worker's endpoint never answered"
-    raise AssertionError(msg)
 
 
 def test_a_storm_fires_then_resolves(tmp_path: Path, alert_receiver: AlertReceiver) -> None:
@@ -53,7 +33,7 @@ def test_a_storm_fires_then_resolves(tmp_path: Path, alert_receiver: AlertReceiv
     )  # fmt: skip
     alerts = None
     try:
-        wait_for_ping(serve, worker)
+        wait_for_endpoint(serve, worker)
         alerts = subprocess.Popen(
             tykpulse(
                 "alerts", "run", "--rules", str(RULES), "--clickhouse", f"http://127.0.0.1:{serve}",

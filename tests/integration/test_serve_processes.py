@@ -13,10 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,35 +29,13 @@ from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.conftest import T0_NS
 from tests.harness.processes import free_port
+from tests.harness.tykpulse import tykpulse, wait_for_endpoint, wait_until
 from tests.helpers import analytics, event, message, notice
 
 pytestmark = pytest.mark.integration
 
 WRITER_PASSWORD = "writer-secret"
 DEADLINE_S = 120.0
-
-
-def tykpulse(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "warning", *args]
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    msg = f"timed out waiting for {what}"
-    raise AssertionError(msg)
-
-
-def answers_ping(port: int, process: subprocess.Popen[bytes]) -> bool:
-    assert process.poll() is None, "the serving process exited"
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
-            return bool(response.read() == b"Ok.\n")
-    except OSError:
-        return False
 
 
 def simulate(port: int, truth: Path, *, duration: str = "6") -> None:
@@ -129,7 +104,7 @@ def test_a_running_worker_serves_its_database_read_only(tmp_path: Path) -> None:
         )
     )
     try:
-        wait_until(lambda: answers_ping(serve, worker), "the worker's endpoint")
+        wait_for_endpoint(serve, worker)
         reader = clickhouse_connect.get_client(host="127.0.0.1", port=serve)
         try:
             simulate(firehose, tmp_path / "truth.json")
@@ -166,7 +141,7 @@ def db_serve(tmp_path: Path) -> Iterator[int]:
         )
     )
     try:
-        wait_until(lambda: answers_ping(port, server), "db serve")
+        wait_for_endpoint(port, server)
         yield port
         assert stop(server) == 0
     finally:
