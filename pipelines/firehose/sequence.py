@@ -58,6 +58,13 @@ class SequenceTracker:
     def publishers(self) -> list[PublisherSequence]:
         return list(self._by_key.values())
 
+    def forget(self, node: str, boot: int) -> None:
+        """Drop an incarnation (bounded memory): if it is heard again, it starts afresh."""
+        self._by_key.pop((node, boot), None)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
     def restore(self, node: str, boot: int, last_seq: int) -> None:
         """Resume from a persisted position, so messages missed while down count as lost."""
         self._by_key[(node, boot)] = PublisherSequence(node, boot, last_seq)
