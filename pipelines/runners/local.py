@@ -27,7 +27,7 @@ import zmq
 from pipelines.firehose.codec import Limits
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.subscriber import FirehoseSubscriber
-from pipelines.ingest import Ingestor
+from pipelines.ingest import Ingestor, NoticeCheck
 from pipelines.keys import KeyHasher
 from pipelines.observe.watch import WorkerWatch
 from pipelines.rollups import compute
@@ -62,7 +62,9 @@ class RunSummary:
     unwritten_flushes: int = 0
 
 
-def build_ingestor(firehose: FirehoseSettings, worker: WorkerSettings) -> Ingestor:
+def build_ingestor(
+    firehose: FirehoseSettings, worker: WorkerSettings, notice_check: NoticeCheck | None = None
+) -> Ingestor:
     return Ingestor(
         TumblingWindows(worker.window_seconds),
         limits=Limits(firehose.max_message_bytes, firehose.max_records),
@@ -70,6 +72,7 @@ def build_ingestor(firehose: FirehoseSettings, worker: WorkerSettings) -> Ingest
         max_future_ns=firehose.max_future_s * 1_000_000_000,
         max_past_ns=firehose.max_past_s * 1_000_000_000,
         max_pending_records=worker.max_pending_records,
+        notice_check=notice_check,
     )
 
 

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
+import zmq
 
 from pipelines.cli.options import pass_settings, settings_options
-from pipelines.cli.signals import stop_on_signals
-from pipelines.runners.local import LocalRunner, RunSummary
-from pipelines.settings import FirehoseSettings, WorkerSettings
+from pipelines.cli.signals import reload_on_sighup, stop_on_signals
+from pipelines.errors import ConfigurationError
+from pipelines.observe.server import MetricsServer
+from pipelines.observe.watch import WorkerWatch
+from pipelines.runners.local import LocalRunner, RunSummary, build_ingestor
+from pipelines.security.curve import CurveSession
+from pipelines.security.notices import notice_check
+from pipelines.settings import (
+    CurveSettings,
+    FirehoseSettings,
+    NoticeSettings,
+    ObservabilitySettings,
+    WorkerSettings,
+)
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.errors import SinkError
@@ -32,27 +45,76 @@ def log_summary(summary: RunSummary) -> None:
     )
 
 
+def curve_session(context: zmq.Context[Any], settings: CurveSettings) -> CurveSession | None:
+    """The process's CURVE session when keys are configured (reloaded on SIGHUP)."""
+    if not settings.enabled:
+        if settings.curve_allow or settings.curve_server_key:
+            msg = "--curve-allow/--curve-server-key need --curve-secret-key"
+            raise click.UsageError(msg)
+        return None
+    try:
+        session = CurveSession(context, settings)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return session
+
+
 @click.command("run")
 @settings_options(FirehoseSettings)
 @settings_options(WorkerSettings)
 @settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS)
-@pass_settings(FirehoseSettings, WorkerSettings, ClickHouseSettings)
-def command(firehose: FirehoseSettings, worker: WorkerSettings, clickhouse: ClickHouseSettings) -> None:
+@settings_options(NoticeSettings)
+@settings_options(CurveSettings)
+@settings_options(ObservabilitySettings)
+@pass_settings(
+    FirehoseSettings, WorkerSettings, ClickHouseSettings, NoticeSettings, CurveSettings, ObservabilitySettings
+)
+def command(
+    firehose: FirehoseSettings,
+    worker: WorkerSettings,
+    clickhouse: ClickHouseSettings,
+    notices: NoticeSettings,
+    curve_settings: CurveSettings,
+    observe: ObservabilitySettings,
+) -> None:
     """Subscribe to the firehose, window and aggregate, flush rollups to ClickHouse.
 
     Records are assigned to tumbling event-time windows and aggregated; every
     flush interval the partial rollups of what arrived are written, and
     ClickHouse merges them. SIGINT/SIGTERM drains the firehose, flushes
     everything and exits 0 (exit 1 if some flushes could not be written).
+    SIGHUP re-reads the CURVE allowlist.
     """
     stop = stop_on_signals()
+    context: zmq.Context[Any] = zmq.Context.instance()
+    curve = curve_session(context, curve_settings)
+    try:
+        check = notice_check(notices.node_secret.get_secret_value(), notices.notice_public_key)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    ingestor = build_ingestor(firehose, worker, notice_check=check)
+    watch = WorkerWatch(ingestor, healthy_flush_age_s=observe.healthy_flush_age_s)
+    server = None
+    if observe.metrics_port is not None:
+        server = MetricsServer(watch, observe.metrics_host, observe.metrics_port).start()
+    if curve is not None:
+        reload_on_sighup(curve.reload)
     sink = ClickHouseSink(clickhouse)
     try:
-        summary = LocalRunner(firehose, worker, sink).run(stop)
+        runner = LocalRunner(
+            firehose, worker, sink, context=context, ingestor=ingestor, watch=watch, curve=curve
+        )
+        summary = runner.run(stop)
     except SinkError as exc:
         raise click.ClickException(str(exc)) from exc
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
     finally:
         sink.close()
+        if server is not None:
+            server.close()
+        if curve is not None:
+            curve.close()
     log_summary(summary)
     if summary.unwritten_flushes:
         raise SystemExit(1)
