@@ -21,10 +21,12 @@ at debug level, is given a logger that drops its arguments.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -33,7 +35,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from pipelines.errors import ConfigurationError
+from pipelines.errors import ConfigurationError, EndpointError
 from pipelines.firehose.endpoints import Endpoint
 from pipelines.observe.throttle import LogThrottle
 
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # settings imports the firehose modules, which use this one
 log = logging.getLogger(__name__)
 
 ZAP_DOMAIN: Final = "tykpulse"
+_REBIND_TIMEOUT_S: Final = 5.0
 
 
 def fingerprint(public_key: bytes) -> str:
@@ -228,6 +231,20 @@ class BoundEndpoints:
         self._revision = self.curve.revision
         for address in self.addresses:
             self.socket.unbind(address)
-            self.socket.bind(address)
+        for address in self.addresses:
+            self._bind_again(address)
         log.info("rebound after key revocation endpoints=%s", self.addresses)
         return True
+
+    def _bind_again(self, address: str) -> None:
+        # unbind completes on ZeroMQ's I/O thread: the port is free a moment later
+        deadline = time.monotonic() + _REBIND_TIMEOUT_S
+        while True:
+            try:
+                self.socket.bind(address)
+            except zmq.ZMQError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise EndpointError(address, f"rebinding after revocation: {exc}") from exc
+                time.sleep(0.01)
+            else:
+                return
