@@ -54,7 +54,7 @@ def write_seeds(corpus: Path) -> None:
         return
     seeds = [frames for _, frames, _, _ in hostile_messages(T0_NS)]
     seeds.append(message("tyk.analytics", [analytics(T0_NS)], node="seed"))
-    seeds.append(huge_array_message(T0_NS)[:2] + [b"\x90"])
+    seeds.append([*huge_array_message(T0_NS)[:2], b"\x90"])
     for i, frames in enumerate(seeds):
         (corpus / f"seed-{i:03d}").write_bytes(pack(frames))
 
