@@ -42,7 +42,7 @@ fuzz: $(STAMP)  ## long fuzzing of the decoder and worker loop: atheris (FUZZ_SE
 	$(PY) -m pip install -q -e '.[dev,fuzz]'
 	mkdir -p .cache/fuzz-corpus
 	$(PY) -m tests.fuzz.ingest_fuzzer .cache/fuzz-corpus -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096
-	TYKPULSE_HYPOTHESIS_PROFILE=long $(PY) -m pytest -p no:cacheprovider tests/unit/test_fuzz_ingest.py tests/unit/test_hostile_input.py
+	TYKPULSE_HYPOTHESIS_PROFILE=long $(PY) -m pytest -p no:cacheprovider --timeout=0 tests/unit/test_fuzz_ingest.py tests/unit/test_hostile_input.py
 
 services: $(STAMP)  ## what the integration tests need on this machine (Redis server, Kafka jars)
 	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
