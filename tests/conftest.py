@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from hypothesis import HealthCheck, settings
 
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
+from tests.harness.processes import free_port
 
 pytest_plugins = ["tests.harness.kafka.fixtures", "tests.harness.redis_fixtures"]
 
@@ -27,12 +27,6 @@ settings.load_profile(os.environ.get("TYKPULSE_HYPOTHESIS_PROFILE", "default"))
 
 # A fixed instant for unit tests: 2026-11-27T10:15:00Z.
 T0_NS = 1_795_774_500_000_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
