@@ -60,6 +60,9 @@ class FirehoseSettings(_Settings):
     max_future_s: int = Field(
         default=86_400, gt=0, description="Records stamped further in the future are rejected."
     )
+    max_past_s: int = Field(
+        default=7 * 86_400, gt=0, description="Records stamped further in the past are rejected."
+    )
 
     _split = field_validator("firehose", "topics", mode="before")(_split_list)
 
@@ -77,6 +80,12 @@ class WorkerSettings(_Settings):
     )
     max_pending_flushes: int = Field(
         default=600, gt=0, description="Failed flushes kept for retry before the oldest are dropped."
+    )
+    max_pending_records: int = Field(
+        default=2_000_000,
+        gt=0,
+        description="Records buffered between flushes; when full the receiver stops reading and "
+        "ZeroMQ drops at its high-water mark (seen as sequence gaps).",
     )
 
 
@@ -170,3 +179,45 @@ class SimulatorSettings(_Settings):
     incident_5xx_share: float = Field(
         default=0.25, ge=0, le=1, description="Share of requests answered 5xx during the incident."
     )
+
+
+class ObservabilitySettings(_Settings):
+    """The worker's HTTP endpoint: Prometheus /metrics, /healthz, /status."""
+
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65_535, description="Serve /metrics, /healthz and /status on this port."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint binds.")
+    healthy_flush_age_s: float = Field(
+        default=30.0, gt=0, description="/healthz fails when flushes have been unwritten this long."
+    )
+
+
+class NoticeSettings(_Settings):
+    """Verification of signed cluster notices (Tyk's schemes, docs/protocol.md)."""
+
+    node_secret: SecretStr = Field(
+        default=SecretStr(""), description="Tyk node_secret: verify algorithm-5 notice signatures."
+    )
+    notice_public_key: str | None = Field(
+        default=None, description="PEM file of the dashboard's public key: verify RSA-signed notices."
+    )
+
+
+class CurveSettings(_Settings):
+    """CurveZMQ on every socket this process opens (certificates as zmq.auth writes them)."""
+
+    curve_secret_key: str | None = Field(
+        default=None, description="Own certificate, NAME.key_secret (enables CURVE)."
+    )
+    curve_server_key: str | None = Field(
+        default=None, description="Public certificate (NAME.key) of the peer this process connects to."
+    )
+    curve_allow: str | None = Field(
+        default=None,
+        description="Directory of client public keys (*.key) admitted when binding; re-read on SIGHUP.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.curve_secret_key is not None

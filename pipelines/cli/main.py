@@ -7,7 +7,7 @@ from importlib.metadata import version
 
 import click
 
-from pipelines.cli.commands import alerts, db, demo, proxy, report, run, schema, simulate
+from pipelines.cli.commands import alerts, db, demo, keys, proxy, report, run, schema, simulate, status
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -37,6 +37,8 @@ def cli(log_level: str) -> None:
       tykpulse db serve             share the embedded database over ClickHouse's HTTP interface
       tykpulse alerts check|run     alert rules over the rollups, sent to Alertmanager
       tykpulse report               a one-page HTML summary of a time range
+      tykpulse keys generate NAME   a CURVE key pair for encrypted firehose sockets
+      tykpulse status               per-publisher health and the last flush of a running worker
 
     Every option can also be set with the environment variable shown in its help.
     """
@@ -54,6 +56,8 @@ cli.add_command(demo.command)
 cli.add_command(db.group)
 cli.add_command(alerts.group)
 cli.add_command(report.command)
+cli.add_command(keys.group)
+cli.add_command(status.command)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,11 @@ import zmq
 from pipelines.firehose.codec import Limits
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.subscriber import FirehoseSubscriber
-from pipelines.ingest import Ingestor
+from pipelines.ingest import Ingestor, NoticeCheck
 from pipelines.keys import KeyHasher
+from pipelines.observe.watch import WorkerWatch
 from pipelines.rollups import compute
+from pipelines.security.curve import CurveSession
 from pipelines.settings import FirehoseSettings, WorkerSettings
 from pipelines.windows.tumbling import TumblingWindows
 from sinks.clickhouse.sink import ClickHouseSink
@@ -60,12 +62,17 @@ class RunSummary:
     unwritten_flushes: int = 0
 
 
-def build_ingestor(firehose: FirehoseSettings, worker: WorkerSettings) -> Ingestor:
+def build_ingestor(
+    firehose: FirehoseSettings, worker: WorkerSettings, notice_check: NoticeCheck | None = None
+) -> Ingestor:
     return Ingestor(
         TumblingWindows(worker.window_seconds),
         limits=Limits(firehose.max_message_bytes, firehose.max_records),
         hasher=KeyHasher(worker.key_hash_salt.get_secret_value().encode()),
         max_future_ns=firehose.max_future_s * 1_000_000_000,
+        max_past_ns=firehose.max_past_s * 1_000_000_000,
+        max_pending_records=worker.max_pending_records,
+        notice_check=notice_check,
     )
 
 
@@ -78,12 +85,16 @@ class LocalRunner:
         *,
         context: zmq.Context[Any] | None = None,
         ingestor: Ingestor | None = None,
+        watch: WorkerWatch | None = None,
+        curve: CurveSession | None = None,
     ) -> None:
         self.firehose = firehose
         self.worker = worker
         self.sink = sink
         self.context = context or zmq.Context.instance()
         self.ingestor = ingestor or build_ingestor(firehose, worker)
+        self.watch = watch or WorkerWatch(self.ingestor)
+        self.curve = curve
         self.run_id = uuid.uuid4().hex[:12]
         self._flush_no = 0
         self._pending: deque[PendingFlush] = deque()
@@ -99,6 +110,7 @@ class LocalRunner:
             [parse_endpoint(e) for e in self.firehose.firehose],
             topics=self.firehose.topics,
             rcvhwm=self.firehose.rcvhwm,
+            curve=self.curve,
         )
         log.info("worker subscribed endpoints=%s run_id=%s", subscriber.addresses, self.run_id)
         stop_receiving = threading.Event()
@@ -122,6 +134,9 @@ class LocalRunner:
     def _receive(self, subscriber: FirehoseSubscriber, stop: threading.Event) -> None:
         ingest = self.ingestor.ingest
         while not stop.is_set():
+            if not self.ingestor.wait_for_room(_POLL_MS / 1000):
+                self.watch.paused()  # the flusher is behind: leave messages to ZeroMQ's HWM
+                continue
             got = False
             for frames in subscriber.receive(_POLL_MS):
                 ingest(frames)
@@ -139,14 +154,16 @@ class LocalRunner:
 
     def flush(self) -> None:
         """Write what arrived since the last flush, and retry earlier failures first."""
+        self.watch.tick()
         self._retry_pending(final=False)
         batch = self.ingestor.take()
-        if batch.messages.height == 0 and batch.rejections.height == 0:
-            return
-        self._flush_no += 1
-        pending = PendingFlush(f"{self.run_id}-{self._flush_no}", compute(batch), batch.records)
-        if self._pending or not self._write(pending):
-            self._keep(pending)
+        self.watch.took(batch)
+        if batch.messages.height or batch.rejections.height:
+            self._flush_no += 1
+            pending = PendingFlush(f"{self.run_id}-{self._flush_no}", compute(batch), batch.records)
+            if self._pending or not self._write(pending):
+                self._keep(pending)
+        self.watch.settled(len(self._pending))
 
     def _write(self, pending: PendingFlush) -> bool:
         pending.attempts += 1
@@ -154,6 +171,7 @@ class LocalRunner:
         try:
             rows = self.sink.write(pending.partials, pending.token)
         except SinkRejectedError as exc:
+            self.watch.failed(exc)
             log.error(
                 "flush refused by ClickHouse, dropped token=%s records=%d error=%s",
                 pending.token,
@@ -162,10 +180,12 @@ class LocalRunner:
             )
             return True
         except SinkError as exc:
+            self.watch.failed(exc)
             log.warning(
                 "flush failed, will retry token=%s attempt=%d error=%s", pending.token, pending.attempts, exc
             )
             return False
+        self.watch.wrote(time.perf_counter() - started, rows)
         self.summary.flushes += 1
         self.summary.rows_written += rows
         self.summary.records_written += pending.records

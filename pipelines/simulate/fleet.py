@@ -9,7 +9,6 @@ configured, every record sent is also added to the ground truth.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import threading
 import time
@@ -20,6 +19,7 @@ import numpy as np
 
 from pipelines.firehose.protocol import TOPIC_ANALYTICS, event_topic, notice_topic
 from pipelines.firehose.publisher import FirehosePublisher
+from pipelines.security.notices import sign_sha256
 from pipelines.settings import SimulatorSettings
 from pipelines.simulate.traffic import Record, TrafficDrawer
 from pipelines.simulate.truth import GroundTruth
@@ -56,7 +56,7 @@ def scaled_clock(scale: float, duration_s: float, now: Callable[[], int] = time.
 
 def sign_notice(command: str, payload: str, secret: str) -> str:
     """Tyk's algorithm-5 signature: hex SHA-256 of command + payload + node_secret."""
-    return hashlib.sha256((command + payload + secret).encode()).hexdigest()
+    return sign_sha256(command, payload, secret)
 
 
 @dataclasses.dataclass(slots=True)

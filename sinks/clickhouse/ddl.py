@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Final
 
 from sinks.clickhouse.contract import DATABASE, GRAINS, ROLLUPS, WINDOW_COLUMN, WINDOW_TYPE, Rollup
+from sinks.clickhouse.registry_ddl import registry_statements
 
 DEDUP_WINDOW: Final = 10_000
 
@@ -74,6 +75,7 @@ def schema_statements(db: str = DATABASE) -> list[str]:
             statements.append(state_table(rollup, grain, db))
             statements.append(materialized_view(rollup, grain, db))
             statements.append(finalized_view(rollup, grain, db))
+    statements += registry_statements(db, DEDUP_WINDOW)
     return statements
 
 

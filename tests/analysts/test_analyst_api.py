@@ -88,11 +88,17 @@ def test_status_rates_tokens_changes_and_health_answer(client: Any, seeded_datab
 def test_the_bad_change_and_the_token_burst_stand_out(client: Any, seeded_database: SeededDatabase) -> None:
     scope = analyst.Scope()
     impact = analyst.change_impact(client, scope)
-    worst = impact.loc[impact["delta_rate_5xx"].idxmax()]
     started = pd.Timestamp(seeded_database.incident["started_ns"], unit="ns").floor("min")
-    assert worst["change_at"] == started
-    assert "ApiUpdated" in worst["commands"]
-    assert worst["after_rate_5xx"] > 0.1 > worst["before_rate_5xx"]
+    bad = impact.set_index("change_at").loc[started]
+    assert "ApiUpdated" in bad["commands"]
+    assert bad["after_rate_5xx"] > 0.1 > bad["before_rate_5xx"]
+    # A routine change in the minute after the incident began sees almost the same
+    # before/after split, so it may tie; every other change must stand well below.
+    worst = impact.loc[impact["delta_rate_5xx"].idxmax()]
+    assert worst["change_at"] - started in (pd.Timedelta(0), pd.Timedelta(minutes=1))
+    assert bad["delta_rate_5xx"] >= 0.9 * worst["delta_rate_5xx"]
+    elsewhere = impact[(impact["change_at"] - started).abs() > pd.Timedelta(minutes=5)]
+    assert (elsewhere["delta_rate_5xx"] < 0.5 * bad["delta_rate_5xx"]).all()
     spikes = analyst.find_spikes(analyst.token_churn(client, scope), "churn")
     burst = pd.Timestamp(seeded_database.truth["meta"]["token_burst_ns"], unit="ns").floor("min")
     assert spikes.loc[spikes["churn"].idxmax(), "window_start"] == burst

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
+import zmq
 
 from pipelines.cli.options import pass_settings, settings_options
-from pipelines.cli.signals import stop_on_signals
-from pipelines.runners.local import LocalRunner, RunSummary
-from pipelines.settings import FirehoseSettings, WorkerSettings
+from pipelines.cli.signals import reload_on_sighup, stop_on_signals
+from pipelines.errors import ConfigurationError
+from pipelines.observe.server import MetricsServer
+from pipelines.observe.watch import WorkerWatch
+from pipelines.runners.local import LocalRunner, RunSummary, build_ingestor
+from pipelines.security.curve import CurveSession
+from pipelines.security.notices import notice_check
+from pipelines.settings import (
+    CurveSettings,
+    FirehoseSettings,
+    NoticeSettings,
+    ObservabilitySettings,
+    WorkerSettings,
+)
 from sinks.clickhouse.serve.embedded import serve_embedded
 from sinks.clickhouse.serve.settings import ServeSettings
 from sinks.clickhouse.settings import ClickHouseSettings
@@ -35,14 +48,45 @@ def log_summary(summary: RunSummary) -> None:
     )
 
 
+def curve_session(context: zmq.Context[Any], settings: CurveSettings) -> CurveSession | None:
+    """The process's CURVE session when keys are configured (reloaded on SIGHUP)."""
+    if not settings.enabled:
+        if settings.curve_allow or settings.curve_server_key:
+            msg = "--curve-allow/--curve-server-key need --curve-secret-key"
+            raise click.UsageError(msg)
+        return None
+    try:
+        session = CurveSession(context, settings)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return session
+
+
 @click.command("run")
 @settings_options(FirehoseSettings)
 @settings_options(WorkerSettings)
 @settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS)
 @settings_options(ServeSettings, flags=SERVE_FLAGS)
-@pass_settings(FirehoseSettings, WorkerSettings, ClickHouseSettings, ServeSettings)
+@settings_options(NoticeSettings)
+@settings_options(CurveSettings)
+@settings_options(ObservabilitySettings)
+@pass_settings(
+    FirehoseSettings,
+    WorkerSettings,
+    ClickHouseSettings,
+    ServeSettings,
+    NoticeSettings,
+    CurveSettings,
+    ObservabilitySettings,
+)
 def command(
-    firehose: FirehoseSettings, worker: WorkerSettings, clickhouse: ClickHouseSettings, serve: ServeSettings
+    firehose: FirehoseSettings,
+    worker: WorkerSettings,
+    clickhouse: ClickHouseSettings,
+    serve: ServeSettings,
+    notices: NoticeSettings,
+    curve_settings: CurveSettings,
+    observe: ObservabilitySettings,
 ) -> None:
     """Subscribe to the firehose, window and aggregate, flush rollups to ClickHouse.
 
@@ -55,18 +99,42 @@ def command(
     ClickHouse's HTTP interface on --serve (127.0.0.1:8123, read-only unless
     --writer-password is set), so notebooks, dashboards and alert rules can
     read while it writes: TYKPULSE_CLICKHOUSE_DSN=http://127.0.0.1:8123.
+
+    SIGHUP re-reads the CURVE allowlist.
     """
     stop = stop_on_signals()
+    context: zmq.Context[Any] = zmq.Context.instance()
+    curve = curve_session(context, curve_settings)
+    try:
+        check = notice_check(notices.node_secret.get_secret_value(), notices.notice_public_key)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    ingestor = build_ingestor(firehose, worker, notice_check=check)
+    watch = WorkerWatch(ingestor, healthy_flush_age_s=observe.healthy_flush_age_s)
+    metrics = None
+    if observe.metrics_port is not None:
+        metrics = MetricsServer(watch, observe.metrics_host, observe.metrics_port).start()
+    if curve is not None:
+        reload_on_sighup(curve.reload)
     sink = ClickHouseSink(clickhouse)
     server = serve_embedded(clickhouse, serve)
     try:
-        summary = LocalRunner(firehose, worker, sink).run(stop)
+        runner = LocalRunner(
+            firehose, worker, sink, context=context, ingestor=ingestor, watch=watch, curve=curve
+        )
+        summary = runner.run(stop)
     except SinkError as exc:
         raise click.ClickException(str(exc)) from exc
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
     finally:
         if server is not None:
             server.close()
         sink.close()
+        if metrics is not None:
+            metrics.close()
+        if curve is not None:
+            curve.close()
     log_summary(summary)
     if summary.unwritten_flushes:
         raise SystemExit(1)
