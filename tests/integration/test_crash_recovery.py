@@ -35,7 +35,7 @@ import zmq
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.publisher import FirehosePublisher
 from tests.conftest import free_port
-from tests.durability import MINUTE_S, check_exact, records_of, window_of
+from tests.durability import MINUTE_S, check_exact, records_of, traffic_by_window, window_of
 from tests.helpers import analytics
 
 pytestmark = pytest.mark.integration
@@ -188,10 +188,8 @@ def test_sigkill_at_random_points_loses_nothing_received_and_counts_nothing_twic
     client = clickhouse_connect.get_client(dsn=dsn)
     try:
         for node in NODES:
-            windows = client.query(
-                f"SELECT DISTINCT toUnixTimestamp(window_start) FROM tykpulse.traffic_1m WHERE org_id = '{node}'"
-            ).result_rows
-            received = {(int(w) - base_s) // MINUTE_S for (w,) in windows}
+            windows = traffic_by_window(client, "tykpulse", node)
+            received = {(w - base_s) // MINUTE_S for w in windows}
             sent = publisher.sent[node]
             assert received <= set(range(sent))
             assert len(received) > sent // 2, f"{node}: received {len(received)} of {sent}"
