@@ -173,6 +173,24 @@ class ArchiveSettings(_Settings):
     archive_ttl_days: int = Field(default=30, gt=0, description="Days the archive keeps a message.")
 
 
+class ReplaySettings(_Settings):
+    """tykpulse replay: where archived messages are re-published, and how fast."""
+
+    publish: EndpointList = Field(
+        default=[PROXY_FRONTEND],
+        description="Endpoint to publish the replay on (repeatable); @ binds, else connects.",
+    )
+    node_prefix: str = Field(
+        default="replay-", description="Replayed messages of node N are sent as node <prefix>N, new boot."
+    )
+    rate: float = Field(default=1_000, ge=0, description="Messages per second (0: as fast as possible).")
+    wait_subscribers_s: float = Field(
+        default=10.0, ge=0, description="Wait this long for a subscriber before sending (0: don't wait)."
+    )
+
+    _split = field_validator("publish", mode="before")(_split_list)
+
+
 class SimulatorSettings(_Settings):
     """The simulated fleet: what it sends and how fast."""
 

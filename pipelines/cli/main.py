@@ -7,7 +7,7 @@ from importlib.metadata import version
 
 import click
 
-from pipelines.cli.commands import demo, proxy, run, schema, simulate
+from pipelines.cli.commands import demo, proxy, rebuild, replay, run, schema, simulate
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -34,6 +34,8 @@ def cli(log_level: str) -> None:
       tykpulse simulate             a simulated Tyk fleet publishing on the firehose
       tykpulse run                  the worker: firehose -> windows -> rollups -> ClickHouse
       tykpulse schema apply         create/update the rollup tables and views
+      tykpulse replay               re-publish archived events (--from/--to) on a firehose
+      tykpulse rebuild              recompute a time range's rollups from the archive
 
     Every option can also be set with the environment variable shown in its help.
     """
@@ -48,6 +50,8 @@ cli.add_command(simulate.command)
 cli.add_command(proxy.command)
 cli.add_command(schema.group)
 cli.add_command(demo.command)
+cli.add_command(replay.command)
+cli.add_command(rebuild.command)
 
 
 if __name__ == "__main__":

@@ -66,12 +66,16 @@ class RunSummary:
 
 
 def build_ingestor(
-    firehose: FirehoseSettings, worker: WorkerSettings, *, clock: Callable[[], int] = time.time_ns
+    firehose: FirehoseSettings,
+    worker: WorkerSettings,
+    *,
+    clock: Callable[[], int] = time.time_ns,
+    hasher: KeyHasher | None = None,
 ) -> Ingestor:
     return Ingestor(
         TumblingWindows(worker.window_seconds),
         limits=Limits(firehose.max_message_bytes, firehose.max_records),
-        hasher=KeyHasher(worker.key_hash_salt.get_secret_value().encode()),
+        hasher=hasher or KeyHasher(worker.key_hash_salt.get_secret_value().encode()),
         max_future_ns=firehose.max_future_s * 1_000_000_000,
         clock=clock,
     )

@@ -15,6 +15,7 @@ never sees a raw key. Rows expire after the configured TTL.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -63,6 +64,17 @@ def archive_statements(database: str, ttl_days: int) -> list[str]:
     ]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ArchivedMessage:
+    received_ns: int
+    node: str
+    boot: int
+    seq: int
+    topic: str
+    records: int
+    payload: bytes
+
+
 class EventsArchive:
     """Writes and reads `events_raw` through a sink's client."""
 
@@ -94,10 +106,8 @@ class EventsArchive:
         count, first, last = rows[0]
         return None if count == 0 else (int(first), int(last))
 
-    def messages(
-        self, where: str, *, chunk: int = 5_000
-    ) -> Iterator[list[tuple[int, str, int, int, str, bytes]]]:
-        """(received ns, node, boot, seq, topic, payload) of rows matching `where`, in receive order.
+    def messages(self, where: str, *, chunk: int = 5_000) -> Iterator[list[ArchivedMessage]]:
+        """Archived messages matching `where`, in receive order.
 
         Read in chunks by keyset pagination; a message stored twice (two workers
         on one firehose) is returned once.
@@ -105,17 +115,24 @@ class EventsArchive:
         after = "(toDateTime64(0, 9, 'UTC'), '', 0, 0)"
         while True:
             sql = (
-                f"SELECT toUnixTimestamp64Nano(received), node, boot, seq, topic, payload FROM {self.table} "
+                f"SELECT toUnixTimestamp64Nano(received), node, boot, seq, topic, records, payload "
+                f"FROM {self.table} "
                 f"WHERE ({where}) AND (received, node, boot, seq) > {after} "
                 f"ORDER BY received, node, boot, seq LIMIT 1 BY node, boot, seq LIMIT {int(chunk)}"
             )
             found = self._query(sql, column_formats={"payload": "bytes"})
-            rows = [(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], _as_bytes(r[5])) for r in found]
+            rows = [
+                ArchivedMessage(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], int(r[5]), _as_bytes(r[6]))
+                for r in found
+            ]
             if not rows:
                 return
             yield rows
-            received, node, boot, seq = rows[-1][:4]
-            after = f"(fromUnixTimestamp64Nano({received}, 'UTC'), {_quote(node)}, {boot}, {seq})"
+            last = rows[-1]
+            after = (
+                f"(fromUnixTimestamp64Nano({last.received_ns}, 'UTC'), {_quote(last.node)}, "
+                f"{last.boot}, {last.seq})"
+            )
 
     def _command(self, sql: str) -> None:
         try:
