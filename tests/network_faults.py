@@ -16,7 +16,7 @@ import struct
 import threading
 from collections.abc import Iterator
 
-from tests.conftest import free_port
+from tests.harness.processes import free_port
 
 
 class FaultServer:

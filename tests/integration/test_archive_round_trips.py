@@ -23,7 +23,7 @@ import clickhouse_connect
 import pytest
 
 from pipelines.simulate.verify import check_view
-from tests.conftest import free_port
+from tests.harness.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -34,8 +34,8 @@ import zmq
 
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.publisher import FirehosePublisher
-from tests.conftest import free_port
 from tests.durability import MINUTE_S, check_exact, records_of, traffic_by_window, window_of
+from tests.harness.processes import free_port
 from tests.helpers import analytics
 
 pytestmark = pytest.mark.integration

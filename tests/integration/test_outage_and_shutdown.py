@@ -20,7 +20,7 @@ import clickhouse_connect
 import pytest
 
 from pipelines.simulate.verify import check_all
-from tests.conftest import free_port
+from tests.harness.processes import free_port
 
 pytestmark = pytest.mark.integration
 
