@@ -8,28 +8,31 @@ embedded ClickHouse afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 import pytest
+from urllib3.exceptions import InsecureRequestWarning
 
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.errors import SinkUnavailableError
 from tests.component.test_wal_flusher import NODE, drain, log_messages, make_flusher
 from tests.durability import base_window_s, check_exact
-from tests.network_faults import fault_endpoint
+from tests.network_faults import fault_endpoint, self_signed_certificate, tls_endpoint
 
 pytestmark = pytest.mark.component
 
 MODES = ["refused", "reset", "blackhole"]
 
 
-def http_settings(port: int) -> ClickHouseSettings:
+def http_settings(port: int, scheme: str = "http", **tls: object) -> ClickHouseSettings:
     return ClickHouseSettings(
-        clickhouse_dsn=f"http://default:secret@127.0.0.1:{port}",
+        clickhouse_dsn=f"{scheme}://default:secret@127.0.0.1:{port}",
         clickhouse_connect_timeout_s=1,
         clickhouse_send_receive_timeout_s=1,
+        **tls,  # type: ignore[arg-type]
     )
 
 
@@ -71,3 +74,25 @@ def test_the_log_written_during_a_fault_drains_into_embedded_clickhouse(
         assert check_exact(sink.client, sink.database, NODE, base, set(range(120)), 120) == []
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize(
+    ("tls", "handshake"),
+    [({}, False), ({"clickhouse_verify_tls": False}, True), ({"clickhouse_ca_cert": "CERT"}, True)],
+)
+def test_https_verifies_the_server_certificate_unless_told_otherwise(
+    tmp_path: Path, tls: dict[str, object], handshake: bool
+) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    options = {k: str(cert) if v == "CERT" else v for k, v in tls.items()}
+    insecure = options.get("clickhouse_verify_tls") is False
+    warns = pytest.warns(InsecureRequestWarning) if insecure else contextlib.nullcontext()
+    with tls_endpoint(cert, key) as server:
+        sink = ClickHouseSink(http_settings(server.port, "https", **options))
+        with pytest.raises(SinkUnavailableError) as caught, warns:
+            sink.setup()
+        sink.close()
+    assert (server.handshakes >= 1) == handshake, (
+        "the handshake completes only with verify off or the CA given"
+    )
+    assert ("CERTIFICATE_VERIFY_FAILED" in str(caught.value)) != handshake
