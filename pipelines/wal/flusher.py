@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# ClickHouse's UNKNOWN_TABLE and UNKNOWN_DATABASE.
+SCHEMA_MISSING_CODES: Final = frozenset({60, 81})
 # Sequence positions of publishers silent this long are dropped from the checkpoint.
 SEQUENCE_TTL_NS: Final = 7 * 24 * 3600 * 1_000_000_000
 
@@ -305,6 +307,12 @@ class DurableFlusher:
                 else:
                     rows = self.sink.write({name: table}, flight.token)
             except SinkRejectedError as exc:
+                if exc.code in SCHEMA_MISSING_CODES:
+                    # The server lost the schema (a new server, a dropped database): this
+                    # is not a refusal of the rows. Apply the schema again, then retry.
+                    self._ready = False
+                    self._failed(exc, f"insert {name} (schema missing)")
+                    return False
                 flight.refusals[name] += 1
                 if flight.refusals[name] < self.retry.refusals_before_dead_letter:
                     self._failed(exc, f"insert {name} (refused {flight.refusals[name]} times)")

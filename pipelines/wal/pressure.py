@@ -34,6 +34,7 @@ class WalStats:
     appended: int = 0
     dropped_full: int = 0
     dropped_io_error: int = 0
+    dropped_unloggable: int = 0
     fsyncs: int = 0
     fsync_seconds: float = 0.0
     level: PressureLevel = PressureLevel.OK

@@ -27,6 +27,7 @@ import enum
 import fcntl
 import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from typing import Final
 from pipelines.errors import ConfigurationError
 from pipelines.wal.checkpoint import fsync_directory
 from pipelines.wal.format import (
+    MAX_FRAMES,
     SEGMENT_HEADER,
     RecordError,
     SegmentHeaderError,
@@ -194,8 +196,15 @@ class WalWriter:
     # -- the receive side -----------------------------------------------------------------------
 
     def append(self, frames: Sequence[bytes], received_ns: int) -> bool:
-        """Buffer one message; False (and counted) when the log is full."""
-        data, _ = encode_record(self._next, received_ns, frames)
+        """Buffer one message; False (and counted) when the log is full or the message cannot be logged."""
+        try:
+            # More frames than a record holds: keep the first ones; the decoder
+            # rejects the message (frame_count) and counts it, as without a log.
+            data, _ = encode_record(self._next, received_ns, frames[:MAX_FRAMES])
+        except (struct.error, OverflowError) as exc:  # a frame of 4 GiB or more
+            self.stats.dropped_unloggable += 1
+            log.error("message cannot be logged, dropped (counted) error=%s", exc)
+            return False
         size = len(data)
         if self.stats.disk_bytes + self._buffered + size > self.stats.max_bytes:
             self.stats.dropped_full += 1

@@ -254,3 +254,14 @@ def test_checkpoint_round_trip_and_atomic_replace(tmp_path: Path) -> None:
 
 def test_stats_fraction() -> None:
     assert WalStats(max_bytes=200, disk_bytes=50).used_fraction == 0.25
+
+
+def test_a_message_with_more_frames_than_a_record_holds_is_logged_cut(tmp_path: Path) -> None:
+    """The decoder rejects it (frame_count) downstream; the receiver must not die on it."""
+    w = writer(tmp_path, max_bytes=1 << 24, segment_bytes=1 << 20)
+    w.open(0)
+    assert w.append([b"x"] * 70_000, 1)
+    w.commit()
+    (record,) = read_all(tmp_path)
+    assert len(record.frames) == 0xFFFF
+    w.close()

@@ -243,3 +243,19 @@ def test_a_crash_between_landing_and_checkpoint_is_not_counted_twice(
         assert check_exact(sink.client, sink.database, NODE, base, set(range(80)), 80) == []
     finally:
         sink.close()
+
+
+def test_a_server_that_lost_the_schema_gets_it_again_and_nothing_is_dead_lettered(
+    sink: ClickHouseSink, wal_dir: Path
+) -> None:
+    base = base_window_s()
+    flusher = make_flusher(wal_dir, sink, sink_refusals_before_dead_letter=1)
+    log_messages(flusher, range(10), base)
+    drain(flusher)
+    sink.client.command(f"DROP DATABASE {sink.database} SYNC")
+    log_messages(flusher, range(10, 30), base)
+    drain(flusher)
+    flusher.close()
+    assert read_dead_letters(wal_dir / DEAD_LETTER_FILE) == []
+    assert flusher.stats.failed_attempts >= 1
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(10, 30)), 20) == []
