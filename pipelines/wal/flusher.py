@@ -197,6 +197,20 @@ class DurableFlusher:
 
     def close(self) -> None:
         self.writer.close()
+        stats = self.writer.stats
+        log.info(
+            "WAL closed backlog_records=%d appended=%d dropped_full=%d dropped_io_error=%d fsyncs=%d "
+            "damaged_records=%d flushes=%d failed_attempts=%d dead_lettered_rows=%d",
+            self.backlog,
+            stats.appended,
+            stats.dropped_full,
+            stats.dropped_io_error,
+            stats.fsyncs,
+            self.reader.damaged_total,
+            self.stats.flushes,
+            self.stats.failed_attempts,
+            self.stats.dead_lettered_rows,
+        )
 
     def summarise(self, summary: RunSummary) -> None:
         summary.flushes = self.stats.flushes

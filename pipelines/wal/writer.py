@@ -111,6 +111,7 @@ class WalWriter:
         never/interval), so a position range always names the same records.
         """
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory.chmod(0o700)  # the log holds raw frames: only the worker's user reads them
         self._take_lock()
         end = self._recover_tail()
         self._next = max(end, floor)
