@@ -15,7 +15,6 @@ import copy
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pytest
 
 from pipelines.simulate.verify import check_view
 from tests.harness.processes import free_port
+from tests.integration.cli import simulate, start_worker, tykpulse
 
 pytestmark = pytest.mark.integration
 
@@ -33,28 +33,9 @@ EVENT_TIME_VIEWS = [
 ]
 
 
-def tykpulse(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "warning", *args]
-
-
 def run_worker(port: int, dsn: str, tmp: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        tykpulse(
-            "run",
-            "--firehose",
-            f"@tcp://127.0.0.1:{port}",
-            "--clickhouse",
-            dsn,
-            "--flush-interval-s",
-            "0.5",
-            "--drain-timeout-s",
-            "1.5",
-            "--key-hash-salt",
-            SALT,
-            *extra,
-        ),
-        cwd=tmp,
-    )
+    options = ("--flush-interval-s", "0.5", "--drain-timeout-s", "1.5", "--key-hash-salt", SALT)
+    return start_worker(port, dsn, *options, *extra, cwd=tmp)
 
 
 def stop(worker: subprocess.Popen[bytes]) -> None:
@@ -91,35 +72,7 @@ def archived(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     dsn = f"chdb://{tmp / 'source'}"
     worker = run_worker(port, dsn, tmp, "--archive")
     try:
-        subprocess.run(
-            tykpulse(
-                "simulate",
-                "--connect",
-                f"tcp://127.0.0.1:{port}",
-                "--duration",
-                "5",
-                "--rate",
-                "3000",
-                "--batch",
-                "50",
-                "--seed",
-                "5",
-                "--late-fraction",
-                "0.03",
-                "--token-wave-every-s",
-                "1",
-                "--config-burst-every-s",
-                "1",
-                "--truth",
-                str(tmp / "truth.json"),
-                "--wait-subscribers-s",
-                "60",
-                "--node",
-                "sim",
-            ),
-            timeout=120,
-            check=True,
-        )
+        simulate(port, tmp / "truth.json", seed=5, duration_s=5)
     finally:
         stop(worker)
     truth = json.loads((tmp / "truth.json").read_text())

@@ -21,7 +21,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from pipelines.firehose.publisher import FirehosePublisher
 from tests.durability import MINUTE_S, check_exact, records_of, traffic_by_window, window_of
 from tests.harness.processes import free_port
 from tests.helpers import analytics
+from tests.integration.cli import start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -107,27 +107,10 @@ def context() -> Iterator[zmq.Context[Any]]:
     ctx.destroy(linger=0)
 
 
-def start_worker(port: int, dsn: str, wal_dir: Path, log: Path) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "pipelines.cli.main",
-        "--log-level",
-        "info",
-        "run",
-        "--firehose",
-        f"@tcp://127.0.0.1:{port}",
-        "--clickhouse",
-        dsn,
-        "--wal-dir",
-        str(wal_dir),
-        "--flush-interval-s",
-        "0.2",
-        "--drain-timeout-s",
-        "1",
-    ]
-    with log.open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+def crash_worker(port: int, dsn: str, wal_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    return start_worker(
+        port, dsn, "--wal-dir", str(wal_dir), "--flush-interval-s", "0.2", "--drain-timeout-s", "1", log=log
+    )
 
 
 def wait_subscribed(publisher: WorkloadPublisher, before: int, worker: subprocess.Popen[bytes]) -> None:
@@ -157,13 +140,13 @@ def test_sigkill_at_random_points_loses_nothing_received_and_counts_nothing_twic
     try:
         for _ in range(KILLS):
             before = publisher.subscriptions
-            worker = start_worker(port, dsn, wal_dir, log)
+            worker = crash_worker(port, dsn, wal_dir, log)
             wait_subscribed(publisher, before, worker)
             time.sleep(rng.uniform(0.05, 2.5))
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=30)
         before = publisher.subscriptions
-        worker = start_worker(port, dsn, wal_dir, log)
+        worker = crash_worker(port, dsn, wal_dir, log)
         wait_subscribed(publisher, before, worker)
         time.sleep(1.5)
         publisher.stop.set()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,20 +20,14 @@ import pytest
 
 from pipelines.simulate.verify import check_all
 from tests.harness.processes import free_port
+from tests.integration.cli import simulate, start_worker
 
 pytestmark = pytest.mark.integration
 
 
-def tykpulse(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "info", *args]
-
-
 def worker(port: int, dsn: str, wal_dir: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    command = tykpulse(
-        "run",
-        "--firehose",
-        f"@tcp://127.0.0.1:{port}",
-        "--clickhouse",
+    return start_worker(
+        port,
         dsn,
         "--wal-dir",
         str(wal_dir),
@@ -47,38 +40,7 @@ def worker(port: int, dsn: str, wal_dir: Path, log: Path, *extra: str) -> subpro
         "--clickhouse-connect-timeout-s",
         "1",
         *extra,
-    )
-    with log.open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-
-
-def simulate(port: int, truth: Path) -> None:
-    subprocess.run(
-        tykpulse(
-            "simulate",
-            "--connect",
-            f"tcp://127.0.0.1:{port}",
-            "--duration",
-            "4",
-            "--rate",
-            "3000",
-            "--batch",
-            "50",
-            "--seed",
-            "11",
-            "--token-wave-every-s",
-            "1",
-            "--config-burst-every-s",
-            "1",
-            "--truth",
-            str(truth),
-            "--wait-subscribers-s",
-            "60",
-            "--node",
-            "sim",
-        ),
-        timeout=120,
-        check=True,
+        log=log,
     )
 
 
@@ -123,7 +85,7 @@ def test_a_run_with_clickhouse_down_is_written_by_the_next_start(tmp_path: Path,
     timeout = "2" if stop == "timeout" else "600"
     first = worker(port, f"http://127.0.0.1:{free_port()}", wal_dir, log, "--shutdown-timeout-s", timeout)
     try:
-        simulate(port, truth)
+        simulate(port, truth, seed=11)
         wait_for(log, "the WAL keeps the data", first)
         first.send_signal(signal.SIGTERM)
         if stop == "timeout":
