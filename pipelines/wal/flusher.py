@@ -40,6 +40,7 @@ from pipelines.wal.deadletter import DeadLetters
 from pipelines.wal.format import WalRecord
 from pipelines.wal.reader import RangeRead, WalReader
 from pipelines.wal.writer import WalWriter
+from sinks.clickhouse.contract import ROLLUPS_BY_NAME, WINDOW_COLUMN
 from sinks.errors import SinkError, SinkRejectedError
 
 if TYPE_CHECKING:
@@ -77,6 +78,18 @@ class RetryPolicy:
     max_s: float = 30.0
     refusals_before_dead_letter: int = 3
     flush_max_bytes: int = 32 << 20
+
+
+def in_key_order(name: str, table: pa.Table) -> pa.Table:
+    """Rows sorted by their keys, so a range aggregated again is the same block, row for row.
+
+    ClickHouse 26 deduplicates a token whatever the row order; older servers
+    derive per-part ids from the order of the partitions in the block.
+    """
+    if table.num_rows < 2:
+        return table
+    keys = [WINDOW_COLUMN, *(k.name for k in ROLLUPS_BY_NAME[name].keys)]
+    return table.sort_by([(key, "ascending") for key in keys])
 
 
 class ReceiveClock:
@@ -284,7 +297,7 @@ class DurableFlusher:
             self.clock.now_ns = record.received_ns
             ingest(record.frames, record.received_ns)
         batch = self.ingestor.take()
-        partials = compute(batch)
+        partials = {name: in_key_order(name, table) for name, table in compute(batch).items()}
         if self.archive is not None:
             partials[self.archive.name] = self.archive.build(read.records)
         last_received = read.records[-1].received_ns if read.records else 0

@@ -6,20 +6,24 @@ window by window: a flush counted twice doubles a window, a lost one empties it.
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 
+from pipelines.ingest import Ingestor
+from pipelines.rollups import compute
 from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
 from pipelines.wal.build import build_flusher
 from pipelines.wal.checkpoint import load_checkpoint
 from pipelines.wal.deadletter import DEAD_LETTER_FILE, read_dead_letters
-from pipelines.wal.flusher import DurableFlusher, RollupSink
+from pipelines.wal.flusher import DurableFlusher, RollupSink, in_key_order
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.errors import SinkRejectedError, SinkUnavailableError
@@ -259,3 +263,23 @@ def test_a_server_that_lost_the_schema_gets_it_again_and_nothing_is_dead_lettere
     assert read_dead_letters(wal_dir / DEAD_LETTER_FILE) == []
     assert flusher.stats.failed_attempts >= 1
     assert check_exact(sink.client, sink.database, NODE, base, set(range(10, 30)), 20) == []
+
+
+def test_a_retry_spanning_several_partitions_lands_once_in_any_row_order(sink: ClickHouseSink) -> None:
+    """What exactly-once relies on in the engine: the token, not the row order, identifies a flush."""
+    months = [1_788_000_000, 1_790_700_000, 1_793_300_000, 1_795_774_500]  # four monthly partitions
+    ingestor = Ingestor(clock=lambda: 1_795_774_600 * 10**9)
+    for seq, second in enumerate(months):
+        ingestor.ingest(workload_message(NODE, 0, second, boot=seq + 1), received_ns=second * 10**9)
+    partial = compute(ingestor.take())["traffic"]
+    sink.write({"traffic": in_key_order("traffic", partial)}, "one-flush")
+    rows = list(range(partial.num_rows))
+    for _ in range(4):
+        random.shuffle(rows)
+        sink.write({"traffic": partial.take(pa.array(rows, pa.int64()))}, "one-flush")
+    parts = sink.query_rows(
+        f"SELECT uniqExact(partition) FROM system.parts WHERE database = '{sink.database}' "
+        "AND table = 'traffic_1m_state' AND active"
+    )
+    assert parts == [(4,)]
+    assert sink.query_rows(f"SELECT sum(requests) FROM {sink.database}.traffic_1m") == [(4 * records_of(0),)]
