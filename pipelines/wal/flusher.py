@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DRAIN_SLICE_S: Final = 5.0
 # ClickHouse's UNKNOWN_TABLE and UNKNOWN_DATABASE.
 SCHEMA_MISSING_CODES: Final = frozenset({60, 81})
 # Sequence positions of publishers silent this long are dropped from the checkpoint.
@@ -237,10 +238,14 @@ class DurableFlusher:
         """Flush, in order, what was logged before this call: until done, a failure or the deadline.
 
         Only what was logged before the call is taken, so a busy firehose does
-        not turn one flush into a stream of tiny inserts.
+        not turn one flush into a stream of tiny inserts; without a deadline a
+        call returns after DRAIN_SLICE_S, so a long backlog does not hold off
+        the caller's stop checks.
         """
         target = self.writer.written
-        while deadline is None or time.monotonic() < deadline:
+        if deadline is None:
+            deadline = time.monotonic() + DRAIN_SLICE_S
+        while time.monotonic() < deadline:
             if time.monotonic() < self._retry_at:
                 return
             if not self._ready and not self._setup():
