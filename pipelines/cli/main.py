@@ -7,7 +7,20 @@ from importlib.metadata import version
 
 import click
 
-from pipelines.cli.commands import alerts, db, demo, keys, proxy, report, run, schema, simulate, status
+from pipelines.cli.commands import (
+    alerts,
+    db,
+    demo,
+    keys,
+    proxy,
+    rebuild,
+    replay,
+    report,
+    run,
+    schema,
+    simulate,
+    status,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -39,6 +52,8 @@ def cli(log_level: str) -> None:
       tykpulse report               a one-page HTML summary of a time range
       tykpulse keys generate NAME   a CURVE key pair for encrypted firehose sockets
       tykpulse status               per-publisher health and the last flush of a running worker
+      tykpulse replay               re-publish archived events (--from/--to) on a firehose
+      tykpulse rebuild              recompute a time range's rollups from the archive
 
     Every option can also be set with the environment variable shown in its help.
     """
@@ -58,6 +73,8 @@ cli.add_command(alerts.group)
 cli.add_command(report.command)
 cli.add_command(keys.group)
 cli.add_command(status.command)
+cli.add_command(replay.command)
+cli.add_command(rebuild.command)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ scrapes, so metrics cost the hot path nothing. What only the flush side sees
     tykpulse_last_flush_ok_age_seconds        since the worker last had nothing unwritten
     tykpulse_publishers{state}                live / stale publisher incarnations tracked
     tykpulse_publisher_last_seen_age_seconds{node,boot}
+    tykpulse_wal_bytes, tykpulse_wal_max_bytes, tykpulse_wal_used_ratio    the log's disk use and bound
+    tykpulse_wal_backlog_records              logged records not yet written to ClickHouse
+    tykpulse_wal_dropped_total{reason}        messages the log could not keep (full, io_error, unloggable)
+    tykpulse_wal_fsyncs_total, tykpulse_wal_damaged_records_total, tykpulse_dead_lettered_rows_total
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class WorkerReadings(Protocol):
     def publisher_states(self) -> list[PublisherState]: ...
     def now_ns(self) -> int: ...
     def last_ok_age_s(self) -> float: ...
+    def wal(self) -> dict[str, float]: ...
 
 
 _COUNTERS: Final = {
@@ -57,6 +62,18 @@ _COUNTERS: Final = {
         "Times the receiver waited for the flusher (queue full).",
     ),
 }
+_WAL_GAUGES: Final = {
+    "disk_bytes": ("tykpulse_wal_bytes", "Bytes the write-ahead log holds on disk."),
+    "max_bytes": ("tykpulse_wal_max_bytes", "The log's disk bound (--wal-max-bytes)."),
+    "used_ratio": ("tykpulse_wal_used_ratio", "Share of the disk bound in use."),
+    "backlog_records": ("tykpulse_wal_backlog_records", "Logged records not yet written to ClickHouse."),
+}
+_WAL_COUNTERS: Final = {
+    "fsyncs": ("tykpulse_wal_fsyncs", "fsync calls on the log."),
+    "damaged_records": ("tykpulse_wal_damaged_records", "Log records skipped for a bad checksum."),
+    "dead_lettered_rows": ("tykpulse_dead_lettered_rows", "Rows ClickHouse refused for good, to the file."),
+}
+_WAL_DROPS: Final = ("full", "io_error", "unloggable")
 _GAUGES: Final = {
     "queue_depth": ("tykpulse_queue_depth", "Records and rejections buffered for the next flush."),
     "queue_capacity": ("tykpulse_queue_capacity", "Buffered records after which the receiver pauses."),
@@ -86,6 +103,22 @@ class _ReadingsCollector(Collector):
             value=self.readings.last_ok_age_s(),
         )
         yield from self._publishers()
+        yield from self._wal()
+
+    def _wal(self) -> Iterator[Metric]:
+        wal = self.readings.wal()
+        if not wal:
+            return
+        for key, (name, doc) in _WAL_GAUGES.items():
+            yield GaugeMetricFamily(name, doc, value=wal[key])
+        for key, (name, doc) in _WAL_COUNTERS.items():
+            yield CounterMetricFamily(name, doc, value=wal[key])
+        dropped = CounterMetricFamily(
+            "tykpulse_wal_dropped", "Messages the log could not keep, by reason.", labels=["reason"]
+        )
+        for reason in _WAL_DROPS:
+            dropped.add_metric([reason], wal[f"dropped_{reason}"])
+        yield dropped
 
     def _publishers(self) -> Iterator[Metric]:
         now = self.readings.now_ns()

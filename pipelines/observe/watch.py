@@ -43,6 +43,8 @@ class WorkerWatch:
         self.clock = clock
         self.liveness = liveness or PublisherLiveness(clock=clock, on_forget=ingestor.sequences.forget)
         self.healthy_flush_age_s = healthy_flush_age_s
+        # Set by the runner when a write-ahead log is in use (DurableFlusher.readings).
+        self.wal_readings: Callable[[], dict[str, float]] | None = None
         self.metrics = WorkerMetrics(self)
         self.receiver_paused = 0
         self.pending_flushes = 0
@@ -95,6 +97,9 @@ class WorkerWatch:
             "pending_flushes": self.pending_flushes,
         }
 
+    def wal(self) -> dict[str, float]:
+        return self.wal_readings() if self.wal_readings is not None else {}
+
     def rejected(self) -> dict[str, int]:
         return dict(self.ingestor.stats.rejected)
 
@@ -125,6 +130,7 @@ class WorkerWatch:
             "totals": self.totals(),
             "rejected": self.rejected(),
             "last_write": self.last_write,
+            "wal": self.wal(),
             "publishers": [
                 {
                     "node": s.node,

@@ -111,6 +111,14 @@ def test_curve_pipeline_counts_everything_reports_status_and_revokes_on_sighup(t
         assert shown.returncode == 0, shown
         assert b"healthy" in shown.stdout
         assert b"sim-gw01" in shown.stdout
+        # the write-ahead log (on by default) reports through the same endpoint
+        wal = status(metrics)["wal"]
+        assert wal["appended"] >= sum(expected.values())
+        assert wal["backlog_records"] >= 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as response:
+            exported = response.read().decode()
+        assert "tykpulse_wal_used_ratio" in exported
+        assert 'tykpulse_wal_dropped_total{reason="full"} 0.0' in exported
         # revoke the simulator's key: remove it, SIGHUP the proxy; a new run with it gets nowhere
         (allow / "sim.key").unlink()
         proxy.send_signal(signal.SIGHUP)

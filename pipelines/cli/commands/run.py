@@ -17,12 +17,15 @@ from pipelines.runners.local import LocalRunner, RunSummary, build_ingestor
 from pipelines.security.curve import CurveSession
 from pipelines.security.notices import notice_check
 from pipelines.settings import (
+    ArchiveSettings,
     CurveSettings,
     FirehoseSettings,
     NoticeSettings,
     ObservabilitySettings,
+    WalSettings,
     WorkerSettings,
 )
+from pipelines.wal.build import build_journal
 from sinks.clickhouse.serve.embedded import serve_embedded
 from sinks.clickhouse.serve.settings import ServeSettings
 from sinks.clickhouse.settings import ClickHouseSettings
@@ -65,6 +68,8 @@ def curve_session(context: zmq.Context[Any], settings: CurveSettings) -> CurveSe
 @click.command("run")
 @settings_options(FirehoseSettings)
 @settings_options(WorkerSettings)
+@settings_options(WalSettings)
+@settings_options(ArchiveSettings)
 @settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS)
 @settings_options(ServeSettings, flags=SERVE_FLAGS)
 @settings_options(NoticeSettings)
@@ -73,6 +78,8 @@ def curve_session(context: zmq.Context[Any], settings: CurveSettings) -> CurveSe
 @pass_settings(
     FirehoseSettings,
     WorkerSettings,
+    WalSettings,
+    ArchiveSettings,
     ClickHouseSettings,
     ServeSettings,
     NoticeSettings,
@@ -82,6 +89,8 @@ def curve_session(context: zmq.Context[Any], settings: CurveSettings) -> CurveSe
 def command(
     firehose: FirehoseSettings,
     worker: WorkerSettings,
+    wal: WalSettings,
+    archive: ArchiveSettings,
     clickhouse: ClickHouseSettings,
     serve: ServeSettings,
     notices: NoticeSettings,
@@ -94,6 +103,11 @@ def command(
     flush interval the partial rollups of what arrived are written, and
     ClickHouse merges them. SIGINT/SIGTERM drains the firehose, flushes
     everything and exits 0 (exit 1 if some flushes could not be written).
+
+    Every message is first appended to a write-ahead log (--wal-dir); flushes
+    are exactly once through crashes and ClickHouse outages, and what could
+    not be written before exit is written at the next start. A second
+    SIGINT/SIGTERM exits at once; the log keeps what was received.
 
     With the embedded database (chdb DSN) the worker also serves it over
     ClickHouse's HTTP interface on --serve (127.0.0.1:8123, read-only unless
@@ -109,18 +123,40 @@ def command(
         check = notice_check(notices.node_secret.get_secret_value(), notices.notice_public_key)
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
-    ingestor = build_ingestor(firehose, worker, notice_check=check)
+    sink = ClickHouseSink(clickhouse)
+    try:
+        journal = (
+            build_journal(firehose, worker, wal, archive, clickhouse, sink, notice_check=check)
+            if wal.wal
+            else None
+        )
+    except ConfigurationError as exc:
+        sink.close()
+        raise click.UsageError(str(exc)) from exc
+    ingestor = (
+        journal.ingestor if journal is not None else build_ingestor(firehose, worker, notice_check=check)
+    )
     watch = WorkerWatch(ingestor, healthy_flush_age_s=observe.healthy_flush_age_s)
+    if journal is not None:
+        journal.observer = watch
+        watch.wal_readings = journal.readings
     metrics = None
     if observe.metrics_port is not None:
         metrics = MetricsServer(watch, observe.metrics_host, observe.metrics_port).start()
     if curve is not None:
         reload_on_sighup(curve.reload)
-    sink = ClickHouseSink(clickhouse)
     server = serve_embedded(clickhouse, serve)
     try:
         runner = LocalRunner(
-            firehose, worker, sink, context=context, ingestor=ingestor, watch=watch, curve=curve
+            firehose,
+            worker,
+            sink,
+            context=context,
+            ingestor=ingestor,
+            watch=watch,
+            curve=curve,
+            journal=journal,
+            shutdown_timeout_s=wal.shutdown_timeout_s,
         )
         summary = runner.run(stop)
     except SinkError as exc:
