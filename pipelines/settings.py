@@ -162,6 +162,12 @@ class TykBridgeSettings(_Settings):
         gt=0,
         description="Wait between drains when the lists are empty (keep well under Tyk's 60 s TTL).",
     )
+    release_delay_ms: int = Field(
+        default=250,
+        ge=0,
+        description="Keep published records in the processing lists this long, so a crash cannot lose what "
+        "ZeroMQ had not yet written (more means more duplicates after a crash).",
+    )
     notifications: bool = Field(default=True, description="Republish tyk.cluster.notifications as notices.")
     channel: str = Field(default="tyk.cluster.notifications", description="Tyk's notification channel.")
     bridge_id: str = Field(

@@ -6,13 +6,14 @@ suffix when `serializer_type` is protobuf: 22 lists in all, drained alike.
 
 The move is one Lua script, so it is atomic: per list, up to the remaining
 budget of elements are copied to the list's processing list
-(`<key>:tykpulse-processing[:<bridge_id>]`) and trimmed from the source, then
-the *whole* processing list is returned. Returning all of it (not only what
-was just moved) is what makes recovery automatic: whatever a crashed run left
-in a processing list is returned by the first move of the next run and
-published again. When a Pump copy prefix is set, each moved element is also
-pushed, in the same script, to `<copy prefix>tyk-system-analytics...` for a
-Tyk Pump configured with that `redis_key_prefix` (see docs/tyk.md).
+(`<key>:tykpulse-processing[:<bridge_id>]`) and trimmed from the source. It
+returns what it moved or, on the first move of a run (`recover=True`), the
+whole processing list: whatever a crashed run left there is returned and
+published again. A processing list is released from the front (`LTRIM`), one
+published batch at a time, so batches published later stay parked until their
+own release. When a Pump copy prefix is set, each moved element is also pushed,
+in the same script, to `<copy prefix>tyk-system-analytics...` for a Tyk Pump
+configured with that `redis_key_prefix` (see docs/tyk.md).
 
 Redis Cluster: the script touches several keys that need not share a slot, so
 this module supports a single Redis (or a primary with replicas) only.
@@ -34,18 +35,21 @@ ENCODING_MSGPACK: Final = "msgpack"
 ENCODING_PROTOBUF: Final = "protobuf"
 
 # KEYS: n sources, n processing lists, then n copies (only when ARGV[3] == "1").
-# ARGV: [budget, n, tee, copy_ttl_s]. Returns n entries {moved, processing contents...}.
+# ARGV: [budget, n, tee, copy_ttl_s, recover]. Returns n entries {moved, elements...}: the
+# elements moved, or with recover == "1" the whole processing list (older elements first).
 # RPUSH in chunks keeps unpack() under Lua's C-stack limit (~8000 values).
 _MOVE_LUA: Final = """
 local budget = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 local tee = ARGV[3] == '1'
 local ttl = tonumber(ARGV[4])
+local recover = ARGV[5] == '1'
 local out = {}
 for i = 1, n do
+  local items = {}
   local moved = 0
   if budget > 0 then
-    local items = redis.call('LRANGE', KEYS[i], 0, budget - 1)
+    items = redis.call('LRANGE', KEYS[i], 0, budget - 1)
     moved = #items
     for j = 1, moved, 1000 do
       local last = math.min(j + 999, moved)
@@ -60,9 +64,9 @@ for i = 1, n do
       budget = budget - moved
     end
   end
-  local held = redis.call('LRANGE', KEYS[n + i], 0, -1)
-  table.insert(held, 1, moved)
-  out[i] = held
+  if recover then items = redis.call('LRANGE', KEYS[n + i], 0, -1) end
+  table.insert(items, 1, moved)
+  out[i] = items
 end
 return out
 """
@@ -100,7 +104,7 @@ def analytics_lists(
 
 @dataclasses.dataclass(slots=True)
 class HeldBatch:
-    """A processing list's contents after a move: `recovered` old elements, then `moved` new ones."""
+    """Elements parked in one processing list by a move: `recovered` older ones, then `moved` new ones."""
 
     source: AnalyticsList
     elements: list[bytes]
@@ -131,9 +135,9 @@ class AnalyticsListStore:
         if self.tee:
             self._keys += [lst.copy for lst in lists if lst.copy is not None]
 
-    def move(self, budget: int) -> list[HeldBatch]:
-        """Atomically move up to `budget` new elements; every non-empty processing list's contents."""
-        args = [budget, len(self.lists), "1" if self.tee else "0", self.copy_ttl_s]
+    def move(self, budget: int, *, recover: bool = False) -> list[HeldBatch]:
+        """Atomically park up to `budget` new elements; with `recover`, also everything already parked."""
+        args = [budget, len(self.lists), "1" if self.tee else "0", self.copy_ttl_s, "1" if recover else "0"]
         reply: list[list[Any]] = self._script(keys=self._keys, args=args)
         held = []
         for lst, entry in zip(self.lists, reply, strict=True):
@@ -141,7 +145,10 @@ class AnalyticsListStore:
                 held.append(HeldBatch(lst, [bytes(e) for e in entry[1:]], int(entry[0])))
         return held
 
-    def release(self, batches: Sequence[HeldBatch]) -> None:
-        """Delete the processing lists of batches that were published."""
-        if batches:
-            self.client.delete(*(b.source.processing for b in batches))
+    def release(self, parked: Sequence[tuple[str, int]]) -> None:
+        """Drop `count` elements from the front of each processing list, in the order given."""
+        if parked:
+            pipe = self.client.pipeline(transaction=False)
+            for processing, count in parked:
+                pipe.ltrim(processing, count, -1)
+            pipe.execute()

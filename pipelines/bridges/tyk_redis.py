@@ -1,19 +1,24 @@
 """`tykpulse bridge tyk`: drain Tyk's analytics lists and notifications onto the firehose.
 
 One thread, one loop: move a batch out of the analytics lists (atomically, into
-processing lists), decode and publish it, delete the processing lists; listen
-for cluster notifications while idle; send heartbeats.
+processing lists), decode and publish it, release it from the processing lists
+`release_delay_ms` later; listen for cluster notifications while idle; send
+heartbeats.
 
 Delivery guarantee (docs/tyk.md has the table):
-- Redis -> firehose socket: **at least once**. An element leaves Tyk's list
-  only inside the move script, which parks it in a processing list; the
-  processing list is deleted only after every record of the batch was handed
-  to ZeroMQ. A crash at any point leaves the batch in Redis, and the next run's
-  first move returns it and publishes it again.
-- Duplicates: only after a crash between publishing a batch and deleting its
-  processing lists, at most one batch (`--batch` records). The republished
-  batch goes out under the new run's envelope `boot`, so the worker's sequence
-  check cannot recognise it: those records are counted twice.
+- Redis -> firehose: **at least once**. An element leaves Tyk's list only
+  inside the move script, which parks it in a processing list; it is released
+  from there only after its batch was handed to ZeroMQ *and* `release_delay_ms`
+  passed. The delay is what covers the last step: `send` only queues a message
+  for ZeroMQ's I/O thread, and a process killed before that thread wrote it to
+  the kernel loses it (the crash test saw this with no delay). A crash at any
+  point leaves the unreleased batches in Redis; the next run's first move
+  returns them and publishes them again.
+- Duplicates: only after a crash (or a lost Redis connection, handled like a
+  restart): the republished records are at most the batch in flight plus what
+  was handed to ZeroMQ during the last `release_delay_ms`. They go out under a
+  new envelope `boot` (or as new sequence numbers), so a worker counts them
+  again.
 - No subscriber, no drain: while nobody subscribes to `tyk.analytics`, records
   stay in Redis (where Tyk's TTL, 60 s by default, still applies).
 - Undecodable elements are counted, logged once and dropped with their batch.
@@ -74,7 +79,16 @@ class DrainConfig:
     batch: int = 2000
     message_records: int = 500
     poll_interval_s: float = 0.2
+    release_delay_ms: int = 250
     max_held_notices: int = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublishedBatch:
+    """Published at `published_ns`; its elements are the first `count` of each processing list."""
+
+    published_ns: int
+    parked: list[tuple[str, int]]
 
 
 class TykRedisBridge:
@@ -99,6 +113,8 @@ class TykRedisBridge:
         self.stats = BridgeStats()
         self._waiting_logged = False
         self._held: collections.deque[Notice] = collections.deque()
+        self._unreleased: collections.deque[PublishedBatch] = collections.deque()
+        self._recover = True  # the first move of a run (and after a Redis error) takes what is parked
 
     def run(self, stop: threading.Event) -> BridgeStats:
         """Drain until `stop` is set; Redis errors are logged and retried with backoff."""
@@ -108,12 +124,28 @@ class TykRedisBridge:
                 self.step(stop)
             except redis.RedisError as exc:
                 self.stats.redis_errors += 1
+                # A reply lost with the connection leaves our view of the processing lists unsure:
+                # start over from what Redis holds, like a restart (republishing what is parked).
+                self._recover = True
+                self._unreleased.clear()
                 log.warning("redis error=%s; retrying in %.1fs", exc, backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
             else:
                 backoff = 0.5
+        self.finish()
         return self.stats
+
+    def finish(self) -> None:
+        """On a clean stop: let ZeroMQ write what was published, then release it from Redis."""
+        if not self._unreleased:
+            return
+        wait_ns = self._unreleased[-1].published_ns + self.config.release_delay_ms * 1_000_000 - self.clock()
+        time.sleep(max(0, wait_ns) / 1e9)
+        try:
+            self.release_due(self.clock())
+        except redis.RedisError as exc:
+            log.warning("redis error=%s at shutdown: the next run republishes what is parked", exc)
 
     def step(self, stop: threading.Event) -> int:
         """One cycle: heartbeat, drain one batch when someone listens, then notices. Returns records moved."""
@@ -127,13 +159,32 @@ class TykRedisBridge:
         elif not self._waiting_logged:
             log.warning("no firehose subscriber for %s: leaving records in Redis", TOPIC_ANALYTICS)
             self._waiting_logged = True
+        self.release_due(self.clock())
         busy = moved >= self.config.batch
-        self.forward_notifications(0 if busy else self.config.poll_interval_s, stop)
+        self.forward_notifications(0 if busy else self._idle_wait_s(), stop)
         return moved
 
+    def _idle_wait_s(self) -> float:
+        wait = self.config.poll_interval_s
+        if self._unreleased:
+            due_ns = self._unreleased[0].published_ns + self.config.release_delay_ms * 1_000_000
+            wait = min(wait, max(0.0, (due_ns - self.clock()) / 1e9))
+        return wait
+
+    def release_due(self, now_ns: int) -> None:
+        """Release, oldest first, the batches published at least release_delay_ms ago."""
+        horizon = now_ns - self.config.release_delay_ms * 1_000_000
+        due: list[tuple[str, int]] = []
+        while self._unreleased and self._unreleased[0].published_ns <= horizon:
+            due.extend(self._unreleased.popleft().parked)
+        if due:
+            self.store.release(due)
+            self.faults.reach(AFTER_RELEASE)
+
     def drain_once(self, stop: threading.Event) -> int:
-        """Move, publish, release one batch; returns the number of new records moved."""
-        held = self.store.move(self.config.batch)
+        """Move and publish one batch (released later); returns the number of new records moved."""
+        held = self.store.move(self.config.batch, recover=self._recover)
+        self._recover = False
         if not held:
             return 0
         self.faults.reach(AFTER_MOVE)
@@ -150,9 +201,9 @@ class TykRedisBridge:
         if not self._publish(held, stop):
             log.info("stopped while waiting for subscribers: batch stays in its processing lists")
             return moved
+        parked = [(b.source.processing, len(b.elements)) for b in held]
+        self._unreleased.append(PublishedBatch(self.clock(), parked))
         self.faults.reach(AFTER_PUBLISH)
-        self.store.release(held)
-        self.faults.reach(AFTER_RELEASE)
         return moved
 
     def _publish(self, held: Sequence[HeldBatch], stop: threading.Event) -> bool:

@@ -67,9 +67,11 @@ def tyk(publisher_settings: PublisherSettings, settings: TykBridgeSettings) -> N
     """Drain Tyk's analytics lists and notifications from Redis onto the firehose.
 
     Replaces Tyk Pump for the analytics lists (or feeds a Pump through
-    --pump-copy-prefix). Records are moved atomically into a processing list,
-    published, then deleted: at-least-once, with at most one batch republished
-    after a crash. Nothing is drained while no worker subscribes.
+    --pump-copy-prefix). Records are moved atomically into processing lists,
+    published, and released --release-delay-ms later: at least once; after a
+    crash the parked records are published again (duplicates at most the batch
+    in flight plus the last release delay's worth). Nothing is drained while no
+    worker subscribes.
     """
     stop = stop_on_signals()
     try:
@@ -89,7 +91,9 @@ def tyk(publisher_settings: PublisherSettings, settings: TykBridgeSettings) -> N
         store,
         publisher,
         FirehoseConverter(KeyDigester(settings.key_salt.get_secret_value().encode())),
-        config=DrainConfig(settings.batch, settings.message_records, settings.poll_interval_s),
+        config=DrainConfig(
+            settings.batch, settings.message_records, settings.poll_interval_s, settings.release_delay_ms
+        ),
         notifications=listener,
         faults=faults,
     )
