@@ -22,6 +22,7 @@ from pipelines.bridges.tyk_webhook import (
     unescape_go_html,
     webhook_event,
 )
+from tests.tyk_webhooks import KEY_FAILURE_EVENTS, TOKEN_EVENTS, go_time_string, render
 
 pytestmark = pytest.mark.unit
 
@@ -122,3 +123,29 @@ def test_default_template_aliases_and_scalars_only() -> None:
     assert result.record["org_id"] == "o1"
     assert result.record["api_id"] == "a1"
     assert "host" not in result.record
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [e for e in EVENTS if e["expected"]["event"] in KEY_FAILURE_EVENTS | TOKEN_EVENTS],
+    ids=lambda e: e["name"],
+)
+def test_test_renderer_matches_go(entry: dict[str, Any]) -> None:
+    """The burst test's renderer (tests/tyk_webhooks.py) writes exactly what Go's html/template wrote."""
+    exp = entry["expected"]
+    body = render(
+        exp["event"],
+        exp["tyk_timestamp"],
+        key=exp.get("key", ""),
+        path=exp.get("path", ""),
+        origin=exp.get("origin", ""),
+        message=exp.get("message", ""),
+        org=exp.get("org_id", ""),
+    )
+    assert body == entry["body"]
+
+
+def test_go_time_string_round_trip() -> None:
+    assert go_time_string(T_UTC) == "2026-08-21 12:39:47.123456789 +0000 UTC"
+    assert go_time_string(T_CEST, 7200, "CEST") == "2026-08-21 14:39:47.5 +0200 CEST"
+    assert parse_go_time(go_time_string(T_CEST, -19800, "IST")) == T_CEST
