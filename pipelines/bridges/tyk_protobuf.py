@@ -20,7 +20,7 @@ decodes as None, like the pump's decoder), GraphQL error paths (messages only).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
 from pipelines.bridges.tyk_records import (
@@ -38,11 +38,15 @@ from pipelines.bridges.tyk_records import (
 )
 from pipelines.errors import TykDecodeError
 
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5  # wire types
 _U64: Final = 1 << 64
 _DOUBLE: Final = struct.Struct("<d")
 
-Field = tuple[int, int, Any]  # (field number, wire type, int | memoryview)
+# A parsed field value: an int (varint), a (start, end) span into the buffer (length-delimited)
+# or the raw bytes of a fixed64/fixed32. Spans avoid copying nested messages.
+Span = tuple[int, int]
+Fields = list[tuple[int, Any]]
+Reader = Callable[[bytes, Any], Any]
+Readers = dict[int, tuple[str, Reader]]
 
 
 class _MalformedError(Exception):
@@ -53,12 +57,10 @@ def _fail(reason: str) -> NoReturn:
     raise _MalformedError(reason)
 
 
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
-        if pos >= len(buf):
-            _fail("truncated varint")
-        b = buf[pos]
+        b = buf[pos]  # IndexError past the end: reported as malformed by decode_protobuf
         pos += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
@@ -68,177 +70,189 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
             _fail("varint longer than 10 bytes")
 
 
-def _fields(buf: memoryview) -> Iterator[Field]:
-    pos, end = 0, len(buf)
+def _fields(buf: bytes, span: Span) -> Fields:
+    """Every field of the message in buf[start:end], in wire order (the hot loop: kept flat)."""
+    pos, end = span
+    out: Fields = []
+    append = out.append
     while pos < end:
-        tag, pos = _varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if number == 0:
-            _fail("field number 0")
-        if wire == _VARINT:
-            value, pos = _varint(buf, pos)
-            yield number, wire, value
-        elif wire == _LEN:
-            size, pos = _varint(buf, pos)
-            if pos + size > end:
-                _fail(f"field {number}: length {size} past the end")
-            yield number, wire, buf[pos : pos + size]
-            pos += size
-        elif wire in (_I64, _I32):
-            width = 8 if wire == _I64 else 4
-            if pos + width > end:
-                _fail(f"field {number}: truncated fixed{width * 8}")
-            yield number, wire, buf[pos : pos + width]
-            pos += width
+        tag = buf[pos]
+        if tag < 0x80:
+            pos += 1
+        elif buf[pos + 1] < 0x80:  # two-byte tags: fields 16 and up
+            tag = (tag & 0x7F) | (buf[pos + 1] << 7)
+            pos += 2
         else:
-            _fail(f"field {number}: unsupported wire type {wire}")
+            tag, pos = _varint(buf, pos)
+        wire = tag & 7
+        if tag < 8:
+            _fail("field number 0")
+        if wire == 2:
+            size = buf[pos]
+            if size < 0x80:
+                pos += 1
+            elif buf[pos + 1] < 0x80:
+                size = (size & 0x7F) | (buf[pos + 1] << 7)
+                pos += 2
+            else:
+                size, pos = _varint(buf, pos)
+            value: Any = (pos, pos + size)
+            pos += size
+        elif wire == 0:
+            value = buf[pos]
+            if value < 0x80:
+                pos += 1
+            else:
+                value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value = buf[pos : pos + 8]
+            pos += 8
+        elif wire == 5:
+            value = buf[pos : pos + 4]
+            pos += 4
+        else:
+            _fail(f"field {tag >> 3}: unsupported wire type {wire}")
+        if pos > end:
+            _fail(f"field {tag >> 3} runs past the end of its message")
+        append((tag >> 3, value))
+    return out
 
 
 # Readers check the wire type they were given: a field number arriving with another
 # wire type is a malformed record, not something to coerce.
 
 
-def _int64(value: Any) -> int:
-    if not isinstance(value, int):
+def _int64(_buf: bytes, value: Any) -> int:
+    if type(value) is not int:
         _fail("expected a varint")
     return value - _U64 if value >= 1 << 63 else value
 
 
-def _bool(value: Any) -> bool:
-    return _int64(value) != 0
+def _bool(buf: bytes, value: Any) -> bool:
+    return _int64(buf, value) != 0
 
 
-def _bytes(value: Any) -> memoryview:
-    if not isinstance(value, memoryview):
+def _span(value: Any) -> Span:
+    if type(value) is not tuple:
         _fail("expected a length-delimited field")
-    return value
+    return value  # type: ignore[no-any-return]  # noqa: PGH003
 
 
-def _text(value: Any) -> str:
-    return bytes(_bytes(value)).decode("utf-8")
+def _text(buf: bytes, value: Any) -> str:
+    start, end = _span(value)
+    return buf[start:end].decode("utf-8")
 
 
-def _double(value: Any) -> float:
-    if not isinstance(value, memoryview) or len(value) != 8:
+def _double(_buf: bytes, value: Any) -> float:
+    if type(value) is not bytes or len(value) != 8:
         _fail("expected a fixed64 double")
     return float(_DOUBLE.unpack(value)[0])
 
 
-def _message(buf: Any, readers: dict[int, tuple[str, Callable[[Any], Any]]]) -> dict[str, Any]:
+def _message(buf: bytes, value: Any, readers: Readers) -> dict[str, Any]:
     """Fields of one message as {python name: value}; unknown field numbers are skipped."""
     out: dict[str, Any] = {}
-    for number, _wire, value in _fields(_bytes(buf)):
+    for number, field in _fields(buf, _span(value)):
         reader = readers.get(number)
         if reader is not None:
             name, read = reader
-            out[name] = read(value)
+            out[name] = read(buf, field)
     return out
 
 
-def _repeated_text(buf: Any, number: int) -> list[str]:
-    return [_text(v) for n, _w, v in _fields(_bytes(buf)) if n == number]
+def _repeated_text(buf: bytes, value: Any, number: int) -> list[str]:
+    return [_text(buf, v) for n, v in _fields(buf, _span(value)) if n == number]
 
 
-def _map_entry(buf: Any, read_value: Callable[[Any], Any]) -> tuple[str, Any]:
-    entry = _message(buf, {1: ("key", _text), 2: ("value", read_value)})
-    return entry.get("key", ""), entry.get("value", read_value(memoryview(b"")))
+def _map_entry(buf: bytes, value: Any, read_value: Reader, empty: Any) -> tuple[str, Any]:
+    entry = _message(buf, value, {1: ("key", _text), 2: ("value", read_value)})
+    return entry.get("key", ""), entry.get("value", empty)
 
 
-def _timestamp(buf: Any) -> GoTime:
-    ts = _message(buf, {1: ("seconds", _int64), 2: ("nanos", _int64)})
+def _timestamp(buf: bytes, value: Any) -> GoTime:
+    ts = _message(buf, value, {1: ("seconds", _int64), 2: ("nanos", _int64)})
     return ts.get("seconds", 0), ts.get("nanos", 0)
 
 
-def _latency(buf: Any) -> TykLatency:
-    return TykLatency(**_message(buf, {1: ("total", _int64), 2: ("upstream", _int64)}))
+_LATENCY: Final[Readers] = {1: ("total", _int64), 2: ("upstream", _int64)}
+_NETWORK: Final[Readers] = {
+    1: ("open_connections", _int64),
+    2: ("closed_connections", _int64),
+    3: ("bytes_in", _int64),
+    4: ("bytes_out", _int64),
+}
+_COUNTRY: Final[Readers] = {1: ("iso_code", _text)}
+_LOCATION: Final[Readers] = {1: ("latitude", _double), 2: ("longitude", _double), 3: ("time_zone", _text)}
+_MCP: Final[Readers] = {
+    1: ("is_mcp", _bool),
+    2: ("jsonrpc_method", _text),
+    3: ("primitive_type", _text),
+    4: ("primitive_name", _text),
+}
 
 
-def _network(buf: Any) -> TykNetworkStats:
-    return TykNetworkStats(
-        **_message(
-            buf,
-            {
-                1: ("open_connections", _int64),
-                2: ("closed_connections", _int64),
-                3: ("bytes_in", _int64),
-                4: ("bytes_out", _int64),
-            },
-        )
-    )
+def _latency(buf: bytes, value: Any) -> TykLatency:
+    return TykLatency(**_message(buf, value, _LATENCY))
 
 
-def _city(buf: Any) -> TykCity:
+def _network(buf: bytes, value: Any) -> TykNetworkStats:
+    return TykNetworkStats(**_message(buf, value, _NETWORK))
+
+
+def _city(buf: bytes, value: Any) -> TykCity:
     names: dict[str, str] = {}
     geoname_id = 0
-    for number, _wire, value in _fields(_bytes(buf)):
+    for number, field in _fields(buf, _span(value)):
         if number == 1:
-            key, name = _map_entry(value, _text)
+            key, name = _map_entry(buf, field, _text, "")
             names[key] = name
         elif number == 2:
-            geoname_id = _int64(value) & 0xFFFFFFFF  # uint32
+            geoname_id = _int64(buf, field) & 0xFFFFFFFF  # uint32
     return TykCity(geoname_id=geoname_id, names=names or None)
 
 
-Readers = dict[int, tuple[str, Callable[[Any], Any]]]
-_LOCATION: Final[Readers] = {1: ("latitude", _double), 2: ("longitude", _double), 3: ("time_zone", _text)}
+def _geo(buf: bytes, value: Any) -> TykGeo:
+    geo = TykGeo()
+    for number, field in _fields(buf, _span(value)):
+        if number == 1:
+            geo.country = TykCountry(**_message(buf, field, _COUNTRY))
+        elif number == 2:
+            geo.city = _city(buf, field)
+        elif number == 3:
+            geo.location = TykLocation(**_message(buf, field, _LOCATION))
+    return geo
 
 
-def _geo(buf: Any) -> TykGeo:
-    return TykGeo(
-        **_message(
-            buf,
-            {
-                1: ("country", lambda b: TykCountry(**_message(b, {1: ("iso_code", _text)}))),
-                2: ("city", _city),
-                3: (
-                    "location",
-                    lambda b: TykLocation(**_message(b, _LOCATION)),
-                ),
-            },
-        )
-    )
-
-
-def _graphql(buf: Any) -> TykGraphQLStats:
+def _graphql(buf: bytes, value: Any) -> TykGraphQLStats:
     stats = TykGraphQLStats()
     types: dict[str, list[str]] = {}
     roots: list[str] = []
     errors: list[TykGraphError] = []
-    for number, _wire, value in _fields(_bytes(buf)):
+    for number, field in _fields(buf, _span(value)):
         if number == 1:
-            stats.is_graphql = _bool(value)
+            stats.is_graphql = _bool(buf, field)
         elif number == 2:
-            key, fields = _map_entry(value, lambda b: _repeated_text(b, 1))
+            key, fields = _map_entry(buf, field, lambda b, v: _repeated_text(b, v, 1), [])
             types[key] = fields
         elif number == 3:
-            stats.operation_type = _int64(value)
+            stats.operation_type = _int64(buf, field)
         elif number == 4:
-            stats.variables = _text(value)
+            stats.variables = _text(buf, field)
         elif number == 5:
-            roots.append(_text(value))
+            roots.append(_text(buf, field))
         elif number == 6:
-            stats.has_errors = _bool(value)
+            stats.has_errors = _bool(buf, field)
         elif number == 7:
-            errors.append(TykGraphError(message=_text(value)))
+            errors.append(TykGraphError(message=_text(buf, field)))
     stats.types, stats.root_fields, stats.errors = types or None, roots or None, errors or None
     return stats
 
 
-def _mcp(buf: Any) -> TykMCPStats:
-    return TykMCPStats(
-        **_message(
-            buf,
-            {
-                1: ("is_mcp", _bool),
-                2: ("jsonrpc_method", _text),
-                3: ("primitive_type", _text),
-                4: ("primitive_name", _text),
-            },
-        )
-    )
+def _mcp(buf: bytes, value: Any) -> TykMCPStats:
+    return TykMCPStats(**_message(buf, value, _MCP))
 
 
-_TOP: Final[dict[int, tuple[str, Callable[[Any], Any]]]] = {
+_TOP: Final[Readers] = {
     1: ("host", _text),
     2: ("method", _text),
     3: ("path", _text),
@@ -280,12 +294,20 @@ _EPOCH_TIME: Final = (0, 0)
 
 def decode_protobuf(element: bytes) -> TykAnalyticsRecord:
     """One element of `analytics-tyk-system-analytics[_N]_protobuf`; TykDecodeError if it is not one."""
-    buf = memoryview(element)
+    buf = bytes(element)
+    fields: dict[str, Any] = {}
+    tags: list[str] = []
     try:
-        fields = _message(buf, _TOP)
-        tags = _repeated_text(buf, _TAGS)
-    except (_MalformedError, UnicodeDecodeError) as exc:
-        raise TykDecodeError(encoding="protobuf", reason=str(exc)) from exc
+        for number, value in _fields(buf, (0, len(buf))):
+            if number == _TAGS:
+                tags.append(_text(buf, value))
+                continue
+            reader = _TOP.get(number)
+            if reader is not None:
+                name, read = reader
+                fields[name] = read(buf, value)
+    except (_MalformedError, UnicodeDecodeError, IndexError) as exc:
+        raise TykDecodeError(encoding="protobuf", reason=str(exc) or type(exc).__name__) from exc
     # An absent google.protobuf.Timestamp reads as its default instance, the unix epoch
     # (what tyk-pump's own decoder gets from AsTime() on nil); the gateway always sets both.
     fields.setdefault("timestamp", _EPOCH_TIME)
