@@ -32,7 +32,7 @@ def _base_type(annotation: Any) -> Any:
 
 
 def _show_default(field: FieldInfo) -> str:
-    if field.default_factory is not None and field.default is None:
+    if field.default_factory is not None:
         value = field.get_default(call_default_factory=True)
     else:
         value = field.default
