@@ -9,6 +9,7 @@ import click
 
 from pipelines.cli.commands import (
     alerts,
+    bridge,
     db,
     demo,
     keys,
@@ -54,6 +55,7 @@ def cli(log_level: str) -> None:
       tykpulse status               per-publisher health and the last flush of a running worker
       tykpulse replay               re-publish archived events (--from/--to) on a firehose
       tykpulse rebuild              recompute a time range's rollups from the archive
+      tykpulse bridge tyk           feed the firehose from a real Tyk (Redis; also tyk-webhook)
 
     Every option can also be set with the environment variable shown in its help.
     """
@@ -75,6 +77,7 @@ cli.add_command(keys.group)
 cli.add_command(status.command)
 cli.add_command(replay.command)
 cli.add_command(rebuild.command)
+cli.add_command(bridge.group)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import zmq
 
-from pipelines.cli.commands.run import curve_session
+from pipelines.cli.curve import curve_session
 from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import reload_on_sighup, stop_on_signals
 from pipelines.firehose.endpoints import parse_endpoint
@@ -44,7 +44,7 @@ def command(settings: ProxySettings, curve_settings: CurveSettings) -> None:
             session.reload()
             proxy.refresh()
 
-        reload_on_sighup(reload)
+        reload_on_sighup(reload)  # replaces the session's own: the sockets rebind too
     thread: threading.Thread = run_in_thread(proxy)
     click.echo(
         f"proxy frontend={' '.join(proxy.frontend_addresses)} backend={' '.join(proxy.backend_addresses)}"

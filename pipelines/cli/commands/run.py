@@ -8,13 +8,13 @@ from typing import Any
 import click
 import zmq
 
+from pipelines.cli.curve import curve_session
 from pipelines.cli.options import pass_settings, settings_options
-from pipelines.cli.signals import reload_on_sighup, stop_on_signals
+from pipelines.cli.signals import stop_on_signals
 from pipelines.errors import ConfigurationError
 from pipelines.observe.server import MetricsServer
 from pipelines.observe.watch import WorkerWatch
 from pipelines.runners.local import LocalRunner, RunSummary, build_ingestor
-from pipelines.security.curve import CurveSession
 from pipelines.security.notices import notice_check
 from pipelines.settings import (
     ArchiveSettings,
@@ -49,20 +49,6 @@ def log_summary(summary: RunSummary) -> None:
         summary.rows_written,
         summary.unwritten_flushes,
     )
-
-
-def curve_session(context: zmq.Context[Any], settings: CurveSettings) -> CurveSession | None:
-    """The process's CURVE session when keys are configured (reloaded on SIGHUP)."""
-    if not settings.enabled:
-        if settings.curve_allow or settings.curve_server_key:
-            msg = "--curve-allow/--curve-server-key need --curve-secret-key"
-            raise click.UsageError(msg)
-        return None
-    try:
-        session = CurveSession(context, settings)
-    except ConfigurationError as exc:
-        raise click.UsageError(str(exc)) from exc
-    return session
 
 
 @click.command("run")
@@ -143,8 +129,6 @@ def command(
     metrics = None
     if observe.metrics_port is not None:
         metrics = MetricsServer(watch, observe.metrics_host, observe.metrics_port).start()
-    if curve is not None:
-        reload_on_sighup(curve.reload)
     server = serve_embedded(clickhouse, serve)
     try:
         runner = LocalRunner(

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 import zmq
 
-from pipelines.cli.commands.run import curve_session
+from pipelines.cli.curve import curve_session
 from pipelines.cli.options import pass_settings, settings_options
-from pipelines.cli.signals import reload_on_sighup, stop_on_signals
+from pipelines.cli.signals import stop_on_signals
 from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.settings import CurveSettings, PublisherSettings, SimulatorSettings
 from pipelines.simulate.fleet import Fleet, scaled_clock
@@ -40,8 +40,6 @@ def command(
     stop = stop_on_signals()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     curve = curve_session(context, curve_settings)
-    if curve is not None:
-        reload_on_sighup(curve.reload)
     publisher = FirehosePublisher(
         context,
         publisher_settings.endpoints(),
