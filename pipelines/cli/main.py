@@ -7,7 +7,7 @@ from importlib.metadata import version
 
 import click
 
-from pipelines.cli.commands import demo, proxy, run, schema, simulate
+from pipelines.cli.commands import bridge, bridge_kafka, demo, proxy, run, schema, simulate, worker
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -34,6 +34,10 @@ def cli(log_level: str) -> None:
       tykpulse simulate             a simulated Tyk fleet publishing on the firehose
       tykpulse run                  the worker: firehose -> windows -> rollups -> ClickHouse
       tykpulse schema apply         create/update the rollup tables and views
+    \b
+    Scale-out (Kafka + Faust workers, docs/scaling.md):
+      tykpulse bridge kafka         the firehose -> a Kafka topic
+      tykpulse worker               a Faust worker: Kafka -> windows -> rollups -> ClickHouse
 
     Every option can also be set with the environment variable shown in its help.
     """
@@ -48,6 +52,9 @@ cli.add_command(simulate.command)
 cli.add_command(proxy.command)
 cli.add_command(schema.group)
 cli.add_command(demo.command)
+cli.add_command(bridge.group)
+cli.add_command(worker.command)
+bridge.group.add_command(bridge_kafka.command)
 
 
 if __name__ == "__main__":

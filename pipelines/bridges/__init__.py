@@ -1,0 +1,1 @@
+"""Bridges: move the firehose to and from other systems (Kafka, Tyk)."""
