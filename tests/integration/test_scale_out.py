@@ -39,7 +39,8 @@ class Pipeline:
         self.truth_path = tmp / "truth.json"
 
     def start_db(self) -> None:
-        self.procs.start(
+        """`tykpulse db serve` (the analysts issue's endpoint) owns the embedded database."""
+        proc = self.procs.start(
             "db",
             "db",
             "serve",
@@ -50,7 +51,8 @@ class Pipeline:
             "--writer-password",
             PASSWORD,
         )
-        wait_for(self._db_answers, 120, "db serve to answer")
+        wait_for(lambda: proc.poll() is not None or self._db_answers(), 120, "db serve to answer")
+        assert proc.poll() is None, f"tykpulse db serve exited:\n{self.procs.log('db')[-2000:]}"
 
     def _db_answers(self) -> bool:
         try:
