@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import os
@@ -46,13 +47,14 @@ from pipelines.windows.tumbling import TumblingWindows
 from sinks.clickhouse.positions import PositionStore
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
-from sinks.errors import SinkUnavailableError
+from sinks.errors import SinkRejectedError, SinkUnavailableError
 
 log = logging.getLogger(__name__)
 
 Record = tuple[TP, int, int, bytes | None, Sequence[tuple[str, bytes]]]
 _CLAIM_RETRY_S = 1.0
 _STALL_S = 3.0
+_CLAIM_REFUSALS = 5
 
 
 class KafkaRollupRunner:
@@ -159,6 +161,7 @@ class KafkaRollupRunner:
 
     def _claim(self, tp: TP, earliest: int) -> PartitionProcessor:
         """Claim `tp` in ClickHouse (retrying while it is unreachable) and build its processor."""
+        refused = 0
         while True:
             try:
                 if not self._schema_ready:
@@ -168,14 +171,24 @@ class KafkaRollupRunner:
                 break
             except SinkUnavailableError as exc:
                 log.warning("cannot claim partition=%d yet: %s", tp.partition, exc)
-                time.sleep(_CLAIM_RETRY_S)
-        if position.is_empty and position.first_offset < earliest:
+            except SinkRejectedError as exc:
+                # e.g. two workers replacing the same view at once on a server; give up only if it persists
+                refused += 1
+                if refused > _CLAIM_REFUSALS:
+                    raise
+                log.warning("claim of partition=%d refused, retrying: %s", tp.partition, exc)
+            time.sleep(_CLAIM_RETRY_S)
+        if position.first_offset < earliest:
+            resume = max(earliest, position.last_offset + 1)
             log.error(
-                "partition=%d: offsets %d-%d left Kafka before they reached ClickHouse",
+                "partition=%d: offsets %d-%d left Kafka (retention) before they reached ClickHouse; "
+                "resuming at %d, their messages count as lost",
                 tp.partition,
                 position.first_offset,
                 earliest - 1,
+                resume,
             )
+            position = dataclasses.replace(position, first_offset=resume, last_offset=resume - 1)
         return PartitionProcessor(position, self.make_ingestor)
 
     # -- the agent ------------------------------------------------------------------------
