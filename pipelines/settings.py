@@ -182,7 +182,10 @@ class FaustWorkerSettings(_Settings):
         description="Kafka group session timeout: how fast a dead worker's partitions move.",
     )
     web_port: int = Field(default=6066, ge=0, le=65535, description="Faust web endpoint port.")
-    web_bind: str = Field(default="0.0.0.0", description="Faust web endpoint bind address.")  # noqa: S104
+    web_bind: str = Field(
+        default="127.0.0.1",
+        description="Faust web endpoint bind address (0.0.0.0 to be scraped from outside).",
+    )
     worker_retry_max_s: float = Field(
         default=5.0,
         gt=0,
