@@ -37,13 +37,11 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from pipelines.firehose.codec import Limits
 from pipelines.ingest import Ingestor
-from pipelines.keys import KeyHasher
 from pipelines.runners.kafka_partition import Added, LogClock, PartitionProcessor
 from pipelines.runners.kafka_writer import FlushWriter
+from pipelines.runners.local import build_ingestor
 from pipelines.settings import FaustWorkerSettings, FirehoseSettings, KafkaSettings, WorkerSettings
-from pipelines.windows.tumbling import TumblingWindows
 from sinks.clickhouse.positions import PositionStore
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
@@ -92,13 +90,7 @@ class KafkaRollupRunner:
     # -- building blocks ------------------------------------------------------------------
 
     def make_ingestor(self, clock: LogClock) -> Ingestor:
-        return Ingestor(
-            TumblingWindows(self.worker.window_seconds),
-            limits=Limits(self.firehose.max_message_bytes, self.firehose.max_records),
-            hasher=KeyHasher(self.worker.key_hash_salt.get_secret_value().encode()),
-            max_future_ns=self.firehose.max_future_s * 1_000_000_000,
-            clock=clock,
-        )
+        return build_ingestor(self.firehose, self.worker, clock)
 
     async def in_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))

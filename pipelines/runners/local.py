@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -60,12 +61,15 @@ class RunSummary:
     unwritten_flushes: int = 0
 
 
-def build_ingestor(firehose: FirehoseSettings, worker: WorkerSettings) -> Ingestor:
+def build_ingestor(
+    firehose: FirehoseSettings, worker: WorkerSettings, clock: Callable[[], int] = time.time_ns
+) -> Ingestor:
     return Ingestor(
         TumblingWindows(worker.window_seconds),
         limits=Limits(firehose.max_message_bytes, firehose.max_records),
         hasher=KeyHasher(worker.key_hash_salt.get_secret_value().encode()),
         max_future_ns=firehose.max_future_s * 1_000_000_000,
+        clock=clock,
     )
 
 
