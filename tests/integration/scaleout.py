@@ -76,13 +76,16 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
     """Every record of the topic, from the beginning, in partition then offset order."""
 
     async def consume() -> list[Any]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         await consumer.start()
         try:
             partitions = await topic_partitions(bootstrap, topic)
             consumer.assign(partitions)
             ends = await consumer.end_offsets(partitions)
-            await consumer.seek_to_beginning(*partitions)
+            for tp in partitions:  # explicit, so no reset to "latest" can race with it
+                consumer.seek(tp, 0)
             records: list[Any] = []
             deadline = time.monotonic() + timeout
             while sum(await _positions(consumer, partitions)) < sum(ends.values()):
