@@ -35,6 +35,7 @@ from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.kafka_record import read_envelope, to_record
 from pipelines.firehose.sequence import SequenceTracker, Verdict
 from pipelines.firehose.subscriber import FirehoseSubscriber
+from pipelines.security.curve import CurveSession
 from pipelines.settings import FirehoseSettings, KafkaBridgeSettings, KafkaSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,10 @@ class KafkaBridge:
         worker: WorkerSettings | None = None,
         *,
         context: zmq.Context[Any] | None = None,
+        curve: CurveSession | None = None,
     ) -> None:
         self.firehose = firehose
+        self.curve = curve
         self.kafka = kafka
         self.bridge = bridge
         self.drain_timeout_s = (worker or WorkerSettings()).drain_timeout_s
@@ -86,6 +89,7 @@ class KafkaBridge:
             [parse_endpoint(e) for e in self.firehose.firehose],
             topics=self.firehose.topics,
             rcvhwm=self.firehose.rcvhwm,
+            curve=self.curve,
         )
         stop_receiving = threading.Event()
         receiver = threading.Thread(

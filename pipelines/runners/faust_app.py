@@ -37,11 +37,18 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from pipelines.ingest import Ingestor
+from pipelines.ingest import Ingestor, NoticeCheck
 from pipelines.runners.kafka_partition import Added, LogClock, PartitionProcessor
 from pipelines.runners.kafka_writer import FlushWriter
 from pipelines.runners.local import build_ingestor
-from pipelines.settings import FaustWorkerSettings, FirehoseSettings, KafkaSettings, WorkerSettings
+from pipelines.security.notices import notice_check
+from pipelines.settings import (
+    FaustWorkerSettings,
+    FirehoseSettings,
+    KafkaSettings,
+    NoticeSettings,
+    WorkerSettings,
+)
 from sinks.clickhouse.positions import PositionStore
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
@@ -65,8 +72,10 @@ class KafkaRollupRunner:
         worker: WorkerSettings,
         clickhouse: ClickHouseSettings,
         firehose: FirehoseSettings,
+        notice_check: NoticeCheck | None = None,
     ) -> None:
         self.kafka = kafka
+        self.notice_check = notice_check
         self.settings = faust_settings
         self.worker = worker
         self.firehose = firehose
@@ -90,7 +99,7 @@ class KafkaRollupRunner:
     # -- building blocks ------------------------------------------------------------------
 
     def make_ingestor(self, clock: LogClock) -> Ingestor:
-        return build_ingestor(self.firehose, self.worker, clock)
+        return build_ingestor(self.firehose, self.worker, clock=clock, notice_check=self.notice_check)
 
     async def in_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
@@ -258,8 +267,12 @@ def create_app(
     worker: WorkerSettings,
     clickhouse: ClickHouseSettings,
     firehose: FirehoseSettings,
+    notices: NoticeSettings | None = None,
 ) -> faust.App:
-    runner = KafkaRollupRunner(kafka, faust_settings, worker, clickhouse, firehose)
+    """The Faust app; with a node secret or public key, notices are verified (else accepted, logged)."""
+    notices = notices or NoticeSettings()
+    check = notice_check(notices.node_secret.get_secret_value(), notices.notice_public_key)
+    runner = KafkaRollupRunner(kafka, faust_settings, worker, clickhouse, firehose, check)
     session_ms = int(faust_settings.session_timeout_s * 1000)
     app = faust.App(
         faust_settings.kafka_group,
@@ -303,7 +316,12 @@ def create_app(
 def app_from_environment() -> faust.App:
     """The app `faust -A pipelines.runners.faust_app worker` runs: every setting from TYKPULSE_*."""
     return create_app(
-        KafkaSettings(), FaustWorkerSettings(), WorkerSettings(), ClickHouseSettings(), FirehoseSettings()
+        KafkaSettings(),
+        FaustWorkerSettings(),
+        WorkerSettings(),
+        ClickHouseSettings(),
+        FirehoseSettings(),
+        NoticeSettings(),
     )
 
 

@@ -41,3 +41,17 @@ class ClickHouseSettings(BaseSettings):
     clickhouse_send_receive_timeout_s: float = Field(
         default=60.0, gt=0, description="Send/receive timeout of one request (http)."
     )
+    clickhouse_verify_tls: bool = Field(
+        default=True,
+        description="Verify the server's TLS certificate (https).",
+    )
+    clickhouse_ca_cert: str | None = Field(
+        default=None,
+        description="CA bundle (PEM) to verify the server with (https).",
+    )
+    clickhouse_client_cert: str | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS (https)."
+    )
+    clickhouse_client_cert_key: str | None = Field(
+        default=None, description="Private key of the client certificate, if not in the same file."
+    )

@@ -18,7 +18,7 @@ import pyarrow as pa
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from sinks.clickhouse.client import connect, parse_dsn
-from sinks.clickhouse.contract import ROLLUPS_BY_NAME
+from sinks.clickhouse.contract import TABLES_BY_NAME
 from sinks.clickhouse.ddl import ClusterLayout, insert_table, schema_statements
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkError, SinkRejectedError, SinkUnavailableError
@@ -65,8 +65,7 @@ class ClickHouseSink:
         for name, table in partials.items():
             if table.num_rows == 0:
                 continue
-            rollup = ROLLUPS_BY_NAME[name]
-            target = f"{self.database}.{insert_table(rollup, self.layout)}"
+            target = f"{self.database}.{insert_table(TABLES_BY_NAME[name], self.layout)}"
             settings = {**self._insert_settings, "insert_deduplication_token": f"{token}/{name}"}
             try:
                 self.client.insert_arrow(target, table, settings=settings)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from pipelines.cli.options import pass_settings, settings_options
-from pipelines.settings import FaustWorkerSettings, FirehoseSettings, KafkaSettings, WorkerSettings
+from pipelines.errors import ConfigurationError
+from pipelines.settings import (
+    FaustWorkerSettings,
+    FirehoseSettings,
+    KafkaSettings,
+    NoticeSettings,
+    WorkerSettings,
+)
 from sinks.clickhouse.settings import ClickHouseSettings
 
 KAFKA_FLAGS = {"kafka_bootstrap": "--kafka", "kafka_topic": "--topic"}
@@ -18,7 +25,10 @@ CLICKHOUSE_FLAGS = {"clickhouse_dsn": "--clickhouse"}
 @settings_options(WorkerSettings, exclude=("drain_timeout_s", "max_pending_flushes"))
 @settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS)
 @settings_options(FirehoseSettings, exclude=("firehose", "topics", "rcvhwm"))
-@pass_settings(KafkaSettings, FaustWorkerSettings, WorkerSettings, ClickHouseSettings, FirehoseSettings)
+@settings_options(NoticeSettings)
+@pass_settings(
+    KafkaSettings, FaustWorkerSettings, WorkerSettings, ClickHouseSettings, FirehoseSettings, NoticeSettings
+)
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -27,6 +37,7 @@ def command(
     worker: WorkerSettings,
     clickhouse: ClickHouseSettings,
     firehose: FirehoseSettings,
+    notices: NoticeSettings,
 ) -> None:
     """Consume the bridge's topic in a consumer group and write rollups to ClickHouse.
 
@@ -41,6 +52,9 @@ def command(
 
     from pipelines.runners.faust_app import create_app
 
-    app = create_app(kafka, faust_settings, worker, clickhouse, firehose)
+    try:
+        app = create_app(kafka, faust_settings, worker, clickhouse, firehose, notices)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
     level = ctx.find_root().params.get("log_level") or "info"
     faust.Worker(app, loglevel=level).execute_from_commandline()
