@@ -254,6 +254,56 @@ class SimulatorSettings(_Settings):
     )
 
 
+class KafkaSettings(_Settings):
+    """Where the scale-out path's Kafka log is (bridge and workers)."""
+
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port,..."
+    )
+    kafka_topic: str = Field(default="tyk.events", description="Topic carrying the firehose messages.")
+
+
+class KafkaBridgeSettings(_Settings):
+    """How the bridge produces to Kafka."""
+
+    bridge_linger_ms: int = Field(
+        default=5, ge=0, description="Producer linger: wait this long to fill batches."
+    )
+    bridge_batch_bytes: int = Field(default=1_048_576, gt=0, description="Producer batch size per partition.")
+    bridge_max_request_bytes: int = Field(
+        default=1_048_576,
+        gt=0,
+        description="Largest Kafka request; a bigger firehose message is counted as failed (raise the "
+        "topic's max.message.bytes with it).",
+    )
+    bridge_compression: str = Field(default="none", description="Producer compression: none or gzip.")
+    bridge_queue_chunks: int = Field(
+        default=64, gt=0, description="Received chunks held while Kafka is slow; then ZeroMQ's HWM drops."
+    )
+
+
+class FaustWorkerSettings(_Settings):
+    """The Faust worker: consumer group, batching and its web endpoint."""
+
+    kafka_group: str = Field(default="tykpulse", description="Consumer group (the Faust app id).")
+    take_max: int = Field(default=5_000, gt=0, description="Most Kafka records processed per chunk.")
+    session_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Kafka group session timeout: how fast a dead worker's partitions move.",
+    )
+    web_port: int = Field(default=6066, ge=0, le=65535, description="Faust web endpoint port.")
+    web_bind: str = Field(
+        default="127.0.0.1",
+        description="Faust web endpoint bind address (0.0.0.0 to be scraped from outside).",
+    )
+    worker_retry_max_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest pause between retries of a flush while ClickHouse is unreachable.",
+    )
+
+
 class ObservabilitySettings(_Settings):
     """The worker's HTTP endpoint: Prometheus /metrics, /healthz, /status."""
 

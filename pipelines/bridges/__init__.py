@@ -1,4 +1,4 @@
-"""Bridges from a real Tyk onto the firehose (docs/tyk.md).
+"""Bridges between the firehose and other systems: from a real Tyk (docs/tyk.md), to Kafka (docs/scaling.md).
 
 tyk_records / tyk_protobuf   Tyk's AnalyticsRecord (msgpack, protobuf) -> firehose analytics records
 tyk_lists / tyk_redis        the at-least-once drain of Tyk's Redis analytics lists
@@ -6,6 +6,7 @@ tyk_notifications            tyk.cluster.notifications -> tyk.notice.<Command>
 tyk_webhook(_server)         Tyk's webhook event handler -> tyk.event.<Name>
 key_digest                   keys as bridges publish them (never raw)
 publishing                   publish only to subscribers, wait instead of dropping
+kafka_bridge                 the firehose -> a Kafka topic, for the Faust workers
 """
 
 from pipelines.bridges.key_digest import KeyDigester

@@ -10,6 +10,7 @@ import click
 from pipelines.cli.commands import (
     alerts,
     bridge,
+    bridge_kafka,
     db,
     demo,
     keys,
@@ -21,6 +22,7 @@ from pipelines.cli.commands import (
     schema,
     simulate,
     status,
+    worker,
 )
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -57,6 +59,11 @@ def cli(log_level: str) -> None:
       tykpulse rebuild              recompute a time range's rollups from the archive
       tykpulse bridge tyk           feed the firehose from a real Tyk (Redis; also tyk-webhook)
 
+    \b
+    Scale-out (Kafka + Faust workers, docs/scaling.md):
+      tykpulse bridge kafka         the firehose -> a Kafka topic
+      tykpulse worker               a Faust worker: Kafka -> windows -> rollups -> ClickHouse
+
     Every option can also be set with the environment variable shown in its help.
     """
     logging.basicConfig(
@@ -78,6 +85,8 @@ cli.add_command(status.command)
 cli.add_command(replay.command)
 cli.add_command(rebuild.command)
 cli.add_command(bridge.group)
+cli.add_command(worker.command)
+bridge.group.add_command(bridge_kafka.command)
 
 
 if __name__ == "__main__":

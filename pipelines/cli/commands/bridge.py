@@ -1,4 +1,4 @@
-"""tykpulse bridge: feed the firehose from a real Tyk (Redis analytics + notifications, webhooks)."""
+"""tykpulse bridge: feed the firehose from a real Tyk (Redis, webhooks); carry it to Kafka."""
 
 from __future__ import annotations
 
@@ -32,11 +32,12 @@ PUBLISH_FLAGS: dict[str, str | tuple[str, ...]] = {"connect": ("--publish", "--c
 
 @click.group("bridge")
 def group() -> None:
-    """Feed the firehose from a running Tyk.
+    """Bridges between the firehose and other systems.
 
     \b
       tykpulse bridge tyk           analytics lists + cluster notifications from Tyk's Redis
       tykpulse bridge tyk-webhook   gateway events from Tyk's webhook event handler
+      tykpulse bridge kafka         the firehose -> a Kafka topic, for the Faust workers
 
     --publish ENDPOINT connects to a proxy's frontend or a worker bound with @;
     --publish @tcp://*:PORT binds. See docs/tyk.md.
