@@ -3,14 +3,13 @@
 A consumer process binds, prints `ready`, receives until SIGTERM, keeps
 receiving until the firehose has been quiet for `quiet_s` (the publisher's
 trailing heartbeats make every dropped message a visible gap), calls
-`finish()` and writes a JSON report with its own CPU time and peak RSS.
+`finish()` and writes its JSON report (the benchmark measures CPU and memory from outside).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,10 +70,7 @@ def serve(consumer: Consumer, args: argparse.Namespace) -> None:
     finally:
         socket.close(linger=0)
         context.term()
-    report = consumer.finish()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    report.update(cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=usage.ru_maxrss / 1024)
-    args.out.write_text(json.dumps(report))
+    args.out.write_text(json.dumps(consumer.finish()))
 
 
 def _receive(socket: zmq.Socket[Any], consumer: Consumer) -> bool:

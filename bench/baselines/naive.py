@@ -22,7 +22,8 @@ _DDL: Final = (
     "CREATE DATABASE IF NOT EXISTS naive",
     "CREATE TABLE IF NOT EXISTS naive.traffic (window_start DateTime('UTC'), org_id String, api_id String, "
     "requests UInt64, status_4xx UInt64, status_429 UInt64, status_5xx UInt64, latency_p50_ms Float64, "
-    "latency_p95_ms Float64, latency_p99_ms Float64) ENGINE = MergeTree ORDER BY (window_start, org_id, api_id)",
+    "latency_p95_ms Float64, latency_p99_ms Float64) ENGINE = MergeTree "
+    "ORDER BY (window_start, org_id, api_id)",
     "CREATE TABLE IF NOT EXISTS naive.rate_limit_hits (window_start DateTime('UTC'), org_id String, "
     "api_id String, event_type String, hits UInt64, distinct_keys UInt64) ENGINE = MergeTree "
     "ORDER BY (window_start, org_id, api_id)",

@@ -18,6 +18,7 @@ import msgspec
 import pyarrow as pa
 
 from bench.baselines.consumer import LossCounter, arguments, serve
+from bench.e2e import LANDED_SQL
 from pipelines.firehose.protocol import RATE_LIMIT_EVENTS, Envelope
 from sinks.clickhouse.contract import LATENCY_GAMMA
 from sinks.clickhouse.sink import apply_schema
@@ -80,8 +81,8 @@ _ANALYTICS_COLUMNS: Final = {
     "latency_upstream": "Int64",
 }
 _BUCKET: Final = (
-    f"if(latency_total >= 1, toUInt16(ceil(log(least(latency_total, 2147483647)) / log({LATENCY_GAMMA}))) + 1, "
-    "toUInt16(0))"
+    "if(latency_total >= 1, "
+    f"toUInt16(ceil(log(least(latency_total, 2147483647)) / log({LATENCY_GAMMA}))) + 1, toUInt16(0))"
 )
 _DDL: Final = (
     "CREATE DATABASE IF NOT EXISTS native",
@@ -100,11 +101,11 @@ _DDL: Final = (
     f"sumMap([{_BUCKET}], [toUInt64(1)]) AS hist "
     "FROM native.analytics WHERE response_code >= 0 GROUP BY window_start, org_id, api_id)",
     "CREATE MATERIALIZED VIEW IF NOT EXISTS native.rate_limit_mv TO tykpulse.rate_limit_hits_in AS "
-    "SELECT toStartOfMinute(timestamp) AS window_start, org_id, api_id, event AS event_type, count() AS hits, "
+    "SELECT toStartOfMinute(timestamp) AS window_start, org_id, api_id, event AS event_type, "
+    "count() AS hits, "
     "groupUniqArrayIf(cityHash64(key), key != '') AS key_hashes FROM native.events "
     f"WHERE event IN {tuple(RATE_LIMIT_EVENTS)} GROUP BY window_start, org_id, api_id, event_type",
 )
-_LANDED: Final = "SELECT (SELECT sum(requests) FROM tykpulse.traffic_1m) + (SELECT sum(hits) FROM tykpulse.rate_limit_hits_1m)"
 
 
 def _analytics_table(records: list[RawAnalytics]) -> pa.Table:
@@ -182,7 +183,7 @@ class NativeConsumer:
         self.stop.set()
         self.flusher.join()
         self.flush()
-        landed = int(self.client.command(_LANDED))
+        landed = int(self.client.command(LANDED_SQL))
         self.client.close()
         c = self.counter
         return {"messages": c.messages, "lost": c.lost, "records": self.records, "landed": landed}
