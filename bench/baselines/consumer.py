@@ -63,10 +63,14 @@ def serve(consumer: Consumer, args: argparse.Namespace) -> None:
     print("ready", flush=True)
     try:
         quiet_since = time.monotonic()
-        while not stop.is_set() or time.monotonic() - quiet_since < args.quiet:
-            if _receive(socket, consumer):
+        while True:
+            got = _receive(socket, consumer)
+            if got:
                 quiet_since = time.monotonic()
             consumer.on_tick()
+            # quiet means a poll found nothing, not merely that time passed in a slow flush
+            if stop.is_set() and not got and time.monotonic() - quiet_since >= args.quiet:
+                break
     finally:
         socket.close(linger=0)
         context.term()
