@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,17 +12,12 @@ import zmq
 
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
+from tests.harness.processes import free_port
 
 pytest_plugins = ["tests.harness.kafka.fixtures", "tests.harness.redis_fixtures"]
 
 # A fixed instant for unit tests: 2026-11-27T10:15:00Z.
 T0_NS = 1_795_774_500_000_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.proxy import FirehoseProxy, run_in_thread
 from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.firehose.subscriber import FirehoseSubscriber
-from tests.conftest import T0_NS, free_port
+from tests.conftest import T0_NS
+from tests.harness.processes import free_port
 from tests.helpers import analytics
 
 pytestmark = pytest.mark.component

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from tests.harness.processes import free_port, stop_process
+
 __all__ = ["RedisServer", "RedisServerError"]
 
 _LOOPBACK = "127.0.0.1"
@@ -30,13 +31,6 @@ _LOOPBACK = "127.0.0.1"
 
 class RedisServerError(RuntimeError):
     """redis-server could not be found, started or reached."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((_LOOPBACK, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _resp_command(*parts: str) -> bytes:
@@ -158,7 +152,7 @@ class RedisServer:
         return exe
 
     def _start_once(self, exe: str) -> None:
-        self.port = _free_port()
+        self.port = free_port(_LOOPBACK)
         self.dir = Path(tempfile.mkdtemp(prefix="tykpulse-redis-"))
         assert self.log_path is not None
         self._log = self.log_path.open("wb")
@@ -221,11 +215,7 @@ class RedisServer:
             proc.wait(timeout=self.shutdown_timeout)
             return
         # 2. SIGTERM, 3. SIGKILL (only our own child, by pid).
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=self.shutdown_timeout)
-                return
+        if stop_process(proc, self.shutdown_timeout):
+            return
         msg = f"redis-server pid {proc.pid} did not exit after SIGKILL"
         raise RedisServerError(msg)

@@ -18,7 +18,7 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from tests.conftest import free_port
+from tests.harness.processes import free_port
 
 pytestmark = pytest.mark.integration
 

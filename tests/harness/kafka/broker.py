@@ -43,6 +43,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from tests.harness.processes import free_port, stop_process
+
 KAFKA_VERSION = "4.1.1"
 """Kafka version fetched and run by default (``kafka.version`` in pom.xml is only a fallback)."""
 
@@ -182,13 +184,6 @@ def ensure_kafka_jars(version: str = KAFKA_VERSION, *, offline: bool = False) ->
 # --------------------------------------------------------------------------- broker
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def new_cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like ``Uuid``).
 
@@ -321,15 +316,8 @@ class KafkaBroker:
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and remove its temp dir. Safe to call twice."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait(timeout=30)
+        if proc is not None:
+            stop_process(proc, self.stop_timeout)
         if self._console is not None:
             self._console.close()
             self._console = None
