@@ -148,3 +148,17 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+_START, _END = "<!-- bench:results -->", "<!-- /bench:results -->"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def update_docs(markdown_path: Path, plot_path: Path) -> None:
+    """Put the tables between docs/benchmarks.md's markers and the plot beside it."""
+    page = DOCS / "benchmarks.md"
+    text = page.read_text()
+    head, rest = text.split(_START, 1)
+    _, tail = rest.split(_END, 1)
+    page.write_text(f"{head}{_START}\n{markdown_path.read_text()}{_END}{tail}")
+    (DOCS / "benchmarks-curves.png").write_bytes(plot_path.read_bytes())

@@ -4,7 +4,8 @@ quick (make bench, < 5 min): stages, then rounds of end-to-end runs of tykpulse 
 the three baselines on the same messages (100 records per message, then 1), then
 event-to-visible latency at 50 % of tykpulse's median rate.
 full (make bench-full): the same with more rounds, plus the curves: records/s and
-peak RSS by records per message, by distinct API keys, by worker processes.
+peak RSS by records per message, by distinct API keys, by worker processes; it
+also puts the tables and the plot into docs/benchmarks.md.
 smoke (make test): one short round of everything, to prove the suite runs.
 
 Ratios are taken within a round (same minute, same machine load), then the
@@ -25,7 +26,7 @@ from typing import Any
 from bench import latency, stages
 from bench.e2e import DESIGNS, E2ESpec, run_e2e
 from bench.machine import describe_machine, load_average
-from bench.report import write_markdown, write_plot
+from bench.report import update_docs, write_markdown, write_plot
 from bench.workload import WorkloadShape
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -190,4 +191,6 @@ def main(argv: list[str] | None = None) -> None:
     write_markdown(report, out_dir / "latest.md")
     if plan.curves:
         write_plot(report, out_dir / "curves.png")
+        if out_dir == RESULTS:
+            update_docs(out_dir / "latest.md", out_dir / "curves.png")
     print(summary_line(report["summary"]), flush=True)
