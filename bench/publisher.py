@@ -40,27 +40,23 @@ class BenchPublisher:
         self._heartbeat_every_ns = 1_000_000_000
         self._next_heartbeat = 0
 
-    def _envelope(self, count: int, now: int) -> bytes:
-        env = Envelope(PROTOCOL_VERSION, self.node, self.boot, self.seq, now, count, self.pool.shape.encoding)
+    def _envelope(self, count: int, now: int, encoding: str) -> bytes:
+        env = Envelope(PROTOCOL_VERSION, self.node, self.boot, self.seq, now, count, encoding)
         self.seq += 1
         return self._encode(env)
 
     def heartbeat(self, now: int) -> None:
         record = {"node": self.node, "timestamp": now, "interval_ms": 1000}
         self.socket.send_multipart(
-            [TOPIC_HEARTBEAT.encode(), self._encode_heartbeat_envelope(now), self._encode([record])]
+            [TOPIC_HEARTBEAT.encode(), self._envelope(1, now, "msgpack"), self._encode([record])]
         )
         self.heartbeats += 1
         self._next_heartbeat = now + self._heartbeat_every_ns
 
-    def _encode_heartbeat_envelope(self, now: int) -> bytes:
-        env = Envelope(PROTOCOL_VERSION, self.node, self.boot, self.seq, now, 1, "msgpack")
-        self.seq += 1
-        return self._encode(env)
-
     def run(self, duration_s: float, rate: float, *, per_message_stamps: bool) -> tuple[float, list[int]]:
         """Send for duration_s; rate is records/s (0: unpaced). Returns elapsed and stamp times."""
         pool, send, count = self.pool, self.socket.send_multipart, self.pool.shape.records_per_message
+        encoding = pool.shape.encoding
         stamps: list[int] = []
         interval_ns = int(count * 1e9 / rate) if rate > 0 else 0
         started = time.time_ns()
@@ -86,7 +82,7 @@ class BenchPublisher:
                 if per_message_stamps:
                     pool.stamp_message(index, now)
                     stamps.append(now)
-                send([pool.topics[index], self._envelope(count, now), payload])
+                send([pool.topics[index], self._envelope(count, now, encoding), payload])
                 self.data_messages += 1
         return (time.time_ns() - started) / 1e9, stamps
 

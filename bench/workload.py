@@ -3,7 +3,7 @@
 Encoding Tyk records costs a publisher more than decoding them costs a worker,
 so a publisher that encodes as it goes measures itself, not the worker. The
 pool is encoded once (records drawn by the simulator's World, widened to the
-~26 fields of Tyk's AnalyticsRecord, ~600 bytes each in msgpack) and resent
+~29 fields of Tyk's AnalyticsRecord, ~670 bytes each in msgpack) and resent
 with fresh envelopes. Two things are patched in the encoded bytes, with numpy,
 without re-encoding:
 
