@@ -36,6 +36,7 @@ class BenchPublisher:
         self.seq = 0
         self.data_messages = 0
         self.heartbeats = 0
+        self.tail_heartbeats = 0
         self._encode = msgspec.msgpack.Encoder().encode
         self._heartbeat_every_ns = 1_000_000_000
         self._next_heartbeat = 0
@@ -91,6 +92,7 @@ class BenchPublisher:
         end = time.monotonic() + tail_s
         while time.monotonic() < end:
             self.heartbeat(time.time_ns())
+            self.tail_heartbeats += 1
             time.sleep(0.2)
 
 
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         "records": publisher.data_messages * shape.records_per_message,
         "messages": publisher.seq,
         "heartbeats": publisher.heartbeats,
+        "tail_heartbeats": publisher.tail_heartbeats,
         "elapsed_s": elapsed,
         "records_per_message": shape.records_per_message,
     }
