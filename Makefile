@@ -8,7 +8,7 @@ GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help run test lint format unit component integration services kafka kafka-jars fixtures fixtures-check clean bench bench-full
+.PHONY: help run test lint format unit component integration services kafka kafka-jars fixtures fixtures-check clean bench bench-full fuzz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -36,6 +36,13 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 
 unit component integration: $(STAMP) services  ## run one tier of the suite
 	$(PY) -m pytest -m $@ $(PYTEST_ARGS)
+
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)  ## long fuzzing of the decoder and worker loop: atheris (FUZZ_SECONDS) + 20k hypothesis examples
+	$(PY) -m pip install -q -e '.[dev,fuzz]'
+	mkdir -p .cache/fuzz-corpus
+	$(PY) -m tests.fuzz.ingest_fuzzer .cache/fuzz-corpus -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096
+	TYKPULSE_HYPOTHESIS_PROFILE=long $(PY) -m pytest -p no:cacheprovider --timeout=0 tests/unit/test_fuzz_ingest.py tests/unit/test_hostile_input.py
 
 services: $(STAMP)  ## what the integration tests need on this machine (Redis server, Kafka jars)
 	@command -v redis-server >/dev/null || { echo "installing redis-server"; \

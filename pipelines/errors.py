@@ -3,7 +3,9 @@
     PipelineError
     ├── ConfigurationError      settings that cannot work together
     ├── EndpointError           a ZeroMQ endpoint that cannot be bound or connected
-    └── SimulationError         the simulator cannot produce what was asked
+    ├── SimulationError         the simulator cannot produce what was asked
+    └── BridgeError             a bridge from Tyk cannot run as configured
+        └── TykDecodeError      bytes that are not a record in Tyk's format (counted, skipped)
 
 Bad input is never an exception that escapes a worker loop: decoders return
 counted rejections (pipelines.firehose.codec.Rejection) instead.
@@ -29,3 +31,16 @@ class EndpointError(PipelineError):
 
 class SimulationError(PipelineError):
     pass
+
+
+class BridgeError(PipelineError):
+    """A bridge (pipelines.bridges) cannot run as configured."""
+
+
+class TykDecodeError(BridgeError):
+    """Bytes that are not a record in Tyk's format; the bridges count and skip them."""
+
+    def __init__(self, encoding: str, reason: str) -> None:
+        super().__init__(f"not a Tyk {encoding} record: {reason}")
+        self.encoding = encoding
+        self.reason = reason

@@ -18,15 +18,22 @@ import time
 from collections.abc import Callable, Sequence
 
 from pipelines.firehose.codec import DecodedMessage, Limits, MessageDecoder, Rejection
-from pipelines.firehose.protocol import MAX_FUTURE_NS, RejectReason, TopicKind
+from pipelines.firehose.protocol import MAX_FUTURE_NS, MAX_PAST_NS, RejectReason, TopicKind
 from pipelines.firehose.sequence import SequenceTracker, Verdict
 from pipelines.keys import KeyHasher
+from pipelines.observe.throttle import LogThrottle
 from pipelines.windows.batch import Batch, BatchBuilder, PendingMessages
 from pipelines.windows.tumbling import TumblingWindows
 
 log = logging.getLogger(__name__)
 
+# Verifies a notice message's records: removes the ones that fail from
+# message.records and returns a rejection for them (pipelines.security.notices).
 NoticeCheck = Callable[[DecodedMessage], list[Rejection]]
+
+# Records buffered between two take() calls before the receive side waits
+# (see wait_for_room): the bound on what a stalled flusher lets pile up.
+DEFAULT_MAX_PENDING_RECORDS = 2_000_000
 
 
 @dataclasses.dataclass(slots=True)
@@ -36,6 +43,7 @@ class IngestStats:
     messages: int = 0
     records: int = 0
     lost: int = 0
+    duplicates: int = 0
     rejected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     @property
@@ -53,26 +61,37 @@ class Ingestor:
         max_future_ns: int = MAX_FUTURE_NS,
         clock: Callable[[], int] = time.time_ns,
         notice_check: NoticeCheck | None = None,
+        max_past_ns: int = MAX_PAST_NS,
+        max_pending_records: int = DEFAULT_MAX_PENDING_RECORDS,
     ) -> None:
         self.windows = windows or TumblingWindows()
         self.decoder = MessageDecoder(limits)
         self.sequences = SequenceTracker()
         self.clock = clock
         self.notice_check = notice_check
-        self.builder = BatchBuilder(self.windows, hasher or KeyHasher(), max_future_ns, clock)
+        self.builder = BatchBuilder(self.windows, hasher or KeyHasher(), max_future_ns, clock, max_past_ns)
         self.stats = IngestStats()
+        self.max_pending_records = max_pending_records
+        self.pending_records = 0
+        self._room = threading.Event()
+        self._room.set()
+        self._throttle = LogThrottle()
         self._pending = PendingMessages()
         self._lock = threading.Lock()
 
     def ingest(self, frames: Sequence[bytes], received_ns: int | None = None) -> None:
         received = self.clock() if received_ns is None else received_ns
-        result = self.decoder.decode(frames)
+        try:
+            result = self.decoder.decode(frames)
+        except Exception as exc:  # bad input must never stop the receive loop
+            result = Rejection(RejectReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:200])
         if isinstance(result, Rejection):
             self._reject(received, result)
             return
         env = result.envelope
         observation = self.sequences.observe(env.node, env.boot, env.seq)
         if observation.verdict is Verdict.DUPLICATE:
+            self.stats.duplicates += 1
             self._reject(received, Rejection(RejectReason.DUPLICATE, f"seq {env.seq}", env.node, 1))
             return
         if result.kind is TopicKind.NOTICE and self.notice_check is not None:
@@ -82,38 +101,78 @@ class Ingestor:
             pending.node.append(env.node)
             pending.received_ns.append(received)
             pending.lost.append(observation.lost)
+            pending.boot.append(env.boot)
+            pending.sent_ns.append(env.sent)
             pending.kind.append(result.kind)
             pending.record_count.append(len(result.records))
             pending.records[result.kind].extend(result.records)
             for rejection in result.rejected:
                 pending.rejections.append((received, env.node, rejection.reason.value, rejection.count))
+            self.pending_records += len(result.records)
+            if self.pending_records >= self.max_pending_records:
+                self._room.clear()
         self.stats.messages += 1
         self.stats.lost += observation.lost
         if observation.lost:
-            log.warning("sequence gap node=%s boot=%d lost=%d", env.node, env.boot, observation.lost)
+            self._log_gap(env.node, env.boot, env.seq, observation.lost)
         for rejection in result.rejected:
             self.stats.rejected[rejection.reason.value] += rejection.count
+            self._log_rejection(rejection)
+
+    def wait_for_room(self, timeout_s: float) -> bool:
+        """Block while max_pending_records are buffered (until take() or timeout); True if there is room.
+
+        A receive loop calls this before reading its sockets: while the flush
+        side is stalled the sockets are not read, ZeroMQ queues up to its
+        high-water mark and then drops, and the drops show as sequence gaps.
+        """
+        return self._room.wait(timeout_s)
+
+    def _log_gap(self, node: str, boot: int, seq: int, lost: int) -> None:
+        held = self._throttle.allow("gap")
+        if held is not None:
+            log.warning(
+                "sequence gap node=%s boot=%d seq=%d lost=%d lost_total=%d (gaps not logged since the "
+                "last line: %d)",
+                node,
+                boot,
+                seq,
+                lost,
+                self.stats.lost,
+                held,
+            )
+
+    def _log_rejection(self, rejection: Rejection) -> None:
+        held = self._throttle.allow(rejection.reason)
+        if held is not None:
+            log.warning(
+                "rejected reason=%s node=%s detail=%s total=%d (not logged since the last line of this "
+                "reason: %d)",
+                rejection.reason.value,
+                rejection.node or "?",
+                rejection.detail,
+                self.stats.rejected[rejection.reason.value],
+                held,
+            )
 
     def _reject(self, received: int, rejection: Rejection) -> None:
         with self._lock:
             self._pending.rejections.append(
                 (received, rejection.node, rejection.reason.value, rejection.count)
             )
-        first = self.stats.rejected[rejection.reason.value] == 0
+            # a rejection is buffered too (one row), so a flood of bad input is bounded as well
+            self.pending_records += 1
+            if self.pending_records >= self.max_pending_records:
+                self._room.clear()
         self.stats.rejected[rejection.reason.value] += rejection.count
-        if first:
-            log.warning(
-                "rejected reason=%s node=%s detail=%s (further rejections of this reason are counted, "
-                "not logged)",
-                rejection.reason.value,
-                rejection.node or "?",
-                rejection.detail,
-            )
+        self._log_rejection(rejection)
 
     def take(self) -> Batch:
         """Everything received since the last take(), as columns."""
         with self._lock:
             pending, self._pending = self._pending, PendingMessages()
+            self.pending_records = 0
+            self._room.set()
         if not len(pending):
             return Batch.empty()
         batch = self.builder.build(pending)
@@ -124,4 +183,9 @@ class Ingestor:
                 batch.rejections.tail(late_rejections).select("reason", "rejected").iter_rows()
             ):
                 self.stats.rejected[reason] += count
+                held = self._throttle.allow(reason)
+                if held is not None:
+                    log.warning(
+                        "rejected reason=%s count=%d (at flush; not logged since: %d)", reason, count, held
+                    )
         return batch

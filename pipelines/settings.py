@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipelines.firehose.endpoints import Endpoint, parse_endpoint
@@ -60,6 +60,9 @@ class FirehoseSettings(_Settings):
     max_future_s: int = Field(
         default=86_400, gt=0, description="Records stamped further in the future are rejected."
     )
+    max_past_s: int = Field(
+        default=7 * 86_400, gt=0, description="Records stamped further in the past are rejected."
+    )
 
     _split = field_validator("firehose", "topics", mode="before")(_split_list)
 
@@ -77,6 +80,12 @@ class WorkerSettings(_Settings):
     )
     max_pending_flushes: int = Field(
         default=600, gt=0, description="Failed flushes kept for retry before the oldest are dropped."
+    )
+    max_pending_records: int = Field(
+        default=2_000_000,
+        gt=0,
+        description="Records buffered between flushes; when full the receiver stops reading and "
+        "ZeroMQ drops at its high-water mark (seen as sequence gaps).",
     )
 
 
@@ -118,6 +127,79 @@ class ProxySettings(_Settings):
     _split = field_validator("frontend", "backend", mode="before")(_split_list)
 
 
+class WalSettings(_Settings):
+    """The worker's write-ahead log: what makes crashes and ClickHouse outages lose nothing."""
+
+    wal: bool = Field(
+        default=True, description="Log every received message to disk before aggregating it (--no-wal: off)."
+    )
+    wal_dir: str | None = Field(
+        default=None,
+        description="Directory of the log; default <path>.wal next to an embedded ClickHouse, else data/wal.",
+    )
+    wal_fsync: Literal["always", "interval", "never"] = Field(
+        default="interval",
+        description="When received messages are fsynced: always (each receive batch), interval, or never "
+        "(the OS decides); see docs/guarantees.md.",
+    )
+    wal_fsync_interval_ms: int = Field(default=200, gt=0, description="Most time between fsyncs (interval).")
+    wal_segment_bytes: int = Field(default=64 << 20, ge=1 << 16, description="Size of one log segment file.")
+    wal_max_bytes: int = Field(
+        default=2 << 30, description="Disk bound of the log; when full, new messages are dropped and counted."
+    )
+    wal_warn_fraction: float = Field(
+        default=0.8, gt=0, le=1, description="Warn (log, metric hook) when the log is this full."
+    )
+    wal_flush_max_bytes: int = Field(
+        default=32 << 20, gt=0, description="Most message bytes in one flush (bounds memory in a backlog)."
+    )
+    sink_retry_initial_s: float = Field(default=0.5, gt=0, description="First wait after a failed flush.")
+    sink_retry_max_s: float = Field(default=30.0, gt=0, description="Longest wait between flush retries.")
+    sink_refusals_before_dead_letter: int = Field(
+        default=3, ge=1, description="Refusals of an insert before it goes to the dead-letter file."
+    )
+    shutdown_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On shutdown, keep writing what the log holds this long; the rest waits for next start.",
+    )
+
+    @model_validator(mode="after")
+    def _segments_fit(self) -> WalSettings:
+        if self.wal_max_bytes < 4 * self.wal_segment_bytes:
+            msg = "wal_max_bytes must be at least 4 x wal_segment_bytes"
+            raise ValueError(msg)
+        return self
+
+
+class ArchiveSettings(_Settings):
+    """The optional raw-event archive (ClickHouse table events_raw) used by replay and rebuild."""
+
+    archive: bool = Field(
+        default=False,
+        description="Also keep every accepted message, API keys hashed, in table events_raw (--archive).",
+    )
+    archive_ttl_days: int = Field(default=30, gt=0, description="Days the archive keeps a message.")
+
+
+class ReplaySettings(_Settings):
+    """tykpulse replay: where archived messages are re-published, and how fast."""
+
+    publish: EndpointList = Field(
+        default=[PROXY_FRONTEND],
+        description="Endpoint to publish the replay on (repeatable); @ binds, else connects.",
+    )
+    node_prefix: str = Field(
+        default="replay-", description="Replayed messages of node N are sent as node <prefix>N, new boot."
+    )
+    rate: float = Field(default=1_000, ge=0, description="Messages per second (0: as fast as possible).")
+    wait_subscribers_s: float = Field(
+        default=10.0, ge=0, description="Wait this long for a subscriber before sending (0: don't wait)."
+    )
+
+    _split = field_validator("publish", mode="before")(_split_list)
+
+
 class SimulatorSettings(_Settings):
     """The simulated fleet: what it sends and how fast."""
 
@@ -140,4 +222,186 @@ class SimulatorSettings(_Settings):
     truth: str | None = Field(default=None, description="Write the exact expected rollups to this JSON file.")
     wait_subscribers_s: float = Field(
         default=10.0, ge=0, description="Wait this long for a subscriber before sending (0: don't wait)."
+    )
+    time_scale: float = Field(
+        default=1.0,
+        ge=1,
+        description="Event-time seconds per wall second; above 1 the run replays the last "
+        "duration x scale seconds, ending now (needs --duration).",
+    )
+    storm_api_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of all requests sent to one API and rate-limited in a storm.",
+    )
+    storm_at_s: float = Field(
+        default=0.0, ge=0, description="Wall seconds after start when the storm begins."
+    )
+    storm_for_s: float = Field(default=0.0, ge=0, description="Wall seconds the storm lasts (0: no storm).")
+    token_burst_at_s: float = Field(
+        default=0.0, ge=0, description="Wall seconds after start of one large token wave (0: none)."
+    )
+    token_burst_size: int = Field(default=400, ge=1, description="Tokens created in the large wave.")
+    incident_at_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Wall seconds after start of a bad change: ApiUpdated, then more 5xx (0: none).",
+    )
+    incident_for_s: float = Field(default=0.0, ge=0, description="Wall seconds the raised 5xx rate lasts.")
+    incident_5xx_share: float = Field(
+        default=0.25, ge=0, le=1, description="Share of requests answered 5xx during the incident."
+    )
+
+
+class KafkaSettings(_Settings):
+    """Where the scale-out path's Kafka log is (bridge and workers)."""
+
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port,..."
+    )
+    kafka_topic: str = Field(default="tyk.events", description="Topic carrying the firehose messages.")
+
+
+class KafkaBridgeSettings(_Settings):
+    """How the bridge produces to Kafka."""
+
+    bridge_linger_ms: int = Field(
+        default=5, ge=0, description="Producer linger: wait this long to fill batches."
+    )
+    bridge_batch_bytes: int = Field(default=1_048_576, gt=0, description="Producer batch size per partition.")
+    bridge_max_request_bytes: int = Field(
+        default=1_048_576,
+        gt=0,
+        description="Largest Kafka request; a bigger firehose message is counted as failed (raise the "
+        "topic's max.message.bytes with it).",
+    )
+    bridge_compression: str = Field(default="none", description="Producer compression: none or gzip.")
+    bridge_queue_chunks: int = Field(
+        default=64, gt=0, description="Received chunks held while Kafka is slow; then ZeroMQ's HWM drops."
+    )
+
+
+class FaustWorkerSettings(_Settings):
+    """The Faust worker: consumer group, batching and its web endpoint."""
+
+    kafka_group: str = Field(default="tykpulse", description="Consumer group (the Faust app id).")
+    take_max: int = Field(default=5_000, gt=0, description="Most Kafka records processed per chunk.")
+    session_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Kafka group session timeout: how fast a dead worker's partitions move.",
+    )
+    web_port: int = Field(default=6066, ge=0, le=65535, description="Faust web endpoint port.")
+    web_bind: str = Field(
+        default="127.0.0.1",
+        description="Faust web endpoint bind address (0.0.0.0 to be scraped from outside).",
+    )
+    worker_retry_max_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest pause between retries of a flush while ClickHouse is unreachable.",
+    )
+
+
+class ObservabilitySettings(_Settings):
+    """The worker's HTTP endpoint: Prometheus /metrics, /healthz, /status."""
+
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65_535, description="Serve /metrics, /healthz and /status on this port."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint binds.")
+    healthy_flush_age_s: float = Field(
+        default=30.0, gt=0, description="/healthz fails when flushes have been unwritten this long."
+    )
+
+
+class NoticeSettings(_Settings):
+    """Verification of signed cluster notices (Tyk's schemes, docs/protocol.md)."""
+
+    node_secret: SecretStr = Field(
+        default=SecretStr(""), description="Tyk node_secret: verify algorithm-5 notice signatures."
+    )
+    notice_public_key: str | None = Field(
+        default=None, description="PEM file of the dashboard's public key: verify RSA-signed notices."
+    )
+
+
+class CurveSettings(_Settings):
+    """CurveZMQ on every socket this process opens (certificates as zmq.auth writes them)."""
+
+    curve_secret_key: str | None = Field(
+        default=None, description="Own certificate, NAME.key_secret (enables CURVE)."
+    )
+    curve_server_key: str | None = Field(
+        default=None, description="Public certificate (NAME.key) of the peer this process connects to."
+    )
+    curve_allow: str | None = Field(
+        default=None,
+        description="Directory of client public keys (*.key) admitted when binding; re-read on SIGHUP.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.curve_secret_key is not None
+
+
+class TykBridgeSettings(_Settings):
+    """`tykpulse bridge tyk`: Tyk's Redis (analytics lists, cluster notifications) -> firehose."""
+
+    redis: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="Tyk's Redis: redis://[user:password@]host:port/db (rediss:// for TLS).",
+    )
+    key_prefix: str = Field(default="analytics-", description="Prefix of the gateway's analytics keys.")
+    batch: int = Field(
+        default=2000, ge=1, le=100_000, description="Most records moved out of Redis per cycle."
+    )
+    message_records: int = Field(
+        default=500, ge=1, le=MAX_RECORDS_PER_MESSAGE, description="Most records per firehose message."
+    )
+    poll_interval_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="Wait between drains when the lists are empty (keep well under Tyk's 60 s TTL).",
+    )
+    release_delay_ms: int = Field(
+        default=250,
+        ge=0,
+        description="Keep published records in the processing lists this long, so a crash cannot lose what "
+        "ZeroMQ had not yet written (more means more duplicates after a crash).",
+    )
+    notifications: bool = Field(default=True, description="Republish tyk.cluster.notifications as notices.")
+    channel: str = Field(default="tyk.cluster.notifications", description="Tyk's notification channel.")
+    bridge_id: str = Field(
+        default="", description="Names this bridge's processing lists; give each bridge on one Redis its own."
+    )
+    pump_copy_prefix: str = Field(
+        default="",
+        description="Also copy every record to <prefix>tyk-system-analytics... for a Tyk Pump reading that "
+        "prefix (redis_key_prefix), so both get everything.",
+    )
+    pump_copy_ttl_s: int = Field(default=60, ge=0, description="TTL set on the Pump copy lists (0: none).")
+    key_salt: SecretStr = Field(
+        default=SecretStr(""), description="Salt of the key digest published instead of raw keys."
+    )
+    fault_injection: str = Field(default="", description="Testing only: <point>:<n> SIGKILLs the bridge.")
+
+
+class TykWebhookSettings(_Settings):
+    """`tykpulse bridge tyk-webhook`: Tyk's event-handler webhooks -> firehose events."""
+
+    listen: str = Field(default="127.0.0.1:8089", description="HOST:PORT the HTTP receiver listens on.")
+    path: str = Field(default="/tyk/events", description="URL path Tyk's webhooks post to.")
+    secret: SecretStr = Field(
+        default=SecretStr(""), description="Require this value in the secret header (empty: no check)."
+    )
+    secret_header: str = Field(default="X-Tykpulse-Secret", description="Header carrying the shared secret.")
+    key_salt: SecretStr = Field(
+        default=SecretStr(""), description="Salt of the key digest published instead of raw keys."
+    )
+    max_body_bytes: int = Field(default=1_048_576, gt=0, description="Largest webhook body accepted.")
+    flush_ms: int = Field(default=20, ge=0, description="Events are batched per name for at most this long.")
+    message_records: int = Field(
+        default=500, ge=1, le=MAX_RECORDS_PER_MESSAGE, description="Most events per firehose message."
     )

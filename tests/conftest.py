@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,12 +10,25 @@ from typing import Any
 
 import pytest
 import zmq
+from hypothesis import HealthCheck, settings
 
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.harness.processes import free_port
 
-pytest_plugins = ["tests.harness.kafka.fixtures", "tests.harness.redis_fixtures"]
+pytest_plugins = [
+    "tests.harness.kafka.fixtures",
+    "tests.harness.redis_fixtures",
+    "tests.harness.seeded",
+    "tests.harness.alert_receiver",
+]
+
+# Property tests: a quick default; `make fuzz` selects the long profile.
+settings.register_profile(
+    "default", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("long", max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("TYKPULSE_HYPOTHESIS_PROFILE", "default"))
 
 # A fixed instant for unit tests: 2026-11-27T10:15:00Z.
 T0_NS = 1_795_774_500_000_000_000

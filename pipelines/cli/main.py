@@ -7,7 +7,23 @@ from importlib.metadata import version
 
 import click
 
-from pipelines.cli.commands import demo, proxy, run, schema, simulate
+from pipelines.cli.commands import (
+    alerts,
+    bridge,
+    bridge_kafka,
+    db,
+    demo,
+    keys,
+    proxy,
+    rebuild,
+    replay,
+    report,
+    run,
+    schema,
+    simulate,
+    status,
+    worker,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -34,6 +50,19 @@ def cli(log_level: str) -> None:
       tykpulse simulate             a simulated Tyk fleet publishing on the firehose
       tykpulse run                  the worker: firehose -> windows -> rollups -> ClickHouse
       tykpulse schema apply         create/update the rollup tables and views
+      tykpulse db serve             share the embedded database over ClickHouse's HTTP interface
+      tykpulse alerts check|run     alert rules over the rollups, sent to Alertmanager
+      tykpulse report               a one-page HTML summary of a time range
+      tykpulse keys generate NAME   a CURVE key pair for encrypted firehose sockets
+      tykpulse status               per-publisher health and the last flush of a running worker
+      tykpulse replay               re-publish archived events (--from/--to) on a firehose
+      tykpulse rebuild              recompute a time range's rollups from the archive
+      tykpulse bridge tyk           feed the firehose from a real Tyk (Redis; also tyk-webhook)
+
+    \b
+    Scale-out (Kafka + Faust workers, docs/scaling.md):
+      tykpulse bridge kafka         the firehose -> a Kafka topic
+      tykpulse worker               a Faust worker: Kafka -> windows -> rollups -> ClickHouse
 
     Every option can also be set with the environment variable shown in its help.
     """
@@ -48,6 +77,16 @@ cli.add_command(simulate.command)
 cli.add_command(proxy.command)
 cli.add_command(schema.group)
 cli.add_command(demo.command)
+cli.add_command(db.group)
+cli.add_command(alerts.group)
+cli.add_command(report.command)
+cli.add_command(keys.group)
+cli.add_command(status.command)
+cli.add_command(replay.command)
+cli.add_command(rebuild.command)
+cli.add_command(bridge.group)
+cli.add_command(worker.command)
+bridge.group.add_command(bridge_kafka.command)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def _base_type(annotation: Any) -> Any:
 
 
 def _show_default(field: FieldInfo) -> str:
-    if field.default_factory is not None and field.default is None:
+    if field.default_factory is not None:
         value = field.get_default(call_default_factory=True)
     else:
         value = field.default
@@ -43,7 +43,7 @@ def _show_default(field: FieldInfo) -> str:
     return "(not set)" if value is None else str(value)
 
 
-def _option(name: str, field: FieldInfo, flag: str) -> Callable[[F], F]:
+def _option(name: str, field: FieldInfo, flag: str | tuple[str, ...]) -> Callable[[F], F]:
     base = _base_type(field.annotation)
     kwargs: dict[str, Any] = {
         "envvar": ENV_PREFIX + name.upper(),
@@ -54,19 +54,24 @@ def _option(name: str, field: FieldInfo, flag: str) -> Callable[[F], F]:
     if typing.get_origin(base) is list:
         kwargs["multiple"] = True
         kwargs["type"] = typing.get_args(base)[0]
-    elif base is bool:
+    elif base is bool and isinstance(flag, str):
         flag = f"{flag}/--no-{flag[2:]}"
     elif base is SecretStr:
         kwargs["type"] = str
     elif base in (int, float, str):
         kwargs["type"] = base
-    return click.option(flag, name, **kwargs)
+    flags = (flag,) if isinstance(flag, str) else flag
+    return click.option(*flags, name, **kwargs)
 
 
 def settings_options(
-    model: type[BaseSettings], *, flags: Mapping[str, str] | None = None, exclude: tuple[str, ...] = ()
+    model: type[BaseSettings],
+    *,
+    flags: Mapping[str, str | tuple[str, ...]] | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
-    """Add one option per field of `model`; `flags` renames some (`clickhouse_dsn` -> `--clickhouse`)."""
+    """Add one option per field of `model`; `flags` renames some (`clickhouse_dsn` -> `--clickhouse`),
+    a tuple gives an option several names (`("--publish", "--connect")`)."""
     flags = flags or {}
 
     def decorate(fn: F) -> F:

@@ -1,4 +1,4 @@
-"""SIGINT/SIGTERM -> a stop event; a second signal exits at once."""
+"""SIGINT/SIGTERM -> a stop event; a second signal exits at once. SIGHUP -> reload."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 log = logging.getLogger(__name__)
@@ -24,3 +25,13 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
     return stop
+
+
+def reload_on_sighup(reload: Callable[[], object]) -> None:
+    """Call `reload` on SIGHUP (e.g. re-read the CURVE allowlist)."""
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        log.info("SIGHUP received: reloading")
+        reload()
+
+    signal.signal(signal.SIGHUP, handle)

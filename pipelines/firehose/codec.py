@@ -32,8 +32,9 @@ from pipelines.firehose.protocol import (
 )
 
 # msgspec raises ValidationError/DecodeError, but invalid UTF-8 inside a
-# msgpack string surfaces as UnicodeDecodeError; all three mean "bad input".
-_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+# msgpack string surfaces as UnicodeDecodeError and nesting deeper than its
+# limit as RecursionError; all of them mean "bad input".
+_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 _DETAIL_LIMIT: Final = 200
 _TOPIC_MEMO_LIMIT: Final = 4096
 

@@ -10,7 +10,7 @@ decoding fast. Unknown fields are ignored, as the protocol requires.
 from __future__ import annotations
 
 import enum
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -26,7 +26,19 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 MAX_RECORDS_PER_MESSAGE: Final = 100_000
 MAX_NODE_BYTES: Final = 128
 MAX_FUTURE_NS: Final = 24 * 3600 * 1_000_000_000
+MAX_PAST_NS: Final = 7 * 24 * 3600 * 1_000_000_000
 DEFAULT_HEARTBEAT_INTERVAL_MS: Final = 1000
+MAX_HEARTBEAT_INTERVAL_MS: Final = 3_600_000
+MAX_ID_CHARS: Final = 1_024
+MAX_KEY_CHARS: Final = 8_192
+
+# Bounds that keep hostile numbers and strings out of the columns: every int a
+# rollup reads fits int64 (numpy arrays never overflow), identifiers that become
+# ClickHouse keys are bounded. A record outside them is rejected as bad_record.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+NonNegativeInt64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Identifier = Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
+KeyText = Annotated[str, msgspec.Meta(max_length=MAX_KEY_CHARS)]
 
 ENCODING_MSGPACK: Final = "msgpack"
 ENCODING_JSON: Final = "json"
@@ -70,9 +82,11 @@ class RejectReason(enum.StrEnum):
     MISSING_FIELD = "missing_field"
     BAD_TIMESTAMP = "bad_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
+    PAST_TIMESTAMP = "past_timestamp"
     EVENT_MISMATCH = "event_mismatch"
     BAD_SIGNATURE = "bad_signature"
     DUPLICATE = "duplicate"
+    INTERNAL_ERROR = "internal_error"
 
 
 class Envelope(msgspec.Struct, frozen=True):
@@ -80,10 +94,10 @@ class Envelope(msgspec.Struct, frozen=True):
 
     v: int
     node: str
-    boot: int
-    seq: int
-    sent: int
-    count: int
+    boot: NonNegativeInt64
+    seq: NonNegativeInt64
+    sent: Int64
+    count: Int64
     enc: str
 
 
@@ -96,7 +110,7 @@ class Envelope(msgspec.Struct, frozen=True):
 
 
 class Latency(msgspec.Struct, gc=False):
-    total: int = 0
+    total: Int64 = 0
 
 
 # Timestamps are typed Any because the protocol allows three forms (RFC 3339
@@ -108,37 +122,39 @@ class AnalyticsRecord(msgspec.Struct, gc=False):
     """The fields of Tyk's AnalyticsRecord (JSON names) that rollups read."""
 
     timestamp: Any
-    org_id: str
-    api_id: str
-    response_code: int
+    org_id: Identifier
+    api_id: Identifier
+    response_code: Annotated[int, msgspec.Meta(ge=-1, le=999)]
     latency: Latency = msgspec.field(default_factory=Latency)
 
 
 class EventRecord(msgspec.Struct, gc=False):
     """A gateway event; `key` is the raw key as Tyk's metadata gives it."""
 
-    event: str
+    event: Identifier
     timestamp: Any
-    org_id: str
-    api_id: str = ""
-    key: str = ""
+    org_id: Identifier
+    api_id: Identifier = ""
+    key: KeyText = ""
 
 
 class NoticeRecord(msgspec.Struct, gc=False):
     """A cluster notification, Tyk's Notification fields plus a timestamp."""
 
-    command: str
+    command: Identifier
     timestamp: Any
     payload: str = ""
-    signature: str = ""
-    algorithm: int = 0
+    signature: KeyText = ""
+    algorithm: Int64 = 0
 
 
 class HeartbeatRecord(msgspec.Struct, gc=False):
-    node: str
+    node: Annotated[str, msgspec.Meta(max_length=MAX_NODE_BYTES)]
     timestamp: Any
-    interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS
-    version: str = ""
+    interval_ms: Annotated[int, msgspec.Meta(gt=0, le=MAX_HEARTBEAT_INTERVAL_MS)] = (
+        DEFAULT_HEARTBEAT_INTERVAL_MS
+    )
+    version: Identifier = ""
 
 
 RECORD_TYPES: Final[dict[TopicKind, type[msgspec.Struct]]] = {

@@ -2,6 +2,14 @@
 
 Frames pass unchanged, so sequence numbers and loss accounting stay end to
 end. Subscriptions flow upstream, so publishers behind the proxy see them.
+The proxy originates no messages of its own (so it sends no heartbeats: the
+publishers behind it do).
+
+With CURVE, both sides use the same session: one own key pair, one allowlist
+admitting publishers and workers alike. When keys are revoked the proxy
+stops forwarding for a moment, rebinds both sides (dropping every
+connection, so the revoked peer must handshake again and is refused) and
+resumes.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Any
 import zmq
 
 from pipelines.firehose.endpoints import Endpoint, attach
+from pipelines.security.curve import BoundEndpoints, CurveSession
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +35,35 @@ class FirehoseProxy:
         backend: Sequence[Endpoint],
         *,
         hwm: int = 200_000,
+        curve: CurveSession | None = None,
     ) -> None:
         self.context = context
+        self.curve = curve
         self.frontend = context.socket(zmq.XSUB)
         self.backend = context.socket(zmq.XPUB)
-        for socket in (self.frontend, self.backend):
+        self._bound = [BoundEndpoints(self.frontend, curve), BoundEndpoints(self.backend, curve)]
+        for socket, endpoints in ((self.frontend, frontend), (self.backend, backend)):
             socket.setsockopt(zmq.RCVHWM, hwm)
             socket.setsockopt(zmq.SNDHWM, hwm)
             socket.setsockopt(zmq.LINGER, 0)
-        self.frontend_addresses = [attach(self.frontend, e) for e in frontend]
-        self.backend_addresses = [attach(self.backend, e) for e in backend]
+            if curve is not None:
+                curve.secure(socket, endpoints)
+        self.frontend_addresses = self._attach(self.frontend, frontend, self._bound[0])
+        self.backend_addresses = self._attach(self.backend, backend, self._bound[1])
         self._control_address = f"inproc://tykpulse-proxy-control-{id(self)}"
         self._control = context.socket(zmq.PAIR)
         self._control.bind(self._control_address)
+        self._stopping = threading.Event()
+
+    @staticmethod
+    def _attach(socket: zmq.Socket[Any], endpoints: Sequence[Endpoint], bound: BoundEndpoints) -> list[str]:
+        addresses = []
+        for endpoint in endpoints:
+            address = attach(socket, endpoint)
+            addresses.append(address)
+            if endpoint.bind:
+                bound.add(address)
+        return addresses
 
     def run(self) -> None:
         """Forward until stop() is called (from any thread)."""
@@ -46,11 +71,20 @@ class FirehoseProxy:
         control.connect(self._control_address)
         log.info("proxy frontend=%s backend=%s", self.frontend_addresses, self.backend_addresses)
         try:
-            zmq.proxy_steerable(self.frontend, self.backend, None, control)
+            while not self._stopping.is_set():
+                zmq.proxy_steerable(self.frontend, self.backend, None, control)
+                for bound in self._bound:
+                    bound.refresh()
         finally:
             control.close(linger=0)
 
+    def refresh(self) -> None:
+        """Apply a revocation (after CurveSession.reload): interrupt forwarding to rebind."""
+        if self.curve is not None:
+            self._control.send(b"TERMINATE")
+
     def stop(self) -> None:
+        self._stopping.set()
         self._control.send(b"TERMINATE")
 
     def close(self) -> None:

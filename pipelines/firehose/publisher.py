@@ -24,6 +24,7 @@ import zmq
 from pipelines.firehose.codec import MessageEncoder
 from pipelines.firehose.endpoints import Endpoint, attach
 from pipelines.firehose.protocol import DEFAULT_HEARTBEAT_INTERVAL_MS, ENCODING_MSGPACK, TOPIC_HEARTBEAT
+from pipelines.security.curve import BoundEndpoints, CurveSession
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class FirehosePublisher:
         heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_INTERVAL_MS,
         version: str = "",
         clock: Callable[[], int] = time.time_ns,
+        curve: CurveSession | None = None,
     ) -> None:
         self.clock = clock
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -62,8 +64,14 @@ class FirehosePublisher:
         self.socket = context.socket(zmq.XPUB)
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
         self.socket.setsockopt(zmq.LINGER, 5_000)
+        self.bound = BoundEndpoints(self.socket, curve)
         try:
+            if curve is not None:
+                curve.secure(self.socket, endpoints)
             self.addresses = [attach(self.socket, e) for e in endpoints]
+            for endpoint, address in zip(endpoints, self.addresses, strict=True):
+                if endpoint.bind:
+                    self.bound.add(address)
         except BaseException:
             self.socket.close(linger=0)
             raise
@@ -94,6 +102,7 @@ class FirehosePublisher:
         sent: int | None = None,
     ) -> NodeSequence:
         """Send one message; returns the node state it was numbered with (seq already advanced)."""
+        self.bound.refresh()
         state = self._node(node)
         frames = self.encoder.encode(
             topic, node=state.node, boot=state.boot, seq=state.seq, sent=sent or self.clock(), records=records

@@ -58,6 +58,17 @@ class SequenceTracker:
     def publishers(self) -> list[PublisherSequence]:
         return list(self._by_key.values())
 
+    def last_seq(self, node: str, boot: int) -> int | None:
+        state = self._by_key.get((node, boot))
+        return None if state is None else state.last_seq
+
+    def forget(self, node: str, boot: int) -> None:
+        """Drop an incarnation (bounded memory): if it is heard again, it starts afresh."""
+        self._by_key.pop((node, boot), None)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
     def restore(self, node: str, boot: int, last_seq: int) -> None:
         """Resume from a persisted position, so messages missed while down count as lost."""
         self._by_key[(node, boot)] = PublisherSequence(node, boot, last_seq)

@@ -15,6 +15,7 @@ import zmq
 
 from pipelines.firehose.endpoints import Endpoint, attach
 from pipelines.firehose.protocol import SUBSCRIBE_ALL
+from pipelines.security.curve import BoundEndpoints, CurveSession
 
 DEFAULT_RCVHWM = 200_000
 
@@ -28,7 +29,10 @@ class FirehoseSubscriber:
         topics: Sequence[str] = (SUBSCRIBE_ALL,),
         rcvhwm: int = DEFAULT_RCVHWM,
         max_message_bytes: int = -1,
+        curve: CurveSession | None = None,
     ) -> None:
+        self.curve = curve
+        self.bound: list[BoundEndpoints] = []
         self.sockets: list[zmq.Socket[Any]] = []
         self.poller = zmq.Poller()
         self.addresses: list[str] = []
@@ -57,11 +61,20 @@ class FirehoseSubscriber:
             socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         for topic in topics:
             socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self.addresses.append(attach(socket, endpoint))
+        if self.curve is not None:
+            self.curve.secure(socket, [endpoint])
+        address = attach(socket, endpoint)
+        self.addresses.append(address)
+        if endpoint.bind:
+            bound = BoundEndpoints(socket, self.curve)
+            bound.add(address)
+            self.bound.append(bound)
         self.poller.register(socket, zmq.POLLIN)
 
     def receive(self, timeout_ms: int, max_messages: int = 10_000) -> Iterator[list[bytes]]:
         """Yield messages that are ready, waiting at most timeout_ms for the first."""
+        for bound in self.bound:
+            bound.refresh()
         ready = dict(self.poller.poll(timeout_ms))
         received = 0
         while ready and received < max_messages:

@@ -12,7 +12,7 @@ from typing import Final
 
 import pyarrow as pa
 
-from pipelines.rollups import config_changes, ingest_health, rate_limits, tokens, traffic
+from pipelines.rollups import config_changes, ingest_health, publishers, rate_limits, tokens, traffic
 from pipelines.windows.batch import Batch
 
 ROLLUP_FUNCTIONS: Final[dict[str, Callable[[Batch], pa.Table]]] = {
@@ -22,6 +22,7 @@ ROLLUP_FUNCTIONS: Final[dict[str, Callable[[Batch], pa.Table]]] = {
     "config_changes": config_changes.rollup,
     "ingest_health": ingest_health.rollup,
     "ingest_rejections": ingest_health.rejections,
+    "publishers": publishers.rollup,
 }
 
 

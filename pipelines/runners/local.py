@@ -9,6 +9,10 @@ Delivery: every record received is written in the next flush. A flush the
 sink refuses is kept and retried (same deduplication token, so a retry that
 already landed is not counted twice) up to max_pending_flushes; on shutdown
 the firehose is drained until quiet, then everything pending is flushed.
+
+With a journal (pipelines.wal: the write-ahead log), the receiver only logs
+messages and the journal does the flushing, exactly once, through crashes
+and ClickHouse outages; see docs/guarantees.md.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import pyarrow as pa
 import zmq
@@ -27,9 +32,11 @@ import zmq
 from pipelines.firehose.codec import Limits
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.subscriber import FirehoseSubscriber
-from pipelines.ingest import Ingestor
+from pipelines.ingest import Ingestor, NoticeCheck
 from pipelines.keys import KeyHasher
+from pipelines.observe.watch import WorkerWatch
 from pipelines.rollups import compute
+from pipelines.security.curve import CurveSession
 from pipelines.settings import FirehoseSettings, WorkerSettings
 from pipelines.windows.tumbling import TumblingWindows
 from sinks.clickhouse.sink import ClickHouseSink
@@ -60,13 +67,44 @@ class RunSummary:
     unwritten_flushes: int = 0
 
 
-def build_ingestor(firehose: FirehoseSettings, worker: WorkerSettings) -> Ingestor:
+def build_ingestor(
+    firehose: FirehoseSettings,
+    worker: WorkerSettings,
+    *,
+    notice_check: NoticeCheck | None = None,
+    clock: Callable[[], int] = time.time_ns,
+    hasher: KeyHasher | None = None,
+) -> Ingestor:
     return Ingestor(
         TumblingWindows(worker.window_seconds),
         limits=Limits(firehose.max_message_bytes, firehose.max_records),
-        hasher=KeyHasher(worker.key_hash_salt.get_secret_value().encode()),
+        hasher=hasher or KeyHasher(worker.key_hash_salt.get_secret_value().encode()),
         max_future_ns=firehose.max_future_s * 1_000_000_000,
+        max_past_ns=firehose.max_past_s * 1_000_000_000,
+        max_pending_records=worker.max_pending_records,
+        notice_check=notice_check,
+        clock=clock,
     )
+
+
+class Journal(Protocol):
+    """A durable flush path (pipelines.wal.flusher.DurableFlusher) that replaces the in-memory one."""
+
+    def open(self) -> None: ...
+
+    def append(self, frames: list[bytes]) -> None: ...
+
+    def received(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def caught_up(self) -> bool: ...
+
+    def finish(self, timeout_s: float) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def summarise(self, summary: RunSummary) -> None: ...
 
 
 class LocalRunner:
@@ -78,12 +116,20 @@ class LocalRunner:
         *,
         context: zmq.Context[Any] | None = None,
         ingestor: Ingestor | None = None,
+        watch: WorkerWatch | None = None,
+        curve: CurveSession | None = None,
+        journal: Journal | None = None,
+        shutdown_timeout_s: float = 30.0,
     ) -> None:
         self.firehose = firehose
         self.worker = worker
         self.sink = sink
         self.context = context or zmq.Context.instance()
         self.ingestor = ingestor or build_ingestor(firehose, worker)
+        self.watch = watch or WorkerWatch(self.ingestor)
+        self.curve = curve
+        self.journal = journal
+        self.shutdown_timeout_s = shutdown_timeout_s
         self.run_id = uuid.uuid4().hex[:12]
         self._flush_no = 0
         self._pending: deque[PendingFlush] = deque()
@@ -93,12 +139,16 @@ class LocalRunner:
 
     def run(self, stop: threading.Event) -> RunSummary:
         """Run until `stop` is set, then drain, flush and return what happened."""
-        self.sink.setup()
+        if self.journal is None:
+            self.sink.setup()
+        else:
+            self.journal.open()
         subscriber = FirehoseSubscriber(
             self.context,
             [parse_endpoint(e) for e in self.firehose.firehose],
             topics=self.firehose.topics,
             rcvhwm=self.firehose.rcvhwm,
+            curve=self.curve,
         )
         log.info("worker subscribed endpoints=%s run_id=%s", subscriber.addresses, self.run_id)
         stop_receiving = threading.Event()
@@ -116,23 +166,34 @@ class LocalRunner:
                 self.flush()
             self._drain(stop_receiving)
             receiver.join()
+            if self.journal is not None:
+                self.journal.finish(self.shutdown_timeout_s)
             self.flush()
             self._retry_pending(final=True)
         finally:
             stop_receiving.set()
             receiver.join(timeout=5)
             subscriber.close()
+            if self.journal is not None:
+                self.journal.close()
         return self._summarise()
 
     def _receive(self, subscriber: FirehoseSubscriber, stop: threading.Event) -> None:
-        ingest = self.ingestor.ingest
+        ingest = self.ingestor.ingest if self.journal is None else self.journal.append
+        # With a journal the log's disk bound applies instead: the buffer stays empty.
+        bounded = self.journal is None
         while not stop.is_set():
+            if bounded and not self.ingestor.wait_for_room(_POLL_MS / 1000):
+                self.watch.paused()  # the flusher is behind: leave messages to ZeroMQ's HWM
+                continue
             got = False
             for frames in subscriber.receive(_POLL_MS):
                 ingest(frames)
                 got = True
             if got:
                 self._quiet_since = time.monotonic()
+                if self.journal is not None:
+                    self.journal.received()
 
     def _drain(self, stop_receiving: threading.Event) -> None:
         """Keep receiving until the firehose has been quiet for drain_timeout_s."""
@@ -144,14 +205,20 @@ class LocalRunner:
 
     def flush(self) -> None:
         """Write what arrived since the last flush, and retry earlier failures first."""
+        self.watch.tick()
+        if self.journal is not None:
+            self.journal.flush()
+            self.watch.settled(0 if self.journal.caught_up() else 1)
+            return
         self._retry_pending(final=False)
         batch = self.ingestor.take()
-        if batch.messages.height == 0 and batch.rejections.height == 0:
-            return
-        self._flush_no += 1
-        pending = PendingFlush(f"{self.run_id}-{self._flush_no}", compute(batch), batch.records)
-        if self._pending or not self._write(pending):
-            self._keep(pending)
+        self.watch.took(batch)
+        if batch.messages.height or batch.rejections.height:
+            self._flush_no += 1
+            pending = PendingFlush(f"{self.run_id}-{self._flush_no}", compute(batch), batch.records)
+            if self._pending or not self._write(pending):
+                self._keep(pending)
+        self.watch.settled(len(self._pending))
 
     def _write(self, pending: PendingFlush) -> bool:
         pending.attempts += 1
@@ -159,6 +226,7 @@ class LocalRunner:
         try:
             rows = self.sink.write(pending.partials, pending.token)
         except SinkRejectedError as exc:
+            self.watch.failed(exc)
             log.error(
                 "flush refused by ClickHouse, dropped token=%s records=%d error=%s",
                 pending.token,
@@ -167,10 +235,12 @@ class LocalRunner:
             )
             return True
         except SinkError as exc:
+            self.watch.failed(exc)
             log.warning(
                 "flush failed, will retry token=%s attempt=%d error=%s", pending.token, pending.attempts, exc
             )
             return False
+        self.watch.wrote(time.perf_counter() - started, rows)
         self.summary.flushes += 1
         self.summary.rows_written += rows
         self.summary.records_written += pending.records
@@ -208,4 +278,6 @@ class LocalRunner:
         self.summary.lost = stats.lost
         self.summary.rejected = dict(stats.rejected)
         self.summary.unwritten_flushes = len(self._pending)
+        if self.journal is not None:
+            self.journal.summarise(self.summary)
         return self.summary

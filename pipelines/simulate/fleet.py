@@ -9,7 +9,6 @@ configured, every record sent is also added to the ground truth.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import threading
 import time
@@ -20,6 +19,7 @@ import numpy as np
 
 from pipelines.firehose.protocol import TOPIC_ANALYTICS, event_topic, notice_topic
 from pipelines.firehose.publisher import FirehosePublisher
+from pipelines.security.notices import sign_sha256
 from pipelines.settings import SimulatorSettings
 from pipelines.simulate.traffic import Record, TrafficDrawer
 from pipelines.simulate.truth import GroundTruth
@@ -32,9 +32,31 @@ _TICK_S = 0.01
 _PROGRESS_EVERY_S = 5.0
 
 
+class ScaledClock:
+    """Event time running `scale` times faster than the wall clock from its first reading (the
+    start of the run), reaching the wall clock's now when `duration_s` have passed."""
+
+    def __init__(self, scale: float, duration_s: float, now: Callable[[], int] = time.time_ns) -> None:
+        self.scale = scale
+        self.span_ns = int(duration_s * (scale - 1) * 1e9)
+        self.now = now
+        self.wall_start: int | None = None
+
+    def __call__(self) -> int:
+        wall = self.now()
+        if self.wall_start is None:
+            self.wall_start = wall
+        return self.wall_start - self.span_ns + int((wall - self.wall_start) * self.scale)
+
+
+def scaled_clock(scale: float, duration_s: float, now: Callable[[], int] = time.time_ns) -> Callable[[], int]:
+    """The wall clock itself at scale 1, else a ScaledClock."""
+    return now if scale == 1 else ScaledClock(scale, duration_s, now)
+
+
 def sign_notice(command: str, payload: str, secret: str) -> str:
     """Tyk's algorithm-5 signature: hex SHA-256 of command + payload + node_secret."""
-    return hashlib.sha256((command + payload + secret).encode()).hexdigest()
+    return sign_sha256(command, payload, secret)
 
 
 @dataclasses.dataclass(slots=True)
@@ -65,6 +87,10 @@ class Fleet:
         self.rng = np.random.default_rng(settings.seed)
         world = World.build(WorldShape(settings.orgs, settings.apis, settings.keys), self.rng)
         self.drawer = TrafficDrawer(world, self.rng, late_fraction=settings.late_fraction)
+        self.drawer.storm_api = self.drawer.storm_target()
+        self.storm: dict[str, Any] = {}
+        self.incident: dict[str, Any] = {}
+        self.token_burst_ns = 0
         self.gateways = [f"{node_prefix}-gw{i + 1:02d}" for i in range(settings.gateways)]
         self.dashboard = f"{node_prefix}-{DASHBOARD_NODE}"
         for node in (*self.gateways, self.dashboard):
@@ -94,6 +120,11 @@ class Fleet:
                 last_ns = now_ns
             else:
                 time.sleep(_TICK_S)
+            self._storm(elapsed)
+            self._incident(elapsed)
+            if s.token_burst_at_s and not self.token_burst_ns and elapsed >= s.token_burst_at_s:
+                self.token_burst_ns = self.clock()
+                self._token_wave(s.token_burst_size)
             if now >= next_wave:
                 self._token_wave()
                 next_wave += s.token_wave_every_s
@@ -113,9 +144,46 @@ class Fleet:
         self.summary.messages = self.publisher.sent_messages
         return self.summary
 
+    def _storm(self, elapsed: float) -> None:
+        s = self.settings
+        on = (
+            bool(s.storm_for_s and s.storm_api_share)
+            and s.storm_at_s <= elapsed < s.storm_at_s + s.storm_for_s
+        )
+        if on == bool(self.drawer.storm_share):
+            return
+        self.drawer.storm_share = s.storm_api_share if on else 0.0
+        api = self.drawer.storm_api
+        if on:
+            self.storm = {
+                "api_id": self.drawer.world.api_ids[api],
+                "org_id": self.drawer.world.org_ids[int(self.drawer.world.api_org[api])],
+                "started_ns": self.clock(),
+            }
+        else:
+            self.storm["ended_ns"] = self.clock()
+        log.info("simulator storm %s api=%s", "on" if on else "off", self.storm["api_id"])
+
+    def _incident(self, elapsed: float) -> None:
+        s = self.settings
+        on = bool(s.incident_at_s) and s.incident_at_s <= elapsed < s.incident_at_s + s.incident_for_s
+        if on == bool(self.drawer.error_share):
+            return
+        self.drawer.error_share = s.incident_5xx_share if on else 0.0
+        if on:
+            api = self.drawer.world.api_ids[self.drawer.storm_api]
+            self.incident = {"started_ns": self.clock(), "command": "ApiUpdated", "api_id": api}
+            self._notices([("ApiUpdated", api)], self.dashboard)
+        else:
+            self.incident["ended_ns"] = self.clock()
+        log.info("simulator incident %s", "on" if on else "off")
+
     def meta(self) -> dict[str, Any]:
         s = self.settings
         return {
+            "storm": self.storm,
+            "incident": self.incident,
+            "token_burst_ns": self.token_burst_ns,
             "seed": s.seed,
             "rate": s.rate,
             "batch": s.batch,
@@ -152,8 +220,8 @@ class Fleet:
                 self.truth.add_events(name, records)
             self.summary.events += len(records)
 
-    def _token_wave(self) -> None:
-        size = int(self.rng.integers(5, 40))
+    def _token_wave(self, size: int = 0) -> None:
+        size = size or int(self.rng.integers(5, 40))
         now = self.clock()
         events = self.drawer.token_wave(size, size // 2, size // 3, now)
         node = self.gateways[int(self.rng.integers(len(self.gateways)))]

@@ -35,16 +35,24 @@ class TrafficDrawer:
     late_fraction: float = 0.0
     org_limit_share: float = 0.1
     live_tokens: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    # while a storm is on, this share of all requests goes to storm_api and is rate-limited
+    storm_api: int = 0
+    storm_share: float = 0.0
+    # while an incident is on, this share of the remaining requests is answered 5xx
+    error_share: float = 0.0
     _token_serial: int = 0
 
     def analytics(self, count: int, start_ns: int, span_ns: int) -> Drawn:
         w, rng = self.world, self.rng
         api = rng.choice(len(w.api_ids), size=count, p=w.api_weights)
+        # draws only while a storm is on, so runs without one keep their seeded sequence
+        storm = rng.random(count) < self.storm_share if self.storm_share else np.zeros(count, dtype=bool)
+        api = np.where(storm, self.storm_api, api)
         org = w.api_org[api]
         key_index = w.org_key_start[org] + (rng.random(count) * w.org_key_count[org]).astype(np.int64)
         u = rng.random(count)
         p429, p403 = w.api_p429[api], w.api_p403[api]
-        is429 = u < p429
+        is429 = (u < p429) | storm
         is403 = ~is429 & (u < p429 + p403)
         rest = rng.random(count)
         code = np.where(
@@ -52,6 +60,8 @@ class TrafficDrawer:
             rng.choice(STATUS_5XX, count),
             np.where(rest < 0.02, 404, np.where(rest < 0.025, 401, rng.choice(STATUS_OK, count))),
         )
+        if self.error_share:
+            code = np.where(rng.random(count) < self.error_share, rng.choice(STATUS_5XX, count), code)
         code = np.where(is429, 429, np.where(is403, 403, code))
         latency = np.where(
             is429 | is403,
@@ -76,6 +86,12 @@ class TrafficDrawer:
             elif status == 403 and key:
                 events.setdefault("QuotaExceeded", []).append(_limit_event("QuotaExceeded", w, a, o, key, t))
         return Drawn(records, events)
+
+    def storm_target(self) -> int:
+        """The API a storm hits: the keyed API of median popularity (so the storm stands out)."""
+        keyed = np.flatnonzero(~self.world.api_keyless)
+        by_weight = keyed[np.argsort(self.world.api_weights[keyed], kind="stable")]
+        return int(by_weight[len(by_weight) // 2])
 
     def token_wave(self, created: int, updated: int, deleted: int, ts_ns: int) -> dict[str, list[Record]]:
         w, rng = self.world, self.rng

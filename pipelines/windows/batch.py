@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from pipelines.firehose.protocol import RejectReason, TopicKind
+from pipelines.firehose.protocol import MAX_PAST_NS, RejectReason, TopicKind
 from pipelines.firehose.timestamps import INVALID_NS, to_ns_array
 from pipelines.keys import KeyHasher
 from pipelines.windows.tumbling import TumblingWindows
@@ -45,7 +45,15 @@ _EMPTY_SCHEMAS: dict[str, dict[str, Any]] = {
         "interval_ms": pl.Int64,
         "received_ns": pl.Int64,
     },
-    "messages": {WINDOW: pl.UInt32, "node_id": pl.Utf8, "records": pl.UInt64, "lost": pl.UInt64},
+    "messages": {
+        WINDOW: pl.UInt32,
+        "node_id": pl.Utf8,
+        "records": pl.UInt64,
+        "lost": pl.UInt64,
+        "boot": pl.Int64,
+        "received_ns": pl.Int64,
+        "sent_ns": pl.Int64,
+    },
     "rejections": {WINDOW: pl.UInt32, "node_id": pl.Utf8, "reason": pl.Utf8, "rejected": pl.UInt64},
 }
 
@@ -84,6 +92,8 @@ class PendingMessages:
     node: list[str] = dataclasses.field(default_factory=list)
     received_ns: list[int] = dataclasses.field(default_factory=list)
     lost: list[int] = dataclasses.field(default_factory=list)
+    boot: list[int] = dataclasses.field(default_factory=list)
+    sent_ns: list[int] = dataclasses.field(default_factory=list)
     kind: list[TopicKind] = dataclasses.field(default_factory=list)
     record_count: list[int] = dataclasses.field(default_factory=list)
     records: dict[TopicKind, list[Any]] = dataclasses.field(
@@ -105,10 +115,12 @@ class BatchBuilder:
         hasher: KeyHasher,
         max_future_ns: int,
         clock: Callable[[], int],
+        max_past_ns: int = MAX_PAST_NS,
     ) -> None:
         self.windows = windows
         self.hasher = hasher
         self.max_future_ns = max_future_ns
+        self.max_past_ns = max_past_ns
         self.clock = clock
 
     def build(self, pending: PendingMessages) -> Batch:
@@ -119,7 +131,8 @@ class BatchBuilder:
         accepted = np.zeros(len(pending.node), dtype=np.int64)
         rejections: list[tuple[int, str, str, int]] = list(pending.rejections)
         frames: dict[TopicKind, tuple[list[Any], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
-        horizon = self.clock() + self.max_future_ns
+        now = self.clock()
+        horizon, oldest = now + self.max_future_ns, now - self.max_past_ns
         for kind in TopicKind:
             records = pending.records[kind]
             message_ids = np.flatnonzero(kinds == _KIND_CODES[kind])
@@ -129,14 +142,21 @@ class BatchBuilder:
             ts = to_ns_array([r.timestamp for r in records])
             bad = ts == INVALID_NS
             future = ~bad & (ts > horizon)
-            for mask, reason in ((bad, RejectReason.BAD_TIMESTAMP), (future, RejectReason.FUTURE_TIMESTAMP)):
+            # Far-past records are refused too: each month of event time is a ClickHouse
+            # partition, and an insert touching too many of them fails as a whole.
+            past = ~bad & (ts < oldest)
+            for mask, reason in (
+                (bad, RejectReason.BAD_TIMESTAMP),
+                (future, RejectReason.FUTURE_TIMESTAMP),
+                (past, RejectReason.PAST_TIMESTAMP),
+            ):
                 if mask.any():
                     per_msg = np.bincount(per_record_msg[mask], minlength=len(pending.node))
                     for m in np.flatnonzero(per_msg):
                         rejections.append(
                             (pending.received_ns[m], pending.node[m], reason.value, int(per_msg[m]))
                         )
-            ok = ~(bad | future)
+            ok = ~(bad | future | past)
             if kind is not TopicKind.HEARTBEAT:
                 accepted += np.bincount(per_record_msg[ok], minlength=len(pending.node))
             kept = [r for r, keep in zip(records, ok, strict=True) if keep] if not ok.all() else records
@@ -153,6 +173,9 @@ class BatchBuilder:
                     "node_id": node,
                     "records": accepted.astype(np.uint64),
                     "lost": np.array(pending.lost, dtype=np.uint64),
+                    "boot": np.array(pending.boot, dtype=np.int64),
+                    "received_ns": received,
+                    "sent_ns": np.array(pending.sent_ns, dtype=np.int64),
                 },
                 schema=_EMPTY_SCHEMAS["messages"],
             ),

@@ -59,6 +59,26 @@ def parse_dsn(dsn: str) -> Target:
     return Target(dsn, Path(location).expanduser().resolve())
 
 
+def http_options(settings: ClickHouseSettings) -> dict[str, Any]:
+    """clickhouse-connect options for an http(s) DSN (options in the DSN's query string apply too)."""
+    options: dict[str, Any] = {
+        # clickhouse-connect takes TLS from the port (443/8443), not from the DSN's
+        # scheme: without this an https:// DSN on another port would speak plain HTTP.
+        "interface": urlsplit(settings.clickhouse_dsn).scheme.lower(),
+        "connect_timeout": settings.clickhouse_connect_timeout_s,
+        "send_receive_timeout": settings.clickhouse_send_receive_timeout_s,
+    }
+    if settings.clickhouse_password is not None:
+        options["password"] = settings.clickhouse_password.get_secret_value()
+    if not settings.clickhouse_verify_tls:
+        options["verify"] = False
+    for option in ("ca_cert", "client_cert", "client_cert_key"):
+        value = getattr(settings, f"clickhouse_{option}")
+        if value:
+            options[option] = value
+    return options
+
+
 def connect(settings: ClickHouseSettings, *, database: str | None = None) -> Any:
     """A clickhouse-connect client for the configured DSN (raises SinkError subclasses)."""
     target = parse_dsn(settings.clickhouse_dsn)
@@ -66,16 +86,7 @@ def connect(settings: ClickHouseSettings, *, database: str | None = None) -> Any
         if target.embedded_path is not None:
             target.embedded_path.mkdir(parents=True, exist_ok=True)
             return clickhouse_connect.get_client(dsn=f"chdb://{target.embedded_path}", database=database)
-        extra: dict[str, Any] = {}
-        if settings.clickhouse_password is not None:
-            extra["password"] = settings.clickhouse_password.get_secret_value()
-        return clickhouse_connect.get_client(
-            dsn=target.dsn,
-            database=database,
-            connect_timeout=settings.clickhouse_connect_timeout_s,
-            send_receive_timeout=settings.clickhouse_send_receive_timeout_s,
-            **extra,
-        )
+        return clickhouse_connect.get_client(dsn=target.dsn, database=database, **http_options(settings))
     except ClickHouseError as exc:
         msg = f"cannot open ClickHouse at {target.describe()}: {exc}"
         raise SinkUnavailableError(msg) from exc

@@ -181,6 +181,12 @@ CONFIG_CHANGES = Rollup(
     description="Cluster notifications per command and publishing node.",
 )
 
+
+def _delivery_quantile_ms(q: float) -> str:
+    # delivery is histogrammed in microseconds (sub-millisecond hops are common on one host)
+    return f"({hist_quantile_sql('delivery_hist', q)}) / 1000"
+
+
 INGEST_HEALTH = Rollup(
     name="ingest_health",
     keys=(Column("node_id", "String"),),
@@ -189,16 +195,34 @@ INGEST_HEALTH = Rollup(
         Column("records", "UInt64"),
         Column("lost_messages", "UInt64"),
         Column("rejected", "UInt64"),
+        Column("delivery_buckets", "Array(UInt16)"),
+        Column("delivery_counts", "Array(UInt64)"),
+        Column("delivery_negative", "UInt64"),
     ),
-    measures=(_sum("messages"), _sum("records"), _sum("lost_messages"), _sum("rejected")),
+    measures=(
+        _sum("messages"),
+        _sum("records"),
+        _sum("lost_messages"),
+        _sum("rejected"),
+        Measure(
+            "delivery_hist",
+            "SimpleAggregateFunction(sumMap, Map(UInt16, UInt64))",
+            "sumMap(mapFromArrays(delivery_buckets, delivery_counts))",
+            "sumMap(delivery_hist)",
+        ),
+        _sum("delivery_negative"),
+    ),
     outputs=(
         _passthrough("messages"),
         _passthrough("records"),
         _passthrough("lost_messages"),
         _passthrough("rejected"),
+        Output("delivery_p50_ms", "Float64", _delivery_quantile_ms(0.5)),
+        Output("delivery_p99_ms", "Float64", _delivery_quantile_ms(0.99)),
+        _passthrough("delivery_negative"),
     ),
     description="Per publishing node and receive-time window: accepted messages and records, losses, "
-    "rejections.",
+    "rejections, delivery latency (envelope sent -> receipt).",
 )
 
 INGEST_REJECTIONS = Rollup(
@@ -213,3 +237,80 @@ INGEST_REJECTIONS = Rollup(
 ROLLUPS: Final = (TRAFFIC, RATE_LIMIT_HITS, TOKEN_CHURN, CONFIG_CHANGES, INGEST_HEALTH, INGEST_REJECTIONS)
 ROLLUPS_BY_NAME: Final = {r.name: r for r in ROLLUPS}
 GRAINS: Final = {"1m": "toStartOfMinute", "1h": "toStartOfHour"}
+
+
+# ---------------------------------------------------------------------------- registries
+# A registry is keyed by an entity instead of a window: one row per key, the
+# latest state merged from every flush of every worker (min/max/sum states).
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Registry:
+    name: str
+    keys: tuple[Column, ...]
+    inputs: tuple[Column, ...]
+    measures: tuple[Measure, ...]
+    outputs: tuple[Output, ...]
+    description: str
+
+    @property
+    def input_table(self) -> str:
+        return f"{self.name}_in"
+
+    @property
+    def input_columns(self) -> tuple[Column, ...]:
+        return (*self.keys, *self.inputs)
+
+
+def _simple(function: str, name: str, type_: str) -> Measure:
+    return Measure(
+        name, f"SimpleAggregateFunction({function}, {type_})", f"{function}({name})", f"{function}({name})"
+    )
+
+
+# A publisher that promised interval_ms and was silent for STALE_FACTOR times
+# that is stale (PROTOCOL.md); one that never sent a heartbeat is held to the default.
+STALE_FACTOR: Final = 3
+DEFAULT_INTERVAL_MS: Final = 1000
+_SEEN_TYPE: Final = "DateTime64(3, 'UTC')"
+_INTERVAL_SQL: Final = f"if(interval_ms = 0, {DEFAULT_INTERVAL_MS}, interval_ms)"
+
+PUBLISHERS = Registry(
+    name="publishers",
+    keys=(Column("node_id", "String"), Column("boot", "UInt64")),
+    inputs=(
+        Column("first_seen", _SEEN_TYPE),
+        Column("last_seen", _SEEN_TYPE),
+        Column("interval_ms", "UInt32"),
+        Column("messages", "UInt64"),
+        Column("lost_messages", "UInt64"),
+    ),
+    measures=(
+        _simple("min", "first_seen", _SEEN_TYPE),
+        _simple("max", "last_seen", _SEEN_TYPE),
+        _simple("max", "interval_ms", "UInt32"),
+        _sum("messages"),
+        _sum("lost_messages"),
+    ),
+    outputs=(
+        Output("boot_time", _SEEN_TYPE, "fromUnixTimestamp64Milli(toInt64(boot), 'UTC')"),
+        _passthrough("first_seen", _SEEN_TYPE),
+        _passthrough("last_seen", _SEEN_TYPE),
+        Output("interval_ms", "UInt32", _INTERVAL_SQL),
+        Output(
+            "state",
+            "String",
+            f"if(dateDiff('millisecond', last_seen, now64(3)) > {STALE_FACTOR} * {_INTERVAL_SQL}, "
+            "'stale', 'live')",
+        ),
+        _passthrough("messages"),
+        _passthrough("lost_messages"),
+    ),
+    description="Every publisher incarnation (node, boot) seen: first/last receipt, promised heartbeat "
+    "interval, live or stale now, messages accepted and lost.",
+)
+
+REGISTRIES: Final = (PUBLISHERS,)
+TABLES_BY_NAME: Final[dict[str, Rollup | Registry]] = {t.name: t for t in (*ROLLUPS, *REGISTRIES)}
+# Where each partial table a worker computes is inserted.
+INPUT_TABLES: Final = {name: t.input_table for name, t in TABLES_BY_NAME.items()}

@@ -5,75 +5,205 @@ schema can be applied on every start. The state tables keep the last
 DEDUP_WINDOW insert tokens, which is what makes a retried flush land once
 (insert_deduplication_token also works on non-replicated MergeTree when
 non_replicated_deduplication_window is set).
+
+With a ClusterLayout the same objects are generated for a sharded, replicated
+cluster (`tykpulse schema apply --cluster NAME`): every statement runs ON
+CLUSTER; state tables become Replicated*MergeTree with a deduplication window
+kept in Keeper (so a retried or redone flush lands once whichever replica
+takes it); each input and state table gets a Distributed twin (`<table>_all`):
+writers insert into `<name>_in_all`, which routes each partial row to a shard
+by a hash of its keys (the same rows always go to the same shard, so a redone
+flush meets its first attempt's tokens there), and the views read the
+`_state_all` tables, merging the shards' states. See docs/scaling.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Final
 
-from sinks.clickhouse.contract import DATABASE, GRAINS, ROLLUPS, WINDOW_COLUMN, WINDOW_TYPE, Rollup
+from sinks.clickhouse.contract import (
+    DATABASE,
+    GRAINS,
+    REGISTRIES,
+    ROLLUPS,
+    WINDOW_COLUMN,
+    WINDOW_TYPE,
+    Registry,
+    Rollup,
+)
 
 DEDUP_WINDOW: Final = 10_000
+POSITIONS_TABLE: Final = "kafka_positions"
+# Keep tokens a week on replicas: a flush redone after a long outage must still meet its first attempt.
+DEDUP_WINDOW_SECONDS: Final = 7 * 24 * 3600
+DISTRIBUTED_SUFFIX: Final = "_all"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClusterLayout:
+    """A ClickHouse cluster from the server's remote_servers, and how to lay the schema out on it.
+
+    `replicated=False` gives plain *MergeTree tables on every shard (a sharded
+    cluster without replicas). `on_cluster=False` leaves ON CLUSTER out, for
+    applying the statements node by node when distributed DDL is not set up.
+    Replicated paths use the server macros {shard} and {replica}.
+    """
+
+    name: str
+    replicated: bool = True
+    on_cluster: bool = True
+    keeper_prefix: str = "/clickhouse/tables"
+
+    @property
+    def clause(self) -> str:
+        return f" ON CLUSTER {self.name}" if self.on_cluster else ""
+
+    def engine(self, family: str, table: str, db: str, *, sharded: bool = True, args: str = "") -> str:
+        if not self.replicated:
+            return f"{family}({args})" if args else family
+        shard = "{shard}" if sharded else "all"
+        path = f"'{self.keeper_prefix}/{shard}/{db}/{table}', '{{replica}}'"
+        return f"Replicated{family}({path}{', ' + args if args else ''})"
+
+
+def _on(layout: ClusterLayout | None) -> str:
+    return layout.clause if layout is not None else ""
+
+
+Table = Rollup | Registry  # a registry is a rollup without windows: one row per key, for all time
+
+
+def insert_table(table: Table, layout: ClusterLayout | None = None) -> str:
+    """The table writers insert a rollup's (or registry's) partial rows into."""
+    return table.input_table + (DISTRIBUTED_SUFFIX if layout is not None else "")
+
+
+def _sharding_key(table: Table) -> str:
+    return f"cityHash64({', '.join(_key_names(table))})"
+
+
+def distributed_table(table: str, sharding_key: str, db: str, layout: ClusterLayout) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {db}.{table}{DISTRIBUTED_SUFFIX}{layout.clause} AS {db}.{table}"
+        f"\nENGINE = Distributed({layout.name}, {db}, {table}, {sharding_key})"
+    )
 
 
 def _columns(columns: list[tuple[str, str]]) -> str:
     return ",\n    ".join(f"{name} {type_}" for name, type_ in columns)
 
 
-def _key_names(rollup: Rollup) -> list[str]:
-    return [WINDOW_COLUMN, *(k.name for k in rollup.keys)]
+def _key_names(table: Table) -> list[str]:
+    windowed = [WINDOW_COLUMN] if isinstance(table, Rollup) else []
+    return [*windowed, *(k.name for k in table.keys)]
 
 
-def input_table(rollup: Rollup, db: str) -> str:
-    cols = [(c.name, c.type) for c in rollup.input_columns]
-    return f"CREATE TABLE IF NOT EXISTS {db}.{rollup.input_table} (\n    {_columns(cols)}\n) ENGINE = Null"
+def _named(table: Table, grain: str | None, suffix: str = "") -> str:
+    """`<name>_<grain><suffix>` for a rollup at a grain, `<name><suffix>` for a registry."""
+    return f"{table.name}_{grain}{suffix}" if grain is not None else f"{table.name}{suffix}"
 
 
-def state_table(rollup: Rollup, grain: str, db: str) -> str:
-    cols = [(WINDOW_COLUMN, WINDOW_TYPE), *((k.name, k.type) for k in rollup.keys)]
-    cols += [(m.name, m.state_type) for m in rollup.measures]
-    order = ", ".join(_key_names(rollup))
+def input_table(table: Table, db: str, layout: ClusterLayout | None = None) -> str:
+    cols = [(c.name, c.type) for c in table.input_columns]
     return (
-        f"CREATE TABLE IF NOT EXISTS {db}.{rollup.name}_{grain}_state (\n    {_columns(cols)}\n)"
-        f"\nENGINE = AggregatingMergeTree"
-        f"\nPARTITION BY toYYYYMM({WINDOW_COLUMN})"
-        f"\nORDER BY ({order})"
-        f"\nSETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"
+        f"CREATE TABLE IF NOT EXISTS {db}.{table.input_table}{_on(layout)} (\n    {_columns(cols)}\n)"
+        " ENGINE = Null"
     )
 
 
-def materialized_view(rollup: Rollup, grain: str, db: str) -> str:
-    bucket = f"{GRAINS[grain]}({WINDOW_COLUMN})"
-    keys = ", ".join(k.name for k in rollup.keys)
-    folds = ",\n    ".join(f"{m.fold} AS {m.name}" for m in rollup.measures)
+def state_table(table: Table, grain: str | None, db: str, layout: ClusterLayout | None = None) -> str:
+    windowed = isinstance(table, Rollup)
+    cols = [(WINDOW_COLUMN, WINDOW_TYPE)] if windowed else []
+    cols += [(k.name, k.type) for k in table.keys]
+    cols += [(m.name, m.state_type) for m in table.measures]
+    name = _named(table, grain, "_state")
+    if layout is None:
+        engine, dedup = "AggregatingMergeTree", f"non_replicated_deduplication_window = {DEDUP_WINDOW}"
+    else:
+        engine = layout.engine("AggregatingMergeTree", name, db)
+        dedup = (
+            f"replicated_deduplication_window = {DEDUP_WINDOW}, "
+            f"replicated_deduplication_window_seconds = {DEDUP_WINDOW_SECONDS}"
+            if layout.replicated
+            else f"non_replicated_deduplication_window = {DEDUP_WINDOW}"
+        )
+    partition = f"\nPARTITION BY toYYYYMM({WINDOW_COLUMN})" if windowed else ""
     return (
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{rollup.name}_{grain}_mv"
-        f" TO {db}.{rollup.name}_{grain}_state AS\n"
-        f"SELECT\n    {bucket} AS {WINDOW_COLUMN}, {keys},\n    {folds}"
-        f"\nFROM {db}.{rollup.input_table}\nGROUP BY {WINDOW_COLUMN}, {keys}"
+        f"CREATE TABLE IF NOT EXISTS {db}.{name}{_on(layout)} (\n    {_columns(cols)}\n)"
+        f"\nENGINE = {engine}{partition}"
+        f"\nORDER BY ({', '.join(_key_names(table))})"
+        f"\nSETTINGS {dedup}"
     )
 
 
-def finalized_view(rollup: Rollup, grain: str, db: str) -> str:
-    keys = ", ".join(_key_names(rollup))
-    merges = ",\n        ".join(f"{m.merge} AS {m.name}" for m in rollup.measures)
-    outputs = ",\n    ".join(f"CAST({o.expr}, '{o.type}') AS {o.name}" for o in rollup.outputs)
+def materialized_view(table: Table, grain: str | None, db: str, layout: ClusterLayout | None = None) -> str:
+    keys = ", ".join(k.name for k in table.keys)
+    group = ", ".join(_key_names(table))
+    selected = f"{GRAINS[grain]}({WINDOW_COLUMN}) AS {WINDOW_COLUMN}, {keys}" if grain is not None else keys
+    folds = ",\n    ".join(f"{m.fold} AS {m.name}" for m in table.measures)
     return (
-        f"CREATE OR REPLACE VIEW {db}.{rollup.name}_{grain} AS\nSELECT\n    {keys},\n    {outputs}\n"
-        f"FROM (\n    SELECT {keys},\n        {merges}\n    FROM {db}.{rollup.name}_{grain}_state\n"
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{_named(table, grain, '_mv')}{_on(layout)}"
+        f" TO {db}.{_named(table, grain, '_state')} AS\n"
+        f"SELECT\n    {selected},\n    {folds}"
+        f"\nFROM {db}.{table.input_table}\nGROUP BY {group}"
+    )
+
+
+def finalized_view(table: Table, grain: str | None, db: str, layout: ClusterLayout | None = None) -> str:
+    keys = ", ".join(_key_names(table))
+    source = _named(table, grain, "_state") + (DISTRIBUTED_SUFFIX if layout is not None else "")
+    merges = ",\n        ".join(f"{m.merge} AS {m.name}" for m in table.measures)
+    outputs = ",\n    ".join(f"CAST({o.expr} AS {o.type}) AS {o.name}" for o in table.outputs)
+    return (
+        f"CREATE OR REPLACE VIEW {db}.{_named(table, grain)}{_on(layout)} AS\n"
+        f"SELECT\n    {keys},\n    {outputs}\n"
+        f"FROM (\n    SELECT {keys},\n        {merges}\n    FROM {db}.{source}\n"
         f"    GROUP BY {keys}\n)"
     )
 
 
-def schema_statements(db: str = DATABASE) -> list[str]:
-    """All statements, in dependency order."""
-    statements = [f"CREATE DATABASE IF NOT EXISTS {db}"]
+def positions_table(db: str, layout: ClusterLayout | None = None) -> str:
+    """Kafka source positions (sinks.clickhouse.positions); on a cluster one replicated table, not sharded."""
+    engine = "ReplacingMergeTree(version)"
+    if layout is not None:
+        engine = layout.engine("ReplacingMergeTree", POSITIONS_TABLE, db, sharded=False, args="version")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {db}.{POSITIONS_TABLE}{_on(layout)} (\n"
+        "    topic String,\n    partition UInt32,\n    claim UInt64,\n"
+        "    first_offset Int64,\n    last_offset Int64,\n"
+        "    seq_nodes Array(String),\n    seq_boots Array(Int64),\n    seq_last Array(Int64),\n"
+        "    owner String,\n    written_at DateTime64(3, 'UTC'),\n"
+        "    version UInt128 MATERIALIZED bitShiftLeft(toUInt128(claim), 64) + toUInt128(last_offset + 1)\n"
+        f") ENGINE = {engine}\nORDER BY (topic, partition)"
+    )
+
+
+def _table_statements(
+    table: Table, grains: list[str | None], db: str, layout: ClusterLayout | None
+) -> list[str]:
+    statements = [input_table(table, db, layout)]
+    if layout is not None:
+        statements.append(distributed_table(table.input_table, _sharding_key(table), db, layout))
+    for grain in grains:
+        statements.append(state_table(table, grain, db, layout))
+        if layout is not None:
+            statements.append(
+                distributed_table(_named(table, grain, "_state"), _sharding_key(table), db, layout)
+            )
+        statements.append(materialized_view(table, grain, db, layout))
+        statements.append(finalized_view(table, grain, db, layout))
+    return statements
+
+
+def schema_statements(db: str = DATABASE, layout: ClusterLayout | None = None) -> list[str]:
+    """All statements, in dependency order (for a cluster when `layout` is given)."""
+    statements = [f"CREATE DATABASE IF NOT EXISTS {db}{_on(layout)}"]
     for rollup in ROLLUPS:
-        statements.append(input_table(rollup, db))
-        for grain in GRAINS:
-            statements.append(state_table(rollup, grain, db))
-            statements.append(materialized_view(rollup, grain, db))
-            statements.append(finalized_view(rollup, grain, db))
+        statements += _table_statements(rollup, list(GRAINS), db, layout)
+    for registry in REGISTRIES:
+        statements += _table_statements(registry, [None], db, layout)
+    statements.append(positions_table(db, layout))
     return statements
 
 

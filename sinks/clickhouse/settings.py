@@ -31,7 +31,27 @@ class ClickHouseSettings(BaseSettings):
     clickhouse_password: SecretStr | None = Field(
         default=None, description="Password for http(s) DSNs, if not in the DSN."
     )
+    clickhouse_cluster: str = Field(
+        default="",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
+        description="ClickHouse cluster the schema is laid out on (schema apply --cluster); writers then "
+        "insert through its Distributed tables. Empty: a single server or the embedded engine.",
+    )
     clickhouse_connect_timeout_s: float = Field(default=10.0, gt=0, description="Connect timeout (http).")
     clickhouse_send_receive_timeout_s: float = Field(
         default=60.0, gt=0, description="Send/receive timeout of one request (http)."
+    )
+    clickhouse_verify_tls: bool = Field(
+        default=True,
+        description="Verify the server's TLS certificate (https).",
+    )
+    clickhouse_ca_cert: str | None = Field(
+        default=None,
+        description="CA bundle (PEM) to verify the server with (https).",
+    )
+    clickhouse_client_cert: str | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS (https)."
+    )
+    clickhouse_client_cert_key: str | None = Field(
+        default=None, description="Private key of the client certificate, if not in the same file."
     )

@@ -18,14 +18,16 @@ import pyarrow as pa
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from sinks.clickhouse.client import connect, parse_dsn
-from sinks.clickhouse.contract import ROLLUPS_BY_NAME
-from sinks.clickhouse.ddl import schema_statements
+from sinks.clickhouse.contract import TABLES_BY_NAME
+from sinks.clickhouse.ddl import ClusterLayout, insert_table, schema_statements
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkError, SinkRejectedError, SinkUnavailableError
 
 log = logging.getLogger(__name__)
 
 _DEDUP_SETTINGS: Final = {"deduplicate_blocks_in_dependent_materialized_views": 1, "insert_deduplicate": 1}
+# Through a Distributed table, an insert returns only once every shard has its rows (and their tokens).
+_CLUSTER_SETTINGS: Final = {"distributed_foreground_insert": 1}
 
 
 def translate(exc: Exception, action: str, table: str = "") -> SinkError:
@@ -42,6 +44,8 @@ class ClickHouseSink:
         self.settings = settings
         self.database = settings.clickhouse_database
         self.target = parse_dsn(settings.clickhouse_dsn)
+        self.layout = ClusterLayout(settings.clickhouse_cluster) if settings.clickhouse_cluster else None
+        self._insert_settings = {**_DEDUP_SETTINGS, **(_CLUSTER_SETTINGS if self.layout else {})}
         self._client: Any = None
 
     @property
@@ -52,7 +56,7 @@ class ClickHouseSink:
 
     def setup(self) -> None:
         """Open the connection and apply the schema (idempotent)."""
-        apply_schema(self.client, self.database)
+        apply_schema(self.client, self.database, self.layout)
         log.info("sink ready target=%s database=%s", self.target.describe(), self.database)
 
     def write(self, partials: Mapping[str, pa.Table], token: str) -> int:
@@ -61,9 +65,8 @@ class ClickHouseSink:
         for name, table in partials.items():
             if table.num_rows == 0:
                 continue
-            rollup = ROLLUPS_BY_NAME[name]
-            target = f"{self.database}.{rollup.input_table}"
-            settings = {**_DEDUP_SETTINGS, "insert_deduplication_token": f"{token}/{name}"}
+            target = f"{self.database}.{insert_table(TABLES_BY_NAME[name], self.layout)}"
+            settings = {**self._insert_settings, "insert_deduplication_token": f"{token}/{name}"}
             try:
                 self.client.insert_arrow(target, table, settings=settings)
             except (ClickHouseError, OSError) as exc:
@@ -83,10 +86,10 @@ class ClickHouseSink:
             self._client = None
 
 
-def apply_schema(client: Any, database: str) -> float:
+def apply_schema(client: Any, database: str, layout: ClusterLayout | None = None) -> float:
     """Create or update every object of the output contract; returns seconds taken."""
     started = time.perf_counter()
-    for statement in schema_statements(database):
+    for statement in schema_statements(database, layout):
         try:
             client.command(statement)
         except (ClickHouseError, OSError) as exc:

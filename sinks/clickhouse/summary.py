@@ -32,3 +32,15 @@ def view_totals(client: Any, database: str) -> list[ViewTotals]:
                 ViewTotals(view, int(row[0]), {c: int(v) for c, v in zip(counts, row[1:], strict=True)})
             )
     return out
+
+
+PUBLISHER_COLUMNS = ("node", "boot", "state", "last_seen_age_s", "interval_ms", "messages", "lost")
+
+
+def publisher_rows(client: Any, database: str) -> list[dict[str, Any]]:
+    """The publishers view, with the seconds since each incarnation was last heard."""
+    result = client.query(
+        "SELECT node_id, boot, state, dateDiff('millisecond', last_seen, now64(3)) / 1000, interval_ms, "
+        f"messages, lost_messages FROM {database}.publishers ORDER BY node_id, boot"
+    )
+    return [dict(zip(PUBLISHER_COLUMNS, row, strict=True)) for row in result.result_rows]

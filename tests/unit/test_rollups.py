@@ -11,7 +11,7 @@ from pipelines.firehose.protocol import RejectReason
 from pipelines.ingest import Ingestor
 from pipelines.rollups import ROLLUP_FUNCTIONS, compute
 from pipelines.windows.batch import Batch
-from sinks.clickhouse.contract import ROLLUPS_BY_NAME
+from sinks.clickhouse.contract import TABLES_BY_NAME
 from tests.conftest import T0_NS
 from tests.helpers import analytics, event, message, notice
 
@@ -35,7 +35,7 @@ def test_every_rollup_produces_exactly_its_input_table_schema() -> None:
     _, batch = ingest([message("tyk.analytics", [analytics(T0_NS)])])
     for name, fn in ROLLUP_FUNCTIONS.items():
         table = fn(batch)
-        assert table.column_names == [c.name for c in ROLLUPS_BY_NAME[name].input_columns], name
+        assert table.column_names == [c.name for c in TABLES_BY_NAME[name].input_columns], name
 
 
 def test_empty_batch_gives_empty_tables() -> None:

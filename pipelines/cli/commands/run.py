@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
+import zmq
 
+from pipelines.cli.curve import curve_session
 from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
-from pipelines.runners.local import LocalRunner, RunSummary
-from pipelines.settings import FirehoseSettings, WorkerSettings
+from pipelines.errors import ConfigurationError
+from pipelines.observe.server import MetricsServer
+from pipelines.observe.watch import WorkerWatch
+from pipelines.runners.local import LocalRunner, RunSummary, build_ingestor
+from pipelines.security.notices import notice_check
+from pipelines.settings import (
+    ArchiveSettings,
+    CurveSettings,
+    FirehoseSettings,
+    NoticeSettings,
+    ObservabilitySettings,
+    WalSettings,
+    WorkerSettings,
+)
+from pipelines.wal.build import build_journal
+from sinks.clickhouse.serve.embedded import serve_embedded
+from sinks.clickhouse.serve.settings import ServeSettings
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.errors import SinkError
 
 log = logging.getLogger(__name__)
 CLICKHOUSE_FLAGS = {"clickhouse_dsn": "--clickhouse"}
+SERVE_FLAGS = {"serve_listen": "--serve"}
 
 
 def log_summary(summary: RunSummary) -> None:
@@ -35,24 +54,107 @@ def log_summary(summary: RunSummary) -> None:
 @click.command("run")
 @settings_options(FirehoseSettings)
 @settings_options(WorkerSettings)
+@settings_options(WalSettings)
+@settings_options(ArchiveSettings)
 @settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS)
-@pass_settings(FirehoseSettings, WorkerSettings, ClickHouseSettings)
-def command(firehose: FirehoseSettings, worker: WorkerSettings, clickhouse: ClickHouseSettings) -> None:
+@settings_options(ServeSettings, flags=SERVE_FLAGS)
+@settings_options(NoticeSettings)
+@settings_options(CurveSettings)
+@settings_options(ObservabilitySettings)
+@pass_settings(
+    FirehoseSettings,
+    WorkerSettings,
+    WalSettings,
+    ArchiveSettings,
+    ClickHouseSettings,
+    ServeSettings,
+    NoticeSettings,
+    CurveSettings,
+    ObservabilitySettings,
+)
+def command(
+    firehose: FirehoseSettings,
+    worker: WorkerSettings,
+    wal: WalSettings,
+    archive: ArchiveSettings,
+    clickhouse: ClickHouseSettings,
+    serve: ServeSettings,
+    notices: NoticeSettings,
+    curve_settings: CurveSettings,
+    observe: ObservabilitySettings,
+) -> None:
     """Subscribe to the firehose, window and aggregate, flush rollups to ClickHouse.
 
     Records are assigned to tumbling event-time windows and aggregated; every
     flush interval the partial rollups of what arrived are written, and
     ClickHouse merges them. SIGINT/SIGTERM drains the firehose, flushes
     everything and exits 0 (exit 1 if some flushes could not be written).
+
+    Every message is first appended to a write-ahead log (--wal-dir); flushes
+    are exactly once through crashes and ClickHouse outages, and what could
+    not be written before exit is written at the next start. A second
+    SIGINT/SIGTERM exits at once; the log keeps what was received.
+
+    With the embedded database (chdb DSN) the worker also serves it over
+    ClickHouse's HTTP interface on --serve (127.0.0.1:8123, read-only unless
+    --writer-password is set), so notebooks, dashboards and alert rules can
+    read while it writes: TYKPULSE_CLICKHOUSE_DSN=http://127.0.0.1:8123.
+
+    SIGHUP re-reads the CURVE allowlist.
     """
     stop = stop_on_signals()
+    context: zmq.Context[Any] = zmq.Context.instance()
+    curve = curve_session(context, curve_settings)
+    try:
+        check = notice_check(notices.node_secret.get_secret_value(), notices.notice_public_key)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
     sink = ClickHouseSink(clickhouse)
     try:
-        summary = LocalRunner(firehose, worker, sink).run(stop)
+        journal = (
+            build_journal(firehose, worker, wal, archive, clickhouse, sink, notice_check=check)
+            if wal.wal
+            else None
+        )
+    except ConfigurationError as exc:
+        sink.close()
+        raise click.UsageError(str(exc)) from exc
+    ingestor = (
+        journal.ingestor if journal is not None else build_ingestor(firehose, worker, notice_check=check)
+    )
+    watch = WorkerWatch(ingestor, healthy_flush_age_s=observe.healthy_flush_age_s)
+    if journal is not None:
+        journal.observer = watch
+        watch.wal_readings = journal.readings
+    metrics = None
+    if observe.metrics_port is not None:
+        metrics = MetricsServer(watch, observe.metrics_host, observe.metrics_port).start()
+    server = serve_embedded(clickhouse, serve)
+    try:
+        runner = LocalRunner(
+            firehose,
+            worker,
+            sink,
+            context=context,
+            ingestor=ingestor,
+            watch=watch,
+            curve=curve,
+            journal=journal,
+            shutdown_timeout_s=wal.shutdown_timeout_s,
+        )
+        summary = runner.run(stop)
     except SinkError as exc:
         raise click.ClickException(str(exc)) from exc
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
     finally:
+        if server is not None:
+            server.close()
         sink.close()
+        if metrics is not None:
+            metrics.close()
+        if curve is not None:
+            curve.close()
     log_summary(summary)
     if summary.unwritten_flushes:
         raise SystemExit(1)

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from pipelines.cli.options import pass_settings, settings_options
 from sinks.clickhouse.client import connect, parse_dsn
-from sinks.clickhouse.ddl import schema_statements
+from sinks.clickhouse.ddl import ClusterLayout, schema_statements
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import apply_schema
 from sinks.errors import SinkError
 
-CLICKHOUSE_FLAGS = {"clickhouse_dsn": "--clickhouse"}
+CLICKHOUSE_FLAGS = {"clickhouse_dsn": "--clickhouse", "clickhouse_cluster": "--cluster"}
+
+
+def layout_options(fn: Any) -> Any:
+    fn = click.option(
+        "--on-cluster/--no-on-cluster",
+        default=True,
+        show_default=True,
+        help="With --cluster: run each statement ON CLUSTER (needs distributed DDL), or node by node.",
+    )(fn)
+    return click.option(
+        "--replicated/--no-replicated",
+        default=True,
+        show_default=True,
+        help="With --cluster: Replicated*MergeTree tables (needs Keeper), or plain ones on every shard.",
+    )(fn)
+
+
+def cluster_layout(cluster: str, replicated: bool, on_cluster: bool) -> ClusterLayout | None:
+    return ClusterLayout(cluster, replicated=replicated, on_cluster=on_cluster) if cluster else None
 
 
 @click.group("schema")
@@ -21,17 +42,24 @@ def group() -> None:
 
 @group.command("apply")
 @settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS)
+@layout_options
 @pass_settings(ClickHouseSettings)
-def apply(settings: ClickHouseSettings) -> None:
-    """Create or update every table and view (idempotent; workers do it on start too)."""
+def apply(settings: ClickHouseSettings, replicated: bool, on_cluster: bool) -> None:
+    """Create or update every table and view (idempotent; workers do it on start too).
+
+    With --cluster NAME the schema is laid out for a sharded, replicated
+    cluster: Replicated*MergeTree state tables, Distributed tables to insert
+    and read through, every statement ON CLUSTER (docs/scaling.md).
+    """
+    layout = cluster_layout(settings.clickhouse_cluster, replicated, on_cluster)
     try:
         client = connect(settings)
-        seconds = apply_schema(client, settings.clickhouse_database)
+        seconds = apply_schema(client, settings.clickhouse_database, layout)
         client.close()
     except SinkError as exc:
         raise click.ClickException(str(exc)) from exc
     target = parse_dsn(settings.clickhouse_dsn).describe()
-    count = len(schema_statements(settings.clickhouse_database))
+    count = len(schema_statements(settings.clickhouse_database, layout))
     click.echo(
         f"applied {count} statements to {target} database={settings.clickhouse_database} in {seconds:.2f}s"
     )
@@ -39,7 +67,9 @@ def apply(settings: ClickHouseSettings) -> None:
 
 @group.command("show")
 @click.option("--database", default="tykpulse", show_default=True, help="Database name to render.")
-def show(database: str) -> None:
+@click.option("--cluster", default="", help="Render the cluster layout for this cluster name.")
+@layout_options
+def show(database: str, cluster: str, replicated: bool, on_cluster: bool) -> None:
     """Print the DDL without connecting anywhere."""
-    for statement in schema_statements(database):
+    for statement in schema_statements(database, cluster_layout(cluster, replicated, on_cluster)):
         click.echo(statement + ";\n")

@@ -1,0 +1,71 @@
+"""Deliver alerts to Alertmanager's API v2 (`POST /api/v2/alerts`, a JSON list of alerts).
+
+Firing alerts are re-sent at every evaluation, so a failed POST of them is
+only logged. Resolved alerts are sent once: a failed POST keeps them queued
+(up to MAX_QUEUED) and they go out with the next successful POST.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Sequence
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
+
+from pipelines.alerts.state import Alert
+
+log = logging.getLogger(__name__)
+
+ALERTS_PATH: Final = "/api/v2/alerts"
+MAX_QUEUED: Final = 1000
+
+
+def alerts_url(webhook: str) -> str:
+    """`http://am:9093` -> `http://am:9093/api/v2/alerts`; a URL with a path is used as given."""
+    parts = urlsplit(webhook)
+    if parts.scheme not in ("http", "https"):
+        msg = f"webhook must be an http(s) URL, got {webhook!r}"
+        raise ValueError(msg)
+    if parts.path in ("", "/"):
+        parts = parts._replace(path=ALERTS_PATH)
+    return urlunsplit(parts)
+
+
+class AlertmanagerClient:
+    def __init__(self, webhook: str, timeout_s: float = 10.0) -> None:
+        self.url = alerts_url(webhook)
+        self.timeout_s = timeout_s
+        self._resolved: deque[Alert] = deque(maxlen=MAX_QUEUED)
+        self.sent = 0
+        self.failures = 0
+
+    def send(self, alerts: Sequence[Alert]) -> bool:
+        """POST firing alerts and every resolved alert not yet delivered; True when delivered."""
+        self._resolved.extend(a for a in alerts if a.resolved)
+        batch = [a for a in alerts if not a.resolved] + list(self._resolved)
+        if not batch:
+            return True
+        body = json.dumps([a.to_alertmanager() for a in batch]).encode()
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in alerts_url
+            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            self.failures += 1
+            log.warning("alerts not delivered url=%s alerts=%d error=%s", self.url, len(batch), exc)
+            return False
+        self._resolved.clear()
+        self.sent += len(batch)
+        log.info("alerts delivered url=%s firing=%d resolved=%d", self.url, *_counts(batch))
+        return True
+
+
+def _counts(batch: Sequence[Alert]) -> tuple[int, int]:
+    resolved = sum(1 for a in batch if a.resolved)
+    return len(batch) - resolved, resolved

@@ -1,0 +1,189 @@
+"""The common questions about the rollups, one function each, answered as pandas DataFrames.
+
+Every function takes a clickhouse-connect client (pipelines.analyst.connect)
+and a Scope (time range, orgs, APIs, grain). Filters a view does not have are
+ignored (token churn has no API; configuration changes have neither org nor
+API). Keys are hashed before they reach ClickHouse: only distinct counts per
+window exist, so "keys" columns are per-window distinct counts, and sums of
+them across windows or APIs are upper bounds, not distinct totals.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import pandas as pd
+
+from pipelines.analyst.scope import Scope
+
+RATE_LIMIT_EVENTS: Final = ("RatelimitExceeded", "OrgRateLimitExceeded")
+QUOTA_EVENTS: Final = ("QuotaExceeded", "OrgQuotaExceeded")
+
+
+def _frame(client: Any, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+    frame: pd.DataFrame = client.query_df(sql, parameters=params)
+    return frame
+
+
+def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    return (numerator / denominator.where(denominator > 0)).fillna(0.0).astype(float)
+
+
+def traffic(client: Any, scope: Scope, *, by: str | None = None) -> pd.DataFrame:
+    """Requests and 4xx/429/5xx per window (and per `by`: 'api_id' or 'org_id'), with rates.
+
+    `latency_p95_ms` is the request-weighted mean of the per-API p95s (an
+    approximation: quantiles do not add up); `latency_p95_ms_max` the worst API.
+    """
+    if by not in (None, "api_id", "org_id"):
+        msg = f"by must be 'api_id' or 'org_id', got {by!r}"
+        raise ValueError(msg)
+    group = ["window_start", *([by] if by else [])]
+    where, params = scope.where()
+    sql = f"""
+        SELECT {", ".join(group)},
+               sum(requests) AS requests, sum(status_4xx) AS status_4xx,
+               sum(status_429) AS status_429, sum(status_5xx) AS status_5xx,
+               sum(v.latency_p95_ms * v.requests) / greatest(sum(v.requests), 1) AS latency_p95_ms,
+               max(v.latency_p95_ms) AS latency_p95_ms_max
+        FROM {scope.view("traffic")} AS v{where}
+        GROUP BY {", ".join(group)} ORDER BY {", ".join(group)}"""
+    frame = _frame(client, sql, params)
+    for column in ("4xx", "429", "5xx"):
+        frame[f"rate_{column}"] = _ratio(frame[f"status_{column}"], frame["requests"])
+    return frame
+
+
+def rate_limit_hits(client: Any, scope: Scope, *, by: str = "api_id") -> pd.DataFrame:
+    """Rate-limit and quota events per window and `by` ('api_id', 'org_id' or 'event_type')."""
+    if by not in ("api_id", "org_id", "event_type"):
+        msg = f"by must be 'api_id', 'org_id' or 'event_type', got {by!r}"
+        raise ValueError(msg)
+    where, params = scope.where()
+    params.update(rate_events=list(RATE_LIMIT_EVENTS), quota_events=list(QUOTA_EVENTS))
+    sql = f"""
+        SELECT window_start, {by},
+               sum(hits) AS hits,
+               sumIf(v.hits, v.event_type IN {{rate_events:Array(String)}}) AS rate_limited,
+               sumIf(v.hits, v.event_type IN {{quota_events:Array(String)}}) AS quota_exceeded,
+               sum(distinct_keys) AS keys_upper_bound
+        FROM {scope.view("rate_limit_hits")} AS v{where}
+        GROUP BY window_start, {by} ORDER BY window_start, {by}"""
+    return _frame(client, sql, params)
+
+
+def rate_limited_apis(client: Any, scope: Scope, *, limit: int = 10) -> pd.DataFrame:
+    """The APIs hitting limits most, with the share of their requests limited and the peak keys."""
+    where, params = scope.where()
+    params.update(rate_events=list(RATE_LIMIT_EVENTS), quota_events=list(QUOTA_EVENTS), limit=limit)
+    sql = f"""
+        SELECT org_id, api_id,
+               sum(hits) AS hits,
+               sumIf(v.hits, v.event_type IN {{rate_events:Array(String)}}) AS rate_limited,
+               sumIf(v.hits, v.event_type IN {{quota_events:Array(String)}}) AS quota_exceeded,
+               max(distinct_keys) AS peak_keys_per_window,
+               uniqExact(window_start) AS windows_with_hits,
+               min(window_start) AS first_hit, max(window_start) AS last_hit
+        FROM {scope.view("rate_limit_hits")} AS v{where}
+        GROUP BY org_id, api_id ORDER BY hits DESC, api_id LIMIT {{limit:UInt32}}"""
+    limited = _frame(client, sql, params)
+    if limited.empty:
+        return limited
+    per_api = traffic(client, _only_apis(scope, limited["api_id"]), by="api_id")
+    requests = per_api.groupby("api_id", as_index=False)[["requests", "status_429"]].sum()
+    out = limited.merge(requests, on="api_id", how="left").fillna({"requests": 0, "status_429": 0})
+    out["limited_share"] = _ratio(out["hits"], out["requests"])
+    return out
+
+
+def _only_apis(scope: Scope, api_ids: pd.Series) -> Scope:
+    return Scope(scope.start, scope.end, scope.org_id, list(api_ids), scope.grain, scope.database)
+
+
+def status_rates(client: Any, scope: Scope) -> pd.DataFrame:
+    """Per window: requests, 429 responses and quota (403) events, and their rates.
+
+    The traffic rollup counts 429 responses; a quota rejection is a 403 that
+    Tyk reports with a QuotaExceeded event, so the 403 rate is taken from those
+    events.
+    """
+    frame = traffic(client, scope)[["window_start", "requests", "status_429", "rate_429"]]
+    hits = rate_limit_hits(client, scope, by="event_type")
+    quota = hits.groupby("window_start", as_index=False)["quota_exceeded"].sum()
+    out = frame.merge(quota, on="window_start", how="left").fillna({"quota_exceeded": 0})
+    out["quota_exceeded"] = out["quota_exceeded"].astype("uint64")
+    out["rate_403_quota"] = _ratio(out["quota_exceeded"], out["requests"])
+    return out
+
+
+def token_churn(client: Any, scope: Scope, *, by_org: bool = False) -> pd.DataFrame:
+    """Tokens created, updated, deleted per window (and org), with net change and churn."""
+    group = ["window_start", *(["org_id"] if by_org else [])]
+    where, params = scope.where(api=False)
+    sql = f"""
+        SELECT {", ".join(group)},
+               sum(created) AS created, sum(updated) AS updated, sum(deleted) AS deleted,
+               sum(distinct_keys) AS keys_touched
+        FROM {scope.view("token_churn")}{where}
+        GROUP BY {", ".join(group)} ORDER BY {", ".join(group)}"""
+    frame = _frame(client, sql, params)
+    frame["net"] = frame["created"].astype("int64") - frame["deleted"].astype("int64")
+    frame["churn"] = frame["created"] + frame["deleted"]
+    return frame
+
+
+def config_changes(client: Any, scope: Scope) -> pd.DataFrame:
+    """Configuration notices per window, command and publishing node."""
+    where, params = scope.where(org=False, api=False)
+    sql = f"""
+        SELECT window_start, command, node_id, sum(changes) AS changes
+        FROM {scope.view("config_changes")}{where}
+        GROUP BY window_start, command, node_id ORDER BY window_start, command, node_id"""
+    return _frame(client, sql, params)
+
+
+def change_frequency(client: Any, scope: Scope) -> pd.DataFrame:
+    """Per command and node: changes, windows with changes, first and last, changes per hour."""
+    where, params = scope.where(org=False, api=False)
+    sql = f"""
+        SELECT command, node_id, sum(changes) AS changes, uniqExact(window_start) AS windows,
+               min(window_start) AS first_change, max(window_start) AS last_change
+        FROM {scope.view("config_changes")}{where}
+        GROUP BY command, node_id ORDER BY changes DESC, command, node_id"""
+    frame = _frame(client, sql, params)
+    width = pd.Timedelta(minutes=1 if scope.grain == "1m" else 60)
+    span_h = ((frame["last_change"] - frame["first_change"]) + width) / pd.Timedelta(hours=1)
+    frame["per_hour"] = frame["changes"] / span_h
+    return frame
+
+
+def ingest_health(client: Any, scope: Scope) -> pd.DataFrame:
+    """Per receive-time window and node: messages, records, lost messages, rejections."""
+    where, params = scope.where(org=False, api=False)
+    sql = f"""
+        SELECT window_start, node_id, sum(messages) AS messages, sum(records) AS records,
+               sum(lost_messages) AS lost_messages, sum(rejected) AS rejected
+        FROM {scope.view("ingest_health")}{where}
+        GROUP BY window_start, node_id ORDER BY window_start, node_id"""
+    return _frame(client, sql, params)
+
+
+def rejections(client: Any, scope: Scope) -> pd.DataFrame:
+    """Rejected messages and records by reason and node."""
+    where, params = scope.where(org=False, api=False)
+    sql = f"""
+        SELECT reason, node_id, sum(rejected) AS rejected
+        FROM {scope.view("ingest_rejections")}{where}
+        GROUP BY reason, node_id ORDER BY rejected DESC, reason, node_id"""
+    return _frame(client, sql, params)
+
+
+def data_range(client: Any, scope: Scope | None = None) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """First and last traffic window in the database (None when empty)."""
+    scope = scope or Scope()
+    row = client.query(
+        f"SELECT min(window_start), max(window_start), count() FROM {scope.database}.traffic_1m"
+    ).result_rows[0]
+    if not row[2]:
+        return None
+    return pd.Timestamp(row[0]), pd.Timestamp(row[1])

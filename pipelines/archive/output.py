@@ -1,0 +1,116 @@
+"""The archive as an extra output of each flush: WAL records -> `events_raw` rows.
+
+Every message whose envelope and payload decode is archived, heartbeats
+excepted (they carry no events), with its records sanitized (API keys hashed,
+pipelines.archive.sanitize) and re-encoded as msgpack. The rows are written in
+the same flush and under the same token as the rollups, so the archive holds
+each logged message exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from pipelines.archive.sanitize import Sanitizer
+from pipelines.firehose.protocol import (
+    ENCODING_JSON,
+    ENCODINGS,
+    PROTOCOL_VERSION,
+    Envelope,
+    TopicKind,
+    parse_topic,
+)
+from pipelines.firehose.timestamps import INVALID_NS, to_ns_array
+from pipelines.keys import KeyHasher
+from pipelines.wal.format import WalRecord
+from sinks.clickhouse.archive import ARCHIVE_SCHEMA, ARCHIVE_TABLE, EventsArchive
+from sinks.clickhouse.sink import ClickHouseSink
+
+_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+_MAX_SECONDS: Final = 2**32 - 1
+
+
+class EventsArchiveOutput:
+    name = ARCHIVE_TABLE
+
+    def __init__(self, sink: ClickHouseSink, hasher: KeyHasher, *, ttl_days: int = 30) -> None:
+        self.archive = EventsArchive(sink, ttl_days)
+        self.sanitizer = Sanitizer(hasher)
+        self._envelope = msgspec.msgpack.Decoder(Envelope)
+        self._encoder = msgspec.msgpack.Encoder()
+        self.skipped = 0
+
+    def setup(self) -> None:
+        self.archive.setup()
+
+    def write(self, table: pa.Table, token: str) -> int:
+        return self.archive.write(table, token)
+
+    def build(self, records: Sequence[WalRecord]) -> pa.Table:
+        columns: dict[str, list[Any]] = {name: [] for name in ARCHIVE_SCHEMA.names}
+        for record in records:
+            row = self.row(record)
+            if row is None:
+                continue
+            for name, value in zip(ARCHIVE_SCHEMA.names, row, strict=True):
+                columns[name].append(value)
+        return pa.table(columns, schema=ARCHIVE_SCHEMA)
+
+    def row(self, record: WalRecord) -> tuple[Any, ...] | None:
+        """The archive row of one logged message, or None if it is not archived."""
+        decoded = self._decode(record.frames)
+        if decoded is None:
+            return None
+        topic, kind, env, payload = decoded
+        records = self.sanitizer.records(kind, payload)
+        first, last = _event_span(records, record.received_ns)
+        return (
+            record.received_ns,
+            env.node,
+            env.boot,
+            env.seq,
+            topic,
+            len(records),
+            first,
+            last,
+            self._encoder.encode(records),
+        )
+
+    def _decode(self, frames: list[bytes]) -> tuple[str, TopicKind, Envelope, list[Any]] | None:
+        if len(frames) != 3:
+            return None
+        try:
+            topic = frames[0].decode("ascii")
+            env = self._envelope.decode(frames[1])
+            if env.enc not in ENCODINGS:
+                return None
+            decode = msgspec.json.decode if env.enc == ENCODING_JSON else msgspec.msgpack.decode
+            payload = decode(frames[2])
+        except (*_DECODE_ERRORS, UnicodeDecodeError):
+            self.skipped += 1
+            return None
+        parsed = parse_topic(topic)
+        valid = env.v == PROTOCOL_VERSION and bool(env.node) and env.seq >= 0 and env.boot >= 0
+        if parsed is None or not valid or not isinstance(payload, list):
+            self.skipped += 1
+            return None
+        if parsed[0] is TopicKind.HEARTBEAT:
+            return None
+        return topic, parsed[0], env, payload
+
+
+def _event_span(records: list[dict[str, Any]], received_ns: int) -> tuple[int, int]:
+    """Earliest and latest record time in seconds (the receive time when none is valid)."""
+    stamps = to_ns_array([r.get("timestamp") for r in records])
+    stamps = stamps[stamps != INVALID_NS]
+    if not stamps.size:
+        second = received_ns // 1_000_000_000
+        return second, second
+    first = int(np.min(stamps)) // 1_000_000_000
+    last = -(-int(np.max(stamps)) // 1_000_000_000)
+    return min(first, _MAX_SECONDS), min(last, _MAX_SECONDS)

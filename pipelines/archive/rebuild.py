@@ -1,0 +1,156 @@
+"""Recompute the rollups of a time range from the archive, replacing what is stored.
+
+The range is widened to whole hours (the `_1h` tables hold whole hours, so a
+part of an hour cannot be replaced on its own). Then:
+
+1. every archived message with a record in the range is read (by its event
+   span, so late records count) and run through the same Ingestor and rollup
+   code as a worker, with the keys the archive hashed read back as the same
+   hashes (ArchivedKeyHasher) and the receive time as the clock;
+2. the partial rows of windows inside the range are kept (a message may
+   also hold records of windows outside it);
+3. the state rows of the range are deleted, and the recomputed rows inserted.
+
+Only the event-time rollups (traffic, rate_limit_hits, token_churn,
+config_changes) are rebuilt; ingest_health and ingest_rejections describe
+what the firehose delivered at the time and are not in the archive.
+
+The archive must cover the range: rebuilding a range that starts before the
+archive's first message would replace complete windows with partial ones, so
+it is refused unless `force` is given. Run it for ranges no worker is still
+writing to (with embedded ClickHouse, stop the worker: chDB has one process
+per data directory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from typing import Final
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.archive.sanitize import ArchivedKeyHasher
+from pipelines.archive.timerange import TimeRange, format_instant
+from pipelines.errors import PipelineError
+from pipelines.firehose.protocol import ENCODING_MSGPACK, PROTOCOL_VERSION
+from pipelines.ingest import Ingestor
+from pipelines.rollups import compute
+from pipelines.runners.local import build_ingestor
+from pipelines.settings import FirehoseSettings, WorkerSettings
+from pipelines.wal.flusher import ReceiveClock
+from sinks.clickhouse.archive import ArchivedMessage, EventsArchive
+from sinks.clickhouse.contract import WINDOW_COLUMN
+from sinks.clickhouse.replace import delete_windows
+from sinks.clickhouse.sink import ClickHouseSink
+
+log = logging.getLogger(__name__)
+
+EVENT_TIME_ROLLUPS: Final = ("traffic", "rate_limit_hits", "token_churn", "config_changes")
+
+
+class RebuildError(PipelineError):
+    pass
+
+
+@dataclasses.dataclass(slots=True)
+class RebuildSummary:
+    from_s: int
+    to_s: int
+    messages: int = 0
+    records: int = 0
+    rows_deleted: int = 0
+    rows_written: int = 0
+
+
+def events_overlapping(from_s: int, to_s: int) -> str:
+    return f"last_event >= toDateTime({int(from_s)}) AND first_event < toDateTime({int(to_s)})"
+
+
+class Rebuilder:
+    def __init__(
+        self,
+        sink: ClickHouseSink,
+        archive: EventsArchive,
+        firehose: FirehoseSettings,
+        worker: WorkerSettings,
+    ) -> None:
+        self.sink = sink
+        self.archive = archive
+        self.firehose = firehose
+        self.worker = worker
+        self._envelope = msgspec.msgpack.Encoder()
+
+    def run(self, span: TimeRange, *, force: bool = False) -> RebuildSummary:
+        from_s, to_s = span.hours()
+        summary = RebuildSummary(from_s, to_s)
+        self._check_coverage(from_s, force=force)
+        partials = self._recompute(summary)
+        summary.rows_deleted = delete_windows(self.sink, EVENT_TIME_ROLLUPS, from_s, to_s)
+        token = f"rebuild-{uuid.uuid4().hex}"
+        for name, table in partials.items():
+            summary.rows_written += self.sink.write({name: table}, token)
+        log.info(
+            "rebuilt from=%s to=%s messages=%d records=%d state_rows_deleted=%d partial_rows_written=%d",
+            format_instant(from_s * 1_000_000_000),
+            format_instant(to_s * 1_000_000_000),
+            summary.messages,
+            summary.records,
+            summary.rows_deleted,
+            summary.rows_written,
+        )
+        return summary
+
+    def _check_coverage(self, from_s: int, *, force: bool) -> None:
+        span = self.archive.span()
+        if span is None:
+            msg = "the archive is empty: nothing to rebuild from (is --archive on in the workers?)"
+            raise RebuildError(msg)
+        if span[0] > from_s * 1_000_000_000 and not force:
+            msg = (
+                f"the archive starts at {format_instant(span[0])}, after the range start "
+                f"{format_instant(from_s * 1_000_000_000)}: rebuilding would replace complete windows "
+                "with partial ones (use --force to do it anyway)"
+            )
+            raise RebuildError(msg)
+
+    def _recompute(self, summary: RebuildSummary) -> dict[str, pa.Table]:
+        clock = ReceiveClock()
+        salt = self.worker.key_hash_salt.get_secret_value().encode()
+        ingestor = build_ingestor(self.firehose, self.worker, clock=clock, hasher=ArchivedKeyHasher(salt))
+        kept: dict[str, list[pa.Table]] = {name: [] for name in EVENT_TIME_ROLLUPS}
+        for chunk in self.archive.messages(events_overlapping(summary.from_s, summary.to_s)):
+            for message in chunk:
+                clock.now_ns = message.received_ns
+                ingestor.ingest(self._frames(message), message.received_ns)
+                summary.messages += 1
+            self._take(ingestor, summary, kept)
+        return {name: pa.concat_tables(tables) for name, tables in kept.items() if tables}
+
+    def _take(self, ingestor: Ingestor, summary: RebuildSummary, kept: dict[str, list[pa.Table]]) -> None:
+        batch = ingestor.take()
+        summary.records += batch.records
+        for name, table in compute(batch).items():
+            if name not in kept or table.num_rows == 0:
+                continue
+            window = table.column(WINDOW_COLUMN)
+            inside = pc.and_(
+                pc.greater_equal(window, pa.scalar(summary.from_s, window.type)),
+                pc.less(window, pa.scalar(summary.to_s, window.type)),
+            )
+            kept[name].append(table.filter(inside))
+
+    def _frames(self, message: ArchivedMessage) -> list[bytes]:
+        envelope = {
+            "v": PROTOCOL_VERSION,
+            "node": message.node,
+            "boot": message.boot,
+            "seq": message.seq,
+            "sent": message.received_ns,
+            "count": message.records,
+            "enc": ENCODING_MSGPACK,
+        }
+        return [message.topic.encode("ascii"), self._envelope.encode(envelope), message.payload]

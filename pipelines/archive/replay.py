@@ -1,0 +1,104 @@
+"""Re-publish archived messages on a firehose, for debugging or to feed another environment.
+
+Messages are sent in the order they were received, under the replay's own
+identity: each original node `n` becomes node `<prefix>n` with a fresh boot,
+numbered from seq 0, so a worker receiving a replay accounts for it (loss,
+duplicates) like any publisher, and never mistakes it for the original
+node's messages. Records are the archived ones: API keys arrive hashed
+(`h:<hex>`), which the receiving worker hashes again, so distinct counts stay
+exact. The replay sends heartbeats for its nodes while it runs.
+
+Delivery: PUB/SUB, at most once; a receiver that falls behind by more than
+the high-water marks loses messages and counts them as lost_messages. Pace
+with `rate` (messages per second) when the receiver is slower than the archive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import Final
+
+import msgspec
+
+from pipelines.archive.timerange import TimeRange
+from pipelines.firehose.protocol import MAX_NODE_BYTES
+from pipelines.firehose.publisher import FirehosePublisher
+from sinks.clickhouse.archive import ArchivedMessage, EventsArchive
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NODE_PREFIX: Final = "replay-"
+
+
+@dataclasses.dataclass(slots=True)
+class ReplaySummary:
+    messages: int = 0
+    records: int = 0
+    nodes: int = 0
+    seconds: float = 0.0
+
+
+def received_between(span: TimeRange) -> str:
+    return (
+        f"received >= fromUnixTimestamp64Nano({int(span.start_ns)}, 'UTC') "
+        f"AND received < fromUnixTimestamp64Nano({int(span.end_ns)}, 'UTC')"
+    )
+
+
+def replay_node(prefix: str, node: str) -> str:
+    """The replay's node for an original node, within the protocol's 128-byte limit."""
+    name = (prefix + node).encode()[:MAX_NODE_BYTES]
+    return name.decode(errors="ignore")
+
+
+class Replayer:
+    def __init__(
+        self,
+        archive: EventsArchive,
+        publisher: FirehosePublisher,
+        *,
+        node_prefix: str = DEFAULT_NODE_PREFIX,
+        rate: float = 0.0,
+    ) -> None:
+        self.archive = archive
+        self.publisher = publisher
+        self.node_prefix = node_prefix
+        self.rate = rate
+        self.summary = ReplaySummary()
+        self._decoder = msgspec.msgpack.Decoder()
+
+    def run(self, span: TimeRange, stop: threading.Event | None = None) -> ReplaySummary:
+        started = time.monotonic()
+        for chunk in self.archive.messages(received_between(span)):
+            for message in chunk:
+                if stop is not None and stop.is_set():
+                    return self._done(started)
+                self._publish(message)
+                self._pace(started)
+        self.publisher.maybe_heartbeat()
+        return self._done(started)
+
+    def _publish(self, message: ArchivedMessage) -> None:
+        node = replay_node(self.node_prefix, message.node)
+        if node not in self.publisher.nodes:
+            self.publisher.add_node(node)
+            self.summary.nodes += 1
+        records = self._decoder.decode(message.payload)
+        self.publisher.publish(message.topic, records, node=node)
+        self.summary.messages += 1
+        self.summary.records += len(records)
+
+    def _pace(self, started: float) -> None:
+        self.publisher.maybe_heartbeat()
+        if self.rate <= 0:
+            return
+        ahead = self.summary.messages / self.rate - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+
+    def _done(self, started: float) -> ReplaySummary:
+        self.summary.seconds = time.monotonic() - started
+        return self.summary

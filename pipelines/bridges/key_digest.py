@@ -1,0 +1,57 @@
+"""API keys as the bridges publish them: a keyed digest, never the raw key.
+
+Tyk's event metadata carries raw keys (and analytics do too when the gateway
+runs with `hash_keys: false`). A bridge replaces every key by
+`kd1:<32 hex digits>`, a 128-bit keyed BLAKE2b of the key, before anything
+leaves its process. Workers then hash that string again (pipelines.keys) for
+their distinct counts; since the digest is a fixed one-to-one function of the
+key (collisions at 128 bits are out of reach), distinct counts are unchanged.
+
+What this means for consistency:
+- every bridge feeding one database must use the same `--key-salt`
+  (TYKPULSE_KEY_SALT), or the same key counts once per salt;
+- a publisher other than the bridges that sends events for the same keys must
+  publish `KeyDigester(salt).digest(key)` too, not the raw key, or a key seen
+  by both is counted twice;
+- digesting is idempotent: a value that already is a digest (`kd1:` + 32 hex)
+  is passed through, so bridges can be chained;
+- an empty key stays empty (keyless APIs carry no key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Final
+
+KEY_DIGEST_PREFIX: Final = "kd1:"
+_PERSON: Final = b"tykpulse-keydig1"  # BLAKE2b personalisation: separates this use of the salt
+_DIGEST_BYTES: Final = 16
+_IS_DIGEST: Final = re.compile(r"kd1:[0-9a-f]{32}")
+_CACHE_LIMIT: Final = 1_000_000
+
+
+class KeyDigester:
+    def __init__(self, salt: bytes = b"") -> None:
+        if len(salt) > 64:
+            msg = "key salt must be at most 64 bytes"
+            raise ValueError(msg)
+        self._salt = salt
+        self._cache: dict[str, str] = {}
+
+    def digest(self, key: str) -> str:
+        if not key:
+            return ""
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        if _IS_DIGEST.fullmatch(key):
+            value = key
+        else:
+            raw = key.encode("utf-8", "surrogatepass")
+            h = hashlib.blake2b(raw, digest_size=_DIGEST_BYTES, key=self._salt, person=_PERSON)
+            value = KEY_DIGEST_PREFIX + h.hexdigest()
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = value
+        return value

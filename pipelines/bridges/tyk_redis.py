@@ -1,0 +1,266 @@
+"""`tykpulse bridge tyk`: drain Tyk's analytics lists and notifications onto the firehose.
+
+One thread, one loop: move a batch out of the analytics lists (atomically, into
+processing lists), decode and publish it, release it from the processing lists
+`release_delay_ms` later; listen for cluster notifications while idle; send
+heartbeats.
+
+Delivery guarantee (docs/tyk.md has the table):
+- Redis -> firehose: **at least once**. An element leaves Tyk's list only
+  inside the move script, which parks it in a processing list; it is released
+  from there only after its batch was handed to ZeroMQ *and* `release_delay_ms`
+  passed. The delay is what covers the last step: `send` only queues a message
+  for ZeroMQ's I/O thread, and a process killed before that thread wrote it to
+  the kernel loses it (the crash test saw this with no delay). A crash at any
+  point leaves the unreleased batches in Redis; the next run's first move
+  returns them and publishes them again.
+- Duplicates: only after a crash (or a lost Redis connection, handled like a
+  restart): the republished records are at most the batch in flight plus what
+  was handed to ZeroMQ during the last `release_delay_ms`. They go out under a
+  new envelope `boot` (or as new sequence numbers), so a worker counts them
+  again.
+- No subscriber, no drain: while nobody subscribes to `tyk.analytics`, records
+  stay in Redis (where Tyk's TTL, 60 s by default, still applies).
+- Undecodable elements are counted, logged once and dropped with their batch.
+- Notifications: at most once (Redis pub/sub). While no worker subscribes to
+  `tyk.notice.`, up to `max_held_notices` are held in memory (oldest dropped
+  first, counted) and published when one does.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import redis
+
+from pipelines.bridges.faults import FaultInjector
+from pipelines.bridges.publishing import BridgePublisher
+from pipelines.bridges.tyk_lists import ENCODING_PROTOBUF, AnalyticsListStore, HeldBatch
+from pipelines.bridges.tyk_notifications import Notice, NotificationListener, notice_from_wire
+from pipelines.bridges.tyk_protobuf import decode_protobuf
+from pipelines.bridges.tyk_records import FirehoseConverter, TykAnalyticsRecord, decode_msgpack
+from pipelines.errors import TykDecodeError
+from pipelines.firehose.protocol import NOTICE_PREFIX, TOPIC_ANALYTICS
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S: Final = 10.0
+_DECODERS: Final[dict[str, Callable[[bytes], TykAnalyticsRecord]]] = {
+    "msgpack": decode_msgpack,
+    ENCODING_PROTOBUF: decode_protobuf,
+}
+
+# Named points of a cycle, for fault injection (pipelines.bridges.faults).
+AFTER_MOVE: Final = "after_move"
+AFTER_PUBLISH: Final = "after_publish"
+AFTER_RELEASE: Final = "after_release"
+
+
+@dataclasses.dataclass(slots=True)
+class BridgeStats:
+    moved: int = 0
+    recovered: int = 0
+    published: int = 0
+    undecodable: int = 0
+    notices: int = 0
+    bad_notices: int = 0
+    dropped_notices: int = 0
+    redis_errors: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DrainConfig:
+    batch: int = 2000
+    message_records: int = 500
+    poll_interval_s: float = 0.2
+    release_delay_ms: int = 250
+    max_held_notices: int = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublishedBatch:
+    """Published at `published_ns`; its elements are the first `count` of each processing list."""
+
+    published_ns: int
+    parked: list[tuple[str, int]]
+
+
+class TykRedisBridge:
+    def __init__(
+        self,
+        store: AnalyticsListStore,
+        publisher: BridgePublisher,
+        converter: FirehoseConverter,
+        *,
+        config: DrainConfig | None = None,
+        notifications: NotificationListener | None = None,
+        faults: FaultInjector | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.converter = converter
+        self.config = config or DrainConfig()
+        self.notifications = notifications
+        self.faults = faults or FaultInjector()
+        self.clock = clock
+        self.stats = BridgeStats()
+        self._waiting_logged = False
+        self._held: collections.deque[Notice] = collections.deque()
+        self._unreleased: collections.deque[PublishedBatch] = collections.deque()
+        self._recover = True  # the first move of a run (and after a Redis error) takes what is parked
+
+    def run(self, stop: threading.Event) -> BridgeStats:
+        """Drain until `stop` is set; Redis errors are logged and retried with backoff."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self.step(stop)
+            except redis.RedisError as exc:
+                self.stats.redis_errors += 1
+                # A reply lost with the connection leaves our view of the processing lists unsure:
+                # start over from what Redis holds, like a restart (republishing what is parked).
+                self._recover = True
+                self._unreleased.clear()
+                log.warning("redis error=%s; retrying in %.1fs", exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            else:
+                backoff = 0.5
+        self.finish()
+        return self.stats
+
+    def finish(self) -> None:
+        """On a clean stop: let ZeroMQ write what was published, then release it from Redis."""
+        if not self._unreleased:
+            return
+        wait_ns = self._unreleased[-1].published_ns + self.config.release_delay_ms * 1_000_000 - self.clock()
+        time.sleep(max(0, wait_ns) / 1e9)
+        try:
+            self.release_due(self.clock())
+        except redis.RedisError as exc:
+            log.warning("redis error=%s at shutdown: the next run republishes what is parked", exc)
+
+    def step(self, stop: threading.Event) -> int:
+        """One cycle: heartbeat, drain one batch when someone listens, then notices. Returns records moved."""
+        self.publisher.maybe_heartbeat()
+        moved = 0
+        if self.publisher.has_subscriber(TOPIC_ANALYTICS):
+            if self._waiting_logged:
+                log.info("firehose subscriber present: draining")
+                self._waiting_logged = False
+            moved = self.drain_once(stop)
+        elif not self._waiting_logged:
+            log.warning("no firehose subscriber for %s: leaving records in Redis", TOPIC_ANALYTICS)
+            self._waiting_logged = True
+        self.release_due(self.clock())
+        busy = moved >= self.config.batch
+        self.forward_notifications(0 if busy else self._idle_wait_s(), stop)
+        return moved
+
+    def _idle_wait_s(self) -> float:
+        wait = self.config.poll_interval_s
+        if self._unreleased:
+            due_ns = self._unreleased[0].published_ns + self.config.release_delay_ms * 1_000_000
+            wait = min(wait, max(0.0, (due_ns - self.clock()) / 1e9))
+        return wait
+
+    def release_due(self, now_ns: int) -> None:
+        """Release, oldest first, the batches published at least release_delay_ms ago."""
+        horizon = now_ns - self.config.release_delay_ms * 1_000_000
+        due: list[tuple[str, int]] = []
+        while self._unreleased and self._unreleased[0].published_ns <= horizon:
+            due.extend(self._unreleased.popleft().parked)
+        if due:
+            self.store.release(due)
+            self.faults.reach(AFTER_RELEASE)
+
+    def drain_once(self, stop: threading.Event) -> int:
+        """Move and publish one batch (released later); returns the number of new records moved."""
+        held = self.store.move(self.config.batch, recover=self._recover)
+        self._recover = False
+        if not held:
+            return 0
+        self.faults.reach(AFTER_MOVE)
+        moved = sum(b.moved for b in held)
+        recovered = sum(b.recovered for b in held)
+        self.stats.moved += moved
+        if recovered:
+            self.stats.recovered += recovered
+            log.warning(
+                "republishing records=%d left in processing lists by an earlier run (they may have been "
+                "published before it stopped)",
+                recovered,
+            )
+        if not self._publish(held, stop):
+            log.info("stopped while waiting for subscribers: batch stays in its processing lists")
+            return moved
+        parked = [(b.source.processing, len(b.elements)) for b in held]
+        self._unreleased.append(PublishedBatch(self.clock(), parked))
+        self.faults.reach(AFTER_PUBLISH)
+        return moved
+
+    def _publish(self, held: Sequence[HeldBatch], stop: threading.Event) -> bool:
+        records = self._convert(held)
+        size = self.config.message_records
+        for start in range(0, len(records), size):
+            chunk = records[start : start + size]
+            if not self.publisher.publish(TOPIC_ANALYTICS, chunk, stop):
+                return False
+            self.stats.published += len(chunk)
+        return True
+
+    def _convert(self, held: Sequence[HeldBatch]) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        for batch in held:
+            decode = _DECODERS[batch.source.encoding]
+            for element in batch.elements:
+                try:
+                    records.append(self.converter.convert(decode(element)))
+                except TykDecodeError as exc:
+                    self._undecodable(batch.source.key, exc)
+        return records
+
+    def _undecodable(self, key: str, exc: TykDecodeError) -> None:
+        self.stats.undecodable += 1
+        if self.stats.undecodable == 1 or self.stats.undecodable % 10_000 == 0:
+            log.warning("undecodable element key=%s count=%d error=%s", key, self.stats.undecodable, exc)
+
+    def forward_notifications(self, timeout_s: float, stop: threading.Event) -> None:
+        if self.notifications is None:
+            stop.wait(timeout_s)
+            return
+        for data in self.notifications.poll(timeout_s):
+            notice = notice_from_wire(data, self.clock())
+            if isinstance(notice, Notice):
+                self._hold(notice)
+            else:
+                self.stats.bad_notices += 1
+                log.warning("dropped notification count=%d reason=%s", self.stats.bad_notices, notice)
+        if self._held and self.publisher.has_subscriber(NOTICE_PREFIX):
+            self._publish_notices(stop)
+
+    def _hold(self, notice: Notice) -> None:
+        if len(self._held) >= self.config.max_held_notices:
+            self._held.popleft()
+            self.stats.dropped_notices += 1
+            if self.stats.dropped_notices == 1 or self.stats.dropped_notices % 1000 == 0:
+                log.warning(
+                    "no notice subscriber: dropped oldest held notices=%d", self.stats.dropped_notices
+                )
+        self._held.append(notice)
+
+    def _publish_notices(self, stop: threading.Event) -> None:
+        by_topic: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        while self._held:
+            notice = self._held.popleft()
+            by_topic[notice.topic].append(notice.record)
+        for topic, records in by_topic.items():
+            if self.publisher.publish(topic, records, stop):
+                self.stats.notices += len(records)

@@ -1,0 +1,265 @@
+"""`tykpulse bridge tyk-webhook`: the HTTP receiver for Tyk's webhook event handler.
+
+asyncio + h11 (a sans-I/O HTTP/1.1 parser): keep-alive and pipelined requests
+on any number of connections, as Go's HTTP client (one per event, sharing a
+connection pool) sends them. The event loop only parses, checks and queues;
+publishing runs on one dedicated thread, the only one touching the ZeroMQ
+socket, so a slow firehose never stalls the HTTP side.
+
+Routes: `POST|PUT|PATCH <path>` (default /tyk/events) accepts one event;
+`GET /healthz` is 200 while a worker subscribes to `tyk.event.`, else 503;
+`GET /stats` returns the counters.
+
+Answers: 200 accepted; 400 body not an event (`bad_body`, `bad_event`); 401
+wrong or missing shared secret; 413 body too large; 503 no worker subscribed
+(the event would be dropped: Tyk logs the failure). Tyk never retries a
+webhook, so delivery from Tyk is at most once; from the receiver on, an
+accepted event is published within `flush_ms` unless the process dies first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import hmac
+import json
+import logging
+import threading
+import time
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit
+
+import h11
+
+from pipelines.bridges.key_digest import KeyDigester
+from pipelines.bridges.publishing import BridgePublisher
+from pipelines.bridges.tyk_webhook import WebhookEvent, webhook_event
+from pipelines.errors import ConfigurationError
+from pipelines.firehose.protocol import EVENT_PREFIX
+from pipelines.settings import TykWebhookSettings
+
+log = logging.getLogger(__name__)
+
+_IDLE_TIMEOUT_S: Final = 120.0
+_TICK_S: Final = 0.1
+_SHUTDOWN_DRAIN_S: Final = 10.0
+_ACCEPT_METHODS: Final = frozenset({b"POST", b"PUT", b"PATCH"})
+
+
+@dataclasses.dataclass(slots=True)
+class WebhookStats:
+    accepted: int = 0
+    published: int = 0
+    rejected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "published": self.published, "rejected": dict(self.rejected)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+
+
+class WebhookReceiver:
+    """Request handling and batching; everything that is not socket I/O."""
+
+    def __init__(self, settings: TykWebhookSettings, publisher: BridgePublisher) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.digester = KeyDigester(settings.key_salt.get_secret_value().encode())
+        self.secret = settings.secret.get_secret_value().encode()
+        self.secret_header = settings.secret_header.lower().encode()
+        self.stats = WebhookStats()
+        self.listening = False
+        self.pending: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        self.pending_count = 0
+        self.abandon = threading.Event()
+        # One thread owns the ZeroMQ socket: every publish, heartbeat and subscription read.
+        self.zmq_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tyk-webhook-zmq")
+
+    def handle(self, request: h11.Request, body: bytes, too_large: bool) -> Reply:
+        target = urlsplit(request.target.decode("latin-1"))
+        if request.method == b"GET" and target.path in ("/healthz", "/stats"):
+            if target.path == "/stats":
+                return Reply(200, self.stats.as_dict())
+            return Reply(200 if self.listening else 503, {"subscribed": self.listening})
+        if target.path != self.settings.path:
+            return self._reject(404, "not_found", target.path)
+        if request.method not in _ACCEPT_METHODS:
+            return self._reject(405, "method", request.method.decode("latin-1"))
+        if self.secret and not self._authorised(request):
+            return self._reject(401, "unauthorized", "missing or wrong shared secret")
+        if too_large:
+            return self._reject(413, "too_large", f"body over {self.settings.max_body_bytes} bytes")
+        if not self.listening:
+            return self._reject(503, "no_subscriber", f"no firehose subscriber for {EVENT_PREFIX}")
+        query = dict(parse_qsl(target.query))
+        result = webhook_event(body, query, time.time_ns(), self.digester)
+        if not isinstance(result, WebhookEvent):
+            return self._reject(400, result.reason, result.detail)
+        self.stats.accepted += 1
+        self.pending[result.topic].append(result.record)
+        self.pending_count += 1
+        return Reply(200, {"accepted": 1})
+
+    def _authorised(self, request: h11.Request) -> bool:
+        given = [value for name, value in request.headers if name == self.secret_header]
+        return len(given) == 1 and hmac.compare_digest(given[0], self.secret)
+
+    def _reject(self, status: int, reason: str, detail: str) -> Reply:
+        self.stats.rejected[reason] += 1
+        if self.stats.rejected[reason] == 1:
+            log.warning(
+                "webhook rejected status=%d reason=%s detail=%s (counted from now on)", status, reason, detail
+            )
+        return Reply(status, {"rejected": reason, "detail": detail})
+
+    # ------------------------------------------------------------------ publishing (zmq thread)
+
+    def take_pending(self) -> dict[str, list[dict[str, Any]]]:
+        pending, self.pending = self.pending, collections.defaultdict(list)
+        self.pending_count = 0
+        return pending
+
+    def publish(self, pending: dict[str, list[dict[str, Any]]]) -> None:
+        size = self.settings.message_records
+        for topic, records in pending.items():
+            for start in range(0, len(records), size):
+                chunk = records[start : start + size]
+                if self.publisher.publish(topic, chunk, self.abandon):
+                    self.stats.published += len(chunk)
+                else:
+                    self.stats.rejected["abandoned_at_shutdown"] += len(chunk)
+
+    def tick(self) -> bool:
+        self.publisher.maybe_heartbeat()
+        return self.publisher.has_subscriber(EVENT_PREFIX)
+
+
+class WebhookServer:
+    """The asyncio side: connections, the flush timer, the tick that tracks subscribers."""
+
+    def __init__(self, receiver: WebhookReceiver, host: str, port: int) -> None:
+        self.receiver = receiver
+        self.host, self.port = host, port
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._publishing: list[asyncio.Future[None]] = []
+
+    async def run(self, stop: threading.Event) -> None:
+        self.loop = asyncio.get_running_loop()
+        server = await asyncio.start_server(self._connection, self.host, self.port, backlog=4096)
+        log.info("tyk webhook listening on http://%s:%d%s", self.host, self.port, self.receiver.settings.path)
+        try:
+            while not stop.is_set():
+                self.receiver.listening = await self.loop.run_in_executor(
+                    self.receiver.zmq_thread, self.receiver.tick
+                )
+                self._publishing = [f for f in self._publishing if not f.done()]
+                await asyncio.sleep(_TICK_S)
+        finally:
+            server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+            self._flush()
+            await self._drain_publishing()
+
+    async def _drain_publishing(self) -> None:
+        if not self._publishing:
+            return
+        _done, not_done = await asyncio.wait(self._publishing, timeout=_SHUTDOWN_DRAIN_S)
+        if not_done:
+            self.receiver.abandon.set()
+            await asyncio.wait(not_done)
+
+    def _schedule_flush(self) -> None:
+        if self.receiver.pending_count >= self.receiver.settings.message_records:
+            self._flush()
+        elif self._flush_handle is None and self.loop is not None:
+            self._flush_handle = self.loop.call_later(self.receiver.settings.flush_ms / 1000, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self.receiver.pending_count and self.loop is not None:
+            pending = self.receiver.take_pending()
+            future = self.loop.run_in_executor(self.receiver.zmq_thread, self.receiver.publish, pending)
+            self._publishing.append(future)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        try:
+            await self._serve(conn, reader, writer)
+        except h11.RemoteProtocolError as exc:
+            self.receiver.stats.rejected["bad_http"] += 1
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                with contextlib.suppress(h11.LocalProtocolError, ConnectionError):
+                    await self._send(conn, writer, Reply(exc.error_status_hint, {"rejected": "bad_http"}))
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 2.0)
+
+    async def _serve(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        request: h11.Request | None = None
+        body = bytearray()
+        too_large = False
+        limit = self.receiver.settings.max_body_bytes
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await asyncio.wait_for(reader.read(65_536), _IDLE_TIMEOUT_S))
+            elif isinstance(event, h11.Request):
+                request, body, too_large = event, bytearray(), False
+            elif isinstance(event, h11.Data):
+                too_large = too_large or len(body) + len(event.data) > limit
+                if not too_large:
+                    body += event.data
+            elif isinstance(event, h11.EndOfMessage) and request is not None:
+                reply = self.receiver.handle(request, bytes(body), too_large)
+                if reply.status == 200 and "accepted" in reply.body:
+                    self._schedule_flush()
+                await self._send(conn, writer, reply)
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+            else:  # ConnectionClosed, or PAUSED (cannot happen: each cycle is answered before the next)
+                return
+
+    @staticmethod
+    async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        payload = json.dumps(reply.body).encode()
+        headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
+        writer.write(conn.send(h11.Response(status_code=reply.status, headers=headers)) or b"")
+        writer.write(conn.send(h11.Data(data=payload)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await writer.drain()
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        msg = f"--listen must be HOST:PORT, got {listen!r}"
+        raise ConfigurationError(msg)
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 (":8089" means every interface)
+
+
+def serve(settings: TykWebhookSettings, publisher: BridgePublisher, stop: threading.Event) -> WebhookStats:
+    """Run the receiver until `stop` is set; publishes what was accepted before returning."""
+    host, port = parse_listen(settings.listen)
+    receiver = WebhookReceiver(settings, publisher)
+    try:
+        asyncio.run(WebhookServer(receiver, host, port).run(stop))
+    finally:
+        receiver.zmq_thread.shutdown(wait=True)
+    return receiver.stats

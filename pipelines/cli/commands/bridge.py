@@ -1,0 +1,168 @@
+"""tykpulse bridge: feed the firehose from a real Tyk (Redis, webhooks); carry it to Kafka."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+import click
+import redis
+import zmq
+
+from pipelines.bridges.faults import FaultInjector
+from pipelines.bridges.key_digest import KeyDigester
+from pipelines.bridges.publishing import BridgePublisher
+from pipelines.bridges.tyk_lists import AnalyticsListStore, analytics_lists
+from pipelines.bridges.tyk_notifications import NotificationListener
+from pipelines.bridges.tyk_records import FirehoseConverter
+from pipelines.bridges.tyk_redis import DrainConfig, TykRedisBridge
+from pipelines.bridges.tyk_webhook_server import serve
+from pipelines.cli.curve import curve_session
+from pipelines.cli.options import pass_settings, settings_options
+from pipelines.cli.signals import stop_on_signals
+from pipelines.errors import ConfigurationError
+from pipelines.firehose.publisher import FirehosePublisher
+from pipelines.security.curve import CurveSession
+from pipelines.settings import CurveSettings, PublisherSettings, TykBridgeSettings, TykWebhookSettings
+
+log = logging.getLogger(__name__)
+
+PUBLISH_FLAGS: dict[str, str | tuple[str, ...]] = {"connect": ("--publish", "--connect")}
+
+
+@click.group("bridge")
+def group() -> None:
+    """Bridges between the firehose and other systems.
+
+    \b
+      tykpulse bridge tyk           analytics lists + cluster notifications from Tyk's Redis
+      tykpulse bridge tyk-webhook   gateway events from Tyk's webhook event handler
+      tykpulse bridge kafka         the firehose -> a Kafka topic, for the Faust workers
+
+    --publish ENDPOINT connects to a proxy's frontend or a worker bound with @;
+    --publish @tcp://*:PORT binds. See docs/tyk.md.
+    """
+
+
+def _publisher(settings: PublisherSettings, curve: CurveSession | None) -> BridgePublisher:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    publisher = FirehosePublisher(
+        context,
+        settings.endpoints(),
+        node=settings.node,
+        encoding=settings.encoding,
+        sndhwm=settings.sndhwm,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        curve=curve,
+    )
+    return BridgePublisher(publisher)
+
+
+def _redis_location(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"  # never the password
+
+
+@group.command("tyk")
+@settings_options(PublisherSettings, flags=PUBLISH_FLAGS)
+@settings_options(TykBridgeSettings, exclude=("fault_injection",))
+@settings_options(CurveSettings)
+@pass_settings(PublisherSettings, TykBridgeSettings, CurveSettings)
+def tyk(
+    publisher_settings: PublisherSettings, settings: TykBridgeSettings, curve_settings: CurveSettings
+) -> None:
+    """Drain Tyk's analytics lists and notifications from Redis onto the firehose.
+
+    Replaces Tyk Pump for the analytics lists (or feeds a Pump through
+    --pump-copy-prefix). Records are moved atomically into processing lists,
+    published, and released --release-delay-ms later: at least once; after a
+    crash the parked records are published again (duplicates at most the batch
+    in flight plus the last release delay's worth). Nothing is drained while no
+    worker subscribes.
+    """
+    stop = stop_on_signals()
+    try:
+        faults = FaultInjector(settings.fault_injection)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    url = settings.redis.get_secret_value()
+    client = redis.Redis.from_url(url, socket_timeout=30, health_check_interval=30)
+    curve = curve_session(zmq.Context.instance(), curve_settings)
+    publisher = _publisher(publisher_settings, curve)
+    listener = NotificationListener(client, settings.channel) if settings.notifications else None
+    store = AnalyticsListStore(
+        client,
+        analytics_lists(settings.key_prefix, settings.bridge_id, settings.pump_copy_prefix),
+        copy_ttl_s=settings.pump_copy_ttl_s,
+    )
+    bridge = TykRedisBridge(
+        store,
+        publisher,
+        FirehoseConverter(KeyDigester(settings.key_salt.get_secret_value().encode())),
+        config=DrainConfig(
+            settings.batch, settings.message_records, settings.poll_interval_s, settings.release_delay_ms
+        ),
+        notifications=listener,
+        faults=faults,
+    )
+    log.info(
+        "tyk bridge redis=%s publishing=%s node=%s batch=%d notifications=%s pump_copy_prefix=%r",
+        _redis_location(url),
+        publisher.publisher.addresses,
+        publisher_settings.node,
+        settings.batch,
+        settings.notifications,
+        settings.pump_copy_prefix,
+    )
+    try:
+        stats = bridge.run(stop)
+    finally:
+        if listener is not None:
+            listener.close()
+        client.close()
+        publisher.close()
+        if curve is not None:
+            curve.close()
+    log.info(
+        "tyk bridge done moved=%d published=%d recovered=%d undecodable=%d notices=%d bad_notices=%d "
+        "dropped_notices=%d redis_errors=%d",
+        stats.moved,
+        stats.published,
+        stats.recovered,
+        stats.undecodable,
+        stats.notices,
+        stats.bad_notices,
+        stats.dropped_notices,
+        stats.redis_errors,
+    )
+
+
+@group.command("tyk-webhook")
+@settings_options(PublisherSettings, flags=PUBLISH_FLAGS)
+@settings_options(TykWebhookSettings)
+@settings_options(CurveSettings)
+@pass_settings(PublisherSettings, TykWebhookSettings, CurveSettings)
+def tyk_webhook(
+    publisher_settings: PublisherSettings, settings: TykWebhookSettings, curve_settings: CurveSettings
+) -> None:
+    """Receive Tyk's event-handler webhooks and publish each event as tyk.event.<Name>.
+
+    Point Tyk's eh_web_hook_handler at http://HOST:PORT/tyk/events?org_id=..&api_id=..
+    with the template shipped in pipelines/bridges/templates (see docs/tyk.md).
+    Keys are digested before they leave this process.
+    """
+    stop = stop_on_signals()
+    curve = curve_session(zmq.Context.instance(), curve_settings)
+    publisher = _publisher(publisher_settings, curve)
+    try:
+        stats = serve(settings, publisher, stop)
+    finally:
+        publisher.close()
+        if curve is not None:
+            curve.close()
+    log.info(
+        "tyk webhook done accepted=%d published=%d rejected=%s",
+        stats.accepted,
+        stats.published,
+        dict(stats.rejected),
+    )

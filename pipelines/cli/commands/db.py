@@ -1,0 +1,82 @@
+"""tykpulse db: the embedded database, served to other processes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from pipelines.cli.options import pass_settings, settings_options
+from pipelines.cli.signals import stop_on_signals
+from sinks.clickhouse.client import connect
+from sinks.clickhouse.contract import DATABASE
+from sinks.clickhouse.serve.server import ClickHouseHttpServer
+from sinks.clickhouse.serve.settings import ServeSettings
+from sinks.clickhouse.settings import DEFAULT_EMBEDDED_PATH, ClickHouseSettings
+from sinks.clickhouse.sink import apply_schema
+from sinks.errors import SinkError
+
+log = logging.getLogger(__name__)
+
+
+@click.group("db")
+def group() -> None:
+    """The embedded ClickHouse database (chDB)."""
+
+
+def _apply_schema(path: Path, database: str) -> None:
+    client = connect(ClickHouseSettings(clickhouse_dsn=f"chdb://{path}"))
+    try:
+        apply_schema(client, database)
+    finally:
+        client.close()
+
+
+@group.command("serve")
+@click.option(
+    "--path",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_EMBEDDED_PATH,
+    show_default=True,
+    envvar="TYKPULSE_DB_PATH",
+    show_envvar=True,
+    help="Directory of the embedded database.",
+)
+@click.option(
+    "--schema/--no-schema",
+    "with_schema",
+    default=True,
+    show_default=True,
+    help="Create or update the rollup tables and views before serving.",
+)
+@click.option("--database", default=DATABASE, show_default=True, help="Database of the rollups.")
+@settings_options(ServeSettings, flags={"serve_listen": "--listen"})
+@pass_settings(ServeSettings)
+def serve(settings: ServeSettings, path: Path, with_schema: bool, database: str) -> None:
+    """Own the embedded database and serve it over ClickHouse's HTTP interface.
+
+    Several writers (workers with --clickhouse http://WRITER:PASSWORD@HOST:PORT)
+    and any number of readers (notebooks, Grafana, alert rules) then share one
+    embedded database, which chDB otherwise locks to a single process. Readers
+    use the read-only user (--reader-user, `default` without a password unless
+    set); writing needs --writer-user/--writer-password. Runs until SIGINT/SIGTERM.
+    """
+    if not settings.enabled:
+        msg = "--listen is off: nothing to serve"
+        raise click.UsageError(msg)
+    stop = stop_on_signals()
+    server = ClickHouseHttpServer(path, settings)
+    try:
+        server.start()
+        if with_schema:
+            _apply_schema(path, database)
+    except SinkError as exc:
+        server.close()
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"tykpulse db serve: {server.url} (database {server.engine.connection_string})", err=True)
+    try:
+        stop.wait()
+    finally:
+        server.close()
+    log.info("db serve stopped")

@@ -1,0 +1,62 @@
+"""tykpulse replay: re-publish archived messages on a firehose."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+import zmq
+
+from pipelines.archive.replay import Replayer
+from pipelines.archive.timerange import TimeRange, format_instant
+from pipelines.cli.options import pass_settings, settings_options
+from pipelines.cli.signals import stop_on_signals
+from pipelines.errors import PipelineError
+from pipelines.firehose.endpoints import parse_endpoint
+from pipelines.firehose.publisher import FirehosePublisher
+from pipelines.settings import ReplaySettings
+from sinks.clickhouse.archive import EventsArchive
+from sinks.clickhouse.settings import ClickHouseSettings
+from sinks.clickhouse.sink import ClickHouseSink
+from sinks.errors import SinkError
+
+log = logging.getLogger(__name__)
+
+
+@click.command("replay")
+@click.option(
+    "--from", "start", required=True, help="First receive time: ISO 8601 (UTC by default) or unix s."
+)
+@click.option("--to", "end", required=True, help="End of the range (exclusive), same forms as --from.")
+@settings_options(ReplaySettings)
+@settings_options(ClickHouseSettings, flags={"clickhouse_dsn": "--clickhouse"})
+@pass_settings(ReplaySettings, ClickHouseSettings)
+def command(replay: ReplaySettings, clickhouse: ClickHouseSettings, start: str, end: str) -> None:
+    """Re-publish the archived messages received in [--from, --to) on --publish.
+
+    Messages go out in receive order under the replay's own nodes
+    (<node-prefix><original node>, new boot, seq from 0), with API keys as the
+    archive holds them (hashed). Needs workers that ran with --archive; with
+    embedded ClickHouse, stop the worker first (one process per data directory).
+    """
+    stop = stop_on_signals()
+    sink = ClickHouseSink(clickhouse)
+    publisher = None
+    try:
+        span = TimeRange.parse(start, end)
+        publisher = FirehosePublisher(zmq.Context.instance(), [parse_endpoint(e) for e in replay.publish])
+        if replay.wait_subscribers_s and not publisher.wait_for_subscribers(replay.wait_subscribers_s):
+            log.warning("no subscriber after %.1fs; publishing anyway", replay.wait_subscribers_s)
+        replayer = Replayer(EventsArchive(sink), publisher, node_prefix=replay.node_prefix, rate=replay.rate)
+        summary = replayer.run(span, stop)
+    except (SinkError, PipelineError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        if publisher is not None:
+            publisher.close()
+        sink.close()
+    click.echo(
+        f"replayed {summary.messages} messages ({summary.records} records) of {summary.nodes} nodes "
+        f"received {format_instant(span.start_ns)} .. {format_instant(span.end_ns)} "
+        f"in {summary.seconds:.1f}s"
+    )

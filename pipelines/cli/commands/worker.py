@@ -1,0 +1,60 @@
+"""tykpulse worker: a Faust worker over the bridge's Kafka topic (pipelines.runners.faust_app)."""
+
+from __future__ import annotations
+
+import click
+
+from pipelines.cli.options import pass_settings, settings_options
+from pipelines.errors import ConfigurationError
+from pipelines.settings import (
+    FaustWorkerSettings,
+    FirehoseSettings,
+    KafkaSettings,
+    NoticeSettings,
+    WorkerSettings,
+)
+from sinks.clickhouse.settings import ClickHouseSettings
+
+KAFKA_FLAGS = {"kafka_bootstrap": "--kafka", "kafka_topic": "--topic"}
+CLICKHOUSE_FLAGS = {"clickhouse_dsn": "--clickhouse"}
+
+
+@click.command("worker")
+@settings_options(KafkaSettings, flags=KAFKA_FLAGS)
+@settings_options(FaustWorkerSettings)
+@settings_options(WorkerSettings, exclude=("drain_timeout_s", "max_pending_flushes"))
+@settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS)
+@settings_options(FirehoseSettings, exclude=("firehose", "topics", "rcvhwm"))
+@settings_options(NoticeSettings)
+@pass_settings(
+    KafkaSettings, FaustWorkerSettings, WorkerSettings, ClickHouseSettings, FirehoseSettings, NoticeSettings
+)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    kafka: KafkaSettings,
+    faust_settings: FaustWorkerSettings,
+    worker: WorkerSettings,
+    clickhouse: ClickHouseSettings,
+    firehose: FirehoseSettings,
+    notices: NoticeSettings,
+) -> None:
+    """Consume the bridge's topic in a consumer group and write rollups to ClickHouse.
+
+    Run several (on one host with distinct --web-port): Kafka spreads the
+    topic's partitions over them and moves a dead worker's partitions to the
+    others. Each flush covers an exact offset range and is recorded in
+    ClickHouse with its rollups, so a partition resumes where ClickHouse says,
+    and nothing is counted twice or lost (docs/scaling.md). The same app runs
+    with `faust -A pipelines.runners.faust_app worker`. SIGTERM stops cleanly.
+    """
+    import faust  # deferred: Faust takes a while to import and only this command needs it
+
+    from pipelines.runners.faust_app import create_app
+
+    try:
+        app = create_app(kafka, faust_settings, worker, clickhouse, firehose, notices)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    level = ctx.find_root().params.get("log_level") or "info"
+    faust.Worker(app, loglevel=level).execute_from_commandline()

@@ -1,0 +1,156 @@
+"""Which publishers are live: heartbeats, last receipt and staleness, per (node, boot).
+
+Fed once per flush with the batch the flush took (accepted messages and
+heartbeats) and checked on every flush tick, even when nothing arrived. A
+publisher incarnation silent for STALE_FACTOR times the heartbeat interval it
+promised turns stale (logged once) and live again when it is heard. An older
+incarnation of a node that restarted is superseded: forgotten once it would
+have gone stale, without a stale line, since its node is alive.
+
+Memory is bounded: incarnations silent for `retention_s` are forgotten, and
+beyond `max_publishers` the longest-silent ones go first. `on_forget` lets
+the sequence tracker forget them too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+import polars as pl
+
+from pipelines.windows.batch import Batch
+from sinks.clickhouse.contract import DEFAULT_INTERVAL_MS, STALE_FACTOR
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_S: Final = 3600.0
+DEFAULT_MAX_PUBLISHERS: Final = 10_000
+
+
+@dataclasses.dataclass(slots=True)
+class PublisherState:
+    node: str
+    boot: int
+    first_seen_ns: int
+    last_seen_ns: int
+    interval_ms: int = DEFAULT_INTERVAL_MS
+    messages: int = 0
+    lost: int = 0
+    stale: bool = False
+    superseded: bool = False
+
+    def silent_ns(self, now_ns: int) -> int:
+        return max(0, now_ns - self.last_seen_ns)
+
+    def is_overdue(self, now_ns: int) -> bool:
+        return self.silent_ns(now_ns) > STALE_FACTOR * self.interval_ms * 1_000_000
+
+
+class PublisherLiveness:
+    def __init__(
+        self,
+        *,
+        retention_s: float = DEFAULT_RETENTION_S,
+        max_publishers: int = DEFAULT_MAX_PUBLISHERS,
+        clock: Callable[[], int] = time.time_ns,
+        on_forget: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.retention_ns = int(retention_s * 1e9)
+        self.max_publishers = max_publishers
+        self.clock = clock
+        self.on_forget = on_forget
+        self._by_key: dict[tuple[str, int], PublisherState] = {}
+        self._newest_boot: dict[str, int] = {}
+
+    def update(self, batch: Batch) -> None:
+        """Fold in the accepted messages and heartbeats of one batch."""
+        if batch.messages.height:
+            seen = batch.messages.group_by("node_id", "boot").agg(
+                first=pl.col("received_ns").min(),
+                last=pl.col("received_ns").max(),
+                messages=pl.len(),
+                lost=pl.col("lost").sum(),
+            )
+            for node, boot, first, last, messages, lost in seen.iter_rows():
+                self._heard(node, boot, first, last, messages, lost)
+        if batch.heartbeats.height:
+            intervals = batch.heartbeats.group_by("node_id").agg(pl.col("interval_ms").last())
+            for node, interval_ms in intervals.iter_rows():
+                state = self._by_key.get((node, self._newest_boot.get(node, -1)))
+                if state is not None:
+                    state.interval_ms = interval_ms
+
+    def _heard(self, node: str, boot: int, first: int, last: int, messages: int, lost: int) -> None:
+        state = self._by_key.get((node, boot))
+        if state is None:
+            state = self._by_key[(node, boot)] = PublisherState(node, boot, first, last)
+            previous = self._newest_boot.get(node)
+            if previous is not None and previous != boot:
+                log.info("publisher restarted node=%s boot=%d previous_boot=%d", node, boot, previous)
+            else:
+                log.info("publisher first heard node=%s boot=%d", node, boot)
+        state.last_seen_ns = max(state.last_seen_ns, last)
+        state.first_seen_ns = min(state.first_seen_ns, first)
+        state.messages += messages
+        state.lost += lost
+        if boot >= self._newest_boot.get(node, -1):
+            self._supersede(node, boot)
+        if state.stale:
+            state.stale = False
+            log.warning("publisher live again node=%s boot=%d", node, boot)
+
+    def _supersede(self, node: str, boot: int) -> None:
+        old = self._newest_boot.get(node)
+        self._newest_boot[node] = boot
+        if old is not None and old != boot and (node, old) in self._by_key:
+            self._by_key[(node, old)].superseded = True
+
+    def check(self, now_ns: int | None = None) -> list[PublisherState]:
+        """Mark overdue publishers stale (logging each once); forget what retention drops."""
+        now = self.clock() if now_ns is None else now_ns
+        turned = []
+        forget = []
+        for key, state in self._by_key.items():
+            if not state.is_overdue(now):
+                continue
+            if state.superseded or state.silent_ns(now) > self.retention_ns:
+                forget.append(key)
+            elif not state.stale:
+                state.stale = True
+                turned.append(state)
+                log.warning(
+                    "publisher stale node=%s boot=%d silent_s=%.1f interval_ms=%d",
+                    state.node,
+                    state.boot,
+                    state.silent_ns(now) / 1e9,
+                    state.interval_ms,
+                )
+        overflow = len(self._by_key) - len(forget) - self.max_publishers
+        if overflow > 0:
+            going = set(forget)
+            kept = sorted(
+                (s for k, s in self._by_key.items() if k not in going), key=lambda s: s.last_seen_ns
+            )
+            forget += [(s.node, s.boot) for s in kept[:overflow]]
+        for key in forget:
+            self._forget(key)
+        return turned
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        state = self._by_key.pop(key, None)
+        if state is None:
+            return
+        if self._newest_boot.get(state.node) == state.boot:
+            del self._newest_boot[state.node]
+        if self.on_forget is not None:
+            self.on_forget(state.node, state.boot)
+
+    def publishers(self) -> list[PublisherState]:
+        return sorted(self._by_key.values(), key=lambda s: (s.node, s.boot))
+
+    def __len__(self) -> int:
+        return len(self._by_key)

@@ -1,0 +1,1 @@
+"""Watching a worker: metrics, rate-limited logs, the health and status endpoint."""

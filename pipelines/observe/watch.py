@@ -1,0 +1,146 @@
+"""WorkerWatch: what a runner reports as it flushes, and what metrics, /healthz and status read.
+
+A runner calls tick() on every flush tick (publisher staleness is decided
+there, even when nothing arrives), took() with every batch, wrote() or
+failed() per sink write and settled() at the end of every tick. The watch
+owns the publisher liveness tracker and the Prometheus metrics; it never
+touches the hot receive path (it reads the Ingestor's running totals).
+
+Health: a worker is healthy while it has had nothing unwritten within the
+last `healthy_flush_age_s` (an idle firehose is healthy; a sink that keeps
+failing is not).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from pipelines.firehose.liveness import PublisherLiveness, PublisherState
+from pipelines.ingest import Ingestor
+from pipelines.observe.metrics import WorkerMetrics
+from pipelines.windows.batch import Batch
+from sinks.errors import SinkError, SinkRejectedError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEALTHY_FLUSH_AGE_S: Final = 30.0
+
+
+class WorkerWatch:
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        *,
+        liveness: PublisherLiveness | None = None,
+        healthy_flush_age_s: float = DEFAULT_HEALTHY_FLUSH_AGE_S,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.ingestor = ingestor
+        self.clock = clock
+        self.liveness = liveness or PublisherLiveness(clock=clock, on_forget=ingestor.sequences.forget)
+        self.healthy_flush_age_s = healthy_flush_age_s
+        # Set by the runner when a write-ahead log is in use (DurableFlusher.readings).
+        self.wal_readings: Callable[[], dict[str, float]] | None = None
+        self.metrics = WorkerMetrics(self)
+        self.receiver_paused = 0
+        self.pending_flushes = 0
+        self.last_write: dict[str, Any] = {}
+        self._started = time.monotonic()
+        self._last_ok = time.monotonic()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ runner side
+    def tick(self) -> None:
+        with self._lock:
+            self.liveness.check()
+
+    def took(self, batch: Batch) -> None:
+        with self._lock:
+            self.liveness.update(batch)
+
+    def paused(self) -> None:
+        self.receiver_paused += 1
+
+    def wrote(self, seconds: float, rows: int) -> None:
+        self.metrics.flush_seconds.observe(seconds)
+        self.metrics.flushes.labels("written").inc()
+        self.metrics.rows_written.inc(rows)
+        self.last_write = {"at": time.time(), "ok": True, "seconds": round(seconds, 4), "rows": rows}
+
+    def failed(self, error: SinkError) -> None:
+        rejected = isinstance(error, SinkRejectedError)
+        self.metrics.sink_errors.labels("rejected" if rejected else "unavailable").inc()
+        self.metrics.flushes.labels("dropped" if rejected else "retry").inc()
+        self.last_write = {"at": time.time(), "ok": False, "error": str(error)[:300]}
+
+    def settled(self, pending_flushes: int) -> None:
+        """End of a flush tick: how many flushes are still unwritten."""
+        self.pending_flushes = pending_flushes
+        if pending_flushes == 0:
+            self._last_ok = time.monotonic()
+
+    # ------------------------------------------------------------------ reader side
+    def totals(self) -> dict[str, int]:
+        stats = self.ingestor.stats
+        return {
+            "messages": stats.messages,
+            "records": stats.records,
+            "lost": stats.lost,
+            "duplicates": stats.duplicates,
+            "receiver_paused": self.receiver_paused,
+            "queue_depth": self.ingestor.pending_records,
+            "queue_capacity": self.ingestor.max_pending_records,
+            "pending_flushes": self.pending_flushes,
+        }
+
+    def wal(self) -> dict[str, float]:
+        return self.wal_readings() if self.wal_readings is not None else {}
+
+    def rejected(self) -> dict[str, int]:
+        return dict(self.ingestor.stats.rejected)
+
+    def publisher_states(self) -> list[PublisherState]:
+        with self._lock:
+            return self.liveness.publishers()
+
+    def now_ns(self) -> int:
+        return self.clock()
+
+    def last_ok_age_s(self) -> float:
+        return time.monotonic() - self._last_ok
+
+    def health(self) -> tuple[bool, str]:
+        age = self.last_ok_age_s()
+        if age <= self.healthy_flush_age_s:
+            return True, f"ok: everything written {age:.1f}s ago"
+        return False, f"unhealthy: flushes unwritten for {age:.1f}s (limit {self.healthy_flush_age_s:.0f}s)"
+
+    def status(self) -> dict[str, Any]:
+        """Everything `tykpulse status` prints, as plain JSON-able values."""
+        now = self.clock()
+        healthy, detail = self.health()
+        return {
+            "healthy": healthy,
+            "detail": detail,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "totals": self.totals(),
+            "rejected": self.rejected(),
+            "last_write": self.last_write,
+            "wal": self.wal(),
+            "publishers": [
+                {
+                    "node": s.node,
+                    "boot": s.boot,
+                    "state": "stale" if s.stale else "live",
+                    "last_seen_age_s": round(s.silent_ns(now) / 1e9, 3),
+                    "interval_ms": s.interval_ms,
+                    "messages": s.messages,
+                    "lost": s.lost,
+                }
+                for s in self.publisher_states()
+            ],
+        }

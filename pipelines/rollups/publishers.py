@@ -1,0 +1,31 @@
+"""publishers: one partial row per publisher incarnation (node, boot) heard in a batch.
+
+First and last receipt, the heartbeat interval it promised (0 when this batch
+has no heartbeat from it) and the messages accepted and lost. The registry
+merges them with min/max/sum, so every flush of every worker folds into one
+row per incarnation, and the view decides live or stale from last_seen.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+from pipelines.rollups.arrow import to_input_table
+from pipelines.windows.batch import Batch
+from sinks.clickhouse.contract import PUBLISHERS
+
+KEYS = ["node_id", "boot"]
+_MS = pl.Datetime("ms", "UTC")
+
+
+def rollup(batch: Batch) -> pa.Table:
+    seen = batch.messages.group_by(KEYS).agg(
+        first_seen=(pl.col("received_ns").min() // 1_000_000).cast(pl.Int64).cast(_MS),
+        last_seen=(pl.col("received_ns").max() // 1_000_000).cast(pl.Int64).cast(_MS),
+        messages=pl.len(),
+        lost_messages=pl.col("lost").sum(),
+    )
+    intervals = batch.heartbeats.group_by("node_id").agg(interval_ms=pl.col("interval_ms").max())
+    frame = seen.join(intervals, on="node_id", how="left").with_columns(pl.col("interval_ms").fill_null(0))
+    return to_input_table(frame, PUBLISHERS)

@@ -1,0 +1,338 @@
+"""The Faust runner: Kafka (the bridge's topic) -> the shared core -> ClickHouse.
+
+    tykpulse worker --kafka HOST:9092 --clickhouse http://writer:secret@db:8123
+    faust -A pipelines.runners.faust_app worker      # the same app, settings from TYKPULSE_* variables
+
+Workers form one consumer group over the topic's partitions. One agent
+takes records in chunks (`stream.take_events`, up to --take-max records or
+--flush-interval-s seconds) and hands each chunk to a worker thread that runs
+the same Ingestor / rollups / sink as the local runner, one PartitionProcessor
+per assigned partition, so the event loop keeps heartbeating while ClickHouse
+works. Chunk events are acknowledged only after their flushes landed.
+
+Exactly-once at the sink, without Faust's exactly_once (Kafka transactions):
+ClickHouse holds each partition's position (sinks.clickhouse.positions); on
+every assignment a worker claims each partition there, redoes the last
+recorded range with the same deduplication tokens, and resumes after it,
+seeking back if Kafka's committed offset is ahead. No Faust tables: all
+state a successor needs is in ClickHouse already.
+
+Faust's web server runs (--web-port); /tykpulse/status/ shows the assigned
+partitions, their next offsets and what was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import functools
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from pipelines.ingest import Ingestor, NoticeCheck
+from pipelines.runners.kafka_partition import Added, LogClock, PartitionProcessor
+from pipelines.runners.kafka_writer import FlushWriter
+from pipelines.runners.local import build_ingestor
+from pipelines.security.notices import notice_check
+from pipelines.settings import (
+    FaustWorkerSettings,
+    FirehoseSettings,
+    KafkaSettings,
+    NoticeSettings,
+    WorkerSettings,
+)
+from sinks.clickhouse.positions import PositionStore
+from sinks.clickhouse.settings import ClickHouseSettings
+from sinks.clickhouse.sink import ClickHouseSink
+from sinks.errors import SinkRejectedError, SinkUnavailableError
+
+log = logging.getLogger(__name__)
+
+Record = tuple[TP, int, int, bytes | None, Sequence[tuple[str, bytes]]]
+_CLAIM_RETRY_S = 1.0
+_STALL_S = 3.0
+_CLAIM_REFUSALS = 5
+
+
+class KafkaRollupRunner:
+    """The state of one worker process: its partitions, the sink and the thread that writes."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        faust_settings: FaustWorkerSettings,
+        worker: WorkerSettings,
+        clickhouse: ClickHouseSettings,
+        firehose: FirehoseSettings,
+        notice_check: NoticeCheck | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self.notice_check = notice_check
+        self.settings = faust_settings
+        self.worker = worker
+        self.firehose = firehose
+        self.owner = f"{socket.gethostname()}-{os.getpid()}"
+        self.sink = ClickHouseSink(clickhouse)
+        self.store = PositionStore(
+            lambda: self.sink.client,
+            clickhouse.clickhouse_database,
+            cluster=bool(clickhouse.clickhouse_cluster),
+        )
+        self.writer = FlushWriter(self.sink, self.store, retry_max_s=faust_settings.worker_retry_max_s)
+        self.processors: dict[TP, PartitionProcessor] = {}
+        # One thread does all ClickHouse work and owns the processors' state between awaits.
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tykpulse-flush")
+        self._schema_ready = False
+        # Cleared while partitions are being claimed: a chunk waits instead of skipping records
+        # of a partition whose processor does not exist yet (and acknowledging them unprocessed).
+        self.assignment_ready = asyncio.Event()
+        self.assignment_ready.set()
+
+    # -- building blocks ------------------------------------------------------------------
+
+    def make_ingestor(self, clock: LogClock) -> Ingestor:
+        return build_ingestor(self.firehose, self.worker, clock=clock, notice_check=self.notice_check)
+
+    async def in_thread(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+
+    # -- rebalance hooks ------------------------------------------------------------------
+
+    async def on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **_: Any) -> None:
+        """Faust calls this after the agent acknowledged (so finished) every chunk in flight."""
+        revoked: set[TP] = args[0]
+        for tp in revoked:
+            processor = self.processors.pop(tp, None)
+            if processor is not None:
+                processor.revoked = True
+        log.info("partitions revoked %s", sorted(tp.partition for tp in revoked))
+
+    async def on_assigned(self, sender: Any, /, *args: Any, signal: Any = None, **_: Any) -> None:
+        assigned: set[TP] = args[0]
+        mine = sorted(
+            (tp for tp in assigned if tp.topic == self.kafka.kafka_topic), key=lambda tp: tp.partition
+        )
+        fresh = [tp for tp in mine if tp not in self.processors]
+        for tp in set(self.processors) - set(mine):
+            self.processors.pop(tp).revoked = True
+        if not fresh:
+            return
+        self.assignment_ready.clear()
+        try:
+            earliest = await sender.consumer.earliest_offsets(*fresh)
+            for tp in fresh:
+                self.processors[tp] = await self.in_thread(self._claim, tp, earliest.get(tp) or 0)
+                await sender.consumer.seek(tp, self.processors[tp].next_offset)
+        finally:
+            self.assignment_ready.set()
+        log.info("partitions assigned %s", {tp.partition: self.processors[tp].next_offset for tp in fresh})
+
+    async def watchdog(self, app: Any) -> None:
+        """Seek a partition that has records past its next offset but gets none delivered.
+
+        Faust seeks to Kafka's committed offsets after an assignment, possibly after this
+        worker's own seek; when those are ahead of ClickHouse and nothing new arrives, no
+        record would ever reveal it. This timer does.
+        """
+        stalled = [
+            (tp, p) for tp, p in list(self.processors.items()) if p.idle_for() > _STALL_S and not p.revoked
+        ]
+        if not stalled:
+            return
+        ends = await app.consumer.highwaters(*(tp for tp, _ in stalled))
+        for tp, processor in stalled:
+            end = ends.get(tp)
+            if end is not None and end > processor.next_offset:
+                log.warning(
+                    "partition=%d idle with offsets %d-%d unread: seeking",
+                    tp.partition,
+                    processor.next_offset,
+                    end - 1,
+                )
+                processor.touch()
+                await app.consumer.seek(tp, processor.next_offset)
+
+    def _claim(self, tp: TP, earliest: int) -> PartitionProcessor:
+        """Claim `tp` in ClickHouse (retrying while it is unreachable) and build its processor."""
+        refused = 0
+        while True:
+            try:
+                if not self._schema_ready:
+                    self.sink.setup()
+                    self._schema_ready = True
+                position = self.store.claim(tp.topic, tp.partition, self.owner, start_offset=earliest)
+                break
+            except SinkUnavailableError as exc:
+                log.warning("cannot claim partition=%d yet: %s", tp.partition, exc)
+            except SinkRejectedError as exc:
+                # e.g. two workers replacing the same view at once on a server; give up only if it persists
+                refused += 1
+                if refused > _CLAIM_REFUSALS:
+                    raise
+                log.warning("claim of partition=%d refused, retrying: %s", tp.partition, exc)
+            time.sleep(_CLAIM_RETRY_S)
+        if position.first_offset < earliest:
+            resume = max(earliest, position.last_offset + 1)
+            log.error(
+                "partition=%d: offsets %d-%d left Kafka (retention) before they reached ClickHouse; "
+                "resuming at %d, their messages count as lost",
+                tp.partition,
+                position.first_offset,
+                earliest - 1,
+                resume,
+            )
+            position = dataclasses.replace(position, first_offset=resume, last_offset=resume - 1)
+        return PartitionProcessor(position, self.make_ingestor)
+
+    # -- the agent ------------------------------------------------------------------------
+
+    async def agent(self, stream: Any) -> Any:
+        async for events in stream.take_events(self.settings.take_max, within=self.worker.flush_interval_s):
+            await self.assignment_ready.wait()
+            records: list[Record] = [
+                (
+                    TP(ev.message.topic, ev.message.partition),
+                    ev.message.offset,
+                    round(ev.message.timestamp * 1000),
+                    ev.message.value,
+                    ev.message.headers or (),
+                )
+                for ev in events
+            ]
+            seeks: dict[TP, int] = await self.in_thread(self.process, records)
+            for tp, offset in seeks.items():
+                await stream.app.consumer.seek(tp, offset)
+            yield len(records)
+
+    def process(self, records: list[Record]) -> dict[TP, int]:
+        """Ingest a chunk and flush every partition that has something (runs in the writer thread)."""
+        seeks: dict[TP, int] = {}
+        for tp, offset, timestamp_ms, value, headers in records:
+            processor = self.processors.get(tp)
+            if processor is None or processor.revoked:
+                continue
+            added = processor.add(offset, timestamp_ms, value, list(headers))
+            if added is Added.SEEK:
+                seeks[tp] = processor.next_offset
+            elif processor.at_redo_end:
+                self._flush(processor)
+        for processor in list(self.processors.values()):
+            if processor.can_flush and not processor.revoked:
+                self._flush(processor)
+        return seeks
+
+    def _flush(self, processor: PartitionProcessor) -> None:
+        flush = processor.take_flush()
+        if not self.writer.write(flush, lambda: not processor.revoked):
+            processor.revoked = True  # another worker owns it now; stop feeding it
+
+    def status(self) -> dict[str, Any]:
+        stats = self.writer.stats
+        return {
+            "owner": self.owner,
+            "topic": self.kafka.kafka_topic,
+            "partitions": {
+                str(tp.partition): {"next_offset": p.next_offset, "claim": p.claimed.claim}
+                for tp, p in sorted(self.processors.items(), key=lambda item: item[0].partition)
+            },
+            "written": {
+                "flushes": stats.flushes,
+                "messages": stats.messages,
+                "records": stats.records,
+                "rows": stats.rows,
+                "retries": stats.retries,
+                "dropped": stats.dropped,
+            },
+        }
+
+    def close(self) -> None:
+        """Stop writing: the flush in progress finishes, nothing after it starts."""
+        for processor in self.processors.values():
+            processor.revoked = True
+        self.executor.shutdown(wait=True)
+        self.sink.close()
+
+
+def create_app(
+    kafka: KafkaSettings,
+    faust_settings: FaustWorkerSettings,
+    worker: WorkerSettings,
+    clickhouse: ClickHouseSettings,
+    firehose: FirehoseSettings,
+    notices: NoticeSettings | None = None,
+) -> faust.App:
+    """The Faust app; with a node secret or public key, notices are verified (else accepted, logged)."""
+    notices = notices or NoticeSettings()
+    check = notice_check(notices.node_secret.get_secret_value(), notices.notice_public_key)
+    runner = KafkaRollupRunner(kafka, faust_settings, worker, clickhouse, firehose, check)
+    session_ms = int(faust_settings.session_timeout_s * 1000)
+    app = faust.App(
+        faust_settings.kafka_group,
+        broker=[f"kafka://{host.strip()}" for host in kafka.kafka_bootstrap.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        autodiscover=False,
+        store="memory://",
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=faust_settings.session_timeout_s,
+        broker_heartbeat_interval=max(session_ms // 10, 100) / 1000,
+        web_enabled=True,
+        web_port=faust_settings.web_port,
+        web_bind=faust_settings.web_bind,
+        web_in_thread=False,
+    )
+    topic = app.topic(kafka.kafka_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+    app.agent(topic, name="tykpulse-rollups")(runner.agent)
+    app.on_partitions_revoked.connect(runner.on_revoked)
+    app.on_partitions_assigned.connect(runner.on_assigned)
+
+    async def watchdog() -> None:
+        await runner.watchdog(app)
+
+    app.timer(_STALL_S)(watchdog)
+
+    @app.page("/tykpulse/status/")
+    async def status(web: Any, request: Any) -> Any:
+        return web.json(runner.status())
+
+    async def shutdown(sender: Any, /, *_: Any, signal: Any = None, **__: Any) -> None:
+        runner.close()
+
+    app.on_before_shutdown.connect(shutdown)
+
+    app.tykpulse_runner = runner  # type: ignore[attr-defined]  # for tests and the worker command
+    return app
+
+
+def app_from_environment() -> faust.App:
+    """The app `faust -A pipelines.runners.faust_app worker` runs: every setting from TYKPULSE_*."""
+    return create_app(
+        KafkaSettings(),
+        FaustWorkerSettings(),
+        WorkerSettings(),
+        ClickHouseSettings(),
+        FirehoseSettings(),
+        NoticeSettings(),
+    )
+
+
+@functools.cache
+def _default_app() -> faust.App:
+    return app_from_environment()
+
+
+def __getattr__(name: str) -> Any:
+    # `faust -A` looks for a module attribute `app`; building it only then keeps this module
+    # free of environment reads at import.
+    if name == "app":
+        return _default_app()
+    raise AttributeError(name)

@@ -1,0 +1,164 @@
+"""One Kafka partition in a worker: records in offset order -> exact-range flushes.
+
+A PartitionProcessor owns an Ingestor of its own (sequence state is per
+partition, because records are keyed by node and a node's sequence lives in
+one partition). It is built from the Position a worker claimed in ClickHouse
+(sinks.clickhouse.positions) and makes every flush a pure function of the
+log: the same offset range, read from the same sequence state, gives the same
+partial rollups under the same token. Three things make that so:
+
+- receive time is the record's Kafka timestamp (when the bridge received the
+  message), not the worker's clock; the Ingestor's clock is that timestamp too;
+- the sequence state before each range is recorded with the range and
+  restored from it (pruned to the newest boot per node, in memory and in the
+  record alike);
+- a claimed, possibly half-written range is redone exactly: records are taken
+  up to its last offset and flushed there, before anything else.
+
+Records below the next expected offset already landed and are skipped;
+records above it mean Kafka's committed offset is ahead of ClickHouse, so the
+processor asks for a seek back and ignores records until the expected one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import pyarrow as pa
+
+from pipelines.firehose.kafka_record import to_frames
+from pipelines.firehose.sequence import SequenceTracker
+from pipelines.ingest import Ingestor
+from pipelines.rollups import compute
+from sinks.clickhouse.positions import Position, SequenceState
+
+log = logging.getLogger(__name__)
+
+
+class LogClock:
+    """The Ingestor's clock in a Kafka runner: the timestamp of the latest record ingested."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+class Added(enum.Enum):
+    ACCEPTED = "accepted"
+    SKIPPED = "skipped"  # already in ClickHouse
+    SEEK = "seek"  # Kafka delivered past the expected offset: seek back to next_offset
+    IGNORED = "ignored"  # past the expected offset while a seek is under way
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PartitionFlush:
+    """What one flush writes: the intent (position) first, then the partial rollups under its token."""
+
+    position: Position
+    partials: dict[str, pa.Table]
+    records: int
+    messages: int
+
+
+def snapshot(tracker: SequenceTracker) -> SequenceState:
+    """The tracker's state, newest boot per node only, sorted (the same state always looks the same)."""
+    newest: dict[str, tuple[int, int]] = {}
+    for p in tracker.publishers():
+        if p.node not in newest or p.boot > newest[p.node][0]:
+            newest[p.node] = (p.boot, p.last_seq)
+    nodes = tuple(sorted(newest))
+    return SequenceState(nodes, tuple(newest[n][0] for n in nodes), tuple(newest[n][1] for n in nodes))
+
+
+def restore(state: SequenceState) -> SequenceTracker:
+    tracker = SequenceTracker()
+    for node, boot, last_seq in zip(state.nodes, state.boots, state.last_seqs, strict=True):
+        tracker.restore(node, boot, last_seq)
+    return tracker
+
+
+class PartitionProcessor:
+    def __init__(self, claimed: Position, make_ingestor: Callable[[LogClock], Ingestor]) -> None:
+        self.claimed = claimed
+        self.clock = LogClock()
+        self.ingestor = make_ingestor(self.clock)
+        self.ingestor.sequences = restore(claimed.sequences_before)
+        self._before = claimed.sequences_before
+        self.next_offset = claimed.first_offset
+        # A claimed non-empty range may be half written: redo exactly it, first.
+        self.redo_until: int | None = None if claimed.is_empty else claimed.last_offset
+        self._first: int | None = None
+        self._last = -1
+        self._messages = 0
+        self._seeking = False
+        self.revoked = False
+        self._active_at = time.monotonic()
+
+    def touch(self) -> None:
+        self._active_at = time.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds since a record was accepted (or the processor was created or touched)."""
+        return time.monotonic() - self._active_at
+
+    @property
+    def label(self) -> str:
+        return f"{self.claimed.topic}[{self.claimed.partition}]"
+
+    def add(
+        self, offset: int, timestamp_ms: int, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> Added:
+        if offset < self.next_offset:
+            return Added.SKIPPED
+        if offset > self.next_offset:
+            if self._seeking:
+                return Added.IGNORED
+            self._seeking = True
+            log.warning(
+                "partition=%s delivered offset=%d, ClickHouse expects %d: seeking back",
+                self.label,
+                offset,
+                self.next_offset,
+            )
+            return Added.SEEK
+        self._seeking = False
+        self._active_at = time.monotonic()
+        received_ns = timestamp_ms * 1_000_000
+        self.clock.now_ns = received_ns
+        self.ingestor.ingest(to_frames(value, headers), received_ns=received_ns)
+        if self._first is None:
+            self._first = offset
+        self._last = offset
+        self._messages += 1
+        self.next_offset = offset + 1
+        return Added.ACCEPTED
+
+    @property
+    def at_redo_end(self) -> bool:
+        """The claimed range is complete: flush it now, before ingesting past it."""
+        return self.redo_until is not None and self._last >= self.redo_until
+
+    @property
+    def can_flush(self) -> bool:
+        return self._first is not None and (self.redo_until is None or self.at_redo_end)
+
+    def take_flush(self) -> PartitionFlush:
+        """Everything ingested since the last flush, as one exact-range flush (call when can_flush)."""
+        if self._first is None:
+            msg = f"{self.label}: nothing to flush"
+            raise ValueError(msg)
+        batch = self.ingestor.take()
+        position = dataclasses.replace(
+            self.claimed, first_offset=self._first, last_offset=self._last, sequences_before=self._before
+        )
+        flush = PartitionFlush(position, compute(batch), batch.records, self._messages)
+        self._before = snapshot(self.ingestor.sequences)
+        self.ingestor.sequences = restore(self._before)
+        self._first, self._messages, self.redo_until = None, 0, None
+        return flush

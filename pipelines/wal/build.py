@@ -1,0 +1,117 @@
+"""Build the durable flush path from settings (what `tykpulse run` uses)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pipelines.archive.output import EventsArchiveOutput
+from pipelines.ingest import NoticeCheck
+from pipelines.keys import KeyHasher
+from pipelines.runners.local import build_ingestor
+from pipelines.settings import ArchiveSettings, FirehoseSettings, WalSettings, WorkerSettings
+from pipelines.wal.checkpoint import Checkpoint, load_checkpoint, new_checkpoint
+from pipelines.wal.deadletter import DEAD_LETTER_FILE, DeadLetters
+from pipelines.wal.flusher import ArchiveOutput, DurableFlusher, ReceiveClock, RetryPolicy, RollupSink
+from pipelines.wal.format import list_segments
+from pipelines.wal.writer import FsyncPolicy, WalWriter
+from sinks.clickhouse.client import parse_dsn
+from sinks.clickhouse.settings import ClickHouseSettings
+from sinks.clickhouse.sink import ClickHouseSink
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WAL_DIR = Path("data") / "wal"
+
+
+def wal_directory(wal: WalSettings, clickhouse: ClickHouseSettings) -> Path:
+    """The configured directory, else `<path>.wal` beside an embedded ClickHouse, else data/wal.
+
+    Beside the embedded database by default, because a log belongs to the data it
+    feeds: a worker started on another database never drains a stranger's log.
+    """
+    if wal.wal_dir:
+        return Path(wal.wal_dir).expanduser().resolve()
+    embedded = parse_dsn(clickhouse.clickhouse_dsn).embedded_path
+    if embedded is not None:
+        return embedded.with_name(embedded.name + ".wal")
+    return DEFAULT_WAL_DIR.resolve()
+
+
+def resume_checkpoint(directory: Path) -> Checkpoint:
+    checkpoint = load_checkpoint(directory) if directory.exists() else None
+    if checkpoint is not None:
+        return checkpoint
+    checkpoint = new_checkpoint()
+    segments = list_segments(directory) if directory.exists() else []
+    if segments:
+        checkpoint.flushed = segments[0][0]
+        log.warning(
+            "WAL has segments but no checkpoint; everything in it is written again under a new id "
+            "dir=%s from=%d",
+            directory,
+            checkpoint.flushed,
+        )
+    return checkpoint
+
+
+def build_flusher(
+    firehose: FirehoseSettings,
+    worker: WorkerSettings,
+    wal: WalSettings,
+    sink: RollupSink,
+    *,
+    directory: Path,
+    archive: ArchiveOutput | None = None,
+    notice_check: NoticeCheck | None = None,
+) -> DurableFlusher:
+    clock = ReceiveClock()
+    writer = WalWriter(
+        directory,
+        fsync=FsyncPolicy(wal.wal_fsync),
+        fsync_interval_ms=wal.wal_fsync_interval_ms,
+        segment_bytes=wal.wal_segment_bytes,
+        max_bytes=wal.wal_max_bytes,
+        warn_fraction=wal.wal_warn_fraction,
+    )
+    return DurableFlusher(
+        writer,
+        resume_checkpoint(directory),
+        build_ingestor(firehose, worker, clock=clock, notice_check=notice_check),
+        clock,
+        sink,
+        retry=RetryPolicy(
+            initial_s=wal.sink_retry_initial_s,
+            max_s=wal.sink_retry_max_s,
+            refusals_before_dead_letter=wal.sink_refusals_before_dead_letter,
+            flush_max_bytes=wal.wal_flush_max_bytes,
+        ),
+        dead_letters=DeadLetters(directory / DEAD_LETTER_FILE),
+        archive=archive,
+    )
+
+
+def build_journal(
+    firehose: FirehoseSettings,
+    worker: WorkerSettings,
+    wal: WalSettings,
+    archive: ArchiveSettings,
+    clickhouse: ClickHouseSettings,
+    sink: ClickHouseSink,
+    *,
+    notice_check: NoticeCheck | None = None,
+) -> DurableFlusher:
+    """The flusher `tykpulse run` uses: log in wal_directory(), archive if enabled."""
+    output = None
+    if archive.archive:
+        hasher = KeyHasher(worker.key_hash_salt.get_secret_value().encode())
+        output = EventsArchiveOutput(sink, hasher, ttl_days=archive.archive_ttl_days)
+    return build_flusher(
+        firehose,
+        worker,
+        wal,
+        sink,
+        directory=wal_directory(wal, clickhouse),
+        archive=output,
+        notice_check=notice_check,
+    )

@@ -1,0 +1,168 @@
+"""The on-disk format of the write-ahead log: segment files of checksummed records.
+
+A segment file is named by the position of its first record (20 digits, so
+names sort in log order) and holds:
+
+    header   MAGIC (8 bytes) | first position (u64)
+    record*  body length (u32) | CRC-32 of body (u32) | body
+
+    body     position (u64) | receive time, unix ns (i64) | frame count (u16)
+             | (frame length (u32) | frame bytes) * frame count
+
+A position numbers records across all segments (0, 1, 2, ...), so a range of
+positions names the same messages in every process that reads the log. The
+CRC covers the whole body, so a record torn by a crash (short header, short
+body) or damaged on disk fails the check and is never returned as data.
+All integers are little-endian.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Final
+
+MAGIC: Final = b"TPWAL01\n"
+SEGMENT_SUFFIX: Final = ".wal"
+SEGMENT_HEADER: Final = struct.Struct("<8sQ")
+RECORD_HEADER: Final = struct.Struct("<II")
+BODY_HEADER: Final = struct.Struct("<QqH")
+FRAME_LENGTH: Final = struct.Struct("<I")
+# A record larger than this is taken as damage, not data (messages are limited to 16 MiB by default).
+MAX_BODY_BYTES: Final = 1 << 30
+MAX_FRAMES: Final = 0xFFFF
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WalRecord:
+    """One received message as the log holds it."""
+
+    position: int
+    received_ns: int
+    frames: list[bytes]
+    crc: int
+
+
+def segment_name(first_position: int) -> str:
+    return f"{first_position:020d}{SEGMENT_SUFFIX}"
+
+
+def segment_first_position(path: Path) -> int | None:
+    """The first position encoded in a segment's file name, or None if it is not a segment."""
+    stem = path.name.removesuffix(SEGMENT_SUFFIX)
+    if path.suffix != SEGMENT_SUFFIX or len(stem) != 20 or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """(first position, path) of every segment in the directory, in log order."""
+    found = []
+    for path in directory.iterdir():
+        first = segment_first_position(path)
+        if first is not None:
+            found.append((first, path))
+    return sorted(found)
+
+
+def segment_header(first_position: int) -> bytes:
+    return SEGMENT_HEADER.pack(MAGIC, first_position)
+
+
+def read_segment_header(data: bytes) -> int | None:
+    """The first position from a segment header, or None if the header is not ours."""
+    if len(data) < SEGMENT_HEADER.size:
+        return None
+    magic, first = SEGMENT_HEADER.unpack_from(data)
+    return int(first) if magic == MAGIC else None
+
+
+def encode_record(position: int, received_ns: int, frames: Sequence[bytes]) -> tuple[bytes, int]:
+    """The bytes of one record and its CRC."""
+    if len(frames) > MAX_FRAMES:
+        msg = f"a message has at most {MAX_FRAMES} frames, got {len(frames)}"
+        raise ValueError(msg)
+    parts = [BODY_HEADER.pack(position, received_ns, len(frames))]
+    for frame in frames:
+        parts.append(FRAME_LENGTH.pack(len(frame)))
+        parts.append(frame)
+    body = b"".join(parts)
+    crc = zlib.crc32(body)
+    return RECORD_HEADER.pack(len(body), crc) + body, crc
+
+
+class RecordError(ValueError):
+    """A record that is torn or damaged (its bytes cannot be trusted)."""
+
+
+class SegmentHeaderError(RecordError):
+    """A segment whose header is missing or not ours (e.g. torn while the file was created)."""
+
+
+def decode_body(body: bytes, crc: int) -> WalRecord:
+    position, received_ns, count = BODY_HEADER.unpack_from(body)
+    offset = BODY_HEADER.size
+    frames = []
+    for _ in range(count):
+        if offset + FRAME_LENGTH.size > len(body):
+            msg = "frame length past the end of the record"
+            raise RecordError(msg)
+        (length,) = FRAME_LENGTH.unpack_from(body, offset)
+        offset += FRAME_LENGTH.size
+        if offset + length > len(body):
+            msg = "frame past the end of the record"
+            raise RecordError(msg)
+        frames.append(body[offset : offset + length])
+        offset += length
+    if offset != len(body):
+        msg = "bytes after the last frame"
+        raise RecordError(msg)
+    return WalRecord(position, received_ns, frames, crc)
+
+
+def read_record(stream: IO[bytes]) -> WalRecord | None:
+    """The next record of a stream; None at a clean end; RecordError if torn or damaged."""
+    header = stream.read(RECORD_HEADER.size)
+    if not header:
+        return None
+    if len(header) < RECORD_HEADER.size:
+        msg = "torn record header"
+        raise RecordError(msg)
+    length, crc = RECORD_HEADER.unpack(header)
+    if length < BODY_HEADER.size or length > MAX_BODY_BYTES:
+        msg = f"implausible record length {length}"
+        raise RecordError(msg)
+    body = stream.read(length)
+    if len(body) < length:
+        msg = "torn record body"
+        raise RecordError(msg)
+    if zlib.crc32(body) != crc:
+        msg = "checksum mismatch"
+        raise RecordError(msg)
+    return decode_body(body, crc)
+
+
+def scan_segment(path: Path) -> Iterator[tuple[int, WalRecord | RecordError]]:
+    """(byte offset after the item, record or the error that ended the scan), in order.
+
+    Stops at the first torn or damaged record: nothing after it can be trusted
+    to be a record boundary.
+    """
+    with path.open("rb", buffering=1 << 20) as stream:
+        if read_segment_header(stream.read(SEGMENT_HEADER.size)) is None:
+            yield SEGMENT_HEADER.size, SegmentHeaderError("not a tykpulse WAL segment")
+            return
+        offset = SEGMENT_HEADER.size
+        while True:
+            try:
+                record = read_record(stream)
+            except RecordError as exc:
+                yield offset, exc
+                return
+            if record is None:
+                return
+            offset = stream.tell()
+            yield offset, record

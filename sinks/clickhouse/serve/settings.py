@@ -1,0 +1,70 @@
+"""Settings of the ClickHouse HTTP endpoint served over the embedded engine (prefix TYKPULSE_)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Final
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_LISTEN: Final = "127.0.0.1:8123"
+OFF: Final = frozenset({"", "off", "no", "none", "false", "0"})
+
+
+class ServeSettings(BaseSettings):
+    """Who may read and write the embedded database over ClickHouse's HTTP interface."""
+
+    model_config = SettingsConfigDict(env_prefix="TYKPULSE_", frozen=True, extra="ignore")
+
+    serve_listen: str = Field(
+        default=DEFAULT_LISTEN,
+        description="Serve ClickHouse's HTTP interface for the embedded database on HOST:PORT "
+        "('off' disables; only for chdb DSNs).",
+    )
+    serve_allow_remote: bool = Field(
+        default=False, description="Allow listening on an address other than loopback."
+    )
+    reader_user: str = Field(default="default", description="Name of the read-only user.")
+    reader_password: SecretStr = Field(
+        default=SecretStr(""), description="Password of the read-only user (empty: none needed)."
+    )
+    writer_user: str = Field(default="tykpulse", description="Name of the read-write user.")
+    writer_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the read-write user; while unset nobody can write through the endpoint.",
+    )
+    serve_max_sessions: int = Field(default=64, gt=0, description="Open HTTP sessions kept at most.")
+    serve_max_request_mb: int = Field(default=256, gt=0, description="Largest request body accepted, MiB.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.serve_listen.strip().lower() not in OFF
+
+    def address(self) -> tuple[str, int]:
+        """(host, port) to bind; raises ValueError for a malformed or forbidden address."""
+        host, sep, port = self.serve_listen.strip().rpartition(":")
+        if not sep or not port.isdigit():
+            msg = f"serve address must be HOST:PORT, got {self.serve_listen!r}"
+            raise ValueError(msg)
+        host = host.strip("[]") or "127.0.0.1"
+        if not self.serve_allow_remote and not is_loopback(host):
+            msg = (
+                f"refusing to serve on {host}: not a loopback address "
+                "(set --serve-allow-remote to expose the database)"
+            )
+            raise ValueError(msg)
+        return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)

@@ -1,0 +1,96 @@
+"""What a statement is, read from its text before the engine runs it.
+
+The engine enforces read-only users itself (`readonly=2` on their handles);
+this module adds what `readonly` does not cover in an embedded engine: table
+functions and clauses that reach files, URLs or other servers from the
+process that owns the database (`file()`, `url()`, `s3()`, `INTO OUTFILE`, ...).
+Those are refused for readers, so the read-only endpoint reads the rollups
+and nothing else on the host.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from sinks.clickhouse.serve.errors import ACCESS_DENIED, ServeError
+
+_LEADING_NOISE: Final = re.compile(rb"\A(?:\s+|--[^\n]*(?:\n|\Z)|#[^\n]*(?:\n|\Z)|/\*.*?\*/|\()*", re.DOTALL)
+_FIRST_WORD: Final = re.compile(rb"[A-Za-z]+")
+_TRAILING_FORMAT: Final = re.compile(rb"\bFORMAT\s+(\w+)\s*;?\s*\Z", re.IGNORECASE)
+_STRING_LITERAL: Final = re.compile(rb"'(?:[^'\\]|\\.|'')*'", re.DOTALL)
+
+RESULT_KEYWORDS: Final = frozenset(
+    {"SELECT", "WITH", "SHOW", "DESC", "DESCRIBE", "EXISTS", "EXPLAIN", "CHECK", "VALUES"}
+)
+# Statements that change the handle's own state; without a session they must
+# not leak into the next request that borrows the handle.
+STATEFUL_KEYWORDS: Final = frozenset({"SET", "USE"})
+
+_OUTSIDE_WORLD: Final = re.compile(
+    rb"\b(?:file|fileCluster|url|urlCluster|s3|s3Cluster|gcs|oss|cosn|hdfs|hdfsCluster|azureBlobStorage"
+    rb"|azureBlobStorageCluster|remote|remoteSecure|cluster|clusterAllReplicas|mysql|postgresql|sqlite"
+    rb"|jdbc|odbc|mongodb|redis|executable|python|input|iceberg\w*|deltaLake\w*|hudi\w*|arrowFlight"
+    rb"|ytsaurus|paimon\w*)\s*\(|\bINTO\s+OUTFILE\b|\bFROM\s+INFILE\b",
+    re.IGNORECASE,
+)
+
+
+_INSERT_FORMAT: Final = re.compile(rb"\A\s*INSERT\s+INTO\s.*?\bFORMAT\s+(\w+)", re.IGNORECASE | re.DOTALL)
+_SETTINGS_CLAUSE: Final = re.compile(rb"\bSETTINGS\b", re.IGNORECASE)
+_HEAD_BYTES: Final = 65536
+
+
+def split_insert_data(sql: bytes) -> tuple[bytes, bytes] | None:
+    """(`INSERT ... FROM INFILE {path} [SETTINGS ...] FORMAT x` template, data) for an INSERT
+    carrying its data after FORMAT; None for anything else.
+
+    chDB does not reliably read binary data inline in a query (Arrow bodies
+    arrive truncated), so the endpoint hands the data over as a file. As in
+    ClickHouse, the data starts after the first newline that follows the
+    format name, or after the whitespace when there is no newline.
+    """
+    match = _INSERT_FORMAT.match(sql[:_HEAD_BYTES])
+    if match is None:
+        return None
+    start = match.end()
+    while start < len(sql) and sql[start] in b" \t\r\n":
+        start += 1
+        if sql[start - 1] == ord("\n"):
+            break
+    if start >= len(sql):
+        return None
+    head = sql[: match.start(1)].rstrip()[: -len(b"FORMAT")].rstrip()
+    settings = _SETTINGS_CLAUSE.search(head)
+    table, clause = (head[: settings.start()], b" " + head[settings.start() :]) if settings else (head, b"")
+    return table.rstrip() + b" FROM INFILE {path}" + clause + b" FORMAT " + match.group(1), sql[start:]
+
+
+def first_keyword(sql: bytes) -> str:
+    head = _LEADING_NOISE.sub(b"", sql[:4096], count=1)
+    match = _FIRST_WORD.match(head)
+    return match.group(0).decode().upper() if match else ""
+
+
+def output_format(sql: bytes, default_format: str) -> str | None:
+    """The format a result-producing statement answers in; None for statements without a result."""
+    if first_keyword(sql) not in RESULT_KEYWORDS:
+        return None
+    match = _TRAILING_FORMAT.search(sql[-256:])
+    return match.group(1).decode() if match else default_format
+
+
+def changes_handle_state(sql: bytes) -> bool:
+    keyword = first_keyword(sql)
+    if keyword in STATEFUL_KEYWORDS:
+        return True
+    return keyword == "CREATE" and b"TEMPORARY" in sql[:256].upper()
+
+
+def check_reader_statement(sql: bytes) -> None:
+    """Refuse statements that reach outside the database (raises ServeError ACCESS_DENIED)."""
+    match = _OUTSIDE_WORLD.search(_STRING_LITERAL.sub(b"''", sql))
+    if match is not None:
+        what = match.group(0).decode(errors="replace").rstrip("( \t\n")
+        msg = f"{what} is not allowed for read-only users of tykpulse's endpoint"
+        raise ServeError(ACCESS_DENIED, msg)

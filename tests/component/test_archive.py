@@ -1,0 +1,243 @@
+"""The raw-event archive on the real engine: keys hashed, exactly once, and rebuild replaces a range.
+
+A workload spanning three hours goes through the durable flusher with the
+archive on. The rebuild tests then damage the stored rollups (a range counted
+twice, a window lost) and check that `rebuild` restores exactly what the live
+path wrote, inside the range only.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from pydantic import SecretStr
+
+from pipelines.archive.output import EventsArchiveOutput
+from pipelines.archive.rebuild import EVENT_TIME_ROLLUPS, Rebuilder, RebuildError
+from pipelines.archive.sanitize import ArchivedKeyHasher, hashed_key
+from pipelines.archive.timerange import TimeRange
+from pipelines.keys import KeyHasher
+from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
+from pipelines.simulate.verify import fetch_view
+from pipelines.wal.build import build_flusher
+from pipelines.wal.flusher import DurableFlusher
+from sinks.clickhouse.archive import ARCHIVE_TABLE, EventsArchive
+from sinks.clickhouse.sink import ClickHouseSink
+from tests.component.test_wal_flusher import drain
+from tests.helpers import analytics, event, message, notice
+
+pytestmark = pytest.mark.component
+
+SALT = "archive-salt"
+HOUR_NS = 3600 * 10**9
+MINUTE_NS = 60 * 10**9
+RAW = "rawkey"  # every raw key and credential in the workload contains this
+
+
+def first_hour_ns() -> int:
+    now = time.time_ns()
+    return now - now % HOUR_NS - 5 * HOUR_NS
+
+
+def workload(h0: int) -> list[list[bytes]]:
+    """Three hours of analytics, rate-limit events, notices and a heartbeat, from two nodes."""
+    out = []
+    seq = {"gw1": 0, "gw2": 0}
+
+    def add(node: str, topic: str, records: list[Any]) -> None:
+        out.append(message(topic, records, node=node, seq=seq[node]))
+        seq[node] += 1
+
+    for i in range(90):
+        node = "gw1" if i % 3 else "gw2"
+        ts = h0 + (i * 2) * MINUTE_NS + i * 1_000
+        late = ts - 50 * MINUTE_NS if i % 11 == 0 else ts
+        records = [
+            analytics(
+                late + j,
+                api=f"api{j % 3}",
+                code=(200, 429, 500)[j % 3],
+                key=f"{RAW}-{(i + j) % 17}",
+                latency=1 + (i * j) % 900,
+                raw_request=f"R0VUIC8gSFRUUC8xLjEKQXV0aG9yaXphdGlvbjoge{RAW}",
+                tags=[f"key-{RAW}-{j}", "org-org1"],
+            )
+            for j in range(5)
+        ]
+        add(node, "tyk.analytics", records)
+        limits = [event("RatelimitExceeded", ts, key=f"{RAW}-{(i * 7 + j) % 23}") for j in range(3)]
+        add(node, "tyk.event.RatelimitExceeded", limits)
+        if i % 10 == 0:
+            add(
+                "gw2",
+                "tyk.notice.KeySpaceUpdateNotification",
+                [notice("KeySpaceUpdateNotification", ts, f"{RAW}-1,{RAW}-2")],
+            )
+            add("gw2", "tyk.notice.ApiUpdated", [notice("ApiUpdated", ts, "api1")])
+            add("gw1", "tyk.heartbeat", [{"node": "gw1", "timestamp": ts, "interval_ms": 1000}])
+    return out
+
+
+def archiving_flusher(sink: ClickHouseSink, wal_dir: Path) -> DurableFlusher:
+    worker = WorkerSettings(key_hash_salt=SecretStr(SALT))
+    wal = WalSettings(wal_dir=str(wal_dir), sink_retry_initial_s=0.01, wal_flush_max_bytes=20_000)
+    archive = EventsArchiveOutput(sink, KeyHasher(SALT.encode()), ttl_days=7)
+    flusher = build_flusher(FirehoseSettings(), worker, wal, sink, directory=wal_dir, archive=archive)
+    flusher.open()
+    return flusher
+
+
+@pytest.fixture
+def archived(sink: ClickHouseSink, tmp_path: Path) -> dict[str, Any]:
+    """The workload written with the archive on; returns the first hour and the views as written."""
+    h0 = first_hour_ns()
+    messages = workload(h0)
+    flusher = archiving_flusher(sink, tmp_path / "wal")
+    for k, frames in enumerate(messages):
+        # Received when they were sent (hours ago), as a worker archiving all along would have.
+        assert flusher.writer.append(frames, h0 + k * (3 * HOUR_NS // len(messages)))
+    flusher.received()
+    drain(flusher)
+    flusher.close()
+    return {"h0": h0, "messages": messages, "views": views(sink)}
+
+
+def views(sink: ClickHouseSink) -> dict[str, list[dict[str, Any]]]:
+    names = [f"{r}_{g}" for r in EVENT_TIME_ROLLUPS for g in ("1m", "1h")]
+    return {v: sorted(fetch_view(sink.client, sink.database, v), key=repr) for v in names}
+
+
+def in_hour(rows: list[dict[str, Any]], hour_s: int, *, inside: bool = True) -> list[dict[str, Any]]:
+    return [r for r in rows if (hour_s <= r["window_start"] < hour_s + 3600) == inside]
+
+
+def test_the_archive_holds_every_message_once_without_a_raw_key(
+    sink: ClickHouseSink, archived: dict[str, Any]
+) -> None:
+    table = f"{sink.database}.{ARCHIVE_TABLE}"
+    heartbeats = sum(1 for m in archived["messages"] if m[0] == b"tyk.heartbeat")
+    assert sink.query_rows(f"SELECT count(), uniqExact(node, boot, seq) FROM {table}") == [
+        (len(archived["messages"]) - heartbeats, len(archived["messages"]) - heartbeats)
+    ]
+    rows = sink.client.query(f"SELECT payload FROM {table}", column_formats={"payload": "bytes"}).result_rows
+    assert rows
+    for (payload,) in rows:
+        assert RAW.encode() not in payload
+    hasher = KeyHasher(SALT.encode())
+    records = [r for (payload,) in rows for r in msgspec.msgpack.decode(payload)]
+    analytics_records = [r for r in records if "response_code" in r]
+    assert all("raw_request" not in r for r in analytics_records)
+    assert {r["api_key"] for r in analytics_records} == {hashed_key(hasher, f"{RAW}-{k}") for k in range(17)}
+    assert {t for r in analytics_records for t in r["tags"]} >= {
+        f"key-{hashed_key(hasher, f'{RAW}-0')}",
+        "org-org1",
+    }
+    keyspace = [r for r in records if r.get("command") == "KeySpaceUpdateNotification"]
+    assert keyspace
+    assert all(r["payload"].count("h:") == 2 and r["signature"] == "" for r in keyspace)
+    ttl = sink.query_rows(
+        f"SELECT engine_full FROM system.tables "
+        f"WHERE database = '{sink.database}' AND name = '{ARCHIVE_TABLE}'"
+    )
+    assert "TTL toDateTime(received) + toIntervalDay(7)" in ttl[0][0]
+
+
+def test_archived_keys_read_back_as_the_hashes_the_rollups_used() -> None:
+    live = KeyHasher(b"s")
+    archived = ArchivedKeyHasher(b"s")
+    for key in ("abc", "ey1234", "h:not-hex-000000", "h:0123"):
+        assert archived.hash(hashed_key(live, key)) == live.hash(key)
+    assert archived.hash("plain") == live.hash("plain")
+
+
+def test_writing_the_same_archive_flush_twice_lands_once(
+    sink: ClickHouseSink, archived: dict[str, Any]
+) -> None:
+    archive = EventsArchive(sink)
+    table = f"{sink.database}.{ARCHIVE_TABLE}"
+    before = sink.query_rows(f"SELECT count() FROM {table}")[0][0]
+    output = EventsArchiveOutput(sink, KeyHasher(SALT.encode()))
+    from pipelines.wal.format import WalRecord
+
+    rows = output.build([WalRecord(0, time.time_ns(), archived["messages"][0], 0)])
+    assert archive.write(rows, "same-token") == 1
+    assert archive.write(rows, "same-token") == 1
+    assert sink.query_rows(f"SELECT count() FROM {table}")[0][0] == before + 1
+
+
+def rebuild(sink: ClickHouseSink, start_ns: int, end_ns: int, *, force: bool = False) -> Any:
+    worker = WorkerSettings(key_hash_salt=SecretStr(SALT))
+    rebuilder = Rebuilder(sink, EventsArchive(sink), FirehoseSettings(), worker)
+    return rebuilder.run(TimeRange(start_ns, end_ns), force=force)
+
+
+def test_rebuild_replaces_a_range_counted_twice_and_nothing_outside_it(
+    sink: ClickHouseSink, archived: dict[str, Any], tmp_path: Path
+) -> None:
+    h0 = archived["h0"]
+    # Damage: every hour counted twice (the whole workload written again under new tokens).
+    flusher = archiving_flusher(sink, tmp_path / "other-wal")
+    for frames in archived["messages"]:
+        flusher.append(frames)
+    flusher.received()
+    drain(flusher)
+    flusher.close()
+    damaged = views(sink)
+    assert damaged != archived["views"]
+
+    summary = rebuild(sink, h0 + HOUR_NS + 5 * MINUTE_NS, h0 + HOUR_NS + 10 * MINUTE_NS)
+    assert (summary.from_s, summary.to_s) == ((h0 + HOUR_NS) // 10**9, (h0 + 2 * HOUR_NS) // 10**9)
+    after = views(sink)
+    middle = (h0 + HOUR_NS) // 10**9
+    for view, rows in after.items():
+        original = archived["views"][view]
+        assert in_hour(rows, middle) == in_hour(original, middle), view
+        assert in_hour(rows, middle, inside=False) == in_hour(damaged[view], middle, inside=False), view
+        if not view.startswith("token_churn"):  # the workload has no token events
+            assert in_hour(rows, middle), view
+            assert in_hour(rows, middle, inside=False) != in_hour(original, middle, inside=False), view
+    requests = sink.query_rows(
+        f"SELECT sum(requests) FROM {sink.database}.traffic_1h WHERE window_start = toDateTime({middle})"
+    )[0][0]
+    sent = sum(
+        1
+        for m in archived["messages"]
+        if m[0] == b"tyk.analytics"
+        for r in msgspec.msgpack.decode(m[2])
+        if middle <= r["timestamp"] // 10**9 < middle + 3600
+    )
+    assert requests == sent
+
+
+def test_rebuild_restores_lost_windows_over_the_whole_archive(
+    sink: ClickHouseSink, archived: dict[str, Any]
+) -> None:
+    h0 = archived["h0"]
+    for name in EVENT_TIME_ROLLUPS:
+        sink.client.command(f"TRUNCATE TABLE {sink.database}.{name}_1m_state")
+    # Late records reach back into the hour before the archive's first receive time:
+    # the coverage check cannot know the archive holds that hour whole, hence force.
+    rebuild(sink, h0 - HOUR_NS, h0 + 3 * HOUR_NS, force=True)
+    assert views(sink) == archived["views"]
+
+
+def test_rebuild_refuses_a_range_the_archive_does_not_cover(
+    sink: ClickHouseSink, archived: dict[str, Any]
+) -> None:
+    long_before = archived["h0"] - 48 * HOUR_NS
+    with pytest.raises(RebuildError, match="archive starts at"):
+        rebuild(sink, long_before, archived["h0"])
+    assert views(sink) == archived["views"]
+    summary = rebuild(sink, long_before, long_before + HOUR_NS, force=True)
+    assert summary.messages == 0
+    assert views(sink) == archived["views"]
+
+
+def test_rebuild_of_an_empty_archive_is_an_error(sink: ClickHouseSink) -> None:
+    EventsArchive(sink).setup()
+    with pytest.raises(RebuildError, match="archive is empty"):
+        rebuild(sink, first_hour_ns(), first_hour_ns() + HOUR_NS)

@@ -1,0 +1,124 @@
+"""The webhook receiver in-process: real HTTP on loopback, real ZeroMQ, every answer it gives."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import zmq
+
+from pipelines.bridges.key_digest import KeyDigester
+from pipelines.bridges.publishing import BridgePublisher
+from pipelines.bridges.tyk_webhook_server import WebhookStats, serve
+from pipelines.firehose.endpoints import parse_endpoint
+from pipelines.firehose.publisher import FirehosePublisher
+from pipelines.settings import TykWebhookSettings
+from tests.harness.processes import free_port
+
+pytestmark = pytest.mark.component
+
+WEBHOOKS = json.loads(
+    (Path(__file__).resolve().parents[1] / "fixtures/tyk/webhooks.json").read_text(encoding="utf-8")
+)
+BODY = next(e for e in WEBHOOKS["events"] if e["name"] == "ratelimit_base64_key")
+SECRET = "component-secret"
+
+
+@pytest.fixture
+def receiver(zmq_context: zmq.Context[Any]) -> Iterator[dict[str, Any]]:
+    port = free_port()
+    settings = TykWebhookSettings(
+        listen=f"127.0.0.1:{port}", secret=SECRET, key_salt="salt", max_body_bytes=4096, flush_ms=5
+    )
+    publisher = BridgePublisher(
+        FirehosePublisher(zmq_context, [parse_endpoint("@tcp://127.0.0.1:0")], node="webhook-test")
+    )
+    stop = threading.Event()
+    result: dict[str, WebhookStats] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("stats", serve(settings, publisher, stop)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    try:
+        yield {"port": port, "zmq": publisher.publisher.addresses[0], "result": result}
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+        publisher.close(0)
+
+
+def request(port: int, method: str, path: str, body: str = "", headers: dict[str, str] | None = None) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body.encode(), headers=headers or {})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_no_subscriber_means_503(receiver: dict[str, Any]) -> None:
+    port = receiver["port"]
+    assert request(port, "GET", "/healthz") == (503, {"subscribed": False})
+    status, body = request(port, "POST", "/tyk/events", BODY["body"], {"X-Tykpulse-Secret": SECRET})
+    assert (status, body["rejected"]) == (503, "no_subscriber")
+
+
+def test_accepts_publishes_and_refuses(receiver: dict[str, Any], zmq_context: zmq.Context[Any]) -> None:
+    port = receiver["port"]
+    sub = zmq_context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"tyk.event.")
+    sub.connect(receiver["zmq"])
+    try:
+        while request(port, "GET", "/healthz")[0] != 200:
+            sub.poll(20)  # lets the SUB attach its pipe and send the subscription
+        ok = {"X-Tykpulse-Secret": SECRET, "User-Agent": "Tyk-Hookshot", "Content-Type": "application/json"}
+        path = "/tyk/events?org_id=org-1&api_id=api-1"
+        assert request(port, "POST", path, BODY["body"], ok) == (200, {"accepted": 1})
+        assert sub.poll(5000)
+        topic, envelope, payload = sub.recv_multipart()
+        assert topic == b"tyk.event.RatelimitExceeded"
+        assert msgspec.msgpack.decode(envelope)["node"] == "webhook-test"
+        [record] = msgspec.msgpack.decode(payload)
+        assert record["key"] == KeyDigester(b"salt").digest(BODY["expected"]["key"])
+        assert (record["org_id"], record["api_id"], record["origin"]) == ("org-1", "api-1", "2001:db8::7")
+
+        assert request(port, "POST", path, BODY["body"])[0] == 401
+        assert request(port, "POST", path, BODY["body"], {"X-Tykpulse-Secret": "nope"})[0] == 401
+        assert request(port, "POST", path, "x" * 5000, ok)[0] == 413
+        assert request(port, "POST", path, "{not json", ok)[0] == 400
+        assert request(port, "GET", "/tyk/events", "", ok)[0] == 405
+        assert request(port, "POST", "/elsewhere", BODY["body"], ok)[0] == 404
+        status, stats = request(port, "GET", "/stats")
+        assert status == 200
+        assert stats["accepted"] == 1
+        assert stats["rejected"] == {
+            "unauthorized": 2,
+            "too_large": 1,
+            "bad_body": 1,
+            "method": 1,
+            "not_found": 1,
+        }
+    finally:
+        sub.close()
+
+
+def test_malformed_http_is_a_400(receiver: dict[str, Any]) -> None:
+    with socket.create_connection(("127.0.0.1", receiver["port"]), timeout=5) as s:
+        s.sendall(b"POST /tyk/events HTTP/1.1\r\nContent-Length: banana\r\n\r\n")
+        assert s.recv(200).startswith(b"HTTP/1.1 400 ")

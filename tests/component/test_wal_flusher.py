@@ -1,0 +1,291 @@
+"""The durable flush path on the real engine: exactly once through lost acks, crashes, outages.
+
+Counts are checked against the workload's own arithmetic (tests.durability),
+window by window: a flush counted twice doubles a window, a lost one empties it.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pydantic import SecretStr
+
+from pipelines.ingest import Ingestor
+from pipelines.rollups import compute
+from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
+from pipelines.wal.build import build_flusher
+from pipelines.wal.checkpoint import load_checkpoint
+from pipelines.wal.deadletter import DEAD_LETTER_FILE, read_dead_letters
+from pipelines.wal.flusher import DurableFlusher, RollupSink, in_key_order
+from sinks.clickhouse.settings import ClickHouseSettings
+from sinks.clickhouse.sink import ClickHouseSink
+from sinks.errors import SinkRejectedError, SinkUnavailableError
+from tests.durability import base_window_s, check_exact, health, records_of, workload_message
+from tests.sink_faults import Fault, FaultySink
+
+pytestmark = pytest.mark.component
+NODE = "gw1"
+
+
+def make_flusher(directory: Path, sink: RollupSink, **overrides: object) -> DurableFlusher:
+    options: dict[str, object] = {
+        "wal_dir": str(directory),
+        "sink_retry_initial_s": 0.01,
+        "sink_retry_max_s": 0.05,
+        "wal_segment_bytes": 1 << 16,
+        "wal_max_bytes": 1 << 24,
+        **overrides,
+    }
+    wal = WalSettings(**options)  # type: ignore[arg-type]
+    worker = WorkerSettings(key_hash_salt=SecretStr("salt"))
+    flusher = build_flusher(FirehoseSettings(), worker, wal, sink, directory=directory)
+    flusher.open()
+    return flusher
+
+
+def log_messages(flusher: DurableFlusher, seqs: range | list[int], base_s: int) -> None:
+    for seq in seqs:
+        flusher.append(workload_message(NODE, seq, base_s))
+        if seq % 10 == 9:
+            flusher.received()
+    flusher.received()
+
+
+def drain(flusher: DurableFlusher, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not flusher.caught_up():
+        assert time.monotonic() < deadline, f"not caught up, backlog={flusher.backlog}"
+        flusher.flush()
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def wal_dir(tmp_path: Path) -> Path:
+    return tmp_path / "wal"
+
+
+def test_logged_messages_land_exactly_once(sink: ClickHouseSink, wal_dir: Path) -> None:
+    base = base_window_s()
+    flusher = make_flusher(wal_dir, sink)
+    for chunk in (range(0, 40), range(40, 41), range(41, 150)):
+        log_messages(flusher, chunk, base)
+        drain(flusher)
+    flusher.close()
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(150)), 150) == []
+    checkpoint = load_checkpoint(wal_dir)
+    assert checkpoint is not None
+    assert (checkpoint.flushed, checkpoint.inflight) == (150, None)
+    assert [(p.node, p.last_seq) for p in checkpoint.sequences] == [(NODE, 149)]
+
+
+def test_a_flush_whose_acknowledgement_was_lost_lands_once(sink: ClickHouseSink, wal_dir: Path) -> None:
+    base = base_window_s()
+    faulty = FaultySink(
+        sink,
+        Fault(
+            lambda n, _: n in (1, 2, 5), lambda: SinkUnavailableError("injected: timeout"), after_write=True
+        ),
+    )
+    flusher = make_flusher(wal_dir, faulty)
+    log_messages(flusher, range(60), base)
+    drain(flusher)
+    log_messages(flusher, range(60, 90), base)
+    drain(flusher)
+    flusher.close()
+    lost_acks = [c for c in faulty.calls if c[2] == "landed, ack lost"]
+    assert len(lost_acks) == 3
+    for token, name, _ in lost_acks:
+        assert (token, name, "ok") in faulty.calls, "the retry must reuse the token"
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(90)), 90) == []
+
+
+def test_a_flush_that_never_reached_clickhouse_is_retried(sink: ClickHouseSink, wal_dir: Path) -> None:
+    base = base_window_s()
+    faulty = FaultySink(sink, Fault(lambda n, _: n <= 4, lambda: SinkUnavailableError("injected: refused")))
+    flusher = make_flusher(wal_dir, faulty)
+    log_messages(flusher, range(30), base)
+    drain(flusher)
+    flusher.close()
+    assert flusher.stats.failed_attempts == 4
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(30)), 30) == []
+
+
+def test_an_outage_keeps_the_backlog_on_disk_and_drains_it_in_order(
+    sink: ClickHouseSink, wal_dir: Path
+) -> None:
+    base = base_window_s()
+    outage = {"on": True}
+    faulty = FaultySink(
+        sink, Fault(lambda _n, _name: outage["on"], lambda: SinkUnavailableError("injected: down"))
+    )
+    flusher = make_flusher(wal_dir, faulty, wal_flush_max_bytes=4_000)
+    for chunk in range(0, 400, 50):
+        log_messages(flusher, range(chunk, chunk + 50), base)
+        flusher.flush()
+        time.sleep(0.02)
+        flight = flusher._flight
+        assert flight is not None
+        assert flight.range.start == 0, "nothing may be committed during the outage"
+        assert flight.range.end - flight.range.start <= 40, "memory holds one bounded range"
+    assert flusher.backlog == 400
+    outage["on"] = False
+    drain(flusher)
+    flusher.close()
+    starts = [int(token.split("-")[1]) for token, _, outcome in faulty.calls if outcome == "ok"]
+    assert starts == sorted(starts), "the backlog drains in log order"
+    assert len(set(starts)) > 10
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(400)), 400) == []
+
+
+def test_an_insert_refused_for_good_goes_to_the_dead_letter_file(sink: ClickHouseSink, wal_dir: Path) -> None:
+    base = base_window_s()
+    faulty = FaultySink(
+        sink,
+        Fault(lambda _, name: name == "traffic", lambda: SinkRejectedError("injected: bad type", code=53)),
+    )
+    flusher = make_flusher(wal_dir, faulty, sink_refusals_before_dead_letter=3)
+    log_messages(flusher, range(25), base)
+    drain(flusher)
+    flusher.close()
+    letters = read_dead_letters(wal_dir / DEAD_LETTER_FILE)
+    assert len(letters) == 1
+    assert letters[0]["code"] == 53
+    assert "injected: bad type" in letters[0]["reason"]
+    assert sum(row["requests"] for row in letters[0]["rows"]) == sum(records_of(s) for s in range(25))
+    assert [c[2] for c in faulty.calls if c[1] == "traffic"] == ["failed"] * 3
+    assert health(sink.client, sink.database)[NODE][:2] == (25, sum(records_of(s) for s in range(25)))
+    assert sink.query_rows(f"SELECT count() FROM {sink.database}.traffic_1m") == [(0,)]
+
+
+def test_a_restart_writes_what_the_log_held(sink: ClickHouseSink, wal_dir: Path) -> None:
+    base = base_window_s()
+    first = make_flusher(wal_dir, FaultySink(sink, fail_setup=1_000))
+    log_messages(first, range(70), base)
+    first.flush()
+    first.close()
+    second = make_flusher(wal_dir, sink)
+    assert second.backlog == 70
+    drain(second)
+    second.close()
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(70)), 70) == []
+
+
+def test_messages_missed_while_down_count_as_lost_after_restart(sink: ClickHouseSink, wal_dir: Path) -> None:
+    base = base_window_s()
+    first = make_flusher(wal_dir, sink)
+    log_messages(first, range(50), base)
+    drain(first)
+    first.close()
+    second = make_flusher(wal_dir, sink)
+    log_messages(second, range(63, 100), base)
+    drain(second)
+    second.close()
+    received = set(range(50)) | set(range(63, 100))
+    assert check_exact(sink.client, sink.database, NODE, base, received, 100) == []
+    assert health(sink.client, sink.database)[NODE][2] == 13
+
+
+CRASHING_CHILD = """
+import os, sys
+from pathlib import Path
+from sinks.clickhouse.settings import ClickHouseSettings
+from sinks.clickhouse.sink import ClickHouseSink
+from tests.component.test_wal_flusher import NODE, log_messages, make_flusher
+from tests.sink_faults import Fault, FaultySink
+
+crash_after, dsn, database, wal_dir, base = sys.argv[1:]
+sink = ClickHouseSink(ClickHouseSettings(clickhouse_dsn=dsn, clickhouse_database=database))
+die = Fault(lambda n, _: n == int(crash_after), lambda: os._exit(17), after_write=True)
+flusher = make_flusher(Path(wal_dir), FaultySink(sink, die))
+log_messages(flusher, range(0, 40), int(base))
+flusher.flush()
+log_messages(flusher, range(40, 80), int(base))
+flusher.flush()
+sys.exit(0)
+"""
+
+
+# Each flush of these messages inserts traffic, ingest_health and publishers partials.
+INSERTS_PER_FLUSH = 3
+
+
+# First, middle and last insert of the first flush, and first and last of the second.
+@pytest.mark.parametrize("crash_after", [1, 2, 3, 4, 6])
+def test_a_crash_between_landing_and_checkpoint_is_not_counted_twice(
+    clickhouse: ClickHouseSettings, wal_dir: Path, crash_after: int
+) -> None:
+    """The process dies (os._exit) right after ClickHouse took the crash_after-th insert."""
+    base = base_window_s()
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(CRASHING_CHILD),
+            str(crash_after),
+            clickhouse.clickhouse_dsn,
+            clickhouse.clickhouse_database,
+            str(wal_dir),
+            str(base),
+        ],
+        cwd=Path(__file__).parents[2],
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == 17
+    checkpoint = load_checkpoint(wal_dir)
+    assert checkpoint is not None
+    assert checkpoint.inflight is not None, "the crash happened with a flush in flight"
+    sink = ClickHouseSink(clickhouse)
+    flusher = make_flusher(wal_dir, sink)
+    if crash_after <= INSERTS_PER_FLUSH:  # it died in the first flush: the rest arrives after the restart
+        log_messages(flusher, range(40, 80), base)
+    drain(flusher)
+    flusher.close()
+    try:
+        assert check_exact(sink.client, sink.database, NODE, base, set(range(80)), 80) == []
+    finally:
+        sink.close()
+
+
+def test_a_server_that_lost_the_schema_gets_it_again_and_nothing_is_dead_lettered(
+    sink: ClickHouseSink, wal_dir: Path
+) -> None:
+    base = base_window_s()
+    flusher = make_flusher(wal_dir, sink, sink_refusals_before_dead_letter=1)
+    log_messages(flusher, range(10), base)
+    drain(flusher)
+    sink.client.command(f"DROP DATABASE {sink.database} SYNC")
+    log_messages(flusher, range(10, 30), base)
+    drain(flusher)
+    flusher.close()
+    assert read_dead_letters(wal_dir / DEAD_LETTER_FILE) == []
+    assert flusher.stats.failed_attempts >= 1
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(10, 30)), 20) == []
+
+
+def test_a_retry_spanning_several_partitions_lands_once_in_any_row_order(sink: ClickHouseSink) -> None:
+    """What exactly-once relies on in the engine: the token, not the row order, identifies a flush."""
+    months = [1_788_000_000, 1_790_700_000, 1_793_300_000, 1_795_774_500]  # four monthly partitions
+    # Months apart, so the record-age bound is lifted: this test is about the engine.
+    ingestor = Ingestor(clock=lambda: 1_795_774_600 * 10**9, max_past_ns=10**18)
+    for seq, second in enumerate(months):
+        ingestor.ingest(workload_message(NODE, 0, second, boot=seq + 1), received_ns=second * 10**9)
+    partial = compute(ingestor.take())["traffic"]
+    sink.write({"traffic": in_key_order("traffic", partial)}, "one-flush")
+    rows = list(range(partial.num_rows))
+    for _ in range(4):
+        random.shuffle(rows)
+        sink.write({"traffic": partial.take(pa.array(rows, pa.int64()))}, "one-flush")
+    parts = sink.query_rows(
+        f"SELECT uniqExact(partition) FROM system.parts WHERE database = '{sink.database}' "
+        "AND table = 'traffic_1m_state' AND active"
+    )
+    assert parts == [(4,)]
+    assert sink.query_rows(f"SELECT sum(requests) FROM {sink.database}.traffic_1m") == [(4 * records_of(0),)]

@@ -1,0 +1,170 @@
+"""Helpers of the scale-out tests: tykpulse processes, Kafka reads, worker status, ClickHouse checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+
+from tests.harness.processes import stop_process
+
+
+def tykpulse(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "info", *args]
+
+
+class Processes:
+    """Every process a test starts, each with its log file, stopped (by pid) at the end."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._files: list[Any] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        self._files.append(log)
+        proc = subprocess.Popen(tykpulse(*args), stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def stop(self, name: str, timeout: float = 60.0) -> int | None:
+        proc = self.procs.pop(name)
+        stop_process(proc, timeout)
+        return proc.returncode
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name, 20.0)
+        for f in self._files:
+            f.close()
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    msg = f"timed out after {timeout:.0f}s waiting for {what}"
+    raise AssertionError(msg)
+
+
+def worker_status(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/tykpulse/status/", timeout=5) as response:
+            return dict(json.loads(response.read()))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
+    """Every record of the topic, from the beginning, in partition then offset order."""
+
+    async def consume() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            partitions = await topic_partitions(bootstrap, topic)
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+            for tp in partitions:  # explicit, so no reset to "latest" can race with it
+                consumer.seek(tp, 0)
+            records: list[Any] = []
+            deadline = time.monotonic() + timeout
+            while sum(await _positions(consumer, partitions)) < sum(ends.values()):
+                if time.monotonic() > deadline:
+                    break
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp_records in batch.values():
+                    records.extend(tp_records)
+            return sorted(records, key=lambda r: (r.partition, r.offset))
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(consume())
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[Any]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+        return [TopicPartition(topic, p["partition"]) for p in sorted(description["partitions"], key=str)]
+    finally:
+        await admin.close()
+
+
+async def _positions(consumer: Any, partitions: list[Any]) -> list[int]:
+    return [await consumer.position(tp) for tp in partitions]
+
+
+def end_offsets(bootstrap: str, topic: str) -> int:
+    async def ends() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await consumer.start()
+        try:
+            partitions = await topic_partitions(bootstrap, topic)
+            return int(sum((await consumer.end_offsets(partitions)).values()))
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(ends())
+
+
+def view_mismatches(client: Any, truth: dict[str, Any]) -> list[str]:
+    """Every difference between the views and the simulator's ground truth (empty: exact).
+
+    Counts must be equal, distinct counts within 2 %, quantiles within 1 % (the contract's bounds).
+    """
+    from tests.integration.test_end_to_end import KEYS, view_rows
+
+    problems = []
+    for view, expected in sorted(truth["views"].items()):
+        rollup = view.rsplit("_", 1)[0]
+        if rollup not in KEYS:
+            continue
+        actual = view_rows(client, view)
+        if len(actual) != len(expected):
+            problems.append(f"{view}: {len(actual)} rows, expected {len(expected)}")
+        for row in expected:
+            got = actual.get(tuple(row[k] for k in KEYS[rollup]))
+            if got is None:
+                problems.append(f"{view}: missing {row}")
+                continue
+            for column, value in row.items():
+                if column in KEYS[rollup]:
+                    continue
+                if column.startswith("latency_p"):
+                    bad = abs(got[column] - value) > 0.01 * value + 1e-9
+                elif column == "distinct_keys":
+                    bad = abs(got[column] - value) > 0.02 * value
+                else:
+                    bad = got[column] != value
+                if bad:
+                    problems.append(f"{view}: {column} {got[column]} != {value} at {row}")
+    return problems
+
+
+def ingest_health(client: Any) -> dict[str, tuple[int, int, int, int]]:
+    result = client.query(
+        "SELECT node_id, sum(messages), sum(records), sum(lost_messages), sum(rejected) "
+        "FROM tykpulse.ingest_health_1m GROUP BY node_id"
+    )
+    return {row[0]: tuple(int(v) for v in row[1:]) for row in result.result_rows}  # type: ignore[misc]

@@ -1,0 +1,126 @@
+"""One `tykpulse worker` on a real broker, its own embedded database: ClickHouse decides where to resume.
+
+The consumer group's committed offsets are set to the end of the topic before the worker first
+starts, as if another tool had committed them: the worker must still process everything, because
+ClickHouse holds no position yet. A second start (same group, same database) and more records
+must land exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
+
+from pipelines.firehose.kafka_record import read_envelope, to_record
+from tests.conftest import T0_NS
+from tests.harness.kafka.broker import KafkaBroker
+from tests.harness.processes import free_port
+from tests.helpers import analytics
+from tests.helpers import message as firehose_message
+from tests.integration.scaleout import Processes, ingest_health, topic_partitions, wait_for, worker_status
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
+NODES = [f"gw{i}" for i in range(6)]
+PER_MESSAGE = 4
+
+
+async def produce(bootstrap: str, topic: str, seqs: range) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        sends = []
+        for seq in seqs:
+            for node in NODES:
+                records = [analytics(T0_NS + seq * 10**9 + i, api=f"a{i}") for i in range(PER_MESSAGE)]
+                frames = firehose_message("tyk.analytics", records, node=node, seq=seq)
+                record = to_record(frames, read_envelope(frames[1]))
+                sends.append(await producer.send(topic, record.value, key=record.key, headers=record.headers))
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
+async def commit_at_end(bootstrap: str, topic: str, group: str) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await topic_partitions(bootstrap, topic)
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.commit({tp: OffsetAndMetadata(end, "") for tp, end in ends.items()})
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    yield procs
+    procs.close()
+
+
+def run_worker(procs: Processes, broker: KafkaBroker, topic: str, dsn: str, expected_messages: int) -> None:
+    port = free_port()
+    procs.start(
+        "worker",
+        "worker",
+        "--kafka",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--kafka-group",
+        f"g-{topic}",
+        "--clickhouse",
+        dsn,
+        "--web-port",
+        str(port),
+        "--web-bind",
+        "127.0.0.1",
+        "--flush-interval-s",
+        "0.5",
+    )
+
+    def written() -> Any:
+        status = worker_status(port)
+        return status and sum(p["next_offset"] for p in status["partitions"].values()) >= expected_messages
+
+    wait_for(written, 180, f"the worker to reach {expected_messages} offsets")
+    procs.procs["worker"].send_signal(signal.SIGTERM)
+    assert procs.procs["worker"].wait(timeout=60) == 0
+    procs.procs.pop("worker")
+
+
+def landed(dsn: str) -> tuple[dict[str, Any], int]:
+    client = clickhouse_connect.get_client(dsn=dsn)
+    try:
+        requests = int(client.query("SELECT sum(requests) FROM tykpulse.traffic_1h").result_rows[0][0])
+        return ingest_health(client), requests
+    finally:
+        client.close()
+
+
+def test_clickhouse_not_kafka_says_where_to_resume(
+    kafka_broker: KafkaBroker, kafka_topic: str, processes: Processes, tmp_path: Path
+) -> None:
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    asyncio.run(produce(kafka_broker.bootstrap, kafka_topic, range(40)))
+    asyncio.run(commit_at_end(kafka_broker.bootstrap, kafka_topic, f"g-{kafka_topic}"))
+    run_worker(processes, kafka_broker, kafka_topic, dsn, 40 * len(NODES))
+    health, requests = landed(dsn)
+    assert health == {node: (40, 40 * PER_MESSAGE, 0, 0) for node in NODES}
+    assert requests == 40 * len(NODES) * PER_MESSAGE
+
+    asyncio.run(produce(kafka_broker.bootstrap, kafka_topic, range(45, 60)))  # seqs 40..44 never sent
+    run_worker(processes, kafka_broker, kafka_topic, dsn, 55 * len(NODES))
+    health, requests = landed(dsn)
+    assert health == {node: (55, 55 * PER_MESSAGE, 5, 0) for node in NODES}
+    assert requests == 55 * len(NODES) * PER_MESSAGE
+    assert "seeking" in processes.log("worker")

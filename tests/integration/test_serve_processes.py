@@ -1,0 +1,216 @@
+"""ClickHouse's HTTP interface served by real tykpulse processes, read and written with
+clickhouse-connect's own http client.
+
+- `tykpulse run` serves its own embedded database while it ingests: a reader sees
+  rows arrive, cannot write, and the views equal the simulator's ground truth.
+- `tykpulse db serve` owns a database that a worker writes over http (writer
+  credentials); the views equal the ground truth, and ClickHouseSink over http
+  gives exactly what it gives embedded, deduplication tokens included.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from pipelines.ingest import Ingestor
+from pipelines.keys import KeyHasher
+from pipelines.rollups import compute
+from pipelines.simulate.verify import check_all, fetch_view
+from sinks.clickhouse.settings import ClickHouseSettings
+from sinks.clickhouse.sink import ClickHouseSink
+from tests.conftest import T0_NS
+from tests.harness.processes import free_port
+from tests.harness.tykpulse import tykpulse, wait_for_endpoint, wait_until
+from tests.helpers import analytics, event, message, notice
+
+pytestmark = pytest.mark.integration
+
+WRITER_PASSWORD = "writer-secret"
+DEADLINE_S = 120.0
+
+
+def simulate(port: int, truth: Path, *, duration: str = "6") -> None:
+    subprocess.run(
+        tykpulse(
+            "simulate",
+            "--connect",
+            f"tcp://127.0.0.1:{port}",
+            "--duration",
+            duration,
+            "--rate",
+            "3000",
+            "--batch",
+            "50",
+            "--seed",
+            "5",
+            "--token-wave-every-s",
+            "1",
+            "--config-burst-every-s",
+            "1",
+            "--truth",
+            str(truth),
+            "--wait-subscribers-s",
+            "60",
+            "--node",
+            "sim",
+        ),
+        timeout=180,
+        check=True,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def messages_landed(client: Any, truth: dict[str, Any]) -> bool:
+    expected = sum(p["messages"] for p in truth["publishers"].values())
+    return bool(client.command("SELECT sum(messages) FROM tykpulse.ingest_health_1m") == expected)
+
+
+def failures(client: Any, truth: dict[str, Any]) -> list[str]:
+    return [f"{c.view}: {c.problems[:3]}" for c in check_all(client, "tykpulse", truth) if not c.ok]
+
+
+def test_a_running_worker_serves_its_database_read_only(tmp_path: Path) -> None:
+    firehose, serve = free_port(), free_port()
+    worker = subprocess.Popen(
+        tykpulse(
+            "run",
+            "--firehose",
+            f"@tcp://127.0.0.1:{firehose}",
+            "--clickhouse",
+            f"chdb://{tmp_path / 'clickhouse'}",
+            "--flush-interval-s",
+            "0.5",
+            "--serve",
+            f"127.0.0.1:{serve}",
+        )
+    )
+    try:
+        wait_for_endpoint(serve, worker)
+        reader = clickhouse_connect.get_client(host="127.0.0.1", port=serve)
+        try:
+            simulate(firehose, tmp_path / "truth.json")
+            truth = json.loads((tmp_path / "truth.json").read_text())
+            wait_until(lambda: messages_landed(reader, truth), "every message to land")
+            assert failures(reader, truth) == []
+            assert reader.query_df("SELECT * FROM tykpulse.traffic_1m").shape[0] > 0
+            with pytest.raises(DatabaseError) as info:
+                reader.command("INSERT INTO tykpulse.config_changes_in VALUES (now(), 'x', 'n', 1)")
+            assert info.value.code == 164
+            with pytest.raises(DatabaseError) as info:
+                reader.command("DROP DATABASE tykpulse")
+            assert info.value.code == 164
+        finally:
+            reader.close()
+        assert stop(worker) == 0
+    finally:
+        stop(worker)
+
+
+@pytest.fixture
+def db_serve(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    server = subprocess.Popen(
+        tykpulse(
+            "db",
+            "serve",
+            "--path",
+            str(tmp_path / "shared"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--writer-password",
+            WRITER_PASSWORD,
+        )
+    )
+    try:
+        wait_for_endpoint(port, server)
+        yield port
+        assert stop(server) == 0
+    finally:
+        stop(server)
+
+
+def test_a_worker_writes_through_db_serve(tmp_path: Path, db_serve: int) -> None:
+    firehose = free_port()
+    worker = subprocess.Popen(
+        tykpulse(
+            "run",
+            "--firehose",
+            f"@tcp://127.0.0.1:{firehose}",
+            "--clickhouse",
+            f"http://tykpulse:{WRITER_PASSWORD}@127.0.0.1:{db_serve}",
+            "--flush-interval-s",
+            "0.5",
+        )
+    )
+    try:
+        simulate(firehose, tmp_path / "truth.json")
+        assert stop(worker) == 0
+    finally:
+        stop(worker)
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    reader = clickhouse_connect.get_client(host="127.0.0.1", port=db_serve)
+    try:
+        assert failures(reader, truth) == []
+        with pytest.raises(DatabaseError) as info:
+            reader.command("INSERT INTO tykpulse.config_changes_in VALUES (now(), 'x', 'n', 1)")
+        assert info.value.code == 164
+    finally:
+        reader.close()
+
+
+def partials(seed: int) -> dict[str, Any]:
+    now = T0_NS + 10 * 60 * 10**9
+    ingestor = Ingestor(clock=lambda: now, hasher=KeyHasher(b"salt"))
+    for seq in range(20):
+        ts = T0_NS + (seed * 7 + seq) * 10**9
+        records = [analytics(ts + i, api=f"api{i % 3}", code=(200, 429, 500)[i % 3]) for i in range(10)]
+        ingestor.ingest(message("tyk.analytics", records, seq=3 * seq), received_ns=now)
+        limit = [event("RatelimitExceeded", ts, key=f"k{seq}")]
+        ingestor.ingest(message("tyk.event.RatelimitExceeded", limit, seq=3 * seq + 1), received_ns=now)
+        change = [notice("ApiUpdated", ts)]
+        ingestor.ingest(message("tyk.notice.ApiUpdated", change, seq=3 * seq + 2), received_ns=now)
+    return compute(ingestor.take())
+
+
+def sink_snapshot(dsn: str) -> dict[str, list[str]]:
+    """Write a flush, the same flush again (same token), and a second flush; read every view."""
+    sink = ClickHouseSink(ClickHouseSettings(clickhouse_dsn=dsn, clickhouse_database="sinkcheck"))
+    try:
+        sink.setup()
+        sink.write(partials(1), "flush-1")
+        sink.write(partials(1), "flush-1")
+        sink.write(partials(2), "flush-2")
+        views = ["traffic_1m", "traffic_1h", "rate_limit_hits_1m", "config_changes_1m", "ingest_health_1m"]
+        snapshot = {v: sorted(map(repr, fetch_view(sink.client, "sinkcheck", v))) for v in views}
+        snapshot["requests"] = [str(sink.client.command("SELECT sum(requests) FROM sinkcheck.traffic_1m"))]
+        return snapshot
+    finally:
+        sink.close()
+
+
+def test_sink_over_http_equals_sink_embedded(tmp_path: Path, db_serve: int) -> None:
+    over_http = sink_snapshot(f"http://tykpulse:{WRITER_PASSWORD}@127.0.0.1:{db_serve}")
+    embedded = sink_snapshot(f"chdb://{tmp_path / 'embedded'}")
+    assert over_http == embedded
+    assert all(over_http.values())
+    # 2 distinct flushes of 200 requests each: the repeated flush-1 landed once
+    assert over_http["requests"] == ["400"]

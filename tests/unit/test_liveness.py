@@ -1,0 +1,80 @@
+"""Publisher liveness on hand-built batches with an injected clock."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pipelines.firehose.liveness import PublisherLiveness
+from pipelines.ingest import Ingestor
+from pipelines.windows.batch import Batch
+from tests.conftest import T0_NS
+from tests.helpers import message
+
+pytestmark = pytest.mark.unit
+MS = 1_000_000
+
+
+def batch(*messages: tuple[str, int, int, int], interval_ms: int | None = None) -> Batch:
+    """(node, boot, seq, received_ns) per message; heartbeats when interval_ms is given."""
+    ingestor = Ingestor(clock=lambda: T0_NS)
+    for node, boot, seq, received in messages:
+        if interval_ms is None:
+            frames = message("tyk.analytics", [], node=node, boot=boot, seq=seq)
+        else:
+            record = {"node": node, "timestamp": T0_NS, "interval_ms": interval_ms}
+            frames = message("tyk.heartbeat", [record], node=node, boot=boot, seq=seq)
+        ingestor.ingest(frames, received_ns=received)
+    return ingestor.take()
+
+
+def test_stale_after_three_intervals_logged_once_and_live_again(caplog: pytest.LogCaptureFixture) -> None:
+    liveness = PublisherLiveness()
+    liveness.update(batch(("gw", 1, 0, T0_NS), interval_ms=100))
+    with caplog.at_level(logging.INFO):
+        assert liveness.check(T0_NS + 300 * MS) == []  # exactly 3 intervals: not yet
+        assert [s.node for s in liveness.check(T0_NS + 301 * MS)] == ["gw"]
+        assert liveness.check(T0_NS + 900 * MS) == []  # already stale: no second line
+        liveness.update(batch(("gw", 1, 1, T0_NS + 1000 * MS)))
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("publisher stale node=gw" in line for line in lines) == 1
+    assert sum("publisher live again node=gw" in line for line in lines) == 1
+    (state,) = liveness.publishers()
+    assert (state.messages, state.interval_ms, state.stale) == (2, 100, False)
+
+
+def test_default_interval_without_heartbeats_and_loss_accumulates() -> None:
+    liveness = PublisherLiveness()
+    liveness.update(batch(("gw", 1, 0, T0_NS), ("gw", 1, 5, T0_NS + MS)))
+    (state,) = liveness.publishers()
+    assert (state.lost, state.interval_ms) == (4, 1000)
+    assert liveness.check(T0_NS + 3000 * MS) == []
+    assert len(liveness.check(T0_NS + 3002 * MS)) == 1
+
+
+def test_a_restarted_node_supersedes_its_old_incarnation_without_a_stale_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    forgotten: list[tuple[str, int]] = []
+    liveness = PublisherLiveness(on_forget=lambda node, boot: forgotten.append((node, boot)))
+    liveness.update(batch(("gw", 1, 0, T0_NS)))
+    liveness.update(batch(("gw", 2, 0, T0_NS + 500 * MS)))
+    with caplog.at_level(logging.WARNING):
+        liveness.check(T0_NS + 3200 * MS)
+    assert forgotten == [("gw", 1)]
+    assert [(s.node, s.boot, s.stale) for s in liveness.publishers()] == [("gw", 2, False)]
+    assert "stale" not in caplog.text
+
+
+def test_memory_is_bounded_by_retention_and_max_publishers() -> None:
+    forgotten: list[tuple[str, int]] = []
+    liveness = PublisherLiveness(
+        retention_s=10, max_publishers=3, on_forget=lambda node, boot: forgotten.append((node, boot))
+    )
+    liveness.update(batch(*((f"n{i}", 1, 0, T0_NS + i * MS) for i in range(5))))
+    liveness.check(T0_NS)
+    assert [s.node for s in liveness.publishers()] == ["n2", "n3", "n4"]  # the longest silent went first
+    liveness.check(T0_NS + 11_000 * MS)
+    assert len(liveness) == 0
+    assert sorted(forgotten) == [(f"n{i}", 1) for i in range(5)]
