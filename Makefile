@@ -8,7 +8,7 @@ GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help run test lint format unit component integration services kafka kafka-jars fixtures fixtures-check clean fuzz
+.PHONY: help run test lint format unit component integration services kafka kafka-jars fixtures fixtures-check clean bench bench-full fuzz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -56,6 +56,13 @@ kafka-jars: $(STAMP)  ## fetch the Kafka broker jars into .cache/kafka (no-op wh
 
 kafka: $(STAMP)  ## a development broker in the foreground on 127.0.0.1:9092
 	$(PY) -m tests.harness.kafka.broker --port 9092 --controller-port 9093
+
+bench: $(STAMP)  ## benchmark, quick mode (< 5 min): stages, end to end vs baselines, latency; summary line last
+	$(PY) -m bench quick
+
+bench-full: $(STAMP)  ## benchmark with the curves (about 15 min) and their plot (installs matplotlib)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m bench full
 
 fixtures:  ## regenerate the Tyk fidelity fixtures with Tyk Pump's own encoder (needs Go)
 	cd tests/fixtures/tyk/gen && $(GO) run . -out ..

@@ -36,6 +36,7 @@ from pipelines.firehose.protocol import (
 # limit as RecursionError; all of them mean "bad input".
 _DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 _DETAIL_LIMIT: Final = 200
+_TOPIC_MEMO_LIMIT: Final = 4096
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class MessageDecoder:
             enc: {kind: make(t) for kind, t in RECORD_TYPES.items()}
             for enc, make in _DECODER_FACTORIES.items()
         }
+        self._topics: dict[bytes, tuple[str, TopicKind, str]] = {}
         self._raw_list: dict[str, _Decoder] = {
             ENCODING_MSGPACK: msgspec.msgpack.Decoder(list[msgspec.Raw]),
             ENCODING_JSON: msgspec.json.Decoder(list[msgspec.Raw]),
@@ -110,12 +112,22 @@ class MessageDecoder:
         envelope = self._decode_envelope(envelope_bytes)
         if isinstance(envelope, Rejection):
             return envelope
-        topic = _ascii(topic_bytes)
+        parsed = self._topics.get(topic_bytes) or self._parse_topic(topic_bytes)
+        if parsed is None:
+            return Rejection(RejectReason.BAD_TOPIC, _clip(repr(topic_bytes)), envelope.node, envelope.count)
+        topic, kind, name = parsed
+        return self._decode_payload(topic, kind, name, envelope, payload)
+
+    def _parse_topic(self, data: bytes) -> tuple[str, TopicKind, str] | None:
+        """Parse, and remember good topics (a firehose has few; the memo is bounded)."""
+        topic = _ascii(data)
         parsed = parse_topic(topic) if topic is not None else None
         if topic is None or parsed is None:
-            return Rejection(RejectReason.BAD_TOPIC, _clip(repr(topic_bytes)), envelope.node, envelope.count)
-        kind, name = parsed
-        return self._decode_payload(topic, kind, name, envelope, payload)
+            return None
+        if len(self._topics) >= _TOPIC_MEMO_LIMIT:
+            self._topics.clear()
+        self._topics[bytes(data)] = (topic, *parsed)
+        return self._topics[bytes(data)]
 
     def _decode_envelope(self, data: bytes) -> Envelope | Rejection:
         try:

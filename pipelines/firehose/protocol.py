@@ -61,6 +61,10 @@ class TopicKind(enum.Enum):
     NOTICE = "notice"
     HEARTBEAT = "heartbeat"
 
+    # Members are singletons compared by identity; Enum's own __hash__ is Python
+    # code, and kinds are dictionary keys on the per-message path.
+    __hash__ = object.__hash__
+
 
 class RejectReason(enum.StrEnum):
     """Why a message or a record was refused. The values are metric labels."""
@@ -97,10 +101,16 @@ class Envelope(msgspec.Struct, frozen=True):
     enc: str
 
 
-class Latency(msgspec.Struct):
+# The record structs below are the hot path of a worker: every field named here
+# is decoded (and a Python object built) for every record, so a field is named
+# only when a rollup reads it; msgspec skips the rest (api_key, latency.upstream,
+# ...) without building anything. They are gc=False: they never hold other
+# containers, so they cannot form cycles, and millions of them in a flush's
+# buffer would otherwise make every collection of the cyclic GC walk them all.
+
+
+class Latency(msgspec.Struct, gc=False):
     total: Int64 = 0
-    upstream: Int64 = 0
-    gateway: Int64 = 0
 
 
 # Timestamps are typed Any because the protocol allows three forms (RFC 3339
@@ -108,18 +118,17 @@ class Latency(msgspec.Struct):
 # str and datetime in one union; pipelines.firehose.timestamps normalises them.
 
 
-class AnalyticsRecord(msgspec.Struct):
+class AnalyticsRecord(msgspec.Struct, gc=False):
     """The fields of Tyk's AnalyticsRecord (JSON names) that rollups read."""
 
     timestamp: Any
     org_id: Identifier
     api_id: Identifier
     response_code: Annotated[int, msgspec.Meta(ge=-1, le=999)]
-    api_key: KeyText = ""
     latency: Latency = msgspec.field(default_factory=Latency)
 
 
-class EventRecord(msgspec.Struct):
+class EventRecord(msgspec.Struct, gc=False):
     """A gateway event; `key` is the raw key as Tyk's metadata gives it."""
 
     event: Identifier
@@ -129,7 +138,7 @@ class EventRecord(msgspec.Struct):
     key: KeyText = ""
 
 
-class NoticeRecord(msgspec.Struct):
+class NoticeRecord(msgspec.Struct, gc=False):
     """A cluster notification, Tyk's Notification fields plus a timestamp."""
 
     command: Identifier
@@ -139,7 +148,7 @@ class NoticeRecord(msgspec.Struct):
     algorithm: Int64 = 0
 
 
-class HeartbeatRecord(msgspec.Struct):
+class HeartbeatRecord(msgspec.Struct, gc=False):
     node: Annotated[str, msgspec.Meta(max_length=MAX_NODE_BYTES)]
     timestamp: Any
     interval_ms: Annotated[int, msgspec.Meta(gt=0, le=MAX_HEARTBEAT_INTERVAL_MS)] = (

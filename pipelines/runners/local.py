@@ -157,7 +157,12 @@ class LocalRunner:
         )
         receiver.start()
         try:
-            while not stop.wait(self.worker.flush_interval_s):
+            # Flushes keep a fixed cadence (the time a flush takes is not added to
+            # the interval), so a record waits at most one interval to be taken.
+            interval = self.worker.flush_interval_s
+            next_flush = time.monotonic() + interval
+            while not stop.wait(max(0.0, next_flush - time.monotonic())):
+                next_flush = max(next_flush + interval, time.monotonic())
                 self.flush()
             self._drain(stop_receiving)
             receiver.join()

@@ -58,6 +58,9 @@ _EMPTY_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+_KIND_CODES = {kind: code for code, kind in enumerate(TopicKind)}
+
+
 def empty_frame(name: str) -> pl.DataFrame:
     return pl.DataFrame(schema=_EMPTY_SCHEMAS[name])
 
@@ -123,7 +126,7 @@ class BatchBuilder:
     def build(self, pending: PendingMessages) -> Batch:
         received = np.array(pending.received_ns, dtype=np.int64)
         recv_windows = self.windows.starts_s(received) if received.size else np.empty(0, np.uint32)
-        kinds = np.array([k.value for k in pending.kind], dtype=object)
+        kinds = np.array([_KIND_CODES[k] for k in pending.kind], dtype=np.int8)
         counts = np.array(pending.record_count, dtype=np.int64)
         accepted = np.zeros(len(pending.node), dtype=np.int64)
         rejections: list[tuple[int, str, str, int]] = list(pending.rejections)
@@ -132,7 +135,7 @@ class BatchBuilder:
         horizon, oldest = now + self.max_future_ns, now - self.max_past_ns
         for kind in TopicKind:
             records = pending.records[kind]
-            message_ids = np.flatnonzero(kinds == kind.value) if kinds.size else np.empty(0, np.int64)
+            message_ids = np.flatnonzero(kinds == _KIND_CODES[kind])
             per_record_msg = (
                 np.repeat(message_ids, counts[message_ids]) if message_ids.size else (np.empty(0, np.int64))
             )
@@ -187,8 +190,10 @@ class BatchBuilder:
                 WINDOW: self.windows.starts_s(ts),
                 "org_id": [r.org_id for r in records],
                 "api_id": [r.api_id for r in records],
-                "response_code": np.fromiter((r.response_code for r in records), np.int64, len(records)),
-                "latency_ms": np.fromiter((r.latency.total for r in records), np.int64, len(records)),
+                # list comprehensions, then one numpy conversion: the cheapest way out of
+                # Python objects (generators into np.fromiter cost twice as much)
+                "response_code": np.array([r.response_code for r in records], np.int64),
+                "latency_ms": np.array([r.latency.total for r in records], np.int64),
             },
             schema=_EMPTY_SCHEMAS["analytics"],
         )

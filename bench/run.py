@@ -1,0 +1,196 @@
+"""`python -m bench [quick|full|smoke]`: the benchmark suite and its one-line summary.
+
+quick (make bench, < 5 min): stages, then rounds of end-to-end runs of tykpulse and
+the three baselines on the same messages (100 records per message, then 1), then
+event-to-visible latency at 50 % of tykpulse's median rate.
+full (make bench-full): the same with more rounds, plus the curves: records/s and
+peak RSS by records per message, by distinct API keys, by worker processes; it
+also puts the tables and the plot into docs/benchmarks.md.
+smoke (make test): one short round of everything, to prove the suite runs.
+
+Ratios are taken within a round (same minute, same machine load), then the
+median over rounds is reported. The last line printed is the summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import latency, stages
+from bench.e2e import DESIGNS, E2ESpec, run_e2e
+from bench.machine import describe_machine, load_average
+from bench.report import update_docs, write_markdown, write_plot
+from bench.workload import WorkloadShape
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    duration_s: float
+    rounds: int
+    single_rounds: int
+    quiet_s: float
+    latency_s: float
+    decode_records: int
+    aggregate_records: int
+    sink_inserts: int
+    curves: bool = False
+    full_stages: bool = True
+
+
+PLANS = {
+    "smoke": Plan(1.0, 1, 0, 0.4, 2.5, 2_000, 20_000, 1, full_stages=False),
+    "quick": Plan(4.0, 3, 3, 1.0, 8.0, 20_000, 300_000, 5),
+    "full": Plan(6.0, 5, 3, 1.0, 12.0, 40_000, 1_000_000, 10, curves=True),
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_stages(plan: Plan) -> list[dict[str, Any]]:
+    if not plan.full_stages:
+        out = [stages.decode("msgpack", 100, plan.decode_records, 3)]
+        out.append(stages.aggregate(plan.aggregate_records, 1_000, 1_000, 3))
+        return out
+    out = []
+    for encoding in ("msgpack", "json"):
+        for per_message in (1, 100, 1000):
+            out.append(stages.decode(encoding, per_message, plan.decode_records, 3))
+    for keys in (1_000, 100_000, 1_000_000):
+        out.append(stages.aggregate(plan.aggregate_records, min(keys, plan.aggregate_records), keys, 3))
+    for rows in (1_000, 10_000, 100_000):
+        out.append(stages.sink(min(rows, plan.aggregate_records), plan.sink_inserts))
+    for row in out:
+        log(f"  stage {row}")
+    return out
+
+
+def e2e_rounds(plan: Plan, per_message: int, designs: tuple[str, ...], rounds: int) -> list[dict[str, Any]]:
+    runs = []
+    for index in range(rounds):
+        # rotate the order so that no design always runs first (or last) in a round
+        order = designs[index % len(designs) :] + designs[: index % len(designs)]
+        for design in order:
+            spec = E2ESpec(design, WorkloadShape(per_message), plan.duration_s, quiet_s=plan.quiet_s)
+            result = {**run_e2e(spec), "round": index}
+            log(
+                f"  e2e round={index} design={design} R={per_message} "
+                f"records/s={result['records_per_s']:,.0f} rss={result['peak_rss_mb']:.0f}MB"
+            )
+            runs.append(result)
+    return runs
+
+
+def _ratios(runs: list[dict[str, Any]], against: str) -> list[float]:
+    by_round: dict[int, dict[str, float]] = {}
+    for run in runs:
+        by_round.setdefault(run["round"], {})[run["design"]] = run["records_per_s"]
+    return [r["tykpulse"] / r[against] for r in by_round.values() if "tykpulse" in r and against in r]
+
+
+def _rates(runs: list[dict[str, Any]], design: str) -> list[float]:
+    return [r["records_per_s"] for r in runs if r["design"] == design]
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"median": 0.0, "min": 0.0, "max": 0.0, "spread": 0.0}
+    median = statistics.median(values)
+    return {
+        "median": median,
+        "min": min(values),
+        "max": max(values),
+        "spread": (max(values) - min(values)) / median,
+    }
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def summarise(
+    batched: list[dict[str, Any]], single: list[dict[str, Any]], lat: dict[str, Any]
+) -> dict[str, Any]:
+    tyk = [r for r in batched if r["design"] == "tykpulse"]
+    return {
+        "e2e_records_per_s": statistics.median(_rates(batched, "tykpulse")),
+        "ceiling_ratio": statistics.median(_ratios(batched, "ceiling")),
+        "naive_ratio": statistics.median(_ratios(batched, "naive")),
+        "native_ratio": statistics.median(_ratios(batched, "native")),
+        "single_record_ceiling_ratio": _median(_ratios(single, "ceiling")),
+        "single_record_records_per_s": _median(_rates(single, "tykpulse")),
+        "p99_visible_s": lat["p99_visible_s"],
+        "p50_visible_s": lat["p50_visible_s"],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in tyk),
+        "rates": {d: _spread(_rates(batched, d)) for d in DESIGNS},
+        "single_rates": {d: _spread(_rates(single, d)) for d in ("tykpulse", "ceiling")},
+    }
+
+
+def curves(plan: Plan) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {"records_per_message": [], "keys": [], "workers": []}
+    for per_message in (1, 10, 100, 1000):
+        for design in ("tykpulse", "ceiling"):
+            spec = E2ESpec(design, WorkloadShape(per_message), plan.duration_s, quiet_s=plan.quiet_s)
+            out["records_per_message"].append(run_e2e(spec))
+            log(f"  curve R={per_message} {design} {out['records_per_message'][-1]['records_per_s']:,.0f}")
+    for keys in (1_000, 10_000, 100_000, 1_000_000):
+        spec = E2ESpec("tykpulse", WorkloadShape(100, keys), plan.duration_s * 2, quiet_s=plan.quiet_s)
+        out["keys"].append(run_e2e(spec))
+        log(f"  curve keys={keys} rss={out['keys'][-1]['peak_rss_mb']:.0f}MB")
+    for workers in (1, 2):
+        spec = E2ESpec("tykpulse", WorkloadShape(100), plan.duration_s, quiet_s=plan.quiet_s)
+        out["workers"].append(run_e2e(spec, partitions=workers))
+        log(f"  curve workers={workers} {out['workers'][-1]['records_per_s']:,.0f}")
+    return out
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    return (
+        f"bench: e2e_records_per_s={summary['e2e_records_per_s']:.0f} "
+        f"ceiling_ratio={summary['ceiling_ratio']:.2f} naive_ratio={summary['naive_ratio']:.2f} "
+        f"native_ratio={summary['native_ratio']:.2f} p99_visible_s={summary['p99_visible_s']:.2f} "
+        f"peak_rss_mb={summary['peak_rss_mb']:.0f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    mode = args[0] if args else "quick"
+    plan = PLANS[mode]
+    out_dir = Path(os.environ.get("TYKPULSE_BENCH_RESULTS", RESULTS))
+    started = time.time()
+    report: dict[str, Any] = {"mode": mode, "machine": describe_machine(), "load_before": load_average()}
+    log(f"bench {mode}: stages")
+    report["stages"] = run_stages(plan)
+    log("bench: end to end, 100 records per message")
+    batched = e2e_rounds(plan, 100, DESIGNS, plan.rounds)
+    log("bench: end to end, 1 record per message")
+    single = e2e_rounds(plan, 1, ("tykpulse", "ceiling"), plan.single_rounds)
+    rate = 0.5 * statistics.median(_rates(batched, "tykpulse"))
+    log(f"bench: event-to-visible latency at {rate:,.0f} records/s")
+    lat = latency.measure(E2ESpec("tykpulse", WorkloadShape(100), plan.latency_s, rate=rate))
+    report.update(e2e=batched + single, latency=lat, summary=summarise(batched, single, lat))
+    if plan.curves:
+        log("bench: curves")
+        report["curves"] = curves(plan)
+    report["load_after"] = load_average()
+    report["elapsed_s"] = time.time() - started
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(report, indent=1))
+    write_markdown(report, out_dir / "latest.md")
+    if plan.curves:
+        write_plot(report, out_dir / "curves.png")
+        if out_dir == RESULTS:
+            update_docs(out_dir / "latest.md", out_dir / "curves.png")
+    print(summary_line(report["summary"]), flush=True)

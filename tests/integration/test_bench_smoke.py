@@ -1,0 +1,57 @@
+"""The benchmark suite runs end to end and prints its summary line (a smoke test, not a timed one).
+
+`python -m bench smoke` does one short round of everything `make bench` does:
+stages, tykpulse and the three baselines end to end (each run checked against
+ground truth inside the suite), and the latency measurement. Figures are not
+judged here, only that they are present and sane.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SUMMARY = re.compile(
+    r"^bench: e2e_records_per_s=(?P<rate>\d+) ceiling_ratio=(?P<ceiling>[\d.]+) "
+    r"naive_ratio=(?P<naive>[\d.]+) native_ratio=(?P<native>[\d.]+) "
+    r"p99_visible_s=(?P<p99>[\d.]+) peak_rss_mb=(?P<rss>\d+)$"
+)
+
+
+def test_bench_smoke_prints_a_sane_summary_line(tmp_path: Path) -> None:
+    env = {**os.environ, "TYKPULSE_BENCH_RESULTS": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    match = SUMMARY.match(last)
+    assert match, last
+    figures = {k: float(v) for k, v in match.groupdict().items()}
+    assert figures["rate"] > 1_000
+    assert 0 < figures["ceiling"] < 5
+    assert figures["naive"] > 0
+    assert figures["native"] > 0
+    assert 0 < figures["p99"] < 60
+    assert 50 < figures["rss"] < 20_000
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert report["machine"]["cores"] >= 1
+    designs = {run["design"] for run in report["e2e"]}
+    assert designs == {"tykpulse", "ceiling", "naive", "native"}
+    assert all(run["landed_records"] == run["received_records"] for run in report["e2e"])
+    assert (tmp_path / "latest.md").read_text().count("|") > 20
