@@ -82,12 +82,7 @@ def _pending(records: int, group_keys: int, api_keys: int, seed: int = 3) -> Pen
     for kind, batch in ((TopicKind.ANALYTICS, analytics), (TopicKind.EVENT, events)):
         for start in range(0, len(batch), 100):
             chunk = batch[start : start + 100]
-            pending.node.append("n")
-            pending.received_ns.append(now)
-            pending.lost.append(0)
-            pending.kind.append(kind)
-            pending.record_count.append(len(chunk))
-            pending.records[kind].extend(chunk)
+            pending.add(node="n", boot=1, sent_ns=now, received_ns=now, lost=0, kind=kind, records=chunk)
     return pending
 
 

@@ -98,14 +98,15 @@ class Ingestor:
             result.rejected.extend(self.notice_check(result))
         with self._lock:
             pending = self._pending
-            pending.node.append(env.node)
-            pending.received_ns.append(received)
-            pending.lost.append(observation.lost)
-            pending.boot.append(env.boot)
-            pending.sent_ns.append(env.sent)
-            pending.kind.append(result.kind)
-            pending.record_count.append(len(result.records))
-            pending.records[result.kind].extend(result.records)
+            pending.add(
+                node=env.node,
+                boot=env.boot,
+                sent_ns=env.sent,
+                received_ns=received,
+                lost=observation.lost,
+                kind=result.kind,
+                records=result.records,
+            )
             for rejection in result.rejected:
                 pending.rejections.append((received, env.node, rejection.reason.value, rejection.count))
             self.pending_records += len(result.records)

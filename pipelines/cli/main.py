@@ -45,20 +45,26 @@ def cli(log_level: str) -> None:
     Quick start (one machine, embedded ClickHouse under ./data):
       tykpulse demo                 simulated fleet + worker, prints what landed
     \b
-    The pieces:
+    The pipeline:
       tykpulse proxy                the forwarder gateways publish to and workers read from
       tykpulse simulate             a simulated Tyk fleet publishing on the firehose
-      tykpulse run                  the worker: firehose -> windows -> rollups -> ClickHouse
-      tykpulse schema apply         create/update the rollup tables and views
-      tykpulse db serve             share the embedded database over ClickHouse's HTTP interface
+      tykpulse run                  the worker: firehose -> WAL -> windows -> rollups -> ClickHouse
+      tykpulse schema apply|show    create/update (or print) the tables and views
+    \b
+    From a real Tyk (docs/tyk.md):
+      tykpulse bridge tyk           analytics lists + cluster notifications from Tyk's Redis
+      tykpulse bridge tyk-webhook   gateway events from Tyk's webhook event handler
+    \b
+    Reading the rollups (docs/analysts.md):
+      tykpulse db serve             share an embedded database over ClickHouse's HTTP interface
       tykpulse alerts check|run     alert rules over the rollups, sent to Alertmanager
       tykpulse report               a one-page HTML summary of a time range
+    \b
+    Operating it (docs/operations.md, docs/guarantees.md):
+      tykpulse status               per-publisher health, the WAL and the last flush of a worker
       tykpulse keys generate NAME   a CURVE key pair for encrypted firehose sockets
-      tykpulse status               per-publisher health and the last flush of a running worker
       tykpulse replay               re-publish archived events (--from/--to) on a firehose
       tykpulse rebuild              recompute a time range's rollups from the archive
-      tykpulse bridge tyk           feed the firehose from a real Tyk (Redis; also tyk-webhook)
-
     \b
     Scale-out (Kafka + Faust workers, docs/scaling.md):
       tykpulse bridge kafka         the firehose -> a Kafka topic

@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pipelines.firehose.liveness import PublisherState
+from pipelines.firehose.protocol import RejectReason
 
 FLUSH_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -94,7 +95,10 @@ class _ReadingsCollector(Collector):
         rejected = CounterMetricFamily(
             "tykpulse_rejected", "Rejected messages or records.", labels=["reason"]
         )
-        for reason, count in sorted(self.readings.rejected().items()):
+        # Every known reason is exported from the start, at 0: Prometheus' increase()
+        # only sees a rise from a sample it already has.
+        counts = {reason.value: 0 for reason in RejectReason} | self.readings.rejected()
+        for reason, count in sorted(counts.items()):
             rejected.add_metric([reason], count)
         yield rejected
         yield GaugeMetricFamily(
@@ -155,6 +159,10 @@ class WorkerMetrics:
         self.sink_errors = Counter(
             "tykpulse_sink_errors", "Sink errors by kind.", ["kind"], registry=self.registry
         )
+        for outcome in ("written", "retry", "dropped"):
+            self.flushes.labels(outcome)
+        for kind in ("unavailable", "rejected"):
+            self.sink_errors.labels(kind)
         self.rows_written = Counter(
             "tykpulse_rows_written", "Partial rollup rows inserted.", registry=self.registry
         )

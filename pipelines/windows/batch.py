@@ -105,6 +105,27 @@ class PendingMessages:
     def __len__(self) -> int:
         return len(self.node) + len(self.rejections)
 
+    def add(
+        self,
+        *,
+        node: str,
+        boot: int,
+        sent_ns: int,
+        received_ns: int,
+        lost: int,
+        kind: TopicKind,
+        records: list[Any],
+    ) -> None:
+        """One accepted message (the receive path's only way in, so the columns stay aligned)."""
+        self.node.append(node)
+        self.received_ns.append(received_ns)
+        self.lost.append(lost)
+        self.boot.append(boot)
+        self.sent_ns.append(sent_ns)
+        self.kind.append(kind)
+        self.record_count.append(len(records))
+        self.records[kind].extend(records)
+
 
 class BatchBuilder:
     """Turns PendingMessages into a Batch (pure, given its clock and hasher)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sinks.clickhouse.contract import GRAINS, ROLLUPS
+from sinks.clickhouse.contract import GRAINS, REGISTRIES, ROLLUPS
 from sinks.clickhouse.ddl import ClusterLayout, schema_statements
 from sinks.clickhouse.sink import ClickHouseSink
 
@@ -30,12 +30,15 @@ def test_every_cluster_statement_parses(sink: ClickHouseSink) -> None:
             0
         ][0]
         assert "ON CLUSTER prod" in formatted, formatted
-    assert len(statements) == len(schema_statements("tykpulse")) + len(ROLLUPS) * (1 + len(GRAINS))
+    # a Distributed twin for every input and state table: rollups have one state per grain,
+    # registries (publishers) one
+    twins = len(ROLLUPS) * (1 + len(GRAINS)) + len(REGISTRIES) * 2
+    assert len(statements) == len(schema_statements("tykpulse")) + twins
 
 
 def test_state_tables_are_replicated_with_a_week_of_tokens() -> None:
     states = [s for s in schema_statements("tykpulse", LAYOUT) if "_state ON CLUSTER" in s]
-    assert len(states) == len(ROLLUPS) * len(GRAINS)
+    assert len(states) == len(ROLLUPS) * len(GRAINS) + len(REGISTRIES)
     for statement in states:
         assert "ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/tykpulse/" in statement
         assert "replicated_deduplication_window = 10000" in statement

@@ -111,6 +111,7 @@ def test_curve_pipeline_counts_everything_reports_status_and_revokes_on_sighup(t
         assert shown.returncode == 0, shown
         assert b"healthy" in shown.stdout
         assert b"sim-gw01" in shown.stdout
+        assert b"write-ahead log:" in shown.stdout
         # the write-ahead log (on by default) reports through the same endpoint
         wal = status(metrics)["wal"]
         assert wal["appended"] >= sum(expected.values())

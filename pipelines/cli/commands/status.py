@@ -67,6 +67,15 @@ def render_worker(status: dict[str, Any], console: Console) -> None:
         f"queue {totals['queue_depth']}/{totals['queue_capacity']}, "
         f"unwritten flushes {totals['pending_flushes']}"
     )
+    wal = status.get("wal") or {}
+    if wal:
+        level = "[red]" if wal["dropped_full"] else "[yellow]" if wal["used_ratio"] >= 0.8 else ""
+        console.print(
+            f"write-ahead log: {level}{wal['used_ratio']:.0%} of {wal['max_bytes'] / 2**20:.0f} MiB"
+            f"{'[/]' if level else ''}, {wal['backlog_records']} records not yet in ClickHouse, "
+            f"refused {wal['dropped_full']} (full) {wal['dropped_io_error']} (io errors), "
+            f"dead-lettered rows {wal['dead_lettered_rows']}"
+        )
     last = status.get("last_write") or {}
     if last:
         when = _age(dt.datetime.now(tz=dt.UTC).timestamp() - last["at"]) + " ago"
