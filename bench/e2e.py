@@ -33,7 +33,9 @@ import clickhouse_connect
 
 from bench.workload import WorkloadShape
 
-DESIGNS: Final = ("tykpulse", "ceiling", "naive", "native")
+# tykpulse-no-wal: the same worker with its write-ahead log off (--no-wal), to show what durability costs
+DESIGNS: Final = ("tykpulse", "tykpulse-no-wal", "ceiling", "naive", "native")
+WORKERS: Final = ("tykpulse", "tykpulse-no-wal")
 _READY_TIMEOUT_S: Final = 120.0
 _SUMMARY = re.compile(r"worker done messages=(\d+) records=(\d+) lost=(\d+) rejected=(\d+)")
 # what "landed" means: records counted in the views (every workload record is a request or a rate-limit hit)
@@ -75,11 +77,12 @@ def free_port() -> int:
 
 def _consumer_command(spec: E2ESpec, endpoint: str, workdir: Path) -> tuple[list[str], str]:
     dsn = f"chdb://{workdir / 'clickhouse'}"
-    if spec.design == "tykpulse":
+    if spec.design in WORKERS:
         command = [
             *("-m", "pipelines.cli.main", "--log-level", "info", "run"),
             *("--firehose", "@" + endpoint, "--clickhouse", dsn, "--rcvhwm", str(spec.hwm)),
             *("--flush-interval-s", str(spec.flush_interval_s), "--drain-timeout-s", str(spec.quiet_s)),
+            *(("--wal-dir", str(workdir / "wal")) if spec.design == "tykpulse" else ("--no-wal",)),
         ]
         return [sys.executable, *command], "worker subscribed"
     command = ["-m", f"bench.baselines.{spec.design}", "--endpoint", endpoint, "--hwm", str(spec.hwm)]
@@ -201,7 +204,7 @@ def _start_consumer(spec: E2ESpec, workdir: Path, started: list[subprocess.Popen
 
 
 def _consumer_result(spec: E2ESpec, workdir: Path) -> dict[str, Any]:
-    if spec.design == "tykpulse":
+    if spec.design in WORKERS:
         return _tykpulse_result(workdir / "consumer.log", workdir / "clickhouse")
     result: dict[str, Any] = json.loads((workdir / "consumer.json").read_text())
     return result

@@ -28,7 +28,8 @@ import numpy as np
 from bench.e2e import LANDED_SQL, BenchError, E2ESpec, check_ground_truth, free_port, publisher_command
 from pipelines.cli.signals import stop_on_signals
 from pipelines.runners.local import LocalRunner
-from pipelines.settings import FirehoseSettings, WorkerSettings
+from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
+from pipelines.wal.build import build_flusher
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 
@@ -47,11 +48,12 @@ def serve(endpoint: str, dsn: str, hwm: int, out: Path) -> None:
     stop = stop_on_signals()
     sink = ClickHouseSink(ClickHouseSettings(clickhouse_dsn=dsn))
     sink.setup()
-    runner = LocalRunner(
-        FirehoseSettings(firehose=["@" + endpoint], rcvhwm=hwm),
-        WorkerSettings(flush_interval_s=1.0, drain_timeout_s=1.0),
-        sink,
-    )
+    firehose = FirehoseSettings(firehose=["@" + endpoint], rcvhwm=hwm)
+    worker = WorkerSettings(flush_interval_s=1.0, drain_timeout_s=1.0)
+    # with its write-ahead log, as `tykpulse run` runs by default
+    wal_dir = Path(dsn.removeprefix("chdb://")).with_name("wal")
+    journal = build_flusher(firehose, worker, WalSettings(), sink, directory=wal_dir)
+    runner = LocalRunner(firehose, worker, sink, ingestor=journal.ingestor, journal=journal)
     polls: list[tuple[int, int]] = []
     polling = threading.Event()
     poller = threading.Thread(target=_poll, args=(sink, polling, polls), daemon=True)

@@ -36,7 +36,9 @@ def markdown(report: dict[str, Any]) -> str:
         *_table(["design", "median", "min", "max", "spread"], _e2e_rows(s, "rates")),
         "",
         f"Ratios of tykpulse within each round (median): ceiling {s['ceiling_ratio']:.2f}, "
-        f"naive {s['naive_ratio']:.2f}, native {s['native_ratio']:.2f}.",
+        f"naive {s['naive_ratio']:.2f}, native {s['native_ratio']:.2f}. The same worker without its "
+        f"write-ahead log (`--no-wal`): ceiling {s.get('no_wal_ceiling_ratio', 0):.2f}, "
+        f"naive {s.get('no_wal_naive_ratio', 0):.2f}.",
         "",
         "**End to end, 1 record per message:**",
         "",

@@ -91,11 +91,11 @@ def e2e_rounds(plan: Plan, per_message: int, designs: tuple[str, ...], rounds: i
     return runs
 
 
-def _ratios(runs: list[dict[str, Any]], against: str) -> list[float]:
+def _ratios(runs: list[dict[str, Any]], against: str, design: str = "tykpulse") -> list[float]:
     by_round: dict[int, dict[str, float]] = {}
     for run in runs:
         by_round.setdefault(run["round"], {})[run["design"]] = run["records_per_s"]
-    return [r["tykpulse"] / r[against] for r in by_round.values() if "tykpulse" in r and against in r]
+    return [r[design] / r[against] for r in by_round.values() if design in r and against in r]
 
 
 def _rates(runs: list[dict[str, Any]], design: str) -> list[float]:
@@ -127,6 +127,8 @@ def summarise(
         "ceiling_ratio": statistics.median(_ratios(batched, "ceiling")),
         "naive_ratio": statistics.median(_ratios(batched, "naive")),
         "native_ratio": statistics.median(_ratios(batched, "native")),
+        "no_wal_ceiling_ratio": _median(_ratios(batched, "ceiling", "tykpulse-no-wal")),
+        "no_wal_naive_ratio": _median(_ratios(batched, "naive", "tykpulse-no-wal")),
         "single_record_ceiling_ratio": _median(_ratios(single, "ceiling")),
         "single_record_records_per_s": _median(_rates(single, "tykpulse")),
         "p99_visible_s": lat["p99_visible_s"],

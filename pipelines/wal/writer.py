@@ -42,7 +42,7 @@ from pipelines.wal.format import (
     RecordError,
     SegmentHeaderError,
     WalRecord,
-    encode_record,
+    encode_record_parts,
     list_segments,
     scan_segment,
     segment_header,
@@ -96,6 +96,7 @@ class WalWriter:
         self._lock_fd = -1
         self._buffer: list[bytes] = []
         self._buffered = 0
+        self._buffered_records = 0
         self._next = 0
         self._written = 0
         self._synced = 0
@@ -201,12 +202,11 @@ class WalWriter:
         try:
             # More frames than a record holds: keep the first ones; the decoder
             # rejects the message (frame_count) and counts it, as without a log.
-            data, _ = encode_record(self._next, received_ns, frames[:MAX_FRAMES])
+            parts, size, _ = encode_record_parts(self._next, received_ns, frames[:MAX_FRAMES])
         except (struct.error, OverflowError) as exc:  # a frame of 4 GiB or more
             self.stats.dropped_unloggable += 1
             log.error("message cannot be logged, dropped (counted) error=%s", exc)
             return False
-        size = len(data)
         if self.stats.disk_bytes + self._buffered + size > self.stats.max_bytes:
             self.stats.dropped_full += 1
             self.pressure.update(full=True)
@@ -217,8 +217,9 @@ class WalWriter:
         ):
             self.commit()
             self._rotate()
-        self._buffer.append(data)
+        self._buffer += parts
         self._buffered += size
+        self._buffered_records += 1
         self._next += 1
         self.stats.appended += 1
         if self._buffered >= _BUFFER_LIMIT:
@@ -233,6 +234,7 @@ class WalWriter:
                 self._write_out(data)
             self._buffer.clear()
             self._buffered = 0
+            self._buffered_records = 0
             self.pressure.update()
         due = time.monotonic() - self._last_fsync >= self.fsync_interval_s
         if self.policy is FsyncPolicy.ALWAYS or (self.policy is FsyncPolicy.INTERVAL and due):
@@ -245,7 +247,7 @@ class WalWriter:
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
-            self._undo_partial_write(current, exc, len(self._buffer))
+            self._undo_partial_write(current, exc, self._buffered_records)
             return
         current.size += len(data)
         self.stats.disk_bytes += len(data)
