@@ -141,12 +141,13 @@ def _stop(process: subprocess.Popen[bytes], rss: PeakRss) -> dict[str, float]:
     """SIGTERM, wait; the child's own CPU time (wait4) and peak RSS (sampled)."""
     process.send_signal(signal.SIGTERM)
     _, status, usage = os.wait4(process.pid, 0)
+    exited = time.time()
     process.returncode = os.waitstatus_to_exitcode(status)
     peak = rss.stop()
     if process.returncode != 0:
         msg = f"consumer exited with {process.returncode}"
         raise BenchError(msg)
-    return {"cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": peak}
+    return {"cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": peak, "exited_unix_s": exited}
 
 
 def publisher_command(spec: E2ESpec, endpoint: str, out: Path, node: str = "bench-0") -> list[str]:
@@ -274,13 +275,18 @@ def _result(
 ) -> dict[str, Any]:
     per_message = spec.shape.records_per_message
     losses = check_ground_truth(sent, got, per_message)
-    elapsed = sent["elapsed_s"]
+    # A consumer that keeps a backlog (the write-ahead log takes messages faster than
+    # they are aggregated) is still landing records after the publisher stops: its time
+    # runs until it exits, less the silence every consumer waits for before stopping.
+    finishing = max(0.0, usage["exited_unix_s"] - sent["tail_ended_unix_s"] - spec.quiet_s)
+    elapsed = sent["elapsed_s"] + finishing
     backlog = 2 * spec.hwm * per_message
     return {
         "design": spec.design,
         "records_per_message": per_message,
         "keys": spec.shape.keys,
         "duration_s": elapsed,
+        "finishing_s": finishing,
         "sent_records": sent["records"],
         "received_records": got["records"],
         "landed_records": got["landed"],

@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         publisher = BenchPublisher(pool, socket, args.node)
         elapsed, stamps = publisher.run(args.duration, args.rate, per_message_stamps=bool(args.timeline))
         publisher.tail(args.tail)
+        tail_ended = time.time()
     finally:
         socket.close()
         context.term()
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         "heartbeats": publisher.heartbeats,
         "tail_heartbeats": publisher.tail_heartbeats,
         "elapsed_s": elapsed,
+        "tail_ended_unix_s": tail_ended,
         "records_per_message": shape.records_per_message,
     }
     args.out.write_text(json.dumps(report))

@@ -89,7 +89,7 @@ class RetryPolicy:
     initial_s: float = 0.5
     max_s: float = 30.0
     refusals_before_dead_letter: int = 3
-    flush_max_bytes: int = 32 << 20
+    flush_max_bytes: int = 128 << 20
 
 
 def in_key_order(name: str, table: pa.Table) -> pa.Table:
