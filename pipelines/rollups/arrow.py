@@ -7,7 +7,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from sinks.clickhouse.contract import Registry, Rollup
+from sinks.clickhouse.contract import Aggregate
 
 _POLARS_TYPES: dict[str, Any] = {
     "DateTime('UTC')": pl.UInt32,
@@ -21,7 +21,7 @@ _POLARS_TYPES: dict[str, Any] = {
 }
 
 
-def to_input_table(frame: pl.DataFrame, rollup: Rollup | Registry) -> pa.Table:
+def to_input_table(frame: pl.DataFrame, rollup: Aggregate) -> pa.Table:
     """Select and cast the contract's input columns, in the contract's order."""
     columns = [pl.col(c.name).cast(_POLARS_TYPES[c.type]) for c in rollup.input_columns]
     return frame.select(columns).to_arrow()

@@ -61,7 +61,9 @@ class Output:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Rollup:
+class Aggregate:
+    """What rollups and registries share: partial rows in, merged states, finalized outputs."""
+
     name: str
     keys: tuple[Column, ...]
     inputs: tuple[Column, ...]
@@ -72,6 +74,15 @@ class Rollup:
     @property
     def input_table(self) -> str:
         return f"{self.name}_in"
+
+    @property
+    def input_columns(self) -> tuple[Column, ...]:
+        return (*self.keys, *self.inputs)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rollup(Aggregate):
+    """Keyed by a time window and the keys: one row per window and key, at every grain."""
 
     @property
     def input_columns(self) -> tuple[Column, ...]:
@@ -245,21 +256,8 @@ GRAINS: Final = {"1m": "toStartOfMinute", "1h": "toStartOfHour"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Registry:
-    name: str
-    keys: tuple[Column, ...]
-    inputs: tuple[Column, ...]
-    measures: tuple[Measure, ...]
-    outputs: tuple[Output, ...]
-    description: str
-
-    @property
-    def input_table(self) -> str:
-        return f"{self.name}_in"
-
-    @property
-    def input_columns(self) -> tuple[Column, ...]:
-        return (*self.keys, *self.inputs)
+class Registry(Aggregate):
+    """Keyed by an entity, not a window: one row per key for all time."""
 
 
 def _simple(function: str, name: str, type_: str) -> Measure:
@@ -311,6 +309,6 @@ PUBLISHERS = Registry(
 )
 
 REGISTRIES: Final = (PUBLISHERS,)
-TABLES_BY_NAME: Final[dict[str, Rollup | Registry]] = {t.name: t for t in (*ROLLUPS, *REGISTRIES)}
+TABLES_BY_NAME: Final[dict[str, Aggregate]] = {t.name: t for t in (*ROLLUPS, *REGISTRIES)}
 # Where each partial table a worker computes is inserted.
 INPUT_TABLES: Final = {name: t.input_table for name, t in TABLES_BY_NAME.items()}

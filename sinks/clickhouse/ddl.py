@@ -29,7 +29,7 @@ from sinks.clickhouse.contract import (
     ROLLUPS,
     WINDOW_COLUMN,
     WINDOW_TYPE,
-    Registry,
+    Aggregate,
     Rollup,
 )
 
@@ -71,7 +71,7 @@ def _on(layout: ClusterLayout | None) -> str:
     return layout.clause if layout is not None else ""
 
 
-Table = Rollup | Registry  # a registry is a rollup without windows: one row per key, for all time
+Table = Aggregate  # a rollup (windowed) or a registry (one row per key, for all time)
 
 
 def insert_table(table: Table, layout: ClusterLayout | None = None) -> str:
