@@ -214,3 +214,67 @@ def test_sink_over_http_equals_sink_embedded(tmp_path: Path, db_serve: int) -> N
     assert all(over_http.values())
     # 2 distinct flushes of 200 requests each: the repeated flush-1 landed once
     assert over_http["requests"] == ["400"]
+
+
+def test_the_database_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    """The local worker's write-ahead log over the http:// path, against the real engine.
+
+    `db serve` is SIGKILLed while the worker writes through it (some inserts
+    land, some are cut off mid-request, the rest are refused) and restarted
+    after a pause on the same directory; the worker retries with the same
+    tokens and drains its log. The views equal the ground truth exactly.
+    """
+    port, firehose = free_port(), free_port()
+    path = tmp_path / "shared"
+
+    def serve() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(
+            tykpulse(
+                "db", "serve", "--path", str(path), "--listen", f"127.0.0.1:{port}",
+                "--writer-password", WRITER_PASSWORD,
+            )
+        )  # fmt: skip
+        wait_for_endpoint(port, server)
+        return server
+
+    server = serve()
+    worker_log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        tykpulse(
+            "run", "--firehose", f"@tcp://127.0.0.1:{firehose}",
+            "--clickhouse", f"http://tykpulse:{WRITER_PASSWORD}@127.0.0.1:{port}",
+            "--flush-interval-s", "0.3", "--sink-retry-initial-s", "0.2", "--sink-retry-max-s", "1",
+        ),
+        stderr=worker_log,
+    )  # fmt: skip
+    truth_path = tmp_path / "truth.json"
+    try:
+        sim = subprocess.Popen(
+            tykpulse(
+                "simulate", "--connect", f"tcp://127.0.0.1:{firehose}", "--duration", "8", "--rate", "3000",
+                "--batch", "50", "--seed", "9", "--truth", str(truth_path), "--wait-subscribers-s", "60",
+                "--node", "sim",
+            )
+        )  # fmt: skip
+        reader = clickhouse_connect.get_client(host="127.0.0.1", port=port)
+        wait_until(lambda: int(reader.command("SELECT count() FROM tykpulse.traffic_1m")) > 0, "rows to land")
+        reader.close()
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+        assert sim.wait(timeout=180) == 0  # the rest is sent while the database is away
+        server = serve()
+        assert stop(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    finally:
+        stop(worker)
+        stop(server)
+        worker_log.close()
+    log = (tmp_path / "worker.log").read_text()
+    assert "the WAL keeps the data" in log  # the outage was seen, and retried
+    truth = json.loads(truth_path.read_text())
+    server = serve()
+    reader = clickhouse_connect.get_client(host="127.0.0.1", port=port)
+    try:
+        assert failures(reader, truth) == []
+    finally:
+        reader.close()
+        assert stop(server) == 0
