@@ -52,6 +52,6 @@ def test_bench_smoke_prints_a_sane_summary_line(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "latest.json").read_text())
     assert report["machine"]["cores"] >= 1
     designs = {run["design"] for run in report["e2e"]}
-    assert designs == {"tykpulse", "ceiling", "naive", "native"}
+    assert designs == {"tykpulse", "tykpulse-no-wal", "ceiling", "naive", "native"}
     assert all(run["landed_records"] == run["received_records"] for run in report["e2e"])
     assert (tmp_path / "latest.md").read_text().count("|") > 20
