@@ -28,7 +28,7 @@ import collections
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
 import pyarrow as pa
@@ -70,6 +70,8 @@ class FlushObserver(Protocol):
     def wrote(self, seconds: float, rows: int) -> None: ...
 
     def failed(self, error: SinkError) -> None: ...
+
+    wal_readings: Callable[[], dict[str, float]] | None
 
 
 class ArchiveOutput(Protocol):
@@ -205,6 +207,11 @@ class DurableFlusher:
     def backlog(self) -> int:
         """Records in the log not yet committed to ClickHouse."""
         return self.writer.written - self.checkpoint.flushed
+
+    def report_to(self, observer: FlushObserver) -> None:
+        """Tell `observer` what every flush does, and let it read the log's numbers."""
+        self.observer = observer
+        observer.wal_readings = self.readings
 
     def readings(self) -> dict[str, float]:
         """The log's numbers for metrics and `tykpulse status` (read from another thread: plain ints)."""

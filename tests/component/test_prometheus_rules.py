@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.observe.watch import WorkerWatch
+from pipelines.wal.flusher import DurableFlusher
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.component.test_wal_flusher import NODE, log_messages, make_flusher
 from tests.durability import base_window_s
@@ -27,13 +28,18 @@ METRIC = re.compile(r"\btykpulse_[a-z_]+")
 LABEL_MATCH = re.compile(r"\{([^}]*)\}")
 
 
-def exported(sink: ClickHouseSink, wal_dir: Path) -> dict[str, set[str]]:
-    """Sample name -> label names, as Prometheus scrapes them from a worker that logged and flushed."""
+def watched_flusher(sink: ClickHouseSink, wal_dir: Path, messages: int) -> tuple[DurableFlusher, WorkerWatch]:
+    """A WAL flusher reporting to a worker's watch, as `tykpulse run` wires them, with messages logged."""
     flusher = make_flusher(wal_dir, sink)
     watch = WorkerWatch(flusher.ingestor)
-    flusher.observer = watch
-    watch.wal_readings = flusher.readings
-    log_messages(flusher, range(5), base_window_s())
+    flusher.report_to(watch)
+    log_messages(flusher, range(messages), base_window_s())
+    return flusher, watch
+
+
+def exported(sink: ClickHouseSink, wal_dir: Path) -> dict[str, set[str]]:
+    """Sample name -> label names, as Prometheus scrapes them from a worker that logged and flushed."""
+    flusher, watch = watched_flusher(sink, wal_dir, 5)
     flusher.flush()
     watch.settled(0)
     text = generate_latest(watch.metrics.registry).decode()
@@ -69,11 +75,7 @@ def test_every_rule_names_exported_metrics_and_labels(sink: ClickHouseSink, tmp_
 
 
 def test_the_wal_metrics_count_what_the_log_did(sink: ClickHouseSink, tmp_path: Path) -> None:
-    flusher = make_flusher(tmp_path / "wal", sink)
-    watch = WorkerWatch(flusher.ingestor)
-    flusher.observer = watch
-    watch.wal_readings = flusher.readings
-    log_messages(flusher, range(7), base_window_s())
+    flusher, watch = watched_flusher(sink, tmp_path / "wal", 7)
     before = flusher.readings()
     flusher.flush()
     samples_text = generate_latest(watch.metrics.registry).decode()

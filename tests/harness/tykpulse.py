@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def tykpulse(*args: str) -> list[str]:
-    """The command line of `tykpulse ARGS` with this interpreter (warnings and errors logged only)."""
-    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "warning", *args]
+def tykpulse(*args: str, log_level: str = "warning") -> list[str]:
+    """The command line of `tykpulse ARGS` with this interpreter (warnings and errors logged by default)."""
+    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", log_level, *args]
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.harness.tykpulse import tykpulse as _tykpulse
 
 
 def tykpulse(*args: str, log_level: str = "info") -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", log_level, *args]
+    """As tests.harness.tykpulse, logging at info: these tests read the worker's log lines."""
+    return _tykpulse(*args, log_level=log_level)
 
 
 def start_worker(

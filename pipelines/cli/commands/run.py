@@ -124,8 +124,7 @@ def command(
     )
     watch = WorkerWatch(ingestor, healthy_flush_age_s=observe.healthy_flush_age_s)
     if journal is not None:
-        journal.observer = watch
-        watch.wal_readings = journal.readings
+        journal.report_to(watch)
     metrics = None
     if observe.metrics_port is not None:
         metrics = MetricsServer(watch, observe.metrics_host, observe.metrics_port).start()
