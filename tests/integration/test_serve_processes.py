@@ -248,6 +248,7 @@ def test_the_database_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path
         stderr=worker_log,
     )  # fmt: skip
     truth_path = tmp_path / "truth.json"
+    sim = None
     try:
         sim = subprocess.Popen(
             tykpulse(
@@ -257,7 +258,12 @@ def test_the_database_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path
             )
         )  # fmt: skip
         reader = clickhouse_connect.get_client(host="127.0.0.1", port=port)
-        wait_until(lambda: int(reader.command("SELECT count() FROM tykpulse.traffic_1m")) > 0, "rows to land")
+        # system.parts answers before the worker has created its schema; the view would not
+        landed = (
+            "SELECT count() FROM system.parts WHERE database = 'tykpulse' "
+            "AND table = 'traffic_1m_state' AND active"
+        )
+        wait_until(lambda: int(reader.command(landed)) > 0, "rows to land")
         reader.close()
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
@@ -265,6 +271,8 @@ def test_the_database_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path
         server = serve()
         assert stop(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
     finally:
+        if sim is not None:
+            stop(sim)
         stop(worker)
         stop(server)
         worker_log.close()
