@@ -170,10 +170,22 @@ class Ingestor:
 
     def take(self) -> Batch:
         """Everything received since the last take(), as columns."""
+        return self.build(self.detach())
+
+    def detach(self) -> PendingMessages:
+        """Everything received since the last take(), as received (cheap: a swap).
+
+        For a caller that must cut the stream at an exact message (the WAL
+        flusher, under its own lock) and build the batch outside that lock.
+        """
         with self._lock:
             pending, self._pending = self._pending, PendingMessages()
             self.pending_records = 0
             self._room.set()
+        return pending
+
+    def build(self, pending: PendingMessages) -> Batch:
+        """Detached messages as columns (and the rejections found while building counted)."""
         if not len(pending):
             return Batch.empty()
         batch = self.builder.build(pending)

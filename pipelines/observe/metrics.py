@@ -123,6 +123,15 @@ class _ReadingsCollector(Collector):
         for reason in _WAL_DROPS:
             dropped.add_metric([reason], wal[f"dropped_{reason}"])
         yield dropped
+        ranges = CounterMetricFamily(
+            "tykpulse_wal_flushed_ranges",
+            "Flushed log ranges by how they were decoded: live (as logged, the flusher keeps up) or "
+            "log (read back: after a restart, an outage or while behind).",
+            labels=["source"],
+        )
+        for source in ("live", "log"):
+            ranges.add_metric([source], wal[f"{source}_ranges"])
+        yield ranges
 
     def _publishers(self) -> Iterator[Metric]:
         now = self.readings.now_ns()

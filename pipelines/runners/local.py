@@ -96,6 +96,8 @@ class Journal(Protocol):
 
     def received(self) -> None: ...
 
+    def wait_for_room(self, timeout_s: float) -> bool: ...
+
     def flush(self) -> None: ...
 
     def caught_up(self) -> bool: ...
@@ -180,10 +182,9 @@ class LocalRunner:
 
     def _receive(self, subscriber: FirehoseSubscriber, stop: threading.Event) -> None:
         ingest = self.ingestor.ingest if self.journal is None else self.journal.append
-        # With a journal the log's disk bound applies instead: the buffer stays empty.
-        bounded = self.journal is None
+        wait_for_room = self.ingestor.wait_for_room if self.journal is None else self.journal.wait_for_room
         while not stop.is_set():
-            if bounded and not self.ingestor.wait_for_room(_POLL_MS / 1000):
+            if not wait_for_room(_POLL_MS / 1000):
                 self.watch.paused()  # the flusher is behind: leave messages to ZeroMQ's HWM
                 continue
             got = False

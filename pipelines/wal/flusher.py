@@ -1,7 +1,8 @@
 """The durable flush path: write-ahead log -> rollups -> ClickHouse, exactly once.
 
-The receiver only appends raw messages to the log (append, received). The
-flusher reads the log in position ranges [start, end) and, for each range:
+The receiver only hands raw messages over (append, received); the appender
+thread (pipelines.wal.appender) logs them. The flusher takes the log in
+position ranges [start, end) and, for each range:
 
 1. plan: fsync the log through `end`, decode and aggregate the range's
    records (the same Ingestor code as ever), and record the range in the
@@ -20,6 +21,18 @@ flushed in new ranges. Ranges drain strictly in order, one at a time, so
 memory holds one range (at most wal_flush_max_bytes of messages) whatever
 the length of an outage. The Ingestor's clock is the receive time of the
 record being replayed, so a replay judges timestamps as the first pass did.
+
+Decoding as messages are logged (the live range): while the flusher keeps up,
+reading back what was just written would only cost time, and would serialise
+decoding with the inserts. So once a read-back reaches the end of the log, the
+writer's tap hands every record, as soon as it is in the OS, to the Ingestor
+(on the appender thread), and the next range is simply "what the tap decoded": the
+same records, the same digest (chained from the same CRCs), so the same token
+a read-back would give. Decoding then overlaps the flusher's inserts. When the
+flusher falls behind (an outage, a burst beyond max_pending_records) the live
+range is closed, flushed as it stands, and the rest is read back from the log
+as before until the flusher has caught up again. A crash loses nothing: the
+in-flight range is on the log either way, and a restart reads it back.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, Protocol
@@ -35,12 +49,13 @@ import pyarrow as pa
 
 from pipelines.ingest import Ingestor
 from pipelines.rollups import compute
+from pipelines.wal.appender import BackgroundAppender
 from pipelines.wal.checkpoint import Checkpoint, InFlight, SequencePosition, store_checkpoint
 from pipelines.wal.deadletter import DeadLetters
 from pipelines.wal.format import WalRecord
-from pipelines.wal.reader import RangeRead, WalReader
+from pipelines.wal.reader import RangeRead, WalReader, chain_digest, seal_digest
 from pipelines.wal.writer import WalWriter
-from pipelines.windows.batch import Batch
+from pipelines.windows.batch import Batch, PendingMessages
 from sinks.clickhouse.contract import TABLES_BY_NAME, WINDOW_COLUMN, Rollup
 from sinks.errors import SinkError, SinkRejectedError
 
@@ -128,6 +143,7 @@ class Flight:
     messages: int
     records: int
     sequences: list[SequencePosition]
+    live: bool = False
     planned_at: float = dataclasses.field(default_factory=time.perf_counter)
     rows: int = 0
     done: set[str] = dataclasses.field(default_factory=set)
@@ -135,12 +151,34 @@ class Flight:
 
 
 @dataclasses.dataclass(slots=True)
+class LiveRange:
+    """Records [start, end) decoded as they were logged, not yet taken by a flush."""
+
+    start: int
+    end: int
+    chain: int = 0  # the records' CRCs chained, as a read-back of [start, end) would
+    last_received_ns: int = 0
+    open: bool = True  # False: ClickHouse writes fail; records from `end` on are read back
+
+    def close(self, reason: str) -> None:
+        if self.open:
+            self.open = False
+            log.info("WAL live decoding paused (%s); reading the log back until caught up", reason)
+
+
+@dataclasses.dataclass(slots=True)
 class FlushStats:
     flushes: int = 0
+    live_ranges: int = 0  # flushes of records decoded as they were logged
+    read_back_ranges: int = 0  # flushes of records read back from the log
     rows_written: int = 0
     records_written: int = 0
     failed_attempts: int = 0
     dead_lettered_rows: int = 0
+
+
+def _last_received(read: RangeRead) -> int:
+    return read.records[-1].received_ns if read.records else 0
 
 
 class DurableFlusher:
@@ -156,8 +194,10 @@ class DurableFlusher:
         dead_letters: DeadLetters,
         archive: ArchiveOutput | None = None,
         observer: FlushObserver | None = None,
+        decode_on_receive: bool = True,
     ) -> None:
         self.writer = writer
+        self.appender = BackgroundAppender(writer)
         self.reader = WalReader(writer.directory)
         self.checkpoint = checkpoint
         self.ingestor = ingestor
@@ -173,6 +213,10 @@ class DurableFlusher:
         self._retry_at = 0.0
         self._delay = self.retry.initial_s
         self._seen: dict[tuple[str, int], tuple[int, int]] = {}
+        # The archive stores the raw frames, which only a read-back has.
+        self.decode_on_receive = decode_on_receive and archive is None
+        self._live: LiveRange | None = None
+        self._live_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -183,6 +227,12 @@ class DurableFlusher:
             self.ingestor.sequences.restore(position.node, position.boot, position.last_seq)
             self._seen[(position.node, position.boot)] = (position.last_seq, position.seen_ns)
         store_checkpoint(self.writer.directory, self.checkpoint)
+        if self.decode_on_receive:
+            self.writer.tap = self._logged
+        self.appender.start()
+        # Ready before the first message if ClickHouse is (the first flush then finds nothing
+        # to read back and decodes as it logs from the start); if not, the flushes retry.
+        self._setup()
         backlog = end - self.checkpoint.flushed
         log.info(
             "WAL open dir=%s wal_id=%s flushed=%d end=%d backlog_records=%d inflight=%s publishers=%d",
@@ -196,12 +246,55 @@ class DurableFlusher:
         )
 
     def append(self, frames: list[bytes]) -> None:
-        """Receiver thread: log one message."""
-        self.writer.append(frames, time.time_ns())
+        """Receiver thread: log one message (stamped with its receive time now)."""
+        self.appender.add(frames)
 
     def received(self) -> None:
-        """Receiver thread: the batch drained from the sockets is complete; hand it to the OS."""
-        self.writer.commit()
+        """Receiver thread: the batch drained from the sockets is complete; hand it to the log."""
+        self.appender.hand_over()
+
+    def wait_for_room(self, timeout_s: float) -> bool:
+        """Receiver thread: False while max_pending_records decoded records wait for the flusher.
+
+        The pace of a flusher that keeps up but is slower than the firehose: as
+        without a log, the receiver waits and ZeroMQ pushes back. While the log
+        is read back (a restart, a ClickHouse outage) it takes everything, up to
+        its disk bound, so an outage loses nothing.
+        """
+        live = self._live
+        if live is None or not live.open:
+            return True
+        return self.ingestor.wait_for_room(timeout_s)
+
+    def _logged(self, records: list[WalRecord]) -> None:
+        """Appender thread (the writer's tap): decode records now in the log into the live range."""
+        with self._live_lock:
+            live = self._live
+            if live is None or not live.open:
+                return
+            ingest = self.ingestor.ingest
+            clock = self.clock
+            for record in records:
+                if record.position < live.end:
+                    continue  # logged before the range opened: a read-back flushed it
+                if record.position > live.end:
+                    # Cannot happen while the tap sees every write; if it did, the log has them.
+                    live.close(f"records not contiguous at {live.end}, got {record.position}")
+                    return
+                clock.now_ns = record.received_ns
+                ingest(record.frames, record.received_ns)
+                live.chain = chain_digest(live.chain, record)
+                live.end += 1
+                live.last_received_ns = record.received_ns
+
+    def _go_live(self) -> None:
+        """Flusher thread, with everything in the log flushed: decode what is logged next as it comes."""
+        if not self.decode_on_receive or self._live is not None:
+            return
+        with self._live_lock:
+            written = self.writer.written
+            if written == self.checkpoint.flushed:
+                self._live = LiveRange(written, written)
 
     @property
     def backlog(self) -> int:
@@ -229,14 +322,16 @@ class DurableFlusher:
             "damaged_records": self.reader.damaged_total,
             "failed_attempts": self.stats.failed_attempts,
             "dead_lettered_rows": self.stats.dead_lettered_rows,
+            "live_ranges": self.stats.live_ranges,
+            "log_ranges": self.stats.read_back_ranges,
         }
 
     def caught_up(self) -> bool:
-        return self._flight is None and self.backlog <= 0
+        return self._flight is None and self.appender.queued_messages == 0 and self.backlog <= 0
 
     def finish(self, timeout_s: float) -> bool:
         """After receiving stopped: write everything the log holds, for at most timeout_s."""
-        self.writer.commit()
+        self.appender.wait_idle()
         deadline = time.monotonic() + timeout_s
         while True:
             self.flush(deadline=deadline)
@@ -252,11 +347,12 @@ class DurableFlusher:
             time.sleep(max(wait, 0.01))
 
     def close(self) -> None:
+        self.appender.stop()
         self.writer.close()
         stats = self.writer.stats
         log.info(
             "WAL closed backlog_records=%d appended=%d dropped_full=%d dropped_io_error=%d fsyncs=%d "
-            "damaged_records=%d flushes=%d failed_attempts=%d dead_lettered_rows=%d",
+            "damaged_records=%d flushes=%d (live=%d read_back=%d) failed_attempts=%d dead_lettered_rows=%d",
             self.backlog,
             stats.appended,
             stats.dropped_full,
@@ -264,6 +360,8 @@ class DurableFlusher:
             stats.fsyncs,
             self.reader.damaged_total,
             self.stats.flushes,
+            self.stats.live_ranges,
+            self.stats.read_back_ranges,
             self.stats.failed_attempts,
             self.stats.dead_lettered_rows,
         )
@@ -293,15 +391,17 @@ class DurableFlusher:
             if not self._ready and not self._setup():
                 return
             if self._flight is None:
-                if self.checkpoint.flushed >= target:
-                    return
                 self._flight = self._plan(target)
                 if self._flight is None:
+                    self._go_live()
                     return
-            if not self._send(self._flight):
+            flight = self._flight
+            if not self._send(flight):
                 return
-            self._commit(self._flight)
+            self._commit(flight)
             self._flight = None
+            if flight.live:
+                return  # the live range is cut once per flush: the next one is still arriving
 
     def _setup(self) -> bool:
         try:
@@ -315,8 +415,15 @@ class DurableFlusher:
         return True
 
     def _plan(self, limit: int) -> Flight | None:
+        """The next range in log order (None if there is none yet), recorded as in flight."""
         start = self.checkpoint.flushed
         inflight = self.checkpoint.inflight
+        live = self._live
+        if live is not None and live.start != start:
+            msg = f"the live range starts at {live.start}, the log is flushed to {start}"
+            raise AssertionError(msg)
+        if live is not None and not live.open and live.end == live.start:
+            self._live = live = None  # closed before it held a record: the rest is read back
         if inflight is not None and inflight.start == start:
             read = self.reader.read(start, min(inflight.end, limit))
             if read.digest != inflight.digest or read.end != inflight.end:
@@ -326,6 +433,12 @@ class DurableFlusher:
                     inflight,
                     read.end,
                 )
+            flight = self._read_back(read, catch_up=False)
+        elif live is not None:
+            taken = self._take_live()
+            if taken is None:
+                return None
+            flight = taken
         else:
             if limit <= start:
                 return None
@@ -333,31 +446,78 @@ class DurableFlusher:
             # made durable before it is planned (one fsync per flush in every policy).
             self.writer.sync()
             read = self.reader.read(start, limit, max_bytes=self.retry.flush_max_bytes)
-        flight = self._aggregate(read)
+            flight = self._read_back(read, catch_up=read.end >= limit)
         self.checkpoint.inflight = flight.range
         store_checkpoint(self.writer.directory, self.checkpoint)
         return flight
 
-    def _aggregate(self, read: RangeRead) -> Flight:
+    def _read_back(self, read: RangeRead, *, catch_up: bool) -> Flight:
+        """A range read back from the log; with catch_up, read on to the log's end and go live there.
+
+        The catch-up holds the tap while it reads the last records, so that no
+        record is both read back and decoded as logged; the log's end cannot
+        move past what the tap will hand over next.
+        """
+        self._ingest(read.records)
+        if not (catch_up and self.decode_on_receive and self._live is None):
+            pending = self.ingestor.detach()
+            sequences = self._sequence_positions(_last_received(read))
+        else:
+            with self._live_lock:
+                written = self.writer.written
+                tail = len(read.records)
+                self.reader.extend(read, written, max_bytes=read.bytes + self.retry.flush_max_bytes // 4)
+                self._ingest(read.records[tail:])
+                if read.end == written:
+                    self._live = LiveRange(written, written)
+                pending = self.ingestor.detach()
+                sequences = self._sequence_positions(_last_received(read))
+            self.writer.sync()  # the records read on, too, are durable before they are planned
+        self.stats.read_back_ranges += 1
+        flight = self._make_flight(
+            pending, InFlight(read.start, read.end, read.digest), sequences, len(read.records)
+        )
+        if self.archive is not None:
+            flight.partials[self.archive.name] = self.archive.build(read.records)
+        return flight
+
+    def _ingest(self, records: Sequence[WalRecord]) -> None:
         ingest = self.ingestor.ingest
-        for record in read.records:
+        for record in records:
             self.clock.now_ns = record.received_ns
             ingest(record.frames, record.received_ns)
-        batch = self.ingestor.take()
+
+    def _take_live(self) -> Flight | None:
+        """Cut the live range where the tap is now; None if it holds no record."""
+        with self._live_lock:
+            live = self._live
+            if live is None or live.end == live.start:
+                return None
+            pending = self.ingestor.detach()
+            sequences = self._sequence_positions(live.last_received_ns)
+            span = InFlight(live.start, live.end, seal_digest(live.chain, live.start, live.end))
+            self._live = LiveRange(live.end, live.end) if live.open else None
+        # Durable before planned, as for a read-back: everything tapped is written, so this covers it.
+        self.writer.sync()
+        self.stats.live_ranges += 1
+        flight = self._make_flight(pending, span, sequences, span.end - span.start)
+        flight.live = True
+        return flight
+
+    def _make_flight(
+        self, pending: PendingMessages, span: InFlight, sequences: list[SequencePosition], messages: int
+    ) -> Flight:
+        batch = self.ingestor.build(pending)
         if self.observer is not None:
             self.observer.took(batch)
         partials = {name: in_key_order(name, table) for name, table in compute(batch).items()}
-        if self.archive is not None:
-            partials[self.archive.name] = self.archive.build(read.records)
-        last_received = read.records[-1].received_ns if read.records else 0
-        span = InFlight(read.start, read.end, read.digest)
         return Flight(
             range=span,
             token=f"{self.checkpoint.wal_id}-{span.start}-{span.end}-{span.digest:08x}",
             partials=partials,
-            messages=len(read.records),
+            messages=messages,
             records=batch.records,
-            sequences=self._sequence_positions(last_received),
+            sequences=sequences,
         )
 
     def _sequence_positions(self, now_ns: int) -> list[SequencePosition]:
@@ -424,6 +584,10 @@ class DurableFlusher:
 
     def _failed(self, exc: SinkError, action: str) -> None:
         self.stats.failed_attempts += 1
+        # Whatever arrives during an outage waits in the log, not in memory.
+        with self._live_lock:
+            if self._live is not None:
+                self._live.close("ClickHouse writes fail")
         if self.observer is not None:
             self.observer.failed(exc)
         self._retry_at = time.monotonic() + self._delay

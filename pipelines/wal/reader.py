@@ -33,6 +33,16 @@ from pipelines.wal.format import (
 log = logging.getLogger(__name__)
 
 
+def chain_digest(digest: int, record: WalRecord) -> int:
+    """The running digest of a range with one more record (start from 0)."""
+    return zlib.crc32(record.crc.to_bytes(4, "little"), digest)
+
+
+def seal_digest(digest: int, start: int, end: int) -> int:
+    """The digest of the range [start, end) whose records chained to `digest`."""
+    return zlib.crc32(f"{start}-{end}".encode(), digest)
+
+
 @dataclasses.dataclass(slots=True)
 class RangeRead:
     """What one read of [start, end) saw: records, positions skipped as damaged, and a digest."""
@@ -41,8 +51,12 @@ class RangeRead:
     end: int
     records: list[WalRecord] = dataclasses.field(default_factory=list)
     damaged: int = 0
-    digest: int = 0
+    chain: int = 0  # the records' CRCs chained; `digest` seals it with the bounds
     bytes: int = 0
+
+    @property
+    def digest(self) -> int:
+        return seal_digest(self.chain, self.start, self.end)
 
 
 @dataclasses.dataclass(slots=True)
@@ -65,22 +79,27 @@ class WalReader:
         records' CRCs and positions) identifies exactly which bytes were read.
         """
         result = RangeRead(start, start)
-        position = start
-        for item in self._records_from(start, end):
+        self.extend(result, end, max_bytes=max_bytes)
+        return result
+
+    def extend(self, result: RangeRead, end: int, *, max_bytes: int | None = None) -> None:
+        """Read on from result.end to `end`, as if the first read had gone that far."""
+        position = result.end
+        damaged = 0
+        for item in self._records_from(position, end):
             if isinstance(item, int):
-                result.damaged += item - position
+                damaged += item - position
                 position = item
                 continue
             result.records.append(item)
             result.bytes += sum(len(f) for f in item.frames)
-            result.digest = zlib.crc32(item.crc.to_bytes(4, "little"), result.digest)
+            result.chain = chain_digest(result.chain, item)
             position = item.position + 1
             if max_bytes is not None and result.bytes >= max_bytes:
                 break
         result.end = position
-        result.digest = zlib.crc32(f"{start}-{position}".encode(), result.digest)
-        self.damaged_total += result.damaged
-        return result
+        result.damaged += damaged
+        self.damaged_total += damaged
 
     def _records_from(self, start: int, end: int) -> Iterator[WalRecord | int]:
         """Records from `start`; an int means 'skipped to this position' (damage)."""

@@ -9,6 +9,11 @@ Surviving power loss also needs fsync, which the policy controls:
     interval   fsync in a commit when the last one is older than fsync_interval_ms
     never      only when a segment is closed and when the flusher asks (sync())
 
+A `tap` set by the flusher is handed every record once it is in the OS (in the
+receiver thread, in log order), so the flusher can decode messages as they are
+logged instead of reading them back; records a failed write dropped are never
+handed over.
+
 The flusher thread reads up to `written`, calls sync() before it plans a flush
 (so nothing is counted in ClickHouse that the log could lose), and release()
 after a flush is checkpointed, which deletes segments holding only flushed
@@ -30,7 +35,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -94,7 +99,9 @@ class WalWriter:
         self._segments: list[_Segment] = []
         self._fd = -1
         self._lock_fd = -1
+        self.tap: Callable[[list[WalRecord]], None] | None = None
         self._buffer: list[bytes] = []
+        self._buffer_records: list[WalRecord] = []
         self._buffered = 0
         self._buffered_records = 0
         self._next = 0
@@ -202,7 +209,8 @@ class WalWriter:
         try:
             # More frames than a record holds: keep the first ones; the decoder
             # rejects the message (frame_count) and counts it, as without a log.
-            parts, size, _ = encode_record_parts(self._next, received_ns, frames[:MAX_FRAMES])
+            logged = list(frames[:MAX_FRAMES])
+            parts, size, crc = encode_record_parts(self._next, received_ns, logged)
         except (struct.error, OverflowError) as exc:  # a frame of 4 GiB or more
             self.stats.dropped_unloggable += 1
             log.error("message cannot be logged, dropped (counted) error=%s", exc)
@@ -218,6 +226,8 @@ class WalWriter:
             self.commit()
             self._rotate()
         self._buffer += parts
+        if self.tap is not None:
+            self._buffer_records.append(WalRecord(self._next, received_ns, logged, crc))
         self._buffered += size
         self._buffered_records += 1
         self._next += 1
@@ -231,16 +241,19 @@ class WalWriter:
         if self._buffer:
             data = b"".join(self._buffer)
             with self._lock:
-                self._write_out(data)
+                written = self._write_out(data)
             self._buffer.clear()
             self._buffered = 0
             self._buffered_records = 0
+            records, self._buffer_records = self._buffer_records, []
             self.pressure.update()
+            if written and self.tap is not None and records:
+                self.tap(records)
         due = time.monotonic() - self._last_fsync >= self.fsync_interval_s
         if self.policy is FsyncPolicy.ALWAYS or (self.policy is FsyncPolicy.INTERVAL and due):
             self.sync()
 
-    def _write_out(self, data: bytes) -> None:
+    def _write_out(self, data: bytes) -> bool:
         current = self._segments[-1]
         try:
             view = memoryview(data)
@@ -248,10 +261,11 @@ class WalWriter:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
             self._undo_partial_write(current, exc, self._buffered_records)
-            return
+            return False
         current.size += len(data)
         self.stats.disk_bytes += len(data)
         self._written = self._next
+        return True
 
     def _undo_partial_write(self, current: _Segment, exc: OSError, records: int) -> None:
         """A failed write (disk full, I/O error): cut the segment back and forget the batch.

@@ -100,7 +100,7 @@ def archived(sink: ClickHouseSink, tmp_path: Path) -> dict[str, Any]:
     for k, frames in enumerate(messages):
         # Received when they were sent (hours ago), as a worker archiving all along would have.
         assert flusher.writer.append(frames, h0 + k * (3 * HOUR_NS // len(messages)))
-    flusher.received()
+    flusher.writer.commit()
     drain(flusher)
     flusher.close()
     return {"h0": h0, "messages": messages, "views": views(sink)}

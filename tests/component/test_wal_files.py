@@ -15,7 +15,7 @@ from pipelines.wal.checkpoint import (
     new_checkpoint,
     store_checkpoint,
 )
-from pipelines.wal.format import SEGMENT_HEADER, list_segments
+from pipelines.wal.format import SEGMENT_HEADER, WalRecord, list_segments
 from pipelines.wal.pressure import PressureLevel, WalStats
 from pipelines.wal.reader import WalReader
 from pipelines.wal.writer import FsyncPolicy, WalLockedError, WalWriter, read_all
@@ -265,3 +265,27 @@ def test_a_message_with_more_frames_than_a_record_holds_is_logged_cut(tmp_path: 
     (record,) = read_all(tmp_path)
     assert len(record.frames) == 0xFFFF
     w.close()
+
+
+def test_the_tap_sees_exactly_what_reached_the_file_in_order(tmp_path: Path) -> None:
+    """What the flusher decodes as it is logged is what a read-back would return, record for record."""
+    w = writer(tmp_path, segment_bytes=4_000)
+    tapped: list[WalRecord] = []
+    w.tap = tapped.extend
+    w.open(0)
+    fill(w, 30)
+    good_fd = w._fd
+    w._fd = os.open(os.devnull, os.O_RDONLY)  # the next write fails (EBADF), as a full disk would
+    for i in range(30, 35):
+        assert w.append(frames(i), 1_000 + i)
+    w.commit()
+    os.close(w._fd)
+    w._fd = good_fd
+    assert w.stats.dropped_io_error == 5
+    fill(w, 10, start=35)
+    w.close()
+    on_disk = read_all(tmp_path)
+    assert len(list_segments(tmp_path)) >= 2, "the test must span a rotation"
+    assert [r.position for r in tapped] == list(range(40))
+    assert tapped == on_disk
+    assert [r.frames for r in on_disk] == [frames(i) for i in [*range(30), *range(35, 45)]]

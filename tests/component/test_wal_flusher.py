@@ -56,6 +56,8 @@ def log_messages(flusher: DurableFlusher, seqs: range | list[int], base_s: int) 
         if seq % 10 == 9:
             flusher.received()
     flusher.received()
+    # In the log before the test flushes, as a worker's next flush would find them.
+    flusher.appender.wait_idle()
 
 
 def drain(flusher: DurableFlusher, timeout_s: float = 60) -> None:
@@ -142,6 +144,99 @@ def test_an_outage_keeps_the_backlog_on_disk_and_drains_it_in_order(
     assert starts == sorted(starts), "the backlog drains in log order"
     assert len(set(starts)) > 10
     assert check_exact(sink.client, sink.database, NODE, base, set(range(400)), 400) == []
+
+
+def test_once_caught_up_records_are_decoded_as_logged_under_the_token_a_read_back_gives(
+    sink: ClickHouseSink, wal_dir: Path
+) -> None:
+    """A live range is the log's range: a restart that reads it back sends the same token and rows."""
+    base = base_window_s()
+    outage = {"on": False}
+    faulty = FaultySink(
+        sink, Fault(lambda _n, _name: outage["on"], lambda: SinkUnavailableError("injected: down"))
+    )
+    first = make_flusher(wal_dir, faulty)
+    log_messages(first, range(20), base)
+    drain(first)
+    assert (first.stats.read_back_ranges, first.stats.live_ranges) == (1, 0), "a start reads the log"
+    outage["on"] = True
+    log_messages(first, range(20, 50), base)
+    first.flush()
+    live = first._flight
+    assert live is not None
+    assert first.stats.live_ranges == 1
+    assert (live.range.start, live.range.end) == (20, 50)
+    first.close()  # as if the process died with the range in flight
+    outage["on"] = False
+    second = make_flusher(wal_dir, faulty)
+    second.flush()
+    assert second.stats.read_back_ranges == 1
+    assert [token for token, _, outcome in faulty.calls if outcome == "ok"][-3:] == [live.token] * 3
+    drain(second)
+    second.close()
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(50)), 50) == []
+
+
+def test_a_flusher_that_falls_behind_reads_the_log_back_then_decodes_live_again(
+    sink: ClickHouseSink, wal_dir: Path
+) -> None:
+    base = base_window_s()
+    outage = {"on": False}
+    faulty = FaultySink(
+        sink, Fault(lambda _n, _name: outage["on"], lambda: SinkUnavailableError("injected: down"))
+    )
+    flusher = make_flusher(wal_dir, faulty)
+    log_messages(flusher, range(10), base)
+    drain(flusher)
+    log_messages(flusher, range(10, 20), base)
+    outage["on"] = True
+    flusher.flush()  # the live range [10, 20) fails: what follows stays in the log
+    log_messages(flusher, range(20, 120), base)
+    assert flusher.ingestor.pending_records == 0, "nothing decoded waits in memory during the outage"
+    outage["on"] = False
+    drain(flusher)
+    live_before = flusher.stats.live_ranges
+    assert (live_before, flusher.stats.read_back_ranges) == (1, 2), "[0, 10) and [20, 120) read back"
+    log_messages(flusher, range(120, 140), base)
+    drain(flusher)
+    flusher.close()
+    assert flusher.stats.live_ranges == live_before + 1, "caught up, it decodes as it logs again"
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(140)), 140) == []
+
+
+def test_the_receiver_waits_for_a_slow_flusher_but_never_for_a_failing_one(
+    sink: ClickHouseSink, wal_dir: Path
+) -> None:
+    """Decoded records are bounded as without a log; during an outage the log takes everything."""
+    base = base_window_s()
+    outage = {"on": False}
+    faulty = FaultySink(
+        sink, Fault(lambda _n, _name: outage["on"], lambda: SinkUnavailableError("injected: down"))
+    )
+    flusher = make_flusher(wal_dir, faulty)
+    flusher.ingestor.max_pending_records = 30
+    log_messages(flusher, range(5), base)
+    drain(flusher)
+    assert flusher.wait_for_room(0)
+    log_messages(flusher, range(5, 25), base)  # 80 records decoded as logged
+    assert flusher.ingestor.pending_records >= 30
+    assert not flusher.wait_for_room(0.01), "the receiver waits while the flusher is behind"
+    flusher.flush()
+    assert flusher.wait_for_room(0)
+    log_messages(flusher, range(25, 45), base)
+    outage["on"] = True
+    flusher.flush()  # fails: the live range closes
+    assert flusher.wait_for_room(0), "during an outage the log takes what arrives"
+    log_messages(flusher, range(45, 200), base)
+    assert flusher.ingestor.pending_records == 0, "nothing decoded waits in memory during the outage"
+    outage["on"] = False
+    drain(flusher)
+    log_messages(flusher, range(200, 210), base)
+    drain(flusher)
+    flusher.close()
+    # Read back: [0, 5) at start and [45, 200) after the outage; live: the rest.
+    assert (flusher.stats.read_back_ranges, flusher.stats.live_ranges) == (2, 3)
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(210)), 210) == []
 
 
 def test_an_insert_refused_for_good_goes_to_the_dead_letter_file(sink: ClickHouseSink, wal_dir: Path) -> None:
