@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import zmq
 
+from pipelines.errors import PipelineError
 from pipelines.firehose.codec import Limits
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.subscriber import FirehoseSubscriber
@@ -137,6 +138,7 @@ class LocalRunner:
         self._pending: deque[PendingFlush] = deque()
         self._receiving = threading.Event()
         self._quiet_since = time.monotonic()
+        self._receiver_failure: Exception | None = None
         self.summary = RunSummary()
 
     def run(self, stop: threading.Event) -> RunSummary:
@@ -166,6 +168,10 @@ class LocalRunner:
             while not stop.wait(max(0.0, next_flush - time.monotonic())):
                 next_flush = max(next_flush + interval, time.monotonic())
                 self.flush()
+                if not receiver.is_alive():
+                    # Flushing on without a receiver would look healthy and take nothing.
+                    msg = f"the receiver stopped: {self._receiver_failure!r}"
+                    raise PipelineError(msg)
             self._drain(stop_receiving)
             receiver.join()
             if self.journal is not None:
@@ -181,6 +187,13 @@ class LocalRunner:
         return self._summarise()
 
     def _receive(self, subscriber: FirehoseSubscriber, stop: threading.Event) -> None:
+        try:
+            self._receive_until(subscriber, stop)
+        except Exception as exc:
+            self._receiver_failure = exc
+            log.exception("the receiver failed; the worker stops (what was logged is written at restart)")
+
+    def _receive_until(self, subscriber: FirehoseSubscriber, stop: threading.Event) -> None:
         ingest = self.ingestor.ingest if self.journal is None else self.journal.append
         wait_for_room = self.ingestor.wait_for_room if self.journal is None else self.journal.wait_for_room
         while not stop.is_set():

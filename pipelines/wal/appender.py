@@ -1,40 +1,28 @@
 """Appending to the write-ahead log on its own thread, so that the receiver only receives.
 
 Logging a message costs a checksum over its bytes, a write and, per policy,
-an fsync: tens of microseconds for a 100-record message, all of it outside
-the GIL. Done by the receiver, that time is added to every message; on a
-thread of its own it runs beside the receiver's and the flusher's Python
-work. The receiver hands over batches of (frames, receive time); the queue
-between them is bounded, so when the log falls behind the receiver waits,
-ZeroMQ queues up to its high-water mark and the publisher is pushed back,
-exactly as when the receiver itself is slow.
+an fsync: tens of microseconds for a 100-record message, the write and the
+fsync outside the GIL. Done by the receiver, that time is added to every
+message; on a thread of its own, the receiver goes back to its sockets at
+once. The receiver hands over batches of (frames, receive time) through a
+bounded queue (pipelines.wal.handoff).
 
 The appender thread is the writer's only appending thread: it calls
-append() and commit(), so the writer's tap (decoding as logged) runs here.
+append() and commit(), so the writer's tap runs on it.
 """
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
 import time
 from typing import Final
 
-from pipelines.errors import PipelineError
+from pipelines.wal.handoff import Handoff
 from pipelines.wal.writer import WalWriter
-
-log = logging.getLogger(__name__)
 
 BATCH_MESSAGES: Final = 64
 QUEUE_BATCHES: Final = 16
-_PUT_WAIT_S: Final = 0.5
 
 _Batch = list[tuple[list[bytes], int]]
-
-
-class AppenderStoppedError(PipelineError):
-    """The appender thread died: messages can no longer be logged."""
 
 
 class BackgroundAppender:
@@ -44,77 +32,40 @@ class BackgroundAppender:
         self.writer = writer
         self.batch_messages = batch_messages
         self._batch: _Batch = []
-        self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=queue_batches)
-        self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
-        # One writer each (the receiver, the appender thread), so neither update races.
-        self._handed_over = 0
-        self._appended = 0
+        self._stage = Handoff("tykpulse-wal-append", self._append, max_items=queue_batches)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="tykpulse-wal-append", daemon=True)
-        self._thread.start()
+        self._stage.start()
 
-    # -- the receiver's side --------------------------------------------------------------------
+    @property
+    def queued_batches(self) -> int:
+        """Handed over and not yet in the log (the batch being filled not counted)."""
+        return self._stage.queued
 
     def add(self, frames: list[bytes]) -> None:
-        """One received message, stamped now."""
+        """Receiver thread: one received message, stamped now."""
         self._batch.append((frames, time.time_ns()))
         if len(self._batch) >= self.batch_messages:
             self.hand_over()
 
     def hand_over(self) -> None:
-        """Queue what was added so far (the receiver drained its sockets); waits while the queue is full."""
-        if not self._batch:
-            return
-        batch, self._batch = self._batch, []
-        self._handed_over += len(batch)
-        while True:
-            self._check_alive()
-            try:
-                self._queue.put(batch, timeout=_PUT_WAIT_S)
-            except queue.Full:
-                continue
-            return
+        """Receiver thread: queue what was added so far; waits while the appender is behind."""
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._stage.put(batch)
 
     def wait_idle(self) -> None:
         """Hand over and wait until everything added is in the log (in the OS)."""
         self.hand_over()
-        while self.queued_messages:
-            self._check_alive()
-            time.sleep(0.002)
-
-    @property
-    def queued_messages(self) -> int:
-        """Handed over and not yet appended."""
-        return self._handed_over - self._appended
+        self._stage.wait_idle()
 
     def stop(self) -> None:
-        """Append what is queued, then end the thread."""
-        if self._thread is None:
-            return
-        if self._failure is None:
-            self.wait_idle()
-            self._queue.put(None)
-        self._thread.join()
-        self._thread = None
+        """Log what is queued, then end the thread."""
+        self.hand_over()
+        self._stage.stop()
 
-    def _check_alive(self) -> None:
-        if self._failure is not None or (self._thread is not None and not self._thread.is_alive()):
-            msg = f"the WAL appender thread stopped: {self._failure!r}"
-            raise AppenderStoppedError(msg)
-
-    # -- the appender thread --------------------------------------------------------------------
-
-    def _run(self) -> None:
+    def _append(self, batch: _Batch) -> None:
         writer = self.writer
-        try:
-            while (batch := self._queue.get()) is not None:
-                for frames, received_ns in batch:
-                    writer.append(frames, received_ns)
-                writer.commit()
-                self._appended += len(batch)
-        except BaseException as exc:
-            self._failure = exc
-            log.exception("the WAL appender thread failed; the worker cannot log messages")
-            raise
+        for frames, received_ns in batch:
+            writer.append(frames, received_ns)
+        writer.commit()

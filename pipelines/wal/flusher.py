@@ -266,6 +266,10 @@ class DurableFlusher:
             return True
         return self.ingestor.wait_for_room(timeout_s)
 
+    def wait_logged(self) -> None:
+        """Wait until every message handed over is in the log (and, if live, decoded)."""
+        self.appender.wait_idle()
+
     def _logged(self, records: list[WalRecord]) -> None:
         """Appender thread (the writer's tap): decode records now in the log into the live range."""
         with self._live_lock:
@@ -327,11 +331,11 @@ class DurableFlusher:
         }
 
     def caught_up(self) -> bool:
-        return self._flight is None and self.appender.queued_messages == 0 and self.backlog <= 0
+        return self._flight is None and self.appender.queued_batches == 0 and self.backlog <= 0
 
     def finish(self, timeout_s: float) -> bool:
         """After receiving stopped: write everything the log holds, for at most timeout_s."""
-        self.appender.wait_idle()
+        self.wait_logged()
         deadline = time.monotonic() + timeout_s
         while True:
             self.flush(deadline=deadline)

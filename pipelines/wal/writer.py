@@ -58,7 +58,8 @@ from pipelines.wal.pressure import PressureGauge, WalStats
 log = logging.getLogger(__name__)
 
 LOCK_FILE: Final = "LOCK"
-_BUFFER_LIMIT: Final = 1 << 20
+# A commit is one write (and one release of the GIL, see format.CRC_SLICE) per this much.
+_BUFFER_LIMIT: Final = 8 << 20
 
 
 class FsyncPolicy(enum.StrEnum):

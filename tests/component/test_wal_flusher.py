@@ -10,24 +10,34 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
+import zmq
 from pydantic import SecretStr
 
+from pipelines.errors import PipelineError
+from pipelines.firehose.endpoints import parse_endpoint
+from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.ingest import Ingestor
 from pipelines.rollups import compute
+from pipelines.runners.local import LocalRunner
 from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
 from pipelines.wal.build import build_flusher
 from pipelines.wal.checkpoint import load_checkpoint
 from pipelines.wal.deadletter import DEAD_LETTER_FILE, read_dead_letters
 from pipelines.wal.flusher import DurableFlusher, RollupSink, in_key_order
+from pipelines.wal.format import WalRecord
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.errors import SinkRejectedError, SinkUnavailableError
+from tests.conftest import free_port
 from tests.durability import base_window_s, check_exact, health, records_of, workload_message
+from tests.helpers import analytics
 from tests.sink_faults import Fault, FaultySink
 
 pytestmark = pytest.mark.component
@@ -57,7 +67,7 @@ def log_messages(flusher: DurableFlusher, seqs: range | list[int], base_s: int) 
             flusher.received()
     flusher.received()
     # In the log before the test flushes, as a worker's next flush would find them.
-    flusher.appender.wait_idle()
+    flusher.wait_logged()
 
 
 def drain(flusher: DurableFlusher, timeout_s: float = 60) -> None:
@@ -384,3 +394,43 @@ def test_a_retry_spanning_several_partitions_lands_once_in_any_row_order(sink: C
     )
     assert parts == [(4,)]
     assert sink.query_rows(f"SELECT sum(requests) FROM {sink.database}.traffic_1m") == [(4 * records_of(0),)]
+
+
+def test_a_worker_whose_log_stage_died_stops_with_the_reason(
+    zmq_context: zmq.Context[Any], sink: ClickHouseSink, wal_dir: Path
+) -> None:
+    """Never a worker that flushes on, looking healthy, while nothing is received."""
+    port = free_port()
+    firehose = FirehoseSettings(firehose=[f"tcp://127.0.0.1:{port}"])
+    worker = WorkerSettings(key_hash_salt=SecretStr("salt"), flush_interval_s=0.1)
+    flusher = build_flusher(firehose, worker, WalSettings(wal_dir=str(wal_dir)), sink, directory=wal_dir)
+
+    def broken_disk(records: list[WalRecord]) -> None:
+        msg = "injected: the log stage broke"
+        raise OSError(msg)
+
+    flusher._logged = broken_disk  # type: ignore[method-assign]
+    runner = LocalRunner(firehose, worker, sink, context=zmq_context, journal=flusher)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run(stop)
+        except PipelineError as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    publisher = FirehosePublisher(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")], node=NODE)
+    deadline = time.monotonic() + 30
+    while thread.is_alive() and time.monotonic() < deadline:
+        publisher.publish("tyk.analytics", [analytics(time.time_ns())])
+        time.sleep(0.01)
+    stop.set()
+    thread.join(10)
+    publisher.close()
+    assert not thread.is_alive()
+    assert failure, "run() must raise"
+    assert "receiver stopped" in str(failure[0])
+    assert "injected: the log stage broke" in str(failure[0])

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import pytest
 
 from pipelines.wal.format import (
     RECORD_HEADER,
     RecordError,
+    crc32,
     encode_record,
     read_record,
     read_segment_header,
@@ -83,3 +85,10 @@ def test_segment_header_round_trip_and_foreign_files() -> None:
     assert read_segment_header(segment_header(77)) == 77
     assert read_segment_header(b"NOTWAL00" + bytes(8)) is None
     assert read_segment_header(b"short") is None
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 70_000, 1 << 20])
+def test_the_sliced_crc_is_zlibs_crc(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert crc32(data) == zlib.crc32(data)
+    assert crc32(data, 12345) == zlib.crc32(data, 12345)
