@@ -40,6 +40,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"write-ahead log (`--no-wal`): ceiling {s.get('no_wal_ceiling_ratio', 0):.2f}, "
         f"naive {s.get('no_wal_naive_ratio', 0):.2f}.",
         "",
+        f"One-core bound (receive as the bare SUB does + decode + aggregate, each record once, rates "
+        f"of this run): {_n(s.get('one_core_bound_records_per_s', 0))} records/s, "
+        f"{s.get('one_core_bound_ceiling_ratio', 0):.2f} of the ceiling. tykpulse lands "
+        f"{s.get('bound_ratio', 0):.2f} of it, `--no-wal` {s.get('no_wal_bound_ratio', 0):.2f}.",
+        "",
         "**End to end, 1 record per message:**",
         "",
         *_table(["design", "median", "min", "max", "spread"], _e2e_rows(s, "single_rates")),

@@ -118,10 +118,32 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
+def one_core_bound(stage_rows: list[dict[str, Any]], ceiling: float) -> float:
+    """Records/s of one core that receives (as the bare SUB does), decodes and aggregates each record.
+
+    Work every design must do once per record, measured in this run; a worker
+    is one Python process, its Python work serialised by the GIL, so it cannot
+    land more than this however its threads overlap.
+    """
+    decode = next(
+        r["records_per_s"]
+        for r in stage_rows
+        if r["stage"] == "decode" and r["encoding"] == "msgpack" and r["records_per_message"] == 100
+    )
+    # The fewest keys is the cheapest aggregation: the bound is an upper one.
+    aggregate = max(r["records_per_s"] for r in stage_rows if r["stage"] == "aggregate")
+    return 1 / (1 / ceiling + 1 / decode + 1 / aggregate)
+
+
 def summarise(
-    batched: list[dict[str, Any]], single: list[dict[str, Any]], lat: dict[str, Any]
+    batched: list[dict[str, Any]],
+    single: list[dict[str, Any]],
+    lat: dict[str, Any],
+    stage_rows: list[dict[str, Any]],
 ) -> dict[str, Any]:
     tyk = [r for r in batched if r["design"] == "tykpulse"]
+    ceiling = statistics.median(_rates(batched, "ceiling"))
+    bound = one_core_bound(stage_rows, ceiling)
     return {
         "e2e_records_per_s": statistics.median(_rates(batched, "tykpulse")),
         "ceiling_ratio": statistics.median(_ratios(batched, "ceiling")),
@@ -131,6 +153,10 @@ def summarise(
         "no_wal_naive_ratio": _median(_ratios(batched, "naive", "tykpulse-no-wal")),
         "single_record_ceiling_ratio": _median(_ratios(single, "ceiling")),
         "single_record_records_per_s": _median(_rates(single, "tykpulse")),
+        "one_core_bound_records_per_s": bound,
+        "one_core_bound_ceiling_ratio": bound / ceiling,
+        "bound_ratio": statistics.median(_rates(batched, "tykpulse")) / bound,
+        "no_wal_bound_ratio": _median(_rates(batched, "tykpulse-no-wal")) / bound,
         "p99_visible_s": lat["p99_visible_s"],
         "p50_visible_s": lat["p50_visible_s"],
         "peak_rss_mb": max(r["peak_rss_mb"] for r in tyk),
@@ -182,7 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     rate = 0.5 * statistics.median(_rates(batched, "tykpulse"))
     log(f"bench: event-to-visible latency at {rate:,.0f} records/s")
     lat = latency.measure(E2ESpec("tykpulse", WorkloadShape(100), plan.latency_s, rate=rate))
-    report.update(e2e=batched + single, latency=lat, summary=summarise(batched, single, lat))
+    report.update(
+        e2e=batched + single, latency=lat, summary=summarise(batched, single, lat, report["stages"])
+    )
     if plan.curves:
         log("bench: curves")
         report["curves"] = curves(plan)
@@ -195,4 +223,10 @@ def main(argv: list[str] | None = None) -> None:
         write_plot(report, out_dir / "curves.png")
         if out_dir == RESULTS:
             update_docs(out_dir / "latest.md", out_dir / "curves.png")
-    print(summary_line(report["summary"]), flush=True)
+    s = report["summary"]
+    log(
+        f"bench: one-core bound (receive + decode + aggregate, this run) "
+        f"{s['one_core_bound_records_per_s']:,.0f} records/s = {s['one_core_bound_ceiling_ratio']:.2f} "
+        f"of the ceiling; tykpulse lands {s['bound_ratio']:.2f} of it, --no-wal {s['no_wal_bound_ratio']:.2f}"
+    )
+    print(summary_line(s), flush=True)

@@ -55,3 +55,9 @@ def test_bench_smoke_prints_a_sane_summary_line(tmp_path: Path) -> None:
     assert designs == {"tykpulse", "tykpulse-no-wal", "ceiling", "naive", "native"}
     assert all(run["landed_records"] == run["received_records"] for run in report["e2e"])
     assert (tmp_path / "latest.md").read_text().count("|") > 20
+    summary = report["summary"]
+    ceiling = summary["rates"]["ceiling"]["median"]
+    # Receiving alone is the ceiling: receiving, decoding and aggregating must be slower.
+    assert 0 < summary["one_core_bound_records_per_s"] < ceiling
+    assert "One-core bound" in (tmp_path / "latest.md").read_text()
+    assert "one-core bound" in done.stderr
