@@ -42,8 +42,10 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"One-core bound (receive as the bare SUB does + decode + aggregate, each record once, rates "
         f"of this run): {_n(s.get('one_core_bound_records_per_s', 0))} records/s, "
-        f"{s.get('one_core_bound_ceiling_ratio', 0):.2f} of the ceiling. tykpulse lands "
-        f"{s.get('bound_ratio', 0):.2f} of it, `--no-wal` {s.get('no_wal_bound_ratio', 0):.2f}.",
+        f"{s.get('one_core_bound_ceiling_ratio', 0):.2f} of the ceiling; `--no-wal` lands "
+        f"{s.get('no_wal_bound_ratio', 0):.2f} of it. With the write-ahead log's checksum and write "
+        f"(stage `log`): {_n(s.get('durable_bound_records_per_s', 0))} records/s; tykpulse lands "
+        f"{s.get('bound_ratio', 0):.2f} of it.",
         "",
         "**End to end, 1 record per message:**",
         "",
@@ -77,6 +79,12 @@ def _stage_row(row: dict[str, Any]) -> list[str]:
             "window + aggregate",
             f"{_n(row['records'])} records, {_n(row['group_keys'])} (org, api) keys, "
             f"{_n(row['api_keys'])} API keys",
+            f"{_n(row['records_per_s'])} records/s",
+        ]
+    if row["stage"] == "log":
+        return [
+            "write-ahead log",
+            f"{row['records_per_message']} records/message, interval fsync",
             f"{_n(row['records_per_s'])} records/s",
         ]
     return ["sink", f"{_n(row['rows_per_insert'])} rows/insert", f"{_n(row['rows_per_s'])} rows/s"]

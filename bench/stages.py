@@ -6,7 +6,9 @@
   on one flush's worth of records, by the number of distinct rollup keys
   ((org, api) pairs) and distinct API keys;
 - sink: ClickHouseSink.write of traffic partial rows into embedded ClickHouse,
-  by rows per insert.
+  by rows per insert;
+- log: WalWriter.append + commit (the write-ahead log, interval fsync, as the
+  appender thread groups messages) of 100-record messages.
 
 Each figure is the best of `repeat` timings (the machine is shared: the best is
 the least disturbed).
@@ -28,6 +30,8 @@ from pipelines.firehose.codec import MessageDecoder
 from pipelines.firehose.protocol import AnalyticsRecord, Envelope, EventRecord, Latency, TopicKind
 from pipelines.keys import KeyHasher
 from pipelines.rollups import compute
+from pipelines.wal.appender import BATCH_MESSAGES
+from pipelines.wal.writer import WalWriter
 from pipelines.windows.batch import BatchBuilder, PendingMessages
 from pipelines.windows.tumbling import TumblingWindows
 from sinks.clickhouse.settings import ClickHouseSettings
@@ -122,3 +126,29 @@ def sink(rows: int, inserts: int) -> dict[str, Any]:
             target.close()
     written = partial["traffic"].num_rows * inserts
     return {"stage": "sink", "rows_per_insert": partial["traffic"].num_rows, "rows_per_s": written / seconds}
+
+
+def log_append(records_per_message: int, records: int, repeat: int) -> dict[str, Any]:
+    """Records/s the write-ahead log takes (checksum, write, interval fsync) on one core."""
+    pool = MessagePool(WorkloadShape(records_per_message, pool_records=records))
+    encode = msgspec.msgpack.Encoder().encode
+    frames = [
+        [topic, encode(Envelope(1, "n", 1, i, 0, records_per_message, "msgpack")), bytes(view)]
+        for i, (topic, view) in enumerate(zip(pool.topics, pool.views, strict=True))
+    ]
+    with tempfile.TemporaryDirectory(prefix="bench-log-") as tmp:
+        counter = iter(range(repeat))
+
+        def run() -> None:
+            writer = WalWriter(Path(tmp) / f"wal{next(counter)}", max_bytes=64 << 30)
+            writer.open(0)
+            for index, message in enumerate(frames):
+                writer.append(message, index)
+                if index % BATCH_MESSAGES == BATCH_MESSAGES - 1:
+                    writer.commit()
+            writer.commit()
+            writer.close()
+
+        seconds = best_seconds(run, repeat)
+    rate = pool.records / seconds
+    return {"stage": "log", "records_per_message": records_per_message, "records_per_s": rate}
