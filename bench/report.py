@@ -51,7 +51,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *_table(["design", "median", "min", "max", "spread"], _e2e_rows(s, "single_rates")),
         "",
-        f"tykpulse / ceiling (median of rounds): {s['single_record_ceiling_ratio']:.2f}.",
+        f"tykpulse / ceiling (median of rounds): {s['single_record_ceiling_ratio']:.2f}." + _single_bounds(s),
         "",
         f"**Event-to-visible latency** at {_n(lat['rate'])} records/s (50 % of the median maximum), "
         f"1 s flush: p50 {lat['p50_visible_s']:.2f} s, p99 {lat['p99_visible_s']:.2f} s, max "
@@ -65,6 +65,17 @@ def markdown(report: dict[str, Any]) -> str:
     if "curves" in report:
         out += ["", *_curve_tables(report["curves"])]
     return "\n".join(out) + "\n"
+
+
+def _single_bounds(s: dict[str, Any]) -> str:
+    bound = s.get("single_record_bound_ceiling_ratio")
+    durable = s.get("single_record_durable_bound_ceiling_ratio")
+    if bound is None or durable is None:
+        return ""
+    return (
+        f" One-core bound at this size (same formula, 1-record stages): {bound:.2f} of the ceiling, "
+        f"{durable:.2f} with the write-ahead log."
+    )
 
 
 def _stage_row(row: dict[str, Any]) -> list[str]:

@@ -72,6 +72,7 @@ def run_stages(plan: Plan) -> list[dict[str, Any]]:
     for rows in (1_000, 10_000, 100_000):
         out.append(stages.sink(min(rows, plan.aggregate_records), plan.sink_inserts))
     out.append(stages.log_append(100, plan.decode_records * 5, 3))
+    out.append(stages.log_append(1, plan.decode_records, 3))
     for row in out:
         log(f"  stage {row}")
     return out
@@ -120,21 +121,33 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def one_core_bound(stage_rows: list[dict[str, Any]], ceiling: float) -> float:
-    """Records/s of one core that receives (as the bare SUB does), decodes and aggregates each record.
+def _stage_rate(rows: list[dict[str, Any]], stage: str, **match: object) -> float | None:
+    rates = [
+        r["records_per_s"]
+        for r in rows
+        if r["stage"] == stage and all(r.get(k) == v for k, v in match.items())
+    ]
+    return max(rates) if rates else None
+
+
+def one_core_bounds(
+    stage_rows: list[dict[str, Any]], ceiling: float, per_message: int
+) -> tuple[float, float] | None:
+    """Records/s of one core that receives (as the bare SUB does), decodes and aggregates each record,
+    and the same with the write-ahead log's checksum and write; None without the stages.
 
     Work every design must do once per record, measured in this run; a worker
     is one Python process, its Python work serialised by the GIL, so it cannot
     land more than this however its threads overlap.
     """
-    decode = next(
-        r["records_per_s"]
-        for r in stage_rows
-        if r["stage"] == "decode" and r["encoding"] == "msgpack" and r["records_per_message"] == 100
-    )
+    decode = _stage_rate(stage_rows, "decode", encoding="msgpack", records_per_message=per_message)
+    logging = _stage_rate(stage_rows, "log", records_per_message=per_message)
     # The fewest keys is the cheapest aggregation: the bound is an upper one.
-    aggregate = max(r["records_per_s"] for r in stage_rows if r["stage"] == "aggregate")
-    return 1 / (1 / ceiling + 1 / decode + 1 / aggregate)
+    aggregate = _stage_rate(stage_rows, "aggregate")
+    if decode is None or logging is None or aggregate is None or ceiling <= 0:
+        return None
+    bound = 1 / (1 / ceiling + 1 / decode + 1 / aggregate)
+    return bound, 1 / (1 / bound + 1 / logging)
 
 
 def summarise(
@@ -145,10 +158,12 @@ def summarise(
 ) -> dict[str, Any]:
     tyk = [r for r in batched if r["design"] == "tykpulse"]
     ceiling = statistics.median(_rates(batched, "ceiling"))
-    bound = one_core_bound(stage_rows, ceiling)
-    logging = next(r["records_per_s"] for r in stage_rows if r["stage"] == "log")
-    # The durable worker also checksums and writes every record (the write-ahead log).
-    durable_bound = 1 / (1 / bound + 1 / logging)
+    bounds = one_core_bounds(stage_rows, ceiling, 100)
+    if bounds is None:
+        msg = "the stages needed for the one-core bound (decode, aggregate, log at 100 records) are missing"
+        raise ValueError(msg)
+    bound, durable_bound = bounds
+    single_bounds = one_core_bounds(stage_rows, _median(_rates(single, "ceiling")), 1)
     return {
         "e2e_records_per_s": statistics.median(_rates(batched, "tykpulse")),
         "ceiling_ratio": statistics.median(_ratios(batched, "ceiling")),
@@ -163,6 +178,13 @@ def summarise(
         "durable_bound_records_per_s": durable_bound,
         "bound_ratio": statistics.median(_rates(batched, "tykpulse")) / durable_bound,
         "no_wal_bound_ratio": _median(_rates(batched, "tykpulse-no-wal")) / bound,
+        # 1 record per message: the same bounds, as ratios of that ceiling (None in smoke mode).
+        "single_record_bound_ceiling_ratio": (
+            None if single_bounds is None else single_bounds[0] / _median(_rates(single, "ceiling"))
+        ),
+        "single_record_durable_bound_ceiling_ratio": (
+            None if single_bounds is None else single_bounds[1] / _median(_rates(single, "ceiling"))
+        ),
         "p99_visible_s": lat["p99_visible_s"],
         "p50_visible_s": lat["p50_visible_s"],
         "peak_rss_mb": max(r["peak_rss_mb"] for r in tyk),
