@@ -78,6 +78,15 @@ def drain(flusher: DurableFlusher, timeout_s: float = 60) -> None:
         time.sleep(0.005)
 
 
+def switchable_outage(sink: ClickHouseSink) -> tuple[dict[str, bool], FaultySink]:
+    """A sink that is down while outage["on"] is set."""
+    outage = {"on": False}
+    faulty = FaultySink(
+        sink, Fault(lambda _n, _name: outage["on"], lambda: SinkUnavailableError("injected: down"))
+    )
+    return outage, faulty
+
+
 @pytest.fixture
 def wal_dir(tmp_path: Path) -> Path:
     return tmp_path / "wal"
@@ -133,10 +142,8 @@ def test_an_outage_keeps_the_backlog_on_disk_and_drains_it_in_order(
     sink: ClickHouseSink, wal_dir: Path
 ) -> None:
     base = base_window_s()
-    outage = {"on": True}
-    faulty = FaultySink(
-        sink, Fault(lambda _n, _name: outage["on"], lambda: SinkUnavailableError("injected: down"))
-    )
+    outage, faulty = switchable_outage(sink)
+    outage["on"] = True
     flusher = make_flusher(wal_dir, faulty, wal_flush_max_bytes=4_000)
     for chunk in range(0, 400, 50):
         log_messages(flusher, range(chunk, chunk + 50), base)
@@ -161,10 +168,7 @@ def test_once_caught_up_records_are_decoded_as_logged_under_the_token_a_read_bac
 ) -> None:
     """A live range is the log's range: a restart that reads it back sends the same token and rows."""
     base = base_window_s()
-    outage = {"on": False}
-    faulty = FaultySink(
-        sink, Fault(lambda _n, _name: outage["on"], lambda: SinkUnavailableError("injected: down"))
-    )
+    outage, faulty = switchable_outage(sink)
     first = make_flusher(wal_dir, faulty)
     log_messages(first, range(20), base)
     drain(first)
@@ -187,42 +191,12 @@ def test_once_caught_up_records_are_decoded_as_logged_under_the_token_a_read_bac
     assert check_exact(sink.client, sink.database, NODE, base, set(range(50)), 50) == []
 
 
-def test_a_flusher_that_falls_behind_reads_the_log_back_then_decodes_live_again(
-    sink: ClickHouseSink, wal_dir: Path
-) -> None:
-    base = base_window_s()
-    outage = {"on": False}
-    faulty = FaultySink(
-        sink, Fault(lambda _n, _name: outage["on"], lambda: SinkUnavailableError("injected: down"))
-    )
-    flusher = make_flusher(wal_dir, faulty)
-    log_messages(flusher, range(10), base)
-    drain(flusher)
-    log_messages(flusher, range(10, 20), base)
-    outage["on"] = True
-    flusher.flush()  # the live range [10, 20) fails: what follows stays in the log
-    log_messages(flusher, range(20, 120), base)
-    assert flusher.ingestor.pending_records == 0, "nothing decoded waits in memory during the outage"
-    outage["on"] = False
-    drain(flusher)
-    live_before = flusher.stats.live_ranges
-    assert (live_before, flusher.stats.read_back_ranges) == (1, 2), "[0, 10) and [20, 120) read back"
-    log_messages(flusher, range(120, 140), base)
-    drain(flusher)
-    flusher.close()
-    assert flusher.stats.live_ranges == live_before + 1, "caught up, it decodes as it logs again"
-    assert check_exact(sink.client, sink.database, NODE, base, set(range(140)), 140) == []
-
-
 def test_the_receiver_waits_for_a_slow_flusher_but_never_for_a_failing_one(
     sink: ClickHouseSink, wal_dir: Path
 ) -> None:
     """Decoded records are bounded as without a log; during an outage the log takes everything."""
     base = base_window_s()
-    outage = {"on": False}
-    faulty = FaultySink(
-        sink, Fault(lambda _n, _name: outage["on"], lambda: SinkUnavailableError("injected: down"))
-    )
+    outage, faulty = switchable_outage(sink)
     flusher = make_flusher(wal_dir, faulty)
     flusher.ingestor.max_pending_records = 30
     log_messages(flusher, range(5), base)
