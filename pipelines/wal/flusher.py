@@ -280,7 +280,7 @@ class DurableFlusher:
             clock = self.clock
             for record in records:
                 if record.position < live.end:
-                    continue  # logged before the range opened: a read-back flushed it
+                    continue  # logged before the range opened: a read-back takes it
                 if record.position > live.end:
                     # Cannot happen while the tap sees every write; if it did, the log has them.
                     live.close(f"records not contiguous at {live.end}, got {record.position}")
