@@ -8,7 +8,7 @@
 - sink: ClickHouseSink.write of traffic partial rows into embedded ClickHouse,
   by rows per insert;
 - log: WalWriter.append + commit (the write-ahead log, interval fsync, as the
-  appender thread groups messages) of 100-record messages.
+  appender thread groups messages), by records per message.
 
 Each figure is the best of `repeat` timings (the machine is shared: the best is
 the least disturbed).

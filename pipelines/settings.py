@@ -85,7 +85,8 @@ class WorkerSettings(_Settings):
         default=2_000_000,
         gt=0,
         description="Records buffered between flushes; when full the receiver stops reading and "
-        "ZeroMQ drops at its high-water mark (seen as sequence gaps).",
+        "ZeroMQ drops at its high-water mark (seen as sequence gaps). With the write-ahead log, not "
+        "while ClickHouse writes fail: the log takes what arrives then.",
     )
 
 

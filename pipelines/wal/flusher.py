@@ -28,10 +28,11 @@ decoding with the inserts. So once a read-back reaches the end of the log, the
 writer's tap hands every record, as soon as it is in the OS, to the Ingestor
 (on the appender thread), and the next range is simply "what the tap decoded": the
 same records, the same digest (chained from the same CRCs), so the same token
-a read-back would give. Decoding then overlaps the flusher's inserts. When the
-flusher falls behind (an outage, a burst beyond max_pending_records) the live
-range is closed, flushed as it stands, and the rest is read back from the log
-as before until the flusher has caught up again. A crash loses nothing: the
+a read-back would give. Decoding then overlaps the flusher's inserts. A flusher
+that is merely slower than the firehose paces the receiver (wait_for_room). When
+a ClickHouse write fails the live range is closed, flushed as it stands once
+ClickHouse is back, and what arrived meanwhile is read back from the log until
+the flusher has caught up again. A crash loses nothing: the
 in-flight range is on the log either way, and a restart reads it back.
 """
 
@@ -194,7 +195,6 @@ class DurableFlusher:
         dead_letters: DeadLetters,
         archive: ArchiveOutput | None = None,
         observer: FlushObserver | None = None,
-        decode_on_receive: bool = True,
     ) -> None:
         self.writer = writer
         self.appender = BackgroundAppender(writer)
@@ -214,7 +214,7 @@ class DurableFlusher:
         self._delay = self.retry.initial_s
         self._seen: dict[tuple[str, int], tuple[int, int]] = {}
         # The archive stores the raw frames, which only a read-back has.
-        self.decode_on_receive = decode_on_receive and archive is None
+        self.decode_on_receive = archive is None
         self._live: LiveRange | None = None
         self._live_lock = threading.Lock()
 

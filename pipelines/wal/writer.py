@@ -1,16 +1,17 @@
 """Appending to the write-ahead log: group commit, fsync policy, rotation, a disk bound.
 
-The receiver thread calls append() for every message and commit() after each
-batch it drained from the sockets; commit() hands the batch to the OS in one
-write, so a process crash (SIGKILL, OOM kill) loses nothing that was committed.
+One appending thread (pipelines.wal.appender) calls append() for every message
+and commit() after each batch the receiver handed over; commit() hands the
+batch to the OS in one write, so a process crash (SIGKILL, OOM kill) loses
+nothing that was committed.
 Surviving power loss also needs fsync, which the policy controls:
 
     always     fsync in every commit, before the flusher may read the batch
     interval   fsync in a commit when the last one is older than fsync_interval_ms
     never      only when a segment is closed and when the flusher asks (sync())
 
-A `tap` set by the flusher is handed every record once it is in the OS (in the
-receiver thread, in log order), so the flusher can decode messages as they are
+A `tap` set by the flusher is handed every record once it is in the OS (on the
+appending thread, in log order), so the flusher can decode messages as they are
 logged instead of reading them back; records a failed write dropped are never
 handed over.
 
