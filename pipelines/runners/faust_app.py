@@ -62,6 +62,17 @@ _STALL_S = 3.0
 _CLAIM_REFUSALS = 5
 
 
+async def seek(consumer: Any, offsets: dict[TP, int]) -> None:
+    """Seek partitions on the consumer's own thread.
+
+    Faust's `consumer.seek` runs aiokafka's seek on the caller's (the event
+    loop's) thread while the fetcher thread reads the same fetch buffers; under
+    load that race crashed the fetcher (KeyError in fetched_records) and left a
+    worker that consumed nothing. `seek_wait` runs it on the fetcher's thread.
+    """
+    await consumer.seek_wait(offsets)
+
+
 class KafkaRollupRunner:
     """The state of one worker process: its partitions, the sink and the thread that writes."""
 
@@ -130,7 +141,7 @@ class KafkaRollupRunner:
             earliest = await sender.consumer.earliest_offsets(*fresh)
             for tp in fresh:
                 self.processors[tp] = await self.in_thread(self._claim, tp, earliest.get(tp) or 0)
-                await sender.consumer.seek(tp, self.processors[tp].next_offset)
+                await seek(sender.consumer, {tp: self.processors[tp].next_offset})
         finally:
             self.assignment_ready.set()
         log.info("partitions assigned %s", {tp.partition: self.processors[tp].next_offset for tp in fresh})
@@ -158,7 +169,7 @@ class KafkaRollupRunner:
                     end - 1,
                 )
                 processor.touch()
-                await app.consumer.seek(tp, processor.next_offset)
+                await seek(app.consumer, {tp: processor.next_offset})
 
     def _claim(self, tp: TP, earliest: int) -> PartitionProcessor:
         """Claim `tp` in ClickHouse (retrying while it is unreachable) and build its processor."""
@@ -208,8 +219,8 @@ class KafkaRollupRunner:
                 for ev in events
             ]
             seeks: dict[TP, int] = await self.in_thread(self.process, records)
-            for tp, offset in seeks.items():
-                await stream.app.consumer.seek(tp, offset)
+            if seeks:
+                await seek(stream.app.consumer, seeks)
             yield len(records)
 
     def process(self, records: list[Record]) -> dict[TP, int]:
