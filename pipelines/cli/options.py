@@ -58,6 +58,8 @@ def _option(name: str, field: FieldInfo, flag: str | tuple[str, ...]) -> Callabl
         flag = f"{flag}/--no-{flag[2:]}"
     elif base is SecretStr:
         kwargs["type"] = str
+    elif typing.get_origin(base) is typing.Literal:
+        kwargs["type"] = click.Choice([str(choice) for choice in typing.get_args(base)])
     elif base in (int, float, str):
         kwargs["type"] = base
     flags = (flag,) if isinstance(flag, str) else flag
