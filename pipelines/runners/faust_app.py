@@ -8,14 +8,18 @@ takes records in chunks (`stream.take_events`, up to --take-max records or
 --flush-interval-s seconds) and hands each chunk to a worker thread that runs
 the same Ingestor / rollups / sink as the local runner, one PartitionProcessor
 per assigned partition, so the event loop keeps heartbeating while ClickHouse
-works. Chunk events are acknowledged only after their flushes landed.
+works. The thread works on one chunk while Faust collects the next (Faust's
+per-event work and the rollups overlap); the agent waits for a chunk before
+handing over the next one, and a revocation waits for the chunk in flight.
 
 Exactly-once at the sink, without Faust's exactly_once (Kafka transactions):
 ClickHouse holds each partition's position (sinks.clickhouse.positions); on
 every assignment a worker claims each partition there, redoes the last
 recorded range with the same deduplication tokens, and resumes after it,
-seeking back if Kafka's committed offset is ahead. No Faust tables: all
-state a successor needs is in ClickHouse already.
+seeking back if Kafka's committed offset is ahead. Kafka's commits are only
+a hint: Faust acknowledges a chunk when the agent takes the next one, so a
+commit can run one chunk ahead of ClickHouse, which costs a re-read, never a
+record. No Faust tables: all state a successor needs is in ClickHouse already.
 
 Faust's web server runs (--web-port); /tykpulse/status/ shows the assigned
 partitions, their next offsets and what was written.
@@ -102,6 +106,7 @@ class KafkaRollupRunner:
         # One thread does all ClickHouse work and owns the processors' state between awaits.
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tykpulse-flush")
         self._schema_ready = False
+        self._in_flight: asyncio.Future[dict[TP, int]] | None = None  # the chunk the thread works on
         # Cleared while partitions are being claimed: a chunk waits instead of skipping records
         # of a partition whose processor does not exist yet (and acknowledging them unprocessed).
         self.assignment_ready = asyncio.Event()
@@ -118,12 +123,18 @@ class KafkaRollupRunner:
     # -- rebalance hooks ------------------------------------------------------------------
 
     async def on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **_: Any) -> None:
-        """Faust calls this after the agent acknowledged (so finished) every chunk in flight."""
+        """Stop feeding the revoked partitions and wait for the chunk in flight.
+
+        When this returns, this worker writes nothing more to those partitions, so the
+        next owner's claim comes after its last flush.
+        """
         revoked: set[TP] = args[0]
         for tp in revoked:
             processor = self.processors.pop(tp, None)
             if processor is not None:
                 processor.revoked = True
+        if self._in_flight is not None:
+            await asyncio.wait([self._in_flight])
         log.info("partitions revoked %s", sorted(tp.partition for tp in revoked))
 
     async def on_assigned(self, sender: Any, /, *args: Any, signal: Any = None, **_: Any) -> None:
@@ -218,10 +229,20 @@ class KafkaRollupRunner:
                 )
                 for ev in events
             ]
-            seeks: dict[TP, int] = await self.in_thread(self.process, records)
-            if seeks:
-                await seek(stream.app.consumer, seeks)
-            yield len(records)
+            await self._settle(stream.app.consumer)
+            self._in_flight = asyncio.ensure_future(self.in_thread(self.process, records))
+            yield len(records)  # take_events acknowledges the chunk now, before it is written
+        await self._settle(stream.app.consumer)
+
+    async def _settle(self, consumer: Any) -> None:
+        """Wait for the chunk in flight and seek where it asked to (partitions still held)."""
+        if self._in_flight is None:
+            return
+        in_flight, self._in_flight = self._in_flight, None
+        seeks = await in_flight
+        held = {tp: offset for tp, offset in seeks.items() if tp in self.processors}
+        if held:
+            await seek(consumer, held)
 
     def process(self, records: list[Record]) -> dict[TP, int]:
         """Ingest a chunk and flush every partition that has something (runs in the writer thread)."""
@@ -242,7 +263,9 @@ class KafkaRollupRunner:
 
     def _flush(self, processor: PartitionProcessor) -> None:
         flush = processor.take_flush()
-        if not self.writer.write(flush, lambda: not processor.revoked):
+        if self.writer.write(flush, lambda: not processor.revoked):
+            processor.landed_offset = flush.position.last_offset
+        else:
             processor.revoked = True  # another worker owns it now; stop feeding it
 
     def status(self) -> dict[str, Any]:
@@ -251,7 +274,11 @@ class KafkaRollupRunner:
             "owner": self.owner,
             "topic": self.kafka.kafka_topic,
             "partitions": {
-                str(tp.partition): {"next_offset": p.next_offset, "claim": p.claimed.claim}
+                str(tp.partition): {
+                    "next_offset": p.next_offset,
+                    "landed_offset": p.landed_offset,
+                    "claim": p.claimed.claim,
+                }
                 for tp, p in sorted(self.processors.items(), key=lambda item: item[0].partition)
             },
             "written": {

@@ -91,6 +91,8 @@ class PartitionProcessor:
         self.ingestor.sequences = restore(claimed.sequences_before)
         self._before = claimed.sequences_before
         self.next_offset = claimed.first_offset
+        # The last offset whose flush is in ClickHouse (a claimed range to redo is not, yet).
+        self.landed_offset = claimed.first_offset - 1
         # A claimed non-empty range may be half written: redo exactly it, first.
         self.redo_until: int | None = None if claimed.is_empty else claimed.last_offset
         self._first: int | None = None
