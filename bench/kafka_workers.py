@@ -1,108 +1,414 @@
-"""Throughput of the Faust worker path: a pre-filled Kafka topic drained by N `tykpulse worker`s.
+"""The Faust path beside the local runner, on the same messages.
 
-    python -m bench.kafka_workers --workers 1 --messages 4000 --batch 100
-    python -m bench.kafka_workers --workers 2 --clickhouse http://tykpulse:pw@127.0.0.1:8123
+    python -m bench.kafka_workers                     # 3 rounds, ~4 min
+    python -m bench.kafka_workers --rounds 1 --records 300000
 
-A real broker (the test harness) gets a 4-partition topic filled with firehose messages
-(simulated Tyk analytics, `--batch` records each, keyed by node as the bridge does); then the
-workers start and the clock runs from the first landed flush to the last message written
-(status endpoints). With one worker and no --clickhouse, the worker owns an embedded database.
-Everything shares this machine's cores with the broker: read the ratios, not the absolutes.
+A real broker (the test harness) gets a 4-partition topic filled with the
+bench's MessagePool, the payloads `make bench` publishes to the local worker
+(100 records each), as the bridge stores them: one record per firehose
+message with the envelope in the headers, the bridge's producer settings,
+and every node on one partition (8 nodes, two per partition). Each round then
+drains that topic, in a consumer group and a database of its own, with:
+
+- faust-1: one `tykpulse worker` that owns an embedded database (chdb://),
+  the single-machine setup, compared with
+- local: `tykpulse run` (durable, as `make bench` runs it) fed by the bench
+  publisher over ZeroMQ from the same pool (bench.e2e);
+- faust-1-served, faust-2-served: one and two workers writing to one
+  `tykpulse db serve` over HTTP (how workers share an embedded database),
+  whose ratio is the scaling.
+
+A worker's clock runs from the first flush it landed to the last (status
+endpoints), so startup and group joins are not counted, nor the records of
+that first flush. Every run is checked: the views hold every record of the
+topic, exactly.
+
+The CPU seconds of every process (broker, workers, database server) over the
+measured interval give the cores a setup keeps busy. With C cores busy for
+one worker, on a machine of K cores N workers can be at most K / C times as
+fast, whatever the workers do: that bound is reported beside the scaling.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Final
 
-import numpy as np
+import clickhouse_connect
+import msgspec
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
-from pipelines.firehose.codec import MessageEncoder
+from bench.e2e import LANDED_SQL, BenchError, E2ESpec, run_e2e
+from bench.workload import MessagePool, WorkloadShape
 from pipelines.firehose.kafka_record import read_envelope, to_record
-from pipelines.simulate.traffic import TrafficDrawer
-from pipelines.simulate.world import World, WorldShape
+from pipelines.firehose.protocol import PROTOCOL_VERSION, Envelope
+from pipelines.settings import KafkaBridgeSettings
 from tests.harness.kafka.broker import KafkaBroker
 from tests.harness.processes import free_port, stop_process
-from tests.integration.scaleout import worker_status
 
-NODES = [f"bench-gw{i:02d}" for i in range(16)]
+PARTITIONS: Final = 4
+NODES: Final = 8  # two per partition, so that each of two workers gets the same share
+PASSWORD: Final = secrets.token_urlsafe(16)  # this run's db serve writer
+SETUPS: Final = ("faust-1", "faust-1-served", "faust-2-served")
+_STALL_S: Final = 90.0  # no progress for this long: the run failed (its logs are shown)
+_POLL_S: Final = 0.1
+_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
-async def fill(bootstrap: str, topic: str, messages: int, batch: int) -> int:
-    rng = np.random.default_rng(1)
-    drawer = TrafficDrawer(World.build(WorldShape(20, 200, 30_000), rng), rng)
-    encoder = MessageEncoder("msgpack")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- the topic ----------------------------------------------------------------------------
+
+
+def _messages(pool: MessagePool, count: int) -> Iterator[tuple[int, bytes, bytes, list[tuple[str, bytes]]]]:
+    """(partition, key, value, headers) of `count` firehose messages, as the bridge writes them."""
+    encode = msgspec.msgpack.Encoder().encode
+    boot, seqs = time.time_ns() // 1_000_000, [0] * NODES
+    sent = 0
+    while True:
+        pool.redraw_keys()
+        pool.stamp_all(time.time_ns())
+        for index, payload in enumerate(pool.views):
+            if sent == count:
+                return
+            node = sent % NODES
+            envelope = Envelope(
+                PROTOCOL_VERSION, f"bench-{node}", boot, seqs[node], time.time_ns(),
+                pool.shape.records_per_message, pool.shape.encoding,
+            )  # fmt: skip
+            seqs[node] += 1
+            frames = [pool.topics[index], encode(envelope), bytes(payload)]
+            record = to_record(frames, read_envelope(frames[1]))
+            yield node % PARTITIONS, record.key, record.value, record.headers
+            sent += 1
+
+
+async def fill(bootstrap: str, topic: str, pool: MessagePool, messages: int, compression: str) -> None:
+    """Produce with the bridge's producer settings (pipelines.bridges.kafka_bridge)."""
+    bridge = KafkaBridgeSettings()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=bridge.bridge_linger_ms,
+        max_batch_size=bridge.bridge_batch_bytes,
+        max_request_size=bridge.bridge_max_request_bytes,
+        compression_type=None if compression == "none" else compression,
+    )
     await producer.start()
-    records = 0
     try:
-        now = time.time_ns()
-        sends = []
-        for seq in range(messages // len(NODES)):
-            for node in NODES:
-                drawn = drawer.analytics(batch, now, 60 * 10**9)
-                frames = encoder.encode(
-                    "tyk.analytics", node=node, boot=1, seq=seq, sent=now, records=drawn.analytics
-                )
-                record = to_record(frames, read_envelope(frames[1]))
-                sends.append(await producer.send(topic, record.value, key=record.key, headers=record.headers))
-                records += batch
-        await asyncio.gather(*sends)
+        pending = []
+        for partition, key, value, headers in _messages(pool, messages):
+            pending.append(await producer.send(topic, value, key=key, headers=headers, partition=partition))
+            if len(pending) >= 256:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    return records
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+# -- processes and their CPU --------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class Process:
+    def __init__(self, name: str, command: list[str], logs: Path) -> None:
+        self.name = name
+        self.log_path = logs / f"{name}.log"
+        with self.log_path.open("wb") as out:
+            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            msg = f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
+            raise BenchError(msg)
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        stop_process(self.proc, 30)
+
+
+def tykpulse(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "info", *args]
+
+
+def _status(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/tykpulse/status/", timeout=2) as response:
+            status: dict[str, Any] = json.loads(response.read())
+            return status
+    except (OSError, ValueError):
+        return None
+
+
+@dataclasses.dataclass(slots=True)
+class Progress:
+    """Messages landed per partition (offsets: a redone range is not counted twice), workers that wrote."""
+
+    landed: dict[int, int] = dataclasses.field(default_factory=dict)
+    writing: set[int] = dataclasses.field(default_factory=set)
+
+    def observe(self, worker: int, status: dict[str, Any] | None) -> None:
+        if not status:
+            return
+        if status["written"]["flushes"]:
+            self.writing.add(worker)
+        for partition, state in status["partitions"].items():
+            landed = int(state["landed_offset"]) + 1
+            self.landed[int(partition)] = max(self.landed.get(int(partition), 0), landed)
+
+    @property
+    def messages(self) -> int:
+        return sum(self.landed.values())
+
+
+# -- one setup ------------------------------------------------------------------------------
+
+
+def run_setup(
+    setup: str, broker: KafkaBroker, topic: str, messages: int, per_message: int, tmp: Path
+) -> dict[str, Any]:
+    """Drain the topic with `setup`; the rate, the cores each process kept busy, the check."""
+    records = messages * per_message
+    workers = 2 if setup == "faust-2-served" else 1
+    served = setup.endswith("-served")
+    tmp.mkdir()
+    database = tmp / "clickhouse"
+    processes: list[Process] = []
+    try:
+        dsn = f"chdb://{database}"
+        if served:
+            port = free_port()
+            processes.append(
+                Process(
+                    "db",
+                    tykpulse("db", "serve", "--path", str(database), "--listen", f"127.0.0.1:{port}",
+                             "--writer-password", PASSWORD),
+                    tmp,
+                )
+            )  # fmt: skip
+            dsn = f"http://tykpulse:{PASSWORD}@127.0.0.1:{port}"
+            _wait_for_database(port, processes[0])
+        ports = [free_port() for _ in range(workers)]
+        for index, web_port in enumerate(ports):
+            command = tykpulse(
+                "worker", "--kafka", broker.bootstrap, "--topic", topic, "--kafka-group", tmp.name,
+                "--clickhouse", dsn, "--web-port", str(web_port), "--web-bind", "127.0.0.1",
+            )  # fmt: skip
+            processes.append(Process(f"worker-{index}", command, tmp))
+        window = _drain(messages, ports, processes[-workers:], broker, processes)
+        landed = _landed(dsn) if served else None
+    finally:
+        for process in reversed(processes):
+            process.stop()
+    if landed is None:
+        landed = _landed(dsn)
+    if landed != records:
+        msg = f"{setup}: the views hold {landed} records, the topic {records}"
+        raise BenchError(msg)
+    elapsed = window.seconds
+    busy = {name: seconds / elapsed for name, seconds in window.cpu_seconds.items()}
+    return {
+        "setup": setup,
+        "workers": workers,
+        "records": records,
+        "timed_records": window.messages * per_message,
+        "seconds": elapsed,
+        "records_per_s": window.messages * per_message / elapsed,
+        "cores_busy": busy,
+        "cores_busy_total": sum(busy.values()),
+    }
+
+
+def _wait_for_database(port: int, server: Process) -> None:
+    """Until `db serve` accepts connections (a client would log every refused attempt)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        server.check()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.3)
+    msg = f"db serve not answering within 120 s:\n{server.tail()}"
+    raise BenchError(msg)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Window:
+    """What the workers landed while all of them were writing, and each process's CPU meanwhile."""
+
+    seconds: float
+    messages: int
+    cpu_seconds: dict[str, float]
+
+
+def _drain(
+    messages: int, ports: list[int], workers: list[Process], broker: KafkaBroker, processes: list[Process]
+) -> Window:
+    """Poll the workers until every message of the topic landed.
+
+    The window opens once every worker has landed a flush (a second worker joins
+    the group, and takes its partitions, seconds after the first one started on
+    all of them) and closes at the last landed flush.
+    """
+    pids = {p.name: p.proc.pid for p in processes} | {"broker": broker.pid or 0}
+    progress = Progress()
+    opened: tuple[float, int, dict[str, float]] | None = None
+    closed: tuple[float, int, dict[str, float]] | None = None
+    progress_at = next_report = time.monotonic()
+    while progress.messages < messages:
+        now = time.monotonic()
+        for worker in workers:
+            worker.check()
+        before = progress.messages
+        for index, port in enumerate(ports):
+            progress.observe(index, _status(port))
+        if progress.messages > before:
+            progress_at = now
+            if opened is not None or len(progress.writing) == len(ports):
+                mark = (now, progress.messages, {name: cpu_seconds(pid) for name, pid in pids.items()})
+                opened, closed = opened or mark, mark
+        if now - progress_at > _STALL_S:
+            tails = "\n".join(f"--- {w.name}\n{w.tail()}" for w in workers)
+            msg = f"no progress for {_STALL_S:.0f} s at {progress.messages}/{messages} messages:\n{tails}"
+            raise BenchError(msg)
+        if now >= next_report:
+            log(f"    {progress.messages:,}/{messages:,} messages landed")
+            next_report = now + 5
+        time.sleep(_POLL_S)
+    if opened is None or closed is None or closed[0] - opened[0] < 1.0:
+        msg = f"the topic drained before all {len(ports)} workers wrote for a second: add records"
+        raise BenchError(msg)
+    return Window(
+        closed[0] - opened[0],
+        closed[1] - opened[1],
+        {name: closed[2][name] - opened[2][name] for name in pids},
     )
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--messages", type=int, default=4000)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--clickhouse", default="", help="DSN; default: embedded (one worker only)")
-    args = parser.parse_args()
-    with KafkaBroker() as broker, tempfile.TemporaryDirectory() as tmp:
-        broker.create_topic("bench", partitions=4)
-        records = asyncio.run(fill(broker.bootstrap, "bench", args.messages, args.batch))
-        messages = args.messages // len(NODES) * len(NODES)
-        dsn = args.clickhouse or f"chdb://{Path(tmp) / 'clickhouse'}"
-        ports = [free_port() for _ in range(args.workers)]
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "pipelines.cli.main", "--log-level", "warning", "worker",
-                 "--kafka", broker.bootstrap, "--topic", "bench", "--kafka-group", "bench",
-                 "--clickhouse", dsn, "--web-port", str(port), "--web-bind", "127.0.0.1"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for port in ports
-        ]  # fmt: skip
-        try:
-            started = None
-            while True:
-                statuses = [worker_status(p) for p in ports]
-                written = sum(s["written"]["messages"] for s in statuses if s)
-                if written and started is None:
-                    started, first = time.monotonic(), written
-                if written >= messages:
-                    break
-                time.sleep(0.2)
-            elapsed = time.monotonic() - (started or time.monotonic())
-            rate = (messages - first) * args.batch / elapsed if elapsed else float("nan")
-            print(
-                f"workers={args.workers} messages={messages} records={records} batch={args.batch} "
-                f"seconds={elapsed:.1f} records_per_s={rate:,.0f}"
-            )
-        finally:
-            for proc in procs:
-                stop_process(proc, 30)
+
+
+def _landed(dsn: str) -> int:
+    client = clickhouse_connect.get_client(dsn=dsn)
+    try:
+        return int(client.command(LANDED_SQL))
+    finally:
+        client.close()
+
+
+# -- rounds and summary ---------------------------------------------------------------------
+
+
+def measure(
+    rounds: int, records: int, local_s: float, compression: str, quiet_s: float = 1.0
+) -> dict[str, Any]:
+    """Fill one topic, then `rounds` rounds of the local runner and every setup; the summary."""
+    shape = WorkloadShape(100)
+    pool = MessagePool(shape)
+    messages = records // shape.records_per_message
+    records = messages * shape.records_per_message
+    runs: list[dict[str, Any]] = []
+    with KafkaBroker() as broker, tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
+        broker.create_topic("bench", partitions=PARTITIONS)
+        started = time.monotonic()
+        asyncio.run(fill(broker.bootstrap, "bench", pool, messages, compression))
+        log(f"  kafka: {messages:,} messages ({records:,} records) in {time.monotonic() - started:.1f} s")
+        for index in range(rounds):
+            local = run_e2e(E2ESpec("tykpulse", shape, local_s, quiet_s=quiet_s))
+            runs.append({"setup": "local", "round": index, "records_per_s": local["records_per_s"]})
+            log(f"  kafka round={index} setup=local records/s={local['records_per_s']:,.0f}")
+            for setup in SETUPS:
+                workdir = Path(tmp) / f"r{index}-{setup}"
+                result = run_setup(setup, broker, "bench", messages, shape.records_per_message, workdir)
+                runs.append({**result, "round": index})
+                busy = " ".join(f"{k}={v:.2f}" for k, v in result["cores_busy"].items())
+                log(
+                    f"  kafka round={index} setup={setup} records/s={result['records_per_s']:,.0f} "
+                    f"cores busy {result['cores_busy_total']:.2f} ({busy})"
+                )
+    return {"runs": runs, "summary": summarise(runs)}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        by_round.setdefault(run["round"], {})[run["setup"]] = run
+    cores = os.cpu_count() or 1
+    local_ratio = [r["faust-1"]["records_per_s"] / r["local"]["records_per_s"] for r in by_round.values()]
+    scaling = [
+        r["faust-2-served"]["records_per_s"] / r["faust-1-served"]["records_per_s"] for r in by_round.values()
+    ]
+    bound = [cores / r["faust-1-served"]["cores_busy_total"] for r in by_round.values()]
+
+    def median_rate(setup: str) -> float:
+        return statistics.median(r[setup]["records_per_s"] for r in by_round.values())
+
+    return {
+        "local_records_per_s": median_rate("local"),
+        **{f"{s.replace('-', '_')}_records_per_s": median_rate(s) for s in SETUPS},
+        "faust_local_ratio": statistics.median(local_ratio),
+        "faust_scaling": statistics.median(scaling),
+        "faust_scaling_cpu_bound": statistics.median(bound),
+        "faust_one_worker_cores_busy": statistics.median(
+            r["faust-1-served"]["cores_busy_total"] for r in by_round.values()
+        ),
+    }
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    return (
+        f"kafka: faust_records_per_s={summary['faust_1_records_per_s']:.0f} "
+        f"local_records_per_s={summary['local_records_per_s']:.0f} "
+        f"faust_local_ratio={summary['faust_local_ratio']:.2f} "
+        f"two_worker_scaling={summary['faust_scaling']:.2f} "
+        f"cpu_bound_scaling={summary['faust_scaling_cpu_bound']:.2f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.kafka_workers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every setup (default 3)")
+    parser.add_argument(
+        "--records", type=int, default=1_500_000, help="records in the topic (default 1.5 M, ~1 GB)"
+    )
+    parser.add_argument("--local-seconds", type=float, default=6.0, help="the local runner's sending time")
+    parser.add_argument(
+        "--compression",
+        default=KafkaBridgeSettings().bridge_compression,
+        help="the topic's compression (default: the bridge's default)",
+    )
+    parser.add_argument("--out", type=Path, help="write the runs and the summary here as JSON")
+    args = parser.parse_args(argv)
+    result = measure(args.rounds, args.records, args.local_seconds, args.compression)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+    print(summary_line(result["summary"]), flush=True)
 
 
 if __name__ == "__main__":

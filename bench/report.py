@@ -64,7 +64,39 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     if "curves" in report:
         out += ["", *_curve_tables(report["curves"])]
+    if "kafka" in report:
+        out += ["", *_kafka_tables(report["kafka"])]
     return "\n".join(out) + "\n"
+
+
+def _kafka_tables(kafka: dict[str, Any]) -> list[str]:
+    by_setup: dict[str, list[dict[str, Any]]] = {}
+    for run in kafka["runs"]:
+        by_setup.setdefault(run["setup"], []).append(run)
+    rows = []
+    for setup, runs in by_setup.items():
+        rates = sorted(r["records_per_s"] for r in runs)
+        busy = ""
+        if setup != "local":
+            cores: dict[str, list[float]] = {}
+            for run in runs:
+                for name, value in run["cores_busy"].items():
+                    cores.setdefault(name, []).append(value)
+            busy = ", ".join(f"{name} {sorted(v)[len(v) // 2]:.2f}" for name, v in cores.items())
+        rows.append([setup, _n(rates[len(rates) // 2]), _n(rates[0]), _n(rates[-1]), busy])
+    s = kafka["summary"]
+    return [
+        "**The Faust path** (`python -m bench.kafka_workers`: a pre-filled 4-partition topic of the same "
+        "messages, drained by `tykpulse worker`; records/s from each setup's first landed flush to its "
+        "last; cores busy = CPU seconds / wall seconds of each process meanwhile, median):",
+        "",
+        *_table(["setup", "median", "min", "max", "cores busy"], rows),
+        "",
+        f"Within each round (median): one Faust worker / the local runner {s['faust_local_ratio']:.2f}; "
+        f"two workers / one (both through `db serve`) {s['faust_scaling']:.2f}, where the CPU one worker's "
+        f"setup keeps busy ({s['faust_one_worker_cores_busy']:.2f} cores) allows at most "
+        f"{s['faust_scaling_cpu_bound']:.2f} on this machine.",
+    ]
 
 
 def _single_bounds(s: dict[str, Any]) -> str:

@@ -4,8 +4,9 @@ quick (make bench, < 5 min): stages, then rounds of end-to-end runs of tykpulse 
 the three baselines on the same messages (100 records per message, then 1), then
 event-to-visible latency at 50 % of tykpulse's median rate.
 full (make bench-full): the same with more rounds, plus the curves: records/s and
-peak RSS by records per message, by distinct API keys, by worker processes; it
-also puts the tables and the plot into docs/benchmarks.md.
+peak RSS by records per message, by distinct API keys, by worker processes; then
+the Faust path beside the local runner (bench.kafka_workers). It also puts the
+tables and the plot into docs/benchmarks.md.
 smoke (make test): one short round of everything, to prove the suite runs.
 
 Ratios are taken within a round (same minute, same machine load), then the
@@ -23,11 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import latency, stages
+from bench import kafka_workers, latency, stages
 from bench.e2e import DESIGNS, E2ESpec, run_e2e
 from bench.machine import describe_machine, load_average
 from bench.report import update_docs, write_markdown, write_plot
 from bench.workload import WorkloadShape
+from pipelines.settings import KafkaBridgeSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,12 +46,14 @@ class Plan:
     sink_inserts: int
     curves: bool = False
     full_stages: bool = True
+    kafka_rounds: int = 0  # rounds of the Faust path beside the local runner (bench.kafka_workers)
+    kafka_records: int = 1_500_000
 
 
 PLANS = {
     "smoke": Plan(1.0, 1, 0, 0.4, 2.5, 2_000, 20_000, 1, full_stages=False),
     "quick": Plan(4.0, 3, 3, 1.0, 8.0, 20_000, 300_000, 5),
-    "full": Plan(6.0, 5, 3, 1.0, 12.0, 40_000, 1_000_000, 10, curves=True),
+    "full": Plan(6.0, 5, 3, 1.0, 12.0, 40_000, 1_000_000, 10, curves=True, kafka_rounds=3),
 }
 
 
@@ -245,6 +249,11 @@ def main(argv: list[str] | None = None) -> None:
     if plan.curves:
         log("bench: curves")
         report["curves"] = curves(plan)
+    if plan.kafka_rounds:
+        log("bench: the Faust path (Kafka), beside the local runner on the same messages")
+        report["kafka"] = kafka_workers.measure(
+            plan.kafka_rounds, plan.kafka_records, plan.duration_s, KafkaBridgeSettings().bridge_compression
+        )
     report["load_after"] = load_average()
     report["elapsed_s"] = time.time() - started
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,4 +270,6 @@ def main(argv: list[str] | None = None) -> None:
         f"of the ceiling, --no-wal lands {s['no_wal_bound_ratio']:.2f} of it; with the log's checksum "
         f"and write, {s['durable_bound_records_per_s']:,.0f} records/s, tykpulse lands {s['bound_ratio']:.2f}"
     )
+    if "kafka" in report:
+        log(kafka_workers.summary_line(report["kafka"]["summary"]))
     print(summary_line(s), flush=True)
