@@ -93,9 +93,10 @@ def _kafka_tables(kafka: dict[str, Any]) -> list[str]:
         *_table(["setup", "median", "min", "max", "cores busy"], rows),
         "",
         f"Within each round (median): one Faust worker / the local runner {s['faust_local_ratio']:.2f}; "
-        f"two workers / one (both through `db serve`) {s['faust_scaling']:.2f}, where the CPU one worker's "
-        f"setup keeps busy ({s['faust_one_worker_cores_busy']:.2f} cores) allows at most "
-        f"{s['faust_scaling_cpu_bound']:.2f} on this machine.",
+        f"two workers / one (both through `db serve`) {s['faust_scaling']:.2f}. CPU of every process per "
+        f"record landed: {s['faust_1_cpu_us_per_record']:.1f} µs (faust-1), "
+        f"{s['faust_1_served_cpu_us_per_record']:.1f} µs (faust-1-served), "
+        f"{s['faust_2_served_cpu_us_per_record']:.1f} µs (faust-2-served).",
     ]
 
 
