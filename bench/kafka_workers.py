@@ -5,9 +5,9 @@
 
 A real broker (the test harness) gets a 4-partition topic filled with the
 bench's MessagePool, the payloads `make bench` publishes to the local worker
-(100 records each), as the bridge stores them: one record per firehose
-message with the envelope in the headers, the bridge's producer settings,
-and every node on one partition (8 nodes, two per partition). Each round then
+(100 records each), as the bridge stores them: its producer settings,
+compression and bundles (a node's messages received together share a Kafka
+record), every node on one partition (8 nodes, two per partition). Each round then
 drains that topic, in a consumer group and a database of its own, with:
 
 - faust-1: one `tykpulse worker` that owns an embedded database (chdb://),
@@ -20,8 +20,9 @@ drains that topic, in a consumer group and a database of its own, with:
 
 The clock runs from the moment every partition is claimed by a worker that
 holds it (the status endpoints; startup and group joins are not counted) to
-the last landed flush, and counts messages by the offsets that landed, so a
-range redone after a takeover counts once. Like the local runner's, it
+the last landed flush, and counts the messages of the offsets that landed
+(the fill knows how many each record carries), so a range redone after a
+takeover counts once. Like the local runner's, it
 includes filling the first chunk and writing the last. Every run is checked:
 the views hold every record of the topic, exactly.
 
@@ -55,7 +56,7 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
 from bench.e2e import LANDED_SQL, BenchError, E2ESpec, run_e2e
 from bench.workload import MessagePool, WorkloadShape
-from pipelines.firehose.kafka_record import read_envelope, to_record
+from pipelines.firehose.kafka_record import read_envelope, to_records
 from pipelines.firehose.protocol import PROTOCOL_VERSION, Envelope
 from pipelines.settings import KafkaBridgeSettings
 from tests.harness.kafka.broker import KafkaBroker
@@ -77,8 +78,8 @@ def log(message: str) -> None:
 # -- the topic ----------------------------------------------------------------------------
 
 
-def _messages(pool: MessagePool, count: int) -> Iterator[tuple[int, bytes, bytes, list[tuple[str, bytes]]]]:
-    """(partition, key, value, headers) of `count` firehose messages, as the bridge writes them."""
+def _messages(pool: MessagePool, count: int) -> Iterator[tuple[int, list[bytes]]]:
+    """(node index, frames) of `count` firehose messages, the nodes taking turns."""
     encode = msgspec.msgpack.Encoder().encode
     boot, seqs = time.time_ns() // 1_000_000, [0] * NODES
     sent = 0
@@ -94,14 +95,32 @@ def _messages(pool: MessagePool, count: int) -> Iterator[tuple[int, bytes, bytes
                 pool.shape.records_per_message, pool.shape.encoding,
             )  # fmt: skip
             seqs[node] += 1
-            frames = [pool.topics[index], encode(envelope), bytes(payload)]
-            record = to_record(frames, read_envelope(frames[1]))
-            yield node % PARTITIONS, record.key, record.value, record.headers
+            yield node, [pool.topics[index], encode(envelope), bytes(payload)]
             sent += 1
 
 
-async def fill(bootstrap: str, topic: str, pool: MessagePool, messages: int, compression: str) -> None:
-    """Produce with the bridge's producer settings (pipelines.bridges.kafka_bridge)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Layout:
+    """How many firehose messages each partition's records carry, cumulated by offset."""
+
+    carried: dict[int, list[int]]  # partition -> [messages before offset 0, before offset 1, ...]
+
+    def messages(self, landed_offsets: dict[int, int]) -> int:
+        return sum(self.carried[p][n] for p, n in landed_offsets.items())
+
+    @property
+    def records(self) -> dict[int, int]:
+        return {p: len(c) - 1 for p, c in self.carried.items()}
+
+
+async def fill(
+    bootstrap: str, topic: str, pool: MessagePool, messages: int, compression: str, bundle_messages: int
+) -> Layout:
+    """Produce as the bridge does: its producer settings, its bundles of a node's messages.
+
+    The bridge bundles what it received together; here every 256 messages (32 per
+    node) are taken as received together.
+    """
     bridge = KafkaBridgeSettings()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -112,17 +131,29 @@ async def fill(bootstrap: str, topic: str, pool: MessagePool, messages: int, com
         max_request_size=bridge.bridge_max_request_bytes,
         compression_type=None if compression == "none" else compression,
     )
+    max_bytes = min(bridge.bridge_bundle_bytes, bridge.bridge_max_request_bytes // 2)
+    carried: dict[int, list[int]] = {p: [0] for p in range(PARTITIONS)}
     await producer.start()
     try:
+        chunk: list[tuple[list[bytes], Envelope | None]] = []
         pending = []
-        for partition, key, value, headers in _messages(pool, messages):
-            pending.append(await producer.send(topic, value, key=key, headers=headers, partition=partition))
-            if len(pending) >= 256:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
+        for index, (_, frames) in enumerate(_messages(pool, messages)):
+            chunk.append((frames, read_envelope(frames[1])))
+            if len(chunk) < 256 and index < messages - 1:
+                continue
+            for record, carried_here in to_records(chunk, bundle_messages, max_bytes):
+                partition = int(record.key.decode().removeprefix("bench-")) % PARTITIONS
+                carried[partition].append(carried[partition][-1] + len(carried_here))
+                sent = await producer.send(
+                    topic, record.value, key=record.key, headers=record.headers, partition=partition
+                )
+                pending.append(sent)
+            chunk.clear()
+            await asyncio.gather(*pending)
+            pending.clear()
     finally:
         await producer.stop()
+    return Layout(carried)
 
 
 # -- processes and their CPU --------------------------------------------------------------
@@ -168,8 +199,9 @@ def _status(port: int) -> dict[str, Any] | None:
 
 @dataclasses.dataclass(slots=True)
 class Progress:
-    """Messages landed per partition (offsets: a redone range is not counted twice), workers that wrote."""
+    """Offsets landed per partition (a range redone after a takeover counts once), workers holding some."""
 
+    layout: Layout
     landed: dict[int, int] = dataclasses.field(default_factory=dict)
     holding: set[int] = dataclasses.field(default_factory=set)
 
@@ -184,7 +216,11 @@ class Progress:
 
     @property
     def messages(self) -> int:
-        return sum(self.landed.values())
+        return self.layout.messages(self.landed)
+
+    @property
+    def done(self) -> bool:
+        return self.landed == self.layout.records
 
     def all_held(self, workers: int) -> bool:
         """Every worker holds partitions and every partition has been claimed (so is counted)."""
@@ -198,13 +234,13 @@ def run_setup(
     setup: str,
     broker: KafkaBroker,
     topic: str,
-    messages: int,
+    layout: Layout,
     per_message: int,
     tmp: Path,
     flush_interval_s: float = 1.0,
 ) -> dict[str, Any]:
     """Drain the topic with `setup`; the rate, the cores each process kept busy, the check."""
-    records = messages * per_message
+    records = layout.messages(layout.records) * per_message
     workers = 2 if setup == "faust-2-served" else 1
     served = setup.endswith("-served")
     tmp.mkdir()
@@ -232,7 +268,7 @@ def run_setup(
                 "--flush-interval-s", str(flush_interval_s),
             )  # fmt: skip
             processes.append(Process(f"worker-{index}", command, tmp))
-        window = _drain(messages, ports, processes[-workers:], broker, processes)
+        window = _drain(layout, ports, processes[-workers:], broker, processes)
         landed = _landed(dsn) if served else None
     finally:
         for process in reversed(processes):
@@ -281,7 +317,7 @@ class Window:
 
 
 def _drain(
-    messages: int, ports: list[int], workers: list[Process], broker: KafkaBroker, processes: list[Process]
+    layout: Layout, ports: list[int], workers: list[Process], broker: KafkaBroker, processes: list[Process]
 ) -> Window:
     """Poll the workers until every message of the topic landed.
 
@@ -295,11 +331,12 @@ def _drain(
     def cpu_now() -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in pids.items()}
 
-    progress = Progress()
+    progress = Progress(layout)
+    messages = layout.messages(layout.records)
     opened: tuple[float, int, dict[str, float]] | None = None
     closed: tuple[float, int, dict[str, float]] | None = None
     progress_at = next_report = time.monotonic()
-    while progress.messages < messages:
+    while not progress.done:
         now = time.monotonic()
         for worker in workers:
             worker.check()
@@ -349,6 +386,7 @@ def measure(
     records: int,
     local_s: float,
     compression: str,
+    bundle_messages: int,
     flush_interval_s: float = 1.0,
     quiet_s: float = 1.0,
 ) -> dict[str, Any]:
@@ -364,8 +402,11 @@ def measure(
     with KafkaBroker(extra_config=delay) as broker, tempfile.TemporaryDirectory(prefix="bench-kf-") as tmp:
         broker.create_topic("bench", partitions=PARTITIONS)
         started = time.monotonic()
-        asyncio.run(fill(broker.bootstrap, "bench", pool, messages, compression))
-        log(f"  kafka: {messages:,} messages ({records:,} records) in {time.monotonic() - started:.1f} s")
+        layout = asyncio.run(fill(broker.bootstrap, "bench", pool, messages, compression, bundle_messages))
+        log(
+            f"  kafka: {messages:,} messages ({records:,} records) in {sum(layout.records.values()):,} "
+            f"Kafka records, {compression}, in {time.monotonic() - started:.1f} s"
+        )
         for index in range(rounds):
             spec = E2ESpec("tykpulse", shape, local_s, flush_interval_s=flush_interval_s, quiet_s=quiet_s)
             local = run_e2e(spec)
@@ -374,7 +415,7 @@ def measure(
             for setup in SETUPS:
                 workdir = Path(tmp) / f"r{index}-{setup}"
                 result = run_setup(
-                    setup, broker, "bench", messages, shape.records_per_message, workdir, flush_interval_s
+                    setup, broker, "bench", layout, shape.records_per_message, workdir, flush_interval_s
                 )
                 runs.append({**result, "round": index})
                 busy = " ".join(f"{k}={v:.2f}" for k, v in result["cores_busy"].items())
@@ -433,11 +474,24 @@ def main(argv: list[str] | None = None) -> None:
         help="the topic's compression (default: the bridge's default)",
     )
     parser.add_argument(
+        "--bundle-messages",
+        type=int,
+        default=KafkaBridgeSettings().bridge_bundle_messages,
+        help="most messages of a node per Kafka record (default: the bridge's; 1: no bundles)",
+    )
+    parser.add_argument(
         "--flush-interval-s", type=float, default=1.0, help="every worker's flush interval (default 1)"
     )
     parser.add_argument("--out", type=Path, help="write the runs and the summary here as JSON")
     args = parser.parse_args(argv)
-    result = measure(args.rounds, args.records, args.local_seconds, args.compression, args.flush_interval_s)
+    result = measure(
+        args.rounds,
+        args.records,
+        args.local_seconds,
+        args.compression,
+        args.bundle_messages,
+        args.flush_interval_s,
+    )
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
     print(summary_line(result["summary"]), flush=True)

@@ -252,7 +252,11 @@ def main(argv: list[str] | None = None) -> None:
     if plan.kafka_rounds:
         log("bench: the Faust path (Kafka), beside the local runner on the same messages")
         report["kafka"] = kafka_workers.measure(
-            plan.kafka_rounds, plan.kafka_records, plan.duration_s, KafkaBridgeSettings().bridge_compression
+            plan.kafka_rounds,
+            plan.kafka_records,
+            plan.duration_s,
+            KafkaBridgeSettings().bridge_compression,
+            KafkaBridgeSettings().bridge_bundle_messages,
         )
     report["load_after"] = load_average()
     report["elapsed_s"] = time.time() - started

@@ -286,6 +286,17 @@ class KafkaBridgeSettings(_Settings):
         description="Compression of the records the bridge writes. lz4 stores firehose payloads in about "
         "a quarter of the bytes and makes a worker's Kafka reads several times cheaper (docs/scaling.md).",
     )
+    bridge_bundle_messages: int = Field(
+        default=256,
+        gt=0,
+        description="Most firehose messages of one node carried by one Kafka record (1: a record per "
+        "message). A worker's cost is per record, so bundles make small messages cheap to consume.",
+    )
+    bridge_bundle_bytes: int = Field(
+        default=524_288,
+        gt=0,
+        description="Most bytes of messages in one bundle (at most half of --bridge-max-request-bytes).",
+    )
     bridge_queue_chunks: int = Field(
         default=64, gt=0, description="Received chunks held while Kafka is slow; then ZeroMQ's HWM drops."
     )

@@ -1,7 +1,8 @@
-"""The Kafka bridge: firehose (ZeroMQ SUB) -> one Kafka topic, message by message.
+"""The Kafka bridge: firehose (ZeroMQ SUB) -> one Kafka topic, keyed by node.
 
-A receiver thread reads the firehose; the asyncio side produces every
-message as one record (pipelines.firehose.kafka_record) with aiokafka's
+A receiver thread reads the firehose; the asyncio side produces the messages
+of each received chunk as records, several messages of one node bundled in
+one record (pipelines.firehose.kafka_record), with aiokafka's
 idempotent producer (acks=all, so a broker retry never duplicates a record
 and records of one partition keep their order), then waits for the acks of
 each received chunk before taking the next one. The producer batches per
@@ -32,7 +33,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from pipelines.firehose.endpoints import parse_endpoint
-from pipelines.firehose.kafka_record import read_envelope, to_record
+from pipelines.firehose.kafka_record import read_envelope, to_records
 from pipelines.firehose.sequence import SequenceTracker, Verdict
 from pipelines.firehose.subscriber import FirehoseSubscriber
 from pipelines.security.curve import CurveSession
@@ -48,7 +49,8 @@ Chunk = list[tuple[list[bytes], int]]
 @dataclasses.dataclass(slots=True)
 class BridgeSummary:
     received: int = 0
-    produced: int = 0
+    produced: int = 0  # messages in Kafka
+    records: int = 0  # Kafka records they took (bundles)
     lost: int = 0
     duplicates: int = 0
     failed: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -180,12 +182,15 @@ class KafkaBridge:
     async def _produce(self, producer: AIOKafkaProducer, chunk: Chunk) -> None:
         """Send a chunk and wait for every ack, so nothing is held unacknowledged across chunks."""
         topic = self.kafka.kafka_topic
-        sends = []
-        for frames, received_ns in chunk:
+        messages = []
+        for frames, _ in chunk:
             envelope = read_envelope(frames[1]) if len(frames) == 3 else None
             if envelope is not None:
                 self._observe(envelope.node, envelope.boot, envelope.seq)
-            record = to_record(frames, envelope)
+            messages.append((frames, envelope))
+        max_bytes = min(self.bridge.bridge_bundle_bytes, self.bridge.bridge_max_request_bytes // 2)
+        sends, counts = [], []
+        for record, carried in to_records(messages, self.bridge.bridge_bundle_messages, max_bytes):
             try:
                 sends.append(
                     await producer.send(
@@ -193,17 +198,19 @@ class KafkaBridge:
                         record.value,
                         key=record.key,
                         headers=record.headers,
-                        timestamp_ms=received_ns // 1_000_000,
+                        timestamp_ms=chunk[carried[-1]][1] // 1_000_000,
                     )
                 )
+                counts.append(len(carried))
             except KafkaError as exc:
-                self._failed(exc)
+                self._failed(exc, len(carried))
         self.summary.received += len(chunk)
-        for outcome in await asyncio.gather(*sends, return_exceptions=True):
+        for outcome, count in zip(await asyncio.gather(*sends, return_exceptions=True), counts, strict=True):
             if isinstance(outcome, BaseException):
-                self._failed(outcome)
+                self._failed(outcome, count)
             else:
-                self.summary.produced += 1
+                self.summary.produced += count
+                self.summary.records += 1
 
     def _observe(self, node: str, boot: int, seq: int) -> None:
         observation = self.sequences.observe(node, boot, seq)
@@ -213,10 +220,10 @@ class KafkaBridge:
             self.summary.lost += observation.lost
             log.warning("sequence gap node=%s boot=%d lost=%d", node, boot, observation.lost)
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, messages: int) -> None:
         reason = type(exc).__name__
         first = self.summary.failed[reason] == 0
-        self.summary.failed[reason] += 1
+        self.summary.failed[reason] += messages
         if first:
             log.error("produce failed reason=%s error=%s (further failures are counted)", reason, exc)
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
-from pipelines.firehose.kafka_record import to_frames
+from pipelines.firehose.kafka_record import messages_of
 from pipelines.firehose.sequence import SequenceTracker
 from pipelines.ingest import Ingestor
 from pipelines.rollups import compute
@@ -133,11 +133,13 @@ class PartitionProcessor:
         self._active_at = time.monotonic()
         received_ns = timestamp_ms * 1_000_000
         self.clock.now_ns = received_ns
-        self.ingestor.ingest(to_frames(value, headers), received_ns=received_ns)
+        carried = messages_of(value, headers)
+        for frames in carried:
+            self.ingestor.ingest(frames, received_ns=received_ns)
         if self._first is None:
             self._first = offset
         self._last = offset
-        self._messages += 1
+        self._messages += len(carried)
         self.next_offset = offset + 1
         return Added.ACCEPTED
 

@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from pipelines.firehose.kafka_record import HEADER_ENVELOPE, HEADER_TOPIC, read_envelope, to_frames, to_record
+from pipelines.firehose.kafka_record import (
+    HEADER_ENVELOPE,
+    HEADER_TOPIC,
+    messages_of,
+    read_envelope,
+    to_frames,
+    to_record,
+    to_records,
+)
 from pipelines.firehose.sequence import SequenceTracker
 from pipelines.ingest import Ingestor
 from pipelines.keys import KeyHasher
@@ -117,3 +125,35 @@ def test_receive_time_is_the_kafka_timestamp_not_the_worker_clock() -> None:
     feed(processor, log_of(3))
     windows = {r["window_start"] for r in tables(processor.take_flush())["ingest_health"]}
     assert windows == {(T0_NS // 10**9) // 60 * 60}
+
+
+def test_bundles_keep_each_nodes_order_and_respect_their_limits() -> None:
+    nodes = ["a", "b", "a", "a", "b", "a"]
+    frames = [message("tyk.analytics", [analytics(T0_NS)], node=n, seq=i) for i, n in enumerate(nodes)]
+    messages = [(f, read_envelope(f[1])) for f in frames]
+
+    records = to_records(messages, max_messages=3, max_bytes=1 << 20)
+    assert [(r.key, carried) for r, carried in records] == [(b"a", [0, 2, 3]), (b"b", [1, 4]), (b"a", [5])]
+    for record, carried in records:
+        assert messages_of(record.value, record.headers) == [frames[i] for i in carried]
+    assert dict(records[2][0].headers)[HEADER_ENVELOPE] == frames[5][1]  # one message: the plain format
+
+    size = sum(len(f) for f in frames[0])
+    by_bytes = to_records(messages, max_messages=100, max_bytes=2 * size)
+    assert [carried for _, carried in by_bytes] == [[0, 2], [1, 4], [3, 5]]
+    assert [carried for _, carried in to_records(messages, 1, 1 << 20)] == [[i] for i in range(6)]
+
+
+def test_a_bundle_counts_every_message_and_a_broken_one_is_a_counted_rejection() -> None:
+    frames = [message("tyk.analytics", [analytics(T0_NS)], node="gw1", seq=s) for s in range(4)]
+    [(bundle, _)] = to_records([(f, read_envelope(f[1])) for f in frames], 10, 1 << 20)
+    processor = PartitionProcessor(claimed(), make_ingestor)
+    assert processor.add(0, T0_NS // MS, bundle.value, bundle.headers) is Added.ACCEPTED
+    assert processor.add(1, T0_NS // MS, b"\xc1 not msgpack", bundle.headers) is Added.ACCEPTED
+    assert processor.ingestor.stats.rejected_total == 1
+    flush = processor.take_flush()
+    assert (flush.messages, flush.records) == (5, 4)
+    health = tables(flush)["ingest_health"]
+    assert sum(r["messages"] for r in health) == 4  # the accepted ones; the broken record is a rejection
+    assert sum(r["rejected"] for r in health) == 1
+    assert messages_of(b"", [("tyk-bundle", b"0")]) == [[]]

@@ -51,9 +51,11 @@ def command(
     """Subscribe to the firehose and produce every message to a Kafka topic.
 
     Records are keyed by publishing node (so each node's sequence stays in
-    order in one partition and losses stay countable downstream), carry the
-    envelope and topic in headers, and are produced idempotently with
-    acks=all. SIGINT/SIGTERM drains the firehose until quiet, then flushes.
+    order in one partition and losses stay countable downstream) and are
+    produced idempotently with acks=all. A record carries one message (its
+    envelope and topic in headers) or a bundle of a node's messages received
+    together (--bridge-bundle-messages), compressed (--bridge-compression).
+    SIGINT/SIGTERM drains the firehose until quiet, then flushes.
     Exit status 1 if some messages could not be produced.
     """
     stop = stop_on_signals()
@@ -64,9 +66,10 @@ def command(
         if curve is not None:
             curve.close()
     log.info(
-        "bridge done received=%d produced=%d lost=%d duplicates=%d failed=%s",
+        "bridge done received=%d produced=%d records=%d lost=%d duplicates=%d failed=%s",
         summary.received,
         summary.produced,
+        summary.records,
         summary.lost,
         summary.duplicates,
         dict(summary.failed) or 0,
