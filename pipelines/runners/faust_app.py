@@ -8,9 +8,10 @@ takes records in chunks (`stream.take_events`, up to --take-max records or
 --flush-interval-s seconds) and hands each chunk to a worker thread that runs
 the same Ingestor / rollups / sink as the local runner, one PartitionProcessor
 per assigned partition, so the event loop keeps heartbeating while ClickHouse
-works. The thread works on one chunk while Faust collects the next (Faust's
-per-event work and the rollups overlap); the agent waits for a chunk before
-handing over the next one, and a revocation waits for the chunk in flight.
+works. Three stages overlap: Faust collects chunk N+2 while the rollups thread
+decodes and aggregates chunk N+1 and the write thread (every ClickHouse call,
+in order) writes chunk N's flushes. Each stage waits for the one after it
+before taking more, and a revocation waits for all of them.
 
 Exactly-once at the sink, without Faust's exactly_once (Kafka transactions):
 ClickHouse holds each partition's position (sinks.clickhouse.positions); on
@@ -42,7 +43,7 @@ import faust
 from faust.types import TP
 
 from pipelines.ingest import Ingestor, NoticeCheck
-from pipelines.runners.kafka_partition import Added, LogClock, PartitionProcessor
+from pipelines.runners.kafka_partition import Added, LogClock, PartitionFlush, PartitionProcessor
 from pipelines.runners.kafka_writer import FlushWriter
 from pipelines.runners.local import build_ingestor
 from pipelines.security.notices import notice_check
@@ -103,8 +104,11 @@ class KafkaRollupRunner:
         )
         self.writer = FlushWriter(self.sink, self.store, retry_max_s=faust_settings.worker_retry_max_s)
         self.processors: dict[TP, PartitionProcessor] = {}
-        # One thread does all ClickHouse work and owns the processors' state between awaits.
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tykpulse-flush")
+        # One thread decodes and aggregates and owns the processors' state between awaits; another
+        # does every ClickHouse call, in order, so a chunk's inserts overlap the next chunk's decoding.
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tykpulse-rollups")
+        self.write_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tykpulse-write")
+        self._last_write: concurrent.futures.Future[None] | None = None
         self._schema_ready = False
         self._in_flight: asyncio.Future[dict[TP, int]] | None = None  # the chunk the thread works on
         # Cleared while partitions are being claimed: a chunk waits instead of skipping records
@@ -119,6 +123,10 @@ class KafkaRollupRunner:
 
     async def in_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+
+    async def in_writer(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.write_executor, functools.partial(fn, *args))
 
     # -- rebalance hooks ------------------------------------------------------------------
 
@@ -135,6 +143,8 @@ class KafkaRollupRunner:
                 processor.revoked = True
         if self._in_flight is not None:
             await asyncio.wait([self._in_flight])
+        if self._last_write is not None:
+            await asyncio.wait([asyncio.wrap_future(self._last_write)])
         log.info("partitions revoked %s", sorted(tp.partition for tp in revoked))
 
     async def on_assigned(self, sender: Any, /, *args: Any, signal: Any = None, **_: Any) -> None:
@@ -151,7 +161,7 @@ class KafkaRollupRunner:
         try:
             earliest = await sender.consumer.earliest_offsets(*fresh)
             for tp in fresh:
-                self.processors[tp] = await self.in_thread(self._claim, tp, earliest.get(tp) or 0)
+                self.processors[tp] = await self.in_writer(self._claim, tp, earliest.get(tp) or 0)
                 await seek(sender.consumer, {tp: self.processors[tp].next_offset})
         finally:
             self.assignment_ready.set()
@@ -245,7 +255,12 @@ class KafkaRollupRunner:
             await seek(consumer, held)
 
     def process(self, records: list[Record]) -> dict[TP, int]:
-        """Ingest a chunk and flush every partition that has something (runs in the writer thread)."""
+        """Ingest a chunk and flush every partition that has something (runs in the rollups thread).
+
+        The flushes are written by the write thread; this returns once the previous
+        chunk's writes are done, so at most one chunk's writes are behind.
+        """
+        previous = self._last_write
         seeks: dict[TP, int] = {}
         for tp, offset, timestamp_ms, value, headers in records:
             processor = self.processors.get(tp)
@@ -259,10 +274,15 @@ class KafkaRollupRunner:
         for processor in list(self.processors.values()):
             if processor.can_flush and not processor.revoked:
                 self._flush(processor)
+        if previous is not None:
+            previous.result()
         return seeks
 
     def _flush(self, processor: PartitionProcessor) -> None:
         flush = processor.take_flush()
+        self._last_write = self.write_executor.submit(self._write, processor, flush)
+
+    def _write(self, processor: PartitionProcessor, flush: PartitionFlush) -> None:
         if self.writer.write(flush, lambda: not processor.revoked):
             processor.landed_offset = flush.position.last_offset
         else:
@@ -296,6 +316,7 @@ class KafkaRollupRunner:
         for processor in self.processors.values():
             processor.revoked = True
         self.executor.shutdown(wait=True)
+        self.write_executor.shutdown(wait=True)
         self.sink.close()
 
 
