@@ -45,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -61,6 +60,7 @@ from pipelines.firehose.protocol import PROTOCOL_VERSION, Envelope
 from pipelines.settings import KafkaBridgeSettings
 from tests.harness.kafka.broker import KafkaBroker
 from tests.harness.processes import free_port, stop_process
+from tests.integration.scaleout import worker_status
 
 PARTITIONS: Final = 4
 NODES: Final = 8  # two per partition, so that each of two workers gets the same share
@@ -186,15 +186,6 @@ class Process:
 
 def tykpulse(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "info", *args]
-
-
-def _status(port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/tykpulse/status/", timeout=2) as response:
-            status: dict[str, Any] = json.loads(response.read())
-            return status
-    except (OSError, ValueError):
-        return None
 
 
 @dataclasses.dataclass(slots=True)
@@ -342,7 +333,7 @@ def _drain(
             worker.check()
         before = progress.messages
         for index, port in enumerate(ports):
-            progress.observe(index, _status(port))
+            progress.observe(index, worker_status(port))
         if opened is None and progress.all_held(len(ports)):
             opened = (now, progress.messages, cpu_now())
         if progress.messages > before:
