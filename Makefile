@@ -60,7 +60,7 @@ kafka: $(STAMP)  ## a development broker in the foreground on 127.0.0.1:9092
 bench: $(STAMP)  ## benchmark, quick mode (< 5 min): stages, end to end vs baselines, latency; summary line last
 	$(PY) -m bench quick
 
-bench-full: $(STAMP)  ## benchmark with the curves (about 15 min) and their plot (installs matplotlib)
+bench-full: $(STAMP)  ## benchmark with the curves and the Faust path (about 20 min) and their plot (installs matplotlib)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m bench full
 

@@ -436,6 +436,15 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         **{f"{s.replace('-', '_')}_cpu_us_per_record": median(s, "cpu_us_per_record") for s in SETUPS},
         "faust_local_ratio": ratio("faust-1", "local"),
         "faust_scaling": ratio("faust-2-served", "faust-1-served"),
+        # What this machine's cores allow two workers, at the CPU a record costs them (all
+        # processes: workers, database, broker), as a multiple of one worker's rate.
+        "faust_scaling_machine_bound": statistics.median(
+            (os.cpu_count() or 1)
+            * 1e6
+            / r["faust-2-served"]["cpu_us_per_record"]
+            / r["faust-1-served"]["records_per_s"]
+            for r in by_round.values()
+        ),
     }
 
 

@@ -87,8 +87,8 @@ def _kafka_tables(kafka: dict[str, Any]) -> list[str]:
     s = kafka["summary"]
     return [
         "**The Faust path** (`python -m bench.kafka_workers`: a pre-filled 4-partition topic of the same "
-        "messages, drained by `tykpulse worker`; records/s from each setup's first landed flush to its "
-        "last; cores busy = CPU seconds / wall seconds of each process meanwhile, median):",
+        "messages, drained by `tykpulse worker`; records/s from when every partition is claimed to the "
+        "last landed flush; cores busy = CPU seconds / wall seconds of each process meanwhile, median):",
         "",
         *_table(["setup", "median", "min", "max", "cores busy"], rows),
         "",
@@ -96,7 +96,8 @@ def _kafka_tables(kafka: dict[str, Any]) -> list[str]:
         f"two workers / one (both through `db serve`) {s['faust_scaling']:.2f}. CPU of every process per "
         f"record landed: {s['faust_1_cpu_us_per_record']:.1f} µs (faust-1), "
         f"{s['faust_1_served_cpu_us_per_record']:.1f} µs (faust-1-served), "
-        f"{s['faust_2_served_cpu_us_per_record']:.1f} µs (faust-2-served).",
+        f"{s['faust_2_served_cpu_us_per_record']:.1f} µs (faust-2-served). At that cost this machine's "
+        f"cores allow two workers at most {s['faust_scaling_machine_bound']:.2f} times one worker's rate.",
     ]
 
 

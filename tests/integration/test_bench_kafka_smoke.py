@@ -55,5 +55,6 @@ def test_kafka_bench_smoke_runs_every_setup(tmp_path: Path) -> None:
         assert ("db" in run["cores_busy"]) == setup.endswith("-served")
         assert run["cpu_us_per_record"] > 0
     assert report["summary"]["faust_scaling"] > 0
+    assert report["summary"]["faust_scaling_machine_bound"] > 0
     table = "\n".join(_kafka_tables(report))
     assert "| faust-2-served |" in table
