@@ -10,8 +10,10 @@ The documented bound (docs/tyk.md): no record is lost; the restarted bridge repu
 exactly what the processing lists held at the crash (the batch in flight plus what was
 published during the last --release-delay-ms), so duplicates never exceed that. With no
 release delay the held records are exactly one batch, and a crash right after the move
-gives no duplicates at all. (With no delay, a crash right after the release can lose what
-ZeroMQ had not yet written: that is why the delay exists and why that case is run with it.)
+gives no duplicates at all. With no delay, though, the batch released just before the crash
+may still have been in ZeroMQ's queue, whatever the crash point: a loaded CI machine lost one
+at `after_move`. That is why the delay exists (default 250 ms), so "nothing lost" is asserted
+with it, at every point; the no-delay runs check what holds without it (held and duplicates).
 """
 
 from __future__ import annotations
@@ -188,7 +190,10 @@ def test_crash_then_restart_loses_nothing(
     else:
         assert "republishing" not in text
     counts = collections.Counter(collector.paths)
-    assert set(counts) == {f"/crash/{i}" for i in range(TOTAL)}, "records lost"
+    if delay_ms:
+        assert set(counts) == {f"/crash/{i}" for i in range(TOTAL)}, "records lost"
+    else:
+        assert set(counts) <= {f"/crash/{i}" for i in range(TOTAL)}
     duplicates = sum(n - 1 for n in counts.values())
     assert duplicates <= held
     assert len(collector.boots) == 2  # the restart is a new incarnation: a new sequence, not a gap
