@@ -196,7 +196,9 @@ def test_crash_then_restart_loses_nothing(
         assert set(counts) <= {f"/crash/{i}" for i in range(TOTAL)}
     duplicates = sum(n - 1 for n in counts.values())
     assert duplicates <= held
-    assert len(collector.boots) == 2  # the restart is a new incarnation: a new sequence, not a gap
+    # the restart is a new incarnation: a new sequence, not a gap (with no delay, everything the
+    # first one published may have been lost in ZeroMQ's queue, and its boot with it)
+    assert len(collector.boots) == 2 if delay_ms else 1 <= len(collector.boots) <= 2
     if delay_ms == 0:
         assert held == BATCH, text  # exactly the batch in flight
         if point == "after_move":
