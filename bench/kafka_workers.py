@@ -131,7 +131,6 @@ async def fill(
         max_request_size=bridge.bridge_max_request_bytes,
         compression_type=None if compression == "none" else compression,
     )
-    max_bytes = min(bridge.bridge_bundle_bytes, bridge.bridge_max_request_bytes // 2)
     carried: dict[int, list[int]] = {p: [0] for p in range(PARTITIONS)}
     await producer.start()
     try:
@@ -141,7 +140,7 @@ async def fill(
             chunk.append((frames, read_envelope(frames[1])))
             if len(chunk) < 256 and index < messages - 1:
                 continue
-            for record, carried_here in to_records(chunk, bundle_messages, max_bytes):
+            for record, carried_here in to_records(chunk, bundle_messages, bridge.bundle_max_bytes):
                 partition = int(record.key.decode().removeprefix("bench-")) % PARTITIONS
                 carried[partition].append(carried[partition][-1] + len(carried_here))
                 sent = await producer.send(

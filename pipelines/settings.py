@@ -301,6 +301,11 @@ class KafkaBridgeSettings(_Settings):
         default=64, gt=0, description="Received chunks held while Kafka is slow; then ZeroMQ's HWM drops."
     )
 
+    @property
+    def bundle_max_bytes(self) -> int:
+        """The bundle size used: --bridge-bundle-bytes, capped at half the largest request."""
+        return min(self.bridge_bundle_bytes, self.bridge_max_request_bytes // 2)
+
 
 class FaustWorkerSettings(_Settings):
     """The Faust worker: consumer group, batching and its web endpoint."""

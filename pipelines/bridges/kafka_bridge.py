@@ -188,9 +188,9 @@ class KafkaBridge:
             if envelope is not None:
                 self._observe(envelope.node, envelope.boot, envelope.seq)
             messages.append((frames, envelope))
-        max_bytes = min(self.bridge.bridge_bundle_bytes, self.bridge.bridge_max_request_bytes // 2)
         sends, counts = [], []
-        for record, carried in to_records(messages, self.bridge.bridge_bundle_messages, max_bytes):
+        bundles = to_records(messages, self.bridge.bridge_bundle_messages, self.bridge.bundle_max_bytes)
+        for record, carried in bundles:
             try:
                 sends.append(
                     await producer.send(

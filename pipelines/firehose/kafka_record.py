@@ -66,8 +66,8 @@ def to_record(frames: Sequence[bytes], envelope: Envelope | None) -> KafkaRecord
     if len(frames) != 3:
         return KafkaRecord(b"", b"", [(HEADER_FRAMES, str(len(frames)).encode())])
     topic, envelope_frame, payload = frames
-    key = envelope.node.encode() if envelope is not None else b""
-    return KafkaRecord(key, payload, [(HEADER_TOPIC, bytes(topic)), (HEADER_ENVELOPE, bytes(envelope_frame))])
+    headers = [(HEADER_TOPIC, bytes(topic)), (HEADER_ENVELOPE, bytes(envelope_frame))]
+    return KafkaRecord(_key(frames, envelope), payload, headers)
 
 
 def to_frames(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> list[bytes]:
@@ -117,10 +117,9 @@ def _key(frames: Sequence[bytes], envelope: Envelope | None) -> bytes:
 
 
 def _group_record(messages: Sequence[Message], group: list[int]) -> KafkaRecord:
-    if len(group) == 1:
-        frames, envelope = messages[group[0]]
-        return to_record(frames, envelope)
     frames, envelope = messages[group[0]]
+    if len(group) == 1:
+        return to_record(frames, envelope)
     value = _BUNDLE_ENCODER.encode([list(messages[i][0]) for i in group])
     return KafkaRecord(_key(frames, envelope), value, [(HEADER_BUNDLE, str(len(group)).encode())])
 
