@@ -2,8 +2,9 @@
 
 Without a DSN configured, a running worker's endpoint (`tykpulse run` serves
 its embedded database on 127.0.0.1:8123) is used when one answers, else the
-embedded database that `make run` fills (./data/clickhouse), which can only be
-opened while no worker holds it.
+embedded database `tykpulse run` writes by default (./data/clickhouse), which can
+only be opened while no worker holds it. (`make run`, the demo, keeps its own
+in ./data/demo.)
 """
 
 from __future__ import annotations
