@@ -9,8 +9,9 @@ position ranges [start, end) and, for each range:
    checkpoint as in flight;
 2. send: insert every partial rollup with the token
    `<wal id>-<start>-<end>-<digest>`, retrying with exponential backoff while
-   ClickHouse is unavailable; an insert ClickHouse refuses repeatedly goes to
-   the dead-letter file with the reason;
+   an insert fails for any reason that does not prove its rows bad (an outage,
+   a cancelled query, a missing schema, a denied user); an insert refused
+   repeatedly because of its rows goes to the dead-letter file with the reason;
 3. commit: move the checkpoint's `flushed` to `end` (with the publishers'
    sequence positions) and delete segments that are entirely flushed.
 
@@ -547,12 +548,8 @@ class DurableFlusher:
                 else:
                     rows = self.sink.write({name: table}, flight.token)
             except SinkRejectedError as exc:
-                if exc.code in SCHEMA_MISSING_CODES:
-                    # The server lost the schema (a new server, a dropped database): this
-                    # is not a refusal of the rows. Apply the schema again, then retry.
-                    self._ready = False
-                    self._failed(exc, f"insert {name} (schema missing)")
-                    return False
+                # Only an error that proves the rows bad gets here (sinks.clickhouse.sink.translate):
+                # nothing another client can cause to good rows ends in the dead-letter file.
                 flight.refusals[name] += 1
                 if flight.refusals[name] < self.retry.refusals_before_dead_letter:
                     self._failed(exc, f"insert {name} (refused {flight.refusals[name]} times)")
@@ -562,6 +559,12 @@ class DurableFlusher:
                 )
                 self.stats.dead_lettered_rows += table.num_rows
             except SinkError as exc:
+                if exc.code in SCHEMA_MISSING_CODES:
+                    # The server lost the schema (a new server, a dropped database): the rows
+                    # are fine. Apply the schema again, then retry.
+                    self._ready = False
+                    self._failed(exc, f"insert {name} (schema missing)")
+                    return False
                 self._failed(exc, f"insert {name}")
                 return False
             else:

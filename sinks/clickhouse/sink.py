@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import pyarrow as pa
-from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from sinks.clickhouse.client import connect, parse_dsn
 from sinks.clickhouse.contract import TABLES_BY_NAME
@@ -30,13 +30,89 @@ _DEDUP_SETTINGS: Final = {"deduplicate_blocks_in_dependent_materialized_views": 
 _CLUSTER_SETTINGS: Final = {"distributed_foreground_insert": 1}
 
 
+# ClickHouse error codes that prove the rows (or their shape) are bad: retrying the same
+# rows cannot succeed, and no reader can make them happen to good rows (only a change to
+# the tables themselves, which needs DDL rights, could).
+# Names as in ClickHouse's src/Common/ErrorCodes.cpp (errorCodeToName on the engine).
+DATA_ERROR_CODES: Final = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        7,  # INCORRECT_NUMBER_OF_COLUMNS
+        8,  # THERE_IS_NO_COLUMN
+        9,  # SIZES_OF_COLUMNS_DOESNT_MATCH
+        10,  # NOT_FOUND_COLUMN_IN_BLOCK
+        16,  # NO_SUCH_COLUMN_IN_TABLE
+        19,  # SIZE_OF_FIXED_STRING_DOESNT_MATCH
+        20,  # NUMBER_OF_COLUMNS_DOESNT_MATCH
+        26,  # CANNOT_PARSE_QUOTED_STRING
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        43,  # ILLEGAL_TYPE_OF_ARGUMENT
+        44,  # ILLEGAL_COLUMN
+        53,  # TYPE_MISMATCH
+        69,  # ARGUMENT_OUT_OF_BOUND
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        190,  # SIZES_OF_ARRAYS_DONT_MATCH
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        376,  # CANNOT_PARSE_UUID
+        407,  # DECIMAL_OVERFLOW
+        467,  # CANNOT_PARSE_BOOL
+    }
+)
+# The rows are fine but this user may not write: an operator must act, so say so loudly.
+CONFIGURATION_ERROR_CODES: Final = frozenset(
+    {
+        164,  # READONLY
+        497,  # ACCESS_DENIED
+        516,  # AUTHENTICATION_FAILED
+    }
+)
+
+
 def translate(exc: Exception, action: str, table: str = "") -> SinkError:
-    """Map a driver error to SinkUnavailableError (retry) or SinkRejectedError (do not)."""
-    code = getattr(exc, "code", None)
+    """Map a driver error to SinkRejectedError (the rows are bad) or SinkUnavailableError (retry).
+
+    Classified by evidence: only a ClickHouse error code in DATA_ERROR_CODES
+    proves that the rows themselves (their values or their shape) are bad, and
+    only that is a SinkRejectedError, which callers may treat as final (the
+    WAL flusher sends it to the dead-letter file after repeated refusals).
+    Everything else is a SinkUnavailableError, retried with the data kept:
+    394 QUERY_WAS_CANCELLED (anyone allowed to run KILL QUERY can cause it),
+    202 TOO_MANY_SIMULTANEOUS_QUERIES, 241 MEMORY_LIMIT_EXCEEDED,
+    159 TIMEOUT_EXCEEDED, 252 TOO_MANY_PARTS, 373 SESSION_IS_LOCKED,
+    60/81 UNKNOWN_TABLE/UNKNOWN_DATABASE (the schema is missing; the flusher
+    applies it again), the CONFIGURATION_ERROR_CODES (logged as errors: an
+    operator must fix the user or its grants), any code not listed, and
+    errors without a code (network, client state). Input cut short in transit
+    (33 CANNOT_READ_ALL_DATA) is not in the list: it is not proof either.
+    The code, when there is one, stays on the returned error.
+    """
+    code = _error_code(exc)
     message = f"{action} failed: {exc}"
-    if isinstance(exc, OperationalError | OSError):
-        return SinkUnavailableError(message, table=table, code=code)
-    return SinkRejectedError(message, table=table, code=code)
+    if code in DATA_ERROR_CODES:
+        return SinkRejectedError(message, table=table, code=code)
+    if code in CONFIGURATION_ERROR_CODES:
+        log.error(
+            "ClickHouse refuses this user (code %d): fix the user, its password or its grants; "
+            "nothing is dropped, the write is retried. %s",
+            code,
+            message,
+        )
+    return SinkUnavailableError(message, table=table, code=code)
+
+
+def _error_code(exc: Exception) -> int | None:
+    """The ClickHouse error code the driver put on `exc` (None for transport and client errors)."""
+    if not isinstance(exc, ClickHouseError):
+        # Only the driver's errors carry ClickHouse codes; an OSError's `code`, if any, is
+        # something else (urllib's HTTPError has the HTTP status: 407 is not DECIMAL_OVERFLOW).
+        return None
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 class ClickHouseSink:
