@@ -10,6 +10,9 @@ part of an hour cannot be replaced on its own). Then:
 2. the partial rows of windows inside the range are kept (a message may
    also hold records of windows outside it);
 3. the state rows of the range are deleted, and the recomputed rows inserted.
+   Once the delete has started, a write that fails for a reason that does not
+   prove its rows bad (a cancelled query, an outage) is retried with backoff
+   under the same token, rather than leaving the range empty.
 
 Only the event-time rollups (traffic, rate_limit_hits, token_churn,
 config_changes) are rebuilt; ingest_health and ingest_rejections describe
@@ -25,9 +28,12 @@ per data directory).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import time
 import uuid
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 import msgspec
 import pyarrow as pa
@@ -41,13 +47,16 @@ from pipelines.ingest import Ingestor
 from pipelines.rollups import compute
 from pipelines.runners.local import build_ingestor
 from pipelines.settings import FirehoseSettings, WorkerSettings
-from pipelines.wal.flusher import ReceiveClock
+from pipelines.wal.flusher import ReceiveClock, RetryPolicy
 from sinks.clickhouse.archive import ArchivedMessage, EventsArchive
 from sinks.clickhouse.contract import WINDOW_COLUMN
 from sinks.clickhouse.replace import delete_windows
 from sinks.clickhouse.sink import ClickHouseSink
+from sinks.errors import SinkUnavailableError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 EVENT_TIME_ROLLUPS: Final = ("traffic", "rate_limit_hits", "token_churn", "config_changes")
 
@@ -77,11 +86,16 @@ class Rebuilder:
         archive: EventsArchive,
         firehose: FirehoseSettings,
         worker: WorkerSettings,
+        *,
+        retry: RetryPolicy | None = None,
+        give_up_after_s: float = 300.0,
     ) -> None:
         self.sink = sink
         self.archive = archive
         self.firehose = firehose
         self.worker = worker
+        self.retry = retry or RetryPolicy()
+        self.give_up_after_s = give_up_after_s
         self._envelope = msgspec.msgpack.Encoder()
 
     def run(self, span: TimeRange, *, force: bool = False) -> RebuildSummary:
@@ -89,10 +103,17 @@ class Rebuilder:
         summary = RebuildSummary(from_s, to_s)
         self._check_coverage(from_s, force=force)
         partials = self._recompute(summary)
-        summary.rows_deleted = delete_windows(self.sink, EVENT_TIME_ROLLUPS, from_s, to_s)
+        # Deleting windows again is harmless, so a retried delete may repeat (its count then
+        # only has what the retry found).
+        summary.rows_deleted = self._retrying(
+            "delete", lambda: delete_windows(self.sink, EVENT_TIME_ROLLUPS, from_s, to_s)
+        )
         token = f"rebuild-{uuid.uuid4().hex}"
         for name, table in partials.items():
-            summary.rows_written += self.sink.write({name: table}, token)
+            # The same token on every attempt: an insert that landed before its error is not added twice.
+            summary.rows_written += self._retrying(
+                f"insert {name}", functools.partial(self.sink.write, {name: table}, token)
+            )
         log.info(
             "rebuilt from=%s to=%s messages=%d records=%d state_rows_deleted=%d partial_rows_written=%d",
             format_instant(from_s * 1_000_000_000),
@@ -103,6 +124,28 @@ class Rebuilder:
             summary.rows_written,
         )
         return summary
+
+    def _retrying(self, action: str, call: Callable[[], T]) -> T:
+        """call(), retried with backoff while ClickHouse is unavailable, for up to give_up_after_s.
+
+        After the delete, giving up at the first cancelled query or timeout would
+        leave the range empty until someone runs the rebuild again.
+        """
+        deadline = time.monotonic() + self.give_up_after_s
+        delay = self.retry.initial_s
+        while True:
+            try:
+                return call()
+            except SinkUnavailableError as exc:
+                if time.monotonic() + delay > deadline:
+                    msg = (
+                        f"rebuild {action} still failing after {self.give_up_after_s:.0f}s: {exc}; "
+                        "the archive keeps the messages: run the same rebuild again"
+                    )
+                    raise RebuildError(msg) from exc
+                log.warning("rebuild %s failed, retrying in %.1fs: %s", action, delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, self.retry.max_s)
 
     def _check_coverage(self, from_s: int, *, force: bool) -> None:
         span = self.archive.span()

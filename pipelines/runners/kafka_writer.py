@@ -5,8 +5,10 @@ ClickHouse before any of its rollups, so a worker that dies half way leaves a
 range its successor redoes with the same tokens. While ClickHouse is
 unreachable the same flush is retried (same position, same tokens: nothing
 lands twice) with capped backoff, holding back the partition; Kafka keeps the
-records meanwhile. A flush ClickHouse refuses outright (a schema mismatch) is
-logged and dropped, as the local runner does, since retrying cannot help.
+records meanwhile; that includes every error that does not prove the rows bad
+(a cancelled query, limits, a denied user: see sinks.clickhouse.sink.translate).
+A flush ClickHouse refuses because of its rows (a parse, type or column error)
+is logged and dropped, as the local runner does, since retrying cannot help.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import SecretStr
 
 from pipelines.archive.output import EventsArchiveOutput
@@ -24,11 +25,13 @@ from pipelines.keys import KeyHasher
 from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
 from pipelines.simulate.verify import fetch_view
 from pipelines.wal.build import build_flusher
-from pipelines.wal.flusher import DurableFlusher
+from pipelines.wal.flusher import DurableFlusher, RetryPolicy
 from sinks.clickhouse.archive import ARCHIVE_TABLE, EventsArchive
-from sinks.clickhouse.sink import ClickHouseSink
+from sinks.clickhouse.sink import ClickHouseSink, translate
+from sinks.errors import SinkError
 from tests.component.test_wal_flusher import drain
 from tests.helpers import analytics, event, message, notice
+from tests.sink_faults import Fault, FaultySink
 
 pytestmark = pytest.mark.component
 
@@ -222,6 +225,37 @@ def test_rebuild_restores_lost_windows_over_the_whole_archive(
     # Late records reach back into the hour before the archive's first receive time:
     # the coverage check cannot know the archive holds that hour whole, hence force.
     rebuild(sink, h0 - HOUR_NS, h0 + 3 * HOUR_NS, force=True)
+    assert views(sink) == archived["views"]
+
+
+def test_rebuild_retries_inserts_a_reader_cancels_after_the_delete(
+    sink: ClickHouseSink, archived: dict[str, Any]
+) -> None:
+    """A KILL QUERY between delete and insert must not leave the range empty, nor count it twice."""
+    h0 = archived["h0"]
+
+    def cancelled() -> SinkError:
+        msg = "Code: 394. DB::Exception: Query was cancelled. (QUERY_WAS_CANCELLED)"
+        return translate(DatabaseError(msg, code=394, name="QUERY_WAS_CANCELLED"), "insert")
+
+    faulty = FaultySink(
+        sink,
+        Fault(lambda n, _: n in (1, 3, 4), cancelled),
+        Fault(lambda n, _: n == 2, cancelled, after_write=True),
+    )
+    worker = WorkerSettings(key_hash_salt=SecretStr(SALT))
+    retry = RetryPolicy(initial_s=0.01, max_s=0.02)
+    rebuilder = Rebuilder(faulty, EventsArchive(sink), FirehoseSettings(), worker, retry=retry)  # type: ignore[arg-type]
+    for name in EVENT_TIME_ROLLUPS:
+        sink.client.command(f"TRUNCATE TABLE {sink.database}.{name}_1m_state")
+    rebuilder.run(TimeRange(h0 - HOUR_NS, h0 + 3 * HOUR_NS), force=True)
+    assert [outcome for _, _, outcome in faulty.calls][:5] == [
+        "failed",
+        "landed, ack lost",
+        "failed",
+        "failed",
+        "ok",
+    ]
     assert views(sink) == archived["views"]
 
 
