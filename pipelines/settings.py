@@ -124,6 +124,9 @@ class ProxySettings(_Settings):
         default=["@" + PROXY_BACKEND], description="Where workers connect (XPUB); @ binds."
     )
     hwm: int = Field(default=200_000, ge=0, description="High-water mark of both sides, in messages.")
+    max_message_bytes: int = Field(
+        default=MAX_MESSAGE_BYTES, gt=0, description="Largest frame accepted; a larger one drops its sender."
+    )
 
     _split = field_validator("frontend", "backend", mode="before")(_split_list)
 
@@ -419,7 +422,8 @@ class TykWebhookSettings(_Settings):
     listen: str = Field(default="127.0.0.1:8089", description="HOST:PORT the HTTP receiver listens on.")
     path: str = Field(default="/tyk/events", description="URL path Tyk's webhooks post to.")
     secret: SecretStr = Field(
-        default=SecretStr(""), description="Require this value in the secret header (empty: no check)."
+        default=SecretStr(""),
+        description="Require this value in the secret header; needed unless --listen is a loopback address.",
     )
     secret_header: str = Field(default="X-Tykpulse-Secret", description="Header carrying the shared secret.")
     key_salt: SecretStr = Field(

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import zmq
 
 from pipelines.cli.signals import stop_on_signals
+from pipelines.firehose.protocol import MAX_MESSAGE_BYTES
 from pipelines.firehose.sequence import SequenceTracker
 
 _POLL_MS = 50
@@ -58,6 +59,7 @@ def serve(consumer: Consumer, args: argparse.Namespace) -> None:
     context: zmq.Context[Any] = zmq.Context()
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.RCVHWM, args.hwm)
+    socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # as the worker: oversize frames cost nothing
     socket.setsockopt(zmq.SUBSCRIBE, b"tyk.")
     socket.bind(args.endpoint)
     print("ready", flush=True)

@@ -91,6 +91,7 @@ class KafkaBridge:
             [parse_endpoint(e) for e in self.firehose.firehose],
             topics=self.firehose.topics,
             rcvhwm=self.firehose.rcvhwm,
+            max_message_bytes=self.firehose.max_message_bytes,
             curve=self.curve,
         )
         stop_receiving = threading.Event()

@@ -6,11 +6,18 @@ record-by-record decoding, so that one bad record rejects only itself. A
 message that cannot be trusted as a whole (frames, topic, envelope, count)
 is rejected as a whole. Nothing here raises on bad input: decode() returns
 either a DecodedMessage or a Rejection.
+
+The record count is checked before anything is built: a msgpack payload's
+array header is read (O(1)), and a JSON payload that has to be split record
+by record is first counted without building anything. A hostile payload of
+millions of tiny elements (16 MiB of empty maps) therefore costs its header,
+not a Python object per element.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -37,6 +44,10 @@ from pipelines.firehose.protocol import (
 _DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 _DETAIL_LIMIT: Final = 200
 _TOPIC_MEMO_LIMIT: Final = 4096
+# JSON tokens that matter for counting top-level elements: a whole string (so
+# brackets and commas inside it are skipped), or one structural character.
+# Everything else (numbers, literals, colons, whitespace) is skipped by finditer.
+_JSON_TOKENS: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]')
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,14 +155,16 @@ class MessageDecoder:
     def _decode_payload(
         self, topic: str, kind: TopicKind, name: str, env: Envelope, payload: bytes
     ) -> DecodedMessage | Rejection:
+        length = msgpack_array_length(payload) if env.enc == ENCODING_MSGPACK else None
+        if length is not None and length != env.count:
+            # Before decoding: the array header alone proves the mismatch.
+            return _count_mismatch(env, str(length))
         try:
             records: list[Any] = self._batch[env.enc][kind].decode(payload)
         except _DECODE_ERRORS:
             return self._decode_each(topic, kind, name, env, payload)
         if len(records) != env.count:
-            return Rejection(
-                RejectReason.COUNT_MISMATCH, f"envelope count {env.count}, payload {len(records)}", env.node
-            )
+            return _count_mismatch(env, str(len(records)))
         message = DecodedMessage(topic, kind, name, env, records)
         if kind in (TopicKind.EVENT, TopicKind.NOTICE):
             _drop_mismatched_names(message)
@@ -160,14 +173,15 @@ class MessageDecoder:
     def _decode_each(
         self, topic: str, kind: TopicKind, name: str, env: Envelope, payload: bytes
     ) -> DecodedMessage | Rejection:
+        if env.enc == ENCODING_JSON and json_array_exceeds(payload, env.count):
+            # Splitting builds one object per element: count them first, without building.
+            return _count_mismatch(env, "more")
         try:
             raws = self._raw_list[env.enc].decode(payload)
         except _DECODE_ERRORS as exc:
             return Rejection(RejectReason.BAD_PAYLOAD, _clip(str(exc)), env.node, env.count)
         if len(raws) != env.count:
-            return Rejection(
-                RejectReason.COUNT_MISMATCH, f"envelope count {env.count}, payload {len(raws)}", env.node
-            )
+            return _count_mismatch(env, str(len(raws)))
         single = self._single[env.enc][kind]
         message = DecodedMessage(topic, kind, name, env, [])
         for index, raw in enumerate(raws):
@@ -184,6 +198,47 @@ class MessageDecoder:
         if kind in (TopicKind.EVENT, TopicKind.NOTICE):
             _drop_mismatched_names(message)
         return message
+
+
+def msgpack_array_length(payload: bytes) -> int | None:
+    """The element count in a msgpack array header; None when the payload is no array."""
+    if not payload:
+        return None
+    first = payload[0]
+    if 0x90 <= first <= 0x9F:  # fixarray
+        return first & 0x0F
+    if first == 0xDC and len(payload) >= 3:  # array 16
+        return int.from_bytes(payload[1:3], "big")
+    if first == 0xDD and len(payload) >= 5:  # array 32
+        return int.from_bytes(payload[1:5], "big")
+    return None  # not an array: decoding reports it as a bad payload
+
+
+def json_array_exceeds(payload: bytes, limit: int) -> bool:
+    """Whether a JSON array surely has more than `limit` top-level elements.
+
+    Counts the commas between top-level elements and stops at the `limit`-th
+    (which proves `limit + 1` elements). Nothing is kept but one match object at
+    a time, so memory is O(1) whatever the payload. Malformed JSON is not judged
+    here: the decoder that runs next rejects it.
+    """
+    depth = 0
+    commas = 0
+    for match in _JSON_TOKENS.finditer(payload):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+        elif token in (b"]", b"}"):
+            depth -= 1
+        elif token == b"," and depth == 1:
+            commas += 1
+            if commas >= limit:
+                return True
+    return False
+
+
+def _count_mismatch(env: Envelope, found: str) -> Rejection:
+    return Rejection(RejectReason.COUNT_MISMATCH, f"envelope count {env.count}, payload {found}", env.node)
 
 
 def _ascii(data: bytes) -> str | None:

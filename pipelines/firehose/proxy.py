@@ -5,6 +5,12 @@ end. Subscriptions flow upstream, so publishers behind the proxy see them.
 The proxy originates no messages of its own (so it sends no heartbeats: the
 publishers behind it do).
 
+Both sides refuse frames over max_message_bytes (ZMQ_MAXMSGSIZE): an
+oversize frame from a publisher drops that publisher's connection (it
+reconnects; what it had queued behind the frame is lost and shows as a
+sequence gap), so it is never forwarded to a worker. The backend's limit
+bounds subscription frames from workers.
+
 With CURVE, both sides use the same session: one own key pair, one allowlist
 admitting publishers and workers alike. When keys are revoked the proxy
 stops forwarding for a moment, rebinds both sides (dropping every
@@ -22,6 +28,7 @@ from typing import Any
 import zmq
 
 from pipelines.firehose.endpoints import Endpoint, attach
+from pipelines.firehose.protocol import MAX_MESSAGE_BYTES
 from pipelines.security.curve import BoundEndpoints, CurveSession
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,7 @@ class FirehoseProxy:
         backend: Sequence[Endpoint],
         *,
         hwm: int = 200_000,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         curve: CurveSession | None = None,
     ) -> None:
         self.context = context
@@ -46,6 +54,7 @@ class FirehoseProxy:
             socket.setsockopt(zmq.RCVHWM, hwm)
             socket.setsockopt(zmq.SNDHWM, hwm)
             socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
             if curve is not None:
                 curve.secure(socket, endpoints)
         self.frontend_addresses = self._attach(self.frontend, frontend, self._bound[0])

@@ -4,18 +4,34 @@ The receive high-water mark bounds memory: when the consumer falls behind,
 ZeroMQ drops whole messages at the HWM and the sequence tracker reports them
 as lost. It is set high by default (messages, not bytes) so that flush pauses
 do not drop; see docs/operations.md for sizing.
+
+Every socket refuses frames above the message-size limit (ZMQ_MAXMSGSIZE), so
+an oversize frame is never buffered, logged or decoded. libzmq enforces it by
+dropping the connection that sent the frame, silently: the peer's other
+messages queued behind it are lost too (seen as a sequence gap). A monitor
+socket is the only way to see that: the subscriber counts every disconnect
+(`disconnects`) and logs them, throttled. libzmq does not reconnect a
+*connecting* socket after such a protocol error (it does after an ordinary
+drop), so for endpoints it connects to the subscriber connects again itself;
+a publisher that connects to a bound endpoint reconnects on its own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from pipelines.firehose.endpoints import Endpoint, attach
-from pipelines.firehose.protocol import SUBSCRIBE_ALL
+from pipelines.firehose.protocol import MAX_MESSAGE_BYTES, SUBSCRIBE_ALL
+from pipelines.observe.throttle import LogThrottle
 from pipelines.security.curve import BoundEndpoints, CurveSession
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RCVHWM = 200_000
 
@@ -28,14 +44,19 @@ class FirehoseSubscriber:
         *,
         topics: Sequence[str] = (SUBSCRIBE_ALL,),
         rcvhwm: int = DEFAULT_RCVHWM,
-        max_message_bytes: int = -1,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         curve: CurveSession | None = None,
     ) -> None:
         self.curve = curve
+        self.max_message_bytes = max_message_bytes
         self.bound: list[BoundEndpoints] = []
         self.sockets: list[zmq.Socket[Any]] = []
         self.poller = zmq.Poller()
         self.addresses: list[str] = []
+        self.disconnects = 0
+        # monitor socket -> (its SUB socket, the addresses that socket connects to)
+        self._monitors: dict[zmq.Socket[Any], tuple[zmq.Socket[Any], list[str]]] = {}
+        self._throttle = LogThrottle()
         try:
             for endpoint in endpoints:
                 self._open(context, endpoint, topics, rcvhwm, max_message_bytes)
@@ -63,19 +84,28 @@ class FirehoseSubscriber:
             socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
         if self.curve is not None:
             self.curve.secure(socket, [endpoint])
+        connected: list[str] = []
+        monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitors[monitor] = (socket, connected)
         address = attach(socket, endpoint)
         self.addresses.append(address)
+        if not endpoint.bind:
+            connected.append(address)
         if endpoint.bind:
             bound = BoundEndpoints(socket, self.curve)
             bound.add(address)
             self.bound.append(bound)
         self.poller.register(socket, zmq.POLLIN)
+        self.poller.register(monitor, zmq.POLLIN)
 
     def receive(self, timeout_ms: int, max_messages: int = 10_000) -> Iterator[list[bytes]]:
         """Yield messages that are ready, waiting at most timeout_ms for the first."""
         for bound in self.bound:
             bound.refresh()
         ready = dict(self.poller.poll(timeout_ms))
+        for monitor in [m for m in ready if m in self._monitors]:
+            del ready[monitor]
+            self._on_disconnects(monitor)
         received = 0
         while ready and received < max_messages:
             for socket in list(ready):
@@ -85,7 +115,41 @@ class FirehoseSubscriber:
                 except zmq.Again:
                     del ready[socket]
 
+    def _on_disconnects(self, monitor: zmq.Socket[Any]) -> None:
+        socket, connected = self._monitors[monitor]
+        while monitor.poll(0):
+            endpoint = recv_monitor_message(monitor)["endpoint"].decode(errors="replace")
+            self.disconnects += 1
+            held = self._throttle.allow(("disconnect", endpoint))
+            if held is not None:
+                log.warning(
+                    "firehose peer disconnected endpoint=%s disconnects=%d (a frame over "
+                    "max_message_bytes=%d drops its sender's connection; or the peer went away) "
+                    "not_logged=%d",
+                    endpoint,
+                    self.disconnects,
+                    self.max_message_bytes,
+                    held,
+                )
+            if endpoint in connected:
+                self._reconnect(socket, endpoint)
+
+    @staticmethod
+    def _reconnect(socket: zmq.Socket[Any], address: str) -> None:
+        """Connect again: after a protocol error (an oversize frame) libzmq would not.
+
+        Disconnecting first leaves exactly one connection per endpoint even when
+        libzmq was reconnecting by itself (an ordinary drop).
+        """
+        with contextlib.suppress(zmq.ZMQError):  # already gone: connect below restores it
+            socket.disconnect(address)
+        socket.connect(address)
+
     def close(self) -> None:
+        for monitor, (socket, _) in self._monitors.items():
+            socket.disable_monitor()
+            monitor.close(linger=0)
+        self._monitors.clear()
         for socket in self.sockets:
             socket.close(linger=0)
         self.sockets.clear()

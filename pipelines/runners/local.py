@@ -152,6 +152,7 @@ class LocalRunner:
             [parse_endpoint(e) for e in self.firehose.firehose],
             topics=self.firehose.topics,
             rcvhwm=self.firehose.rcvhwm,
+            max_message_bytes=self.firehose.max_message_bytes,
             curve=self.curve,
         )
         log.info("worker subscribed endpoints=%s run_id=%s", subscriber.addresses, self.run_id)

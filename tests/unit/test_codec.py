@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tracemalloc
 from typing import Any
 
 import msgpack
 import pytest
 
-from pipelines.firehose.codec import DecodedMessage, Limits, MessageDecoder, Rejection
+from pipelines.firehose.codec import (
+    DecodedMessage,
+    Limits,
+    MessageDecoder,
+    Rejection,
+    json_array_exceeds,
+    msgpack_array_length,
+)
 from pipelines.firehose.protocol import RejectReason, TopicKind
 from tests.conftest import T0_NS
 from tests.helpers import analytics, event, message
@@ -115,6 +123,72 @@ def test_count_that_does_not_match_the_payload_is_rejected() -> None:
 def test_count_mismatch_is_detected_on_the_slow_path_too() -> None:
     raw = frames(b"tyk.analytics", [analytics(T0_NS), {"timestamp": T0_NS}], count=1)
     rejected(DECODER.decode(raw), RejectReason.COUNT_MISMATCH)
+
+
+# A hostile payload's cost: 16 MiB of one-byte empty maps used to build an object per
+# element (~950 MB) before the count check; the array header now rejects it first.
+HOSTILE_ELEMENTS = (16 << 20) - 256
+
+
+@pytest.mark.parametrize("topic", [b"tyk.analytics", b"tyk.heartbeat"])
+def test_a_msgpack_count_mismatch_costs_the_array_header(topic: bytes) -> None:
+    payload = b"\xdd" + HOSTILE_ELEMENTS.to_bytes(4, "big") + b"\x80" * HOSTILE_ELEMENTS
+    raw = [topic, envelope(count=1), payload]
+    tracemalloc.start()
+    try:
+        result = rejected(DECODER.decode(raw), RejectReason.COUNT_MISMATCH)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.detail == f"envelope count 1, payload {HOSTILE_ELEMENTS}"
+    assert result.node == "gw1"
+    assert peak < 1 << 20
+
+
+def test_a_json_count_mismatch_is_counted_before_records_are_split() -> None:
+    elements = HOSTILE_ELEMENTS // 3
+    payload = b"[" + b"{}," * (elements - 1) + b"{}]"
+    raw = [b"tyk.analytics", envelope(count=2, enc="json"), payload]
+    tracemalloc.start()
+    try:
+        result = rejected(DECODER.decode(raw), RejectReason.COUNT_MISMATCH)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "envelope count 2" in result.detail
+    assert peak < 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("payload", "limit", "exceeds"),
+    [
+        (b"[]", 0, False),
+        (b"[{}]", 0, False),  # one element: decoding it is cheap, and the decoder counts it
+        (b"[{},{}]", 1, True),
+        (b'[{"a":[1,2,3],"b":{"c":","}},{}]', 2, False),
+        (b'[{"a":"\\\\","b":"]"}, 1, 2]', 2, True),  # an escaped backslash ends its string
+        (b'[{"a":"x\\",[{"}, 1]', 2, False),  # an escaped quote does not
+        (b'["x,y", "[", "{"]', 3, False),
+    ],
+)
+def test_json_elements_are_counted_at_the_top_level(payload: bytes, limit: int, exceeds: bool) -> None:
+    assert json_array_exceeds(payload, limit) is exceeds
+
+
+@pytest.mark.parametrize(
+    ("payload", "length"),
+    [
+        (msgpack.packb([]), 0),
+        (msgpack.packb([1] * 15), 15),
+        (msgpack.packb([1] * 16), 16),
+        (msgpack.packb([1] * 70_000), 70_000),
+        (msgpack.packb({"a": 1}), None),
+        (b"", None),
+        (b"\xdc\x00", None),
+    ],
+)
+def test_msgpack_array_headers_are_read(payload: bytes, length: int | None) -> None:
+    assert msgpack_array_length(payload) == length
 
 
 def test_undecodable_payload_is_rejected_with_its_record_count() -> None:

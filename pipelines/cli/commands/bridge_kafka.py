@@ -24,9 +24,7 @@ KAFKA_FLAGS = {"kafka_bootstrap": "--kafka", "kafka_topic": "--topic"}
 
 
 @click.command("kafka")
-@settings_options(
-    FirehoseSettings, exclude=("max_message_bytes", "max_records", "max_future_s", "max_past_s")
-)
+@settings_options(FirehoseSettings, exclude=("max_records", "max_future_s", "max_past_s"))
 @settings_options(KafkaSettings, flags=KAFKA_FLAGS)
 @settings_options(KafkaBridgeSettings)
 @settings_options(

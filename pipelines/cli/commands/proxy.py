@@ -35,6 +35,7 @@ def command(settings: ProxySettings, curve_settings: CurveSettings) -> None:
         [parse_endpoint(e, bind_by_default=True) for e in settings.frontend],
         [parse_endpoint(e, bind_by_default=True) for e in settings.backend],
         hwm=settings.hwm,
+        max_message_bytes=settings.max_message_bytes,
         curve=curve,
     )
     if curve is not None:
