@@ -19,6 +19,10 @@ only token events carry the org, so the receiver also reads `org_id` and
 `api_id` from the webhook URL's query string (each API definition's handler
 points at `...?org_id=<org>&api_id=<api>`); a value in the body wins.
 
+Nesting is bounded before parsing: Python's json module recurses once per
+nested array or object, so a small body nested thousands deep would raise
+RecursionError instead of a rejection. Tyk's bodies are two levels deep.
+
 The key is replaced by the bridge's key digest (pipelines.bridges.key_digest)
 before the record is built. Only the fields listed here are forwarded, so the
 raw request a custom template might include never leaves the bridge.
@@ -38,6 +42,11 @@ from pipelines.firehose.protocol import event_topic, parse_topic
 from pipelines.firehose.timestamps import parse_rfc3339_ns
 
 TEMPLATE_MARKER: Final = '{"tykpulse_template":'
+# Far above any webhook body (2 levels) and far below the interpreter's recursion limit (1 000).
+MAX_JSON_DEPTH: Final = 64
+
+# A JSON string (escapes included, linear: no nested quantifiers) or one bracket.
+_JSON_TOKEN: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 
 # Go's html/template escaper (htmlReplacementTable): exactly these, nothing more.
 _GO_HTML_ENTITIES: Final = {"&#34;": '"', "&#39;": "'", "&#43;": "+", "&amp;": "&", "&lt;": "<", "&gt;": ">"}
@@ -86,6 +95,9 @@ class WebhookRejection:
     detail: str
 
 
+_NOT_AN_OBJECT: Final = WebhookRejection("bad_body", "not a JSON object once Tyk's html escaping is undone")
+
+
 def unescape_go_html(text: str) -> str:
     """Undo Go html/template's escaping of a value (exactly its six entities)."""
     return _GO_HTML.sub(lambda m: _GO_HTML_ENTITIES[m.group(0)], text)
@@ -114,18 +126,47 @@ def parse_go_time(text: str) -> int | None:
     return seconds * 1_000_000_000 + int((frac or "").ljust(9, "0"))
 
 
-def _decode(text: str) -> dict[str, Any] | None:
-    """The body as a dict with every string value unescaped, or None if it is not a JSON object."""
+def nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether JSON `text` nests arrays and objects more than `limit` deep (brackets in strings
+    do not count). Where the text is not JSON, the count up to the first error is at least the
+    depth json.loads reaches before it fails, so a False here means json.loads cannot recurse
+    deeper than `limit`."""
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        char = text[match.start()]
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+class _TooDeepError(ValueError):
+    pass
+
+
+def _loads(text: str) -> Any:
+    if nesting_exceeds(text, MAX_JSON_DEPTH):
+        raise _TooDeepError
+    return json.loads(text)
+
+
+def _decode(text: str) -> dict[str, Any] | WebhookRejection:
+    """The body as a dict with every string value unescaped, or why it is not a JSON object."""
     try:
         if text.lstrip().startswith(TEMPLATE_MARKER):
-            obj = json.loads(_js_to_json(unescape_go_html(text)))
+            obj = _loads(_js_to_json(unescape_go_html(text)))
         else:
-            obj = json.loads(text)
+            obj = _loads(text)
             if isinstance(obj, dict):
                 obj = {k: unescape_go_html(v) if isinstance(v, str) else v for k, v in obj.items()}
+    except (_TooDeepError, RecursionError):  # RecursionError: should the scan ever miss a case
+        return WebhookRejection("too_deep", f"JSON nested more than {MAX_JSON_DEPTH} levels")
     except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
+        return _NOT_AN_OBJECT
+    return obj if isinstance(obj, dict) else _NOT_AN_OBJECT
 
 
 def _timestamp(body: Mapping[str, Any], received_ns: int) -> int:
@@ -151,8 +192,8 @@ def webhook_event(
     except UnicodeDecodeError:
         return WebhookRejection("bad_body", "not UTF-8")
     obj = _decode(text)
-    if obj is None:
-        return WebhookRejection("bad_body", "not a JSON object once Tyk's html escaping is undone")
+    if isinstance(obj, WebhookRejection):
+        return obj
     for alias, name in _ALIASES.items():
         if alias in obj and name not in obj:
             obj[name] = obj[alias]

@@ -10,11 +10,19 @@ Routes: `POST|PUT|PATCH <path>` (default /tyk/events) accepts one event;
 `GET /healthz` is 200 while a worker subscribes to `tyk.event.`, else 503;
 `GET /stats` returns the counters.
 
-Answers: 200 accepted; 400 body not an event (`bad_body`, `bad_event`); 401
-wrong or missing shared secret; 413 body too large; 503 no worker subscribed
+Answers: 200 accepted; 400 body not an event (`bad_body`, `bad_event`,
+`too_deep`: JSON nested over 64 levels); 401 wrong or missing shared secret;
+413 body too large (checked while reading, before parsing); 503 no worker subscribed
 (the event would be dropped: Tyk logs the failure). Tyk never retries a
 webhook, so delivery from Tyk is at most once; from the receiver on, an
 accepted event is published within `flush_ms` unless the process dies first.
+Every rejection is counted by reason in /stats; each reason is logged at most
+once per 10 s (with how many were held back).
+
+Secure by default: anyone who can post here can put events on the firehose,
+so a listen address other machines can reach (any non-loopback address,
+0.0.0.0, ::, or an empty host) is refused without a shared secret; loopback
+without one is allowed with a warning.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import threading
 import time
 from typing import Any, Final
@@ -39,6 +49,7 @@ from pipelines.bridges.publishing import BridgePublisher
 from pipelines.bridges.tyk_webhook import WebhookEvent, webhook_event
 from pipelines.errors import ConfigurationError
 from pipelines.firehose.protocol import EVENT_PREFIX
+from pipelines.observe.throttle import LogThrottle
 from pipelines.settings import TykWebhookSettings
 
 log = logging.getLogger(__name__)
@@ -75,6 +86,8 @@ class WebhookReceiver:
         self.secret = settings.secret.get_secret_value().encode()
         self.secret_header = settings.secret_header.lower().encode()
         self.stats = WebhookStats()
+        # A flood of bad posts must not become a flood of log lines: one per reason per period.
+        self.log_throttle = LogThrottle()
         self.listening = False
         self.pending: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
         self.pending_count = 0
@@ -113,9 +126,15 @@ class WebhookReceiver:
 
     def _reject(self, status: int, reason: str, detail: str) -> Reply:
         self.stats.rejected[reason] += 1
-        if self.stats.rejected[reason] == 1:
+        held = self.log_throttle.allow(reason)
+        if held is not None:
             log.warning(
-                "webhook rejected status=%d reason=%s detail=%s (counted from now on)", status, reason, detail
+                "webhook rejected status=%d reason=%s detail=%s total=%d (not logged since the last: %d)",
+                status,
+                reason,
+                detail,
+                self.stats.rejected[reason],
+                held,
             )
         return Reply(status, {"rejected": reason, "detail": detail})
 
@@ -254,9 +273,48 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 (":8089" means every interface)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` binds to is a loopback one (an unresolvable host is not)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def exposure_error(settings: TykWebhookSettings, host: str) -> str | None:
+    """Why the receiver must not start on `host` (reachable by other machines, no secret), or None."""
+    if settings.secret.get_secret_value() or is_loopback(host):
+        return None
+    return (
+        f"--listen {settings.listen} accepts connections from other machines, and without --secret "
+        "anyone who reaches it can publish events onto the firehose. Set --secret (or TYKPULSE_SECRET) "
+        f"and send it from Tyk in the {settings.secret_header} header, or listen on 127.0.0.1."
+    )
+
+
+def check_exposure(settings: TykWebhookSettings, host: str) -> None:
+    """Refuse a bind other machines can reach without a shared secret; warn on loopback without one."""
+    problem = exposure_error(settings, host)
+    if problem is not None:
+        raise ConfigurationError(problem)
+    if not settings.secret.get_secret_value():
+        log.warning(
+            "tyk webhook has no --secret: any local process can publish events; set one before exposing it"
+        )
+
+
 def serve(settings: TykWebhookSettings, publisher: BridgePublisher, stop: threading.Event) -> WebhookStats:
-    """Run the receiver until `stop` is set; publishes what was accepted before returning."""
+    """Run the receiver until `stop` is set; publishes what was accepted before returning.
+
+    Raises ConfigurationError before binding for a bad or unsafe --listen (see check_exposure).
+    """
     host, port = parse_listen(settings.listen)
+    check_exposure(settings, host)
     receiver = WebhookReceiver(settings, publisher)
     try:
         asyncio.run(WebhookServer(receiver, host, port).run(stop))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -14,14 +16,23 @@ from typing import Any
 import msgspec
 import pytest
 import zmq
+from pydantic import SecretStr
 
 from pipelines.bridges.key_digest import KeyDigester
 from pipelines.bridges.publishing import BridgePublisher
-from pipelines.bridges.tyk_webhook_server import WebhookStats, serve
+from pipelines.bridges.tyk_webhook_server import (
+    WebhookStats,
+    check_exposure,
+    exposure_error,
+    parse_listen,
+    serve,
+)
+from pipelines.errors import ConfigurationError
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.settings import TykWebhookSettings
 from tests.harness.processes import free_port
+from tests.harness.tykpulse import tykpulse
 
 pytestmark = pytest.mark.component
 
@@ -122,3 +133,71 @@ def test_malformed_http_is_a_400(receiver: dict[str, Any]) -> None:
     with socket.create_connection(("127.0.0.1", receiver["port"]), timeout=5) as s:
         s.sendall(b"POST /tyk/events HTTP/1.1\r\nContent-Length: banana\r\n\r\n")
         assert s.recv(200).startswith(b"HTTP/1.1 400 ")
+
+
+@pytest.mark.parametrize("listen", [":0", "0.0.0.0:0", "[::]:0"])
+def test_a_listen_other_machines_reach_needs_a_secret(listen: str, zmq_context: zmq.Context[Any]) -> None:
+    publisher = BridgePublisher(FirehosePublisher(zmq_context, [parse_endpoint("@tcp://127.0.0.1:0")]))
+    try:
+        with pytest.raises(ConfigurationError, match="--secret"):
+            serve(TykWebhookSettings(listen=listen), publisher, threading.Event())
+    finally:
+        publisher.close(0)
+    host = parse_listen(listen)[0]
+    assert exposure_error(TykWebhookSettings(listen=listen, secret=SecretStr("s")), host) is None
+
+
+def test_the_command_refuses_every_interface_without_a_secret() -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TYKPULSE_")}
+    done = subprocess.run(
+        tykpulse("bridge", "tyk-webhook", "--listen", ":8089"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+    assert done.returncode == 2
+    assert "--secret" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_loopback_without_a_secret_is_allowed_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    for listen in ("127.0.0.1:8089", "[::1]:8089", "localhost:8089"):
+        caplog.clear()
+        check_exposure(TykWebhookSettings(listen=listen), parse_listen(listen)[0])
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        assert "no --secret" in caplog.records[0].getMessage()
+
+
+def test_a_deep_body_is_a_400_and_the_next_post_is_served(
+    receiver: dict[str, Any], zmq_context: zmq.Context[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    port = receiver["port"]
+    sub = zmq_context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"tyk.event.")
+    sub.connect(receiver["zmq"])
+    ok = {"X-Tykpulse-Secret": SECRET, "Content-Type": "application/json"}
+    # Deeper than the interpreter's recursion limit (1 000), within the fixture's 4 096-byte limit.
+    closed = '{"event": "RatelimitExceeded", "x": ' + "[" * 2000 + "]" * 2000 + "}"
+    unclosed = "[" * 4000
+    try:
+        while request(port, "GET", "/healthz")[0] != 200:
+            sub.poll(20)
+        for body in (closed, unclosed, closed):
+            status, reply = request(port, "POST", "/tyk/events", body, ok)
+            assert (status, reply["rejected"]) == (400, "too_deep")
+            assert "64" in reply["detail"]
+        assert request(port, "POST", "/tyk/events", "{not json", ok)[0] == 400
+        assert request(port, "POST", "/tyk/events", BODY["body"], ok) == (200, {"accepted": 1})
+        assert sub.poll(5000)
+        assert sub.recv_multipart()[0] == b"tyk.event.RatelimitExceeded"
+        stats = request(port, "GET", "/stats")[1]
+        assert stats["accepted"] == 1
+        assert stats["rejected"] == {"too_deep": 3, "bad_body": 1}
+    finally:
+        sub.close()
+    logged = [r.getMessage() for r in caplog.records if "webhook rejected" in r.getMessage()]
+    assert len([line for line in logged if "reason=too_deep" in line]) == 1  # throttled: one per period
+    assert not any(r.exc_info for r in caplog.records)
+    assert "Traceback" not in caplog.text

@@ -18,6 +18,7 @@ from pipelines.bridges.key_digest import KeyDigester
 from pipelines.bridges.tyk_webhook import (
     WebhookEvent,
     WebhookRejection,
+    nesting_exceeds,
     parse_go_time,
     unescape_go_html,
     webhook_event,
@@ -106,12 +107,31 @@ def test_unescape_is_exactly_go_html_template() -> None:
         (b'{"event": "Ratelimit Exceeded"}', "bad_event"),
         (b'{"message": "no event"}', "bad_event"),
         (b'{"tykpulse_template":1,"event":"X","key":"a\\', "bad_body"),
+        (b'{"event": "X", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "too_deep"),
+        (b"[" * 5000, "too_deep"),
+        (b'{"tykpulse_template":1,"event":"X","x":' + b"{&#34;a&#34;:" * 100 + b"1" + b"}" * 101, "too_deep"),
     ],
 )
 def test_rejections(body: bytes, reason: str) -> None:
     result = webhook_event(body, {}, RECEIVED, DIGESTER)
     assert isinstance(result, WebhookRejection)
     assert result.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("{}", 1),
+        ('{"a": [1, {"b": []}]}', 4),
+        ('{"a": "[[[{{{"}', 1),  # brackets in strings do not nest
+        ('{"a": "\\"[[["}', 1),  # nor after an escaped quote
+        ('{"a": "\\\\", "b": [[]]}', 3),  # an escaped backslash ends before the closing quote
+        ('"unterminated [[[', 3),  # not JSON: counted as if outside a string, never less
+    ],
+)
+def test_nesting_depth_scan(text: str, depth: int) -> None:
+    assert not nesting_exceeds(text, depth)
+    assert nesting_exceeds(text, depth - 1)
 
 
 def test_default_template_aliases_and_scalars_only() -> None:

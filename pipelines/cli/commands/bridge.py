@@ -16,7 +16,7 @@ from pipelines.bridges.tyk_lists import AnalyticsListStore, analytics_lists
 from pipelines.bridges.tyk_notifications import NotificationListener
 from pipelines.bridges.tyk_records import FirehoseConverter
 from pipelines.bridges.tyk_redis import DrainConfig, TykRedisBridge
-from pipelines.bridges.tyk_webhook_server import serve
+from pipelines.bridges.tyk_webhook_server import exposure_error, parse_listen, serve
 from pipelines.cli.curve import curve_session
 from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
@@ -151,6 +151,13 @@ def tyk_webhook(
     with the template shipped in pipelines/bridges/templates (see docs/tyk.md).
     Keys are digested before they leave this process.
     """
+    # Checked before anything starts: an unsafe --listen is a usage error, not a half-started bridge.
+    try:
+        problem = exposure_error(settings, parse_listen(settings.listen)[0])
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if problem is not None:
+        raise click.UsageError(problem)
     stop = stop_on_signals()
     curve = curve_session(zmq.Context.instance(), curve_settings)
     publisher = _publisher(publisher_settings, curve)
