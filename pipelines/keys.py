@@ -2,14 +2,26 @@
 
 A key becomes a 64-bit keyed BLAKE2b digest. Every worker that writes to the
 same database must use the same salt (TYKPULSE_KEY_HASH_SALT) so that distinct
-counts merge across workers. The cache bounds the cost to one hash per
+counts merge across workers; when none is set, load_key() generates one per
+deployment (see docs/operations.md). The cache bounds the cost to one hash per
 distinct key, not per record.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Final
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Final, TypeVar
+
+from pydantic import SecretStr
+
+from pipelines.errors import ConfigurationError
+from pipelines.settings import TykBridgeSettings, TykWebhookSettings, WorkerSettings
+
+BridgeKeySettings = TypeVar("BridgeKeySettings", TykBridgeSettings, TykWebhookSettings)
 
 _CACHE_LIMIT: Final = 1_000_000
 
@@ -36,3 +48,79 @@ class KeyHasher:
     def hash_many(self, keys: list[str]) -> list[int | None]:
         """Hashes, with None for empty keys (keyless APIs carry no key)."""
         return [self.hash(k) if k else None for k in keys]
+
+
+# -- the per-deployment key --------------------------------------------------------------------
+#
+# An empty key makes the digests a public function of the API key: equal across
+# every deployment, so anyone can test a guessed key against them. When no key
+# is configured, one is generated at first start and kept beside the data.
+
+KEY_FILE_NAME: Final = "key-digest.secret"
+_KEY_BYTES: Final = 32
+_OPEN_TO_OTHERS: Final = 0o077
+_log = logging.getLogger(__name__)
+
+
+def load_key(configured: SecretStr, explicit: bool, key_file: Path, env_var: str) -> bytes:
+    """The key a command digests with: the configured one, else the deployment's key file.
+
+    `explicit` says the setting was given (flag or environment), so that an empty
+    key chosen on purpose is kept (with a warning) rather than replaced.
+    """
+    value = configured.get_secret_value()
+    if value:
+        return value.encode()
+    if explicit:
+        _log.warning("%s is set but empty: key digests are a public hash, equal in every deployment", env_var)
+        return b""
+    return _read_or_create(key_file, env_var).encode()
+
+
+def _read_or_create(path: Path, env_var: str) -> str:
+    path = path.expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: of two processes starting together, one creates and the other reads.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read(path)
+    key = secrets.token_hex(_KEY_BYTES)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    _log.info(
+        "generated the key of API-key digests in %s (mode 0600); every worker or bridge feeding the same "
+        "database must use the same key: copy that file to their key file, or set %s to its contents",
+        path,
+        env_var,
+    )
+    return key
+
+
+def _read(path: Path) -> str:
+    mode = path.stat().st_mode
+    if mode & _OPEN_TO_OTHERS:
+        _log.warning("key file %s is readable by group or others (mode %o): chmod 600 it", path, mode & 0o777)
+    key = path.read_text().strip()
+    if not key:
+        msg = f"key file {path} is empty; delete it to generate a new key, or write the shared key into it"
+        raise ConfigurationError(msg)
+    if len(key.encode()) > 64:
+        msg = f"key file {path} holds more than 64 bytes"
+        raise ConfigurationError(msg)
+    return key
+
+
+def worker_with_key(worker: WorkerSettings, default_dir: Path) -> WorkerSettings:
+    """`worker` with its key resolved (load_key), so every later use of the salt sees it."""
+    key_file = Path(worker.key_hash_salt_file) if worker.key_hash_salt_file else default_dir / KEY_FILE_NAME
+    explicit = "key_hash_salt" in worker.model_fields_set
+    key = load_key(worker.key_hash_salt, explicit, key_file, "TYKPULSE_KEY_HASH_SALT")
+    return worker.model_copy(update={"key_hash_salt": SecretStr(key.decode())})
+
+
+def bridge_with_key(settings: BridgeKeySettings) -> BridgeKeySettings:
+    """Bridge settings with their digest key resolved (load_key)."""
+    explicit = "key_salt" in settings.model_fields_set
+    key = load_key(settings.key_salt, explicit, Path(settings.key_salt_file), "TYKPULSE_KEY_SALT")
+    return settings.model_copy(update={"key_salt": SecretStr(key.decode())})

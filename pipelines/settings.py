@@ -76,7 +76,13 @@ class WorkerSettings(_Settings):
         default=2.0, ge=0, description="On shutdown, keep receiving until the firehose is quiet this long."
     )
     key_hash_salt: SecretStr = Field(
-        default=SecretStr(""), description="Salt of the API-key hash; identical on every worker."
+        default=SecretStr(""),
+        description="Salt of the API-key hash; identical on every worker. Not set: the key file's.",
+    )
+    key_hash_salt_file: str | None = Field(
+        default=None,
+        description="Key file used when no salt is set, created (0600) at first start; default "
+        "key-digest.secret beside the WAL directory (data/ without one).",
     )
     max_pending_flushes: int = Field(
         default=600, gt=0, description="Failed flushes kept for retry before the oldest are dropped."
@@ -411,7 +417,12 @@ class TykBridgeSettings(_Settings):
     )
     pump_copy_ttl_s: int = Field(default=60, ge=0, description="TTL set on the Pump copy lists (0: none).")
     key_salt: SecretStr = Field(
-        default=SecretStr(""), description="Salt of the key digest published instead of raw keys."
+        default=SecretStr(""),
+        description="Salt of the key digest published instead of raw keys. Not set: the key file's.",
+    )
+    key_salt_file: str = Field(
+        default="data/key-digest.secret",
+        description="Key file used when no salt is set, created (0600) at first start.",
     )
     fault_injection: str = Field(default="", description="Testing only: <point>:<n> SIGKILLs the bridge.")
 
@@ -427,7 +438,12 @@ class TykWebhookSettings(_Settings):
     )
     secret_header: str = Field(default="X-Tykpulse-Secret", description="Header carrying the shared secret.")
     key_salt: SecretStr = Field(
-        default=SecretStr(""), description="Salt of the key digest published instead of raw keys."
+        default=SecretStr(""),
+        description="Salt of the key digest published instead of raw keys. Not set: the key file's.",
+    )
+    key_salt_file: str = Field(
+        default="data/key-digest.secret",
+        description="Key file used when no salt is set, created (0600) at first start.",
     )
     max_body_bytes: int = Field(default=1_048_576, gt=0, description="Largest webhook body accepted.")
     flush_ms: int = Field(default=20, ge=0, description="Events are batched per name for at most this long.")

@@ -22,6 +22,7 @@ from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
 from pipelines.errors import ConfigurationError
 from pipelines.firehose.publisher import FirehosePublisher
+from pipelines.keys import bridge_with_key
 from pipelines.security.curve import CurveSession
 from pipelines.settings import CurveSettings, PublisherSettings, TykBridgeSettings, TykWebhookSettings
 
@@ -83,6 +84,10 @@ def tyk(
     stop = stop_on_signals()
     try:
         faults = FaultInjector(settings.fault_injection)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        settings = bridge_with_key(settings)
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
     url = settings.redis.get_secret_value()
@@ -158,6 +163,10 @@ def tyk_webhook(
         raise click.UsageError(str(exc)) from exc
     if problem is not None:
         raise click.UsageError(problem)
+    try:
+        settings = bridge_with_key(settings)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
     stop = stop_on_signals()
     curve = curve_session(zmq.Context.instance(), curve_settings)
     publisher = _publisher(publisher_settings, curve)

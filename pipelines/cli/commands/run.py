@@ -12,6 +12,7 @@ from pipelines.cli.curve import curve_session
 from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
 from pipelines.errors import ConfigurationError
+from pipelines.keys import worker_with_key
 from pipelines.observe.server import MetricsServer
 from pipelines.observe.watch import WorkerWatch
 from pipelines.runners.local import LocalRunner, RunSummary, build_ingestor
@@ -25,7 +26,7 @@ from pipelines.settings import (
     WalSettings,
     WorkerSettings,
 )
-from pipelines.wal.build import build_journal
+from pipelines.wal.build import build_journal, wal_directory
 from sinks.clickhouse.serve.embedded import serve_embedded
 from sinks.clickhouse.serve.settings import ServeSettings
 from sinks.clickhouse.settings import ClickHouseSettings
@@ -103,6 +104,11 @@ def command(
     SIGHUP re-reads the CURVE allowlist.
     """
     stop = stop_on_signals()
+    try:
+        # Beside the data: data/ for data/wal, the database's directory for an embedded one.
+        worker = worker_with_key(worker, wal_directory(wal, clickhouse).parent)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
     context: zmq.Context[Any] = zmq.Context.instance()
     curve = curve_session(context, curve_settings)
     try:

@@ -1,0 +1,76 @@
+"""The per-deployment key of API-key digests: generated once, kept 0600, shared by file or env."""
+
+from __future__ import annotations
+
+import logging
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from pipelines.bridges.key_digest import KeyDigester
+from pipelines.keys import KEY_FILE_NAME, KeyHasher, bridge_with_key, load_key, worker_with_key
+from pipelines.settings import TykBridgeSettings, WorkerSettings
+
+pytestmark = pytest.mark.unit
+ENV = "TYKPULSE_KEY_HASH_SALT"
+
+
+def test_first_start_creates_a_private_key_file_and_says_how_to_share_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pipelines.keys")
+    key = load_key(SecretStr(""), False, tmp_path / KEY_FILE_NAME, ENV)
+    path = tmp_path / KEY_FILE_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert re.fullmatch(r"[0-9a-f]{64}", path.read_text().strip())
+    assert key == path.read_text().strip().encode()
+    assert ENV in caplog.text
+    assert key.decode() not in caplog.text  # the key itself is never logged
+
+
+def test_a_second_start_reuses_the_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    worker = WorkerSettings()
+    first = worker_with_key(worker, tmp_path)
+    caplog.set_level(logging.INFO, logger="pipelines.keys")
+    second = worker_with_key(worker, tmp_path)
+    assert "generated" not in caplog.text  # logged once, at the first start
+    salt = first.key_hash_salt.get_secret_value().encode()
+    assert salt
+    assert salt == second.key_hash_salt.get_secret_value().encode()
+    assert KeyHasher(salt).hash("k") == KeyHasher(second.key_hash_salt.get_secret_value().encode()).hash("k")
+
+
+def test_bridges_share_a_key_file_and_digest_alike(tmp_path: Path) -> None:
+    path = str(tmp_path / "state" / KEY_FILE_NAME)
+    one = bridge_with_key(TykBridgeSettings(key_salt_file=path))
+    two = bridge_with_key(TykBridgeSettings(key_salt_file=path))
+    digests = {KeyDigester(s.key_salt.get_secret_value().encode()).digest("raw-key") for s in (one, two)}
+    assert len(digests) == 1
+    assert digests != {KeyDigester().digest("raw-key")}
+
+
+def test_an_explicit_key_wins_and_no_file_is_written(tmp_path: Path) -> None:
+    worker = worker_with_key(WorkerSettings(key_hash_salt=SecretStr("chosen")), tmp_path)
+    assert worker.key_hash_salt.get_secret_value() == "chosen"
+    assert not (tmp_path / KEY_FILE_NAME).exists()
+
+
+def test_an_explicit_empty_key_is_kept_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = worker_with_key(WorkerSettings(key_hash_salt=SecretStr("")), tmp_path)
+    assert worker.key_hash_salt.get_secret_value() == ""
+    assert not (tmp_path / KEY_FILE_NAME).exists()
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "public hash" in caplog.text
+
+
+def test_a_key_file_others_can_read_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / KEY_FILE_NAME
+    path.write_text("a" * 64 + "\n")
+    path.chmod(0o644)
+    assert load_key(SecretStr(""), False, path, ENV) == b"a" * 64
+    assert "readable by group or others" in caplog.text
