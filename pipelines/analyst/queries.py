@@ -132,21 +132,35 @@ def token_churn(client: Any, scope: Scope, *, by_org: bool = False) -> pd.DataFr
     return frame
 
 
-def config_changes(client: Any, scope: Scope) -> pd.DataFrame:
-    """Configuration notices per window, command and publishing node."""
+def _notices_where(scope: Scope, housekeeping: bool) -> tuple[str, dict[str, Any]]:
+    """The scope's filter on config_changes, restricted to is_config = 1 unless `housekeeping`.
+
+    is_config is the output contract's one definition of a configuration change;
+    key-space updates and DRL heartbeats (kind 'key_space', 'rate_limiter') are
+    notices, not changes, and outnumber real changes by far.
+    """
     where, params = scope.where(org=False, api=False)
+    if housekeeping:
+        return where, params
+    return (f"{where} AND is_config = 1" if where else " WHERE is_config = 1"), params
+
+
+def config_changes(client: Any, scope: Scope, *, housekeeping: bool = False) -> pd.DataFrame:
+    """Configuration changes per window, command and issuing node (every notice with `housekeeping`)."""
+    where, params = _notices_where(scope, housekeeping)
     sql = f"""
-        SELECT window_start, command, node_id, sum(changes) AS changes
+        SELECT window_start, command, node_id, any(kind) AS kind, sum(changes) AS changes
         FROM {scope.view("config_changes")}{where}
         GROUP BY window_start, command, node_id ORDER BY window_start, command, node_id"""
     return _frame(client, sql, params)
 
 
-def change_frequency(client: Any, scope: Scope) -> pd.DataFrame:
+def change_frequency(client: Any, scope: Scope, *, housekeeping: bool = False) -> pd.DataFrame:
     """Per command and node: changes, windows with changes, first and last, changes per hour."""
-    where, params = scope.where(org=False, api=False)
+    where, params = _notices_where(scope, housekeeping)
     sql = f"""
-        SELECT command, node_id, sum(changes) AS changes, uniqExact(window_start) AS windows,
+        SELECT command, node_id, any(kind) AS kind, sum(changes) AS changes,
+               uniqExact(window_start) AS windows,
                min(window_start) AS first_change, max(window_start) AS last_change
         FROM {scope.view("config_changes")}{where}
         GROUP BY command, node_id ORDER BY changes DESC, command, node_id"""

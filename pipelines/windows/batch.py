@@ -19,6 +19,7 @@ import polars as pl
 from pipelines.firehose.protocol import MAX_PAST_NS, RejectReason, TopicKind
 from pipelines.firehose.timestamps import INVALID_NS, to_ns_array
 from pipelines.keys import KeyHasher
+from pipelines.windows.notice_origin import issuing_node
 from pipelines.windows.tumbling import TumblingWindows
 
 WINDOW = "window_start"
@@ -242,7 +243,10 @@ class BatchBuilder:
             {
                 WINDOW: self.windows.starts_s(ts),
                 "command": [r.command for r in records],
-                "node_id": [node[m] for m in msg],
+                # the gateway when the payload names it, not the bridge that relayed it
+                "node_id": [
+                    issuing_node(r.command, r.payload, node[m]) for r, m in zip(records, msg, strict=True)
+                ],
             },
             schema=_EMPTY_SCHEMAS["notices"],
         )

@@ -183,13 +183,51 @@ TOKEN_CHURN = Rollup(
     description="TokenCreated/Updated/Deleted events per org, with distinct keys touched.",
 )
 
+# What each Tyk cluster notification means (fact sheet §4.3). One definition, read by the
+# config_changes views (`kind`, `is_config`) and through them by dashboards, alerts and notebooks.
+# `config`: the gateway's configuration changed (APIs, policies, tyk.conf): a reload follows.
+# A gateway without a Dashboard publishes GroupReload for /tyk/reload/group; POST /tyk/apis
+# publishes nothing, so such a change is seen only through the reload that follows it.
+CONFIG_COMMANDS: Final = (
+    "ApiUpdated",
+    "ApiAdded",
+    "ApiRemoved",
+    "PolicyChanged",
+    "GroupReload",
+    "NoticeConfigUpdated",
+)
+# Housekeeping: frequent, not configuration. KeySpaceUpdateNotification fires on every
+# session write (each authenticated request that passes the limiter), the DRL notice every
+# 2 s per gateway; they stay countable under their own kind.
+NOTICE_KINDS: Final = {
+    **dict.fromkeys(CONFIG_COMMANDS, "config"),
+    "KeySpaceUpdateNotification": "key_space",
+    "NoticeGatewayDRLNotification": "rate_limiter",
+}
+OTHER_NOTICE_KIND: Final = "other"
+
+
+def notice_kind_sql(column: str = "command") -> str:
+    """`kind` of a command in SQL, from NOTICE_KINDS (unknown commands are 'other')."""
+    commands = ", ".join(f"'{c}'" for c in NOTICE_KINDS)
+    kinds = ", ".join(f"'{k}'" for k in NOTICE_KINDS.values())
+    return f"transform({column}, [{commands}], [{kinds}], '{OTHER_NOTICE_KIND}')"
+
+
 CONFIG_CHANGES = Rollup(
     name="config_changes",
     keys=(Column("command", "LowCardinality(String)"), Column("node_id", "String")),
     inputs=(Column("changes", "UInt64"),),
     measures=(_sum("changes"),),
-    outputs=(_passthrough("changes"),),
-    description="Cluster notifications per command and publishing node.",
+    # kind and is_config are computed in the views, not stored: reclassifying a command is a
+    # CREATE OR REPLACE VIEW, and existing state tables need no migration.
+    outputs=(
+        _passthrough("changes"),
+        Output("kind", "LowCardinality(String)", notice_kind_sql()),
+        Output("is_config", "UInt8", f"{notice_kind_sql()} = 'config'"),
+    ),
+    description="Cluster notifications per command and issuing node (the gateway when Tyk's payload "
+    "names it, else the publishing node), classified: is_config = 1 for configuration changes.",
 )
 
 

@@ -148,3 +148,42 @@ def test_error_ratio_after_change(sink: ClickHouseSink) -> None:
     for m in range(4, -1, -1):
         scenario.traffic(minutes_ago=m, requests=200, errors=50)
     assert len(fires(sink, scenario, RULES["error_ratio_after_change"])) == 1
+
+
+def test_error_ratio_after_a_group_reload(sink: ClickHouseSink) -> None:
+    # a gateway without a Dashboard: /tyk/reload/group publishes GroupReload, nothing else
+    scenario = Scenario()
+    for m in range(20, 5, -1):
+        scenario.traffic(minutes_ago=m, requests=200, errors=2)
+    scenario.send("tyk.notice.GroupReload", [notice("GroupReload", 0)], minutes_ago=5, node="gw1")
+    for m in range(4, -1, -1):
+        scenario.traffic(minutes_ago=m, requests=200, errors=50)
+    assert len(fires(sink, scenario, RULES["error_ratio_after_change"])) == 1
+
+
+def housekeeping(scenario: Scenario, minutes: int) -> None:
+    """What a real gateway publishes without any change: key-space updates and DRL heartbeats."""
+    drl = '{"HostName":"gw-a","ID":"solo-a","LoadPerSec":1,"Percentage":0,"TagHash":""}'
+    for m in range(minutes, -1, -1):
+        keys = [notice("KeySpaceUpdateNotification", 0, "abc") for _ in range(40)]
+        scenario.send("tyk.notice.KeySpaceUpdateNotification", keys, minutes_ago=m, node="bridge")
+        beats = [notice("NoticeGatewayDRLNotification", 0, drl) for _ in range(30)]
+        scenario.send("tyk.notice.NoticeGatewayDRLNotification", beats, minutes_ago=m, node="bridge")
+
+
+def test_housekeeping_notices_are_counted_but_are_not_changes(sink: ClickHouseSink) -> None:
+    scenario = Scenario()
+    for m in range(20, -1, -1):
+        scenario.traffic(minutes_ago=m, requests=200, errors=2 if m > 5 else 50)
+    housekeeping(scenario, 20)
+    for rule in ("config_flapping", "error_ratio_after_change"):
+        assert fires(sink, scenario, RULES[rule]) == [], rule
+    by_kind = sink.client.query(
+        "SELECT kind, is_config, node_id, sum(changes) FROM tykpulse.config_changes_1m "
+        "GROUP BY kind, is_config, node_id ORDER BY kind"
+    ).result_rows
+    # 21 minutes of 40 key-space updates (relayed by the bridge) and 30 DRL beats (from gateway solo-a)
+    assert [tuple(r) for r in by_kind] == [
+        ("key_space", 0, "bridge", 21 * 40),
+        ("rate_limiter", 0, "solo-a", 21 * 30),
+    ]

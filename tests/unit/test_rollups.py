@@ -116,6 +116,32 @@ def test_config_changes_are_per_command_and_publishing_node() -> None:
     assert got == {("ApiUpdated", "dash"): 2, ("PolicyChanged", "gw2"): 1}
 
 
+def test_gateway_notices_are_attributed_to_the_gateway_named_in_the_payload() -> None:
+    drl = '{"HostName":"gw-host-a","ID":"solo-abc","LoadPerSec":3,"Percentage":0,"TagHash":""}'
+    response = '{"FromHostname":"gw-host-b","FromNodeID":"","Configuration":{},"TimeStamp":1}'
+    command = "NoticeGatewayDRLNotification"
+    _, batch = ingest(
+        [
+            message(f"tyk.notice.{command}", [notice(command, T0_NS, drl)] * 2, node="bridge"),
+            message(f"tyk.notice.{command}", [notice(command, T0_NS, "{not json")], node="bridge", seq=1),
+            message(
+                "tyk.notice.NoticeGatewayConfigResponse",
+                [notice("NoticeGatewayConfigResponse", T0_NS, response)],
+                node="bridge",
+                seq=2,
+            ),
+            message("tyk.notice.GroupReload", [notice("GroupReload", T0_NS)], node="bridge", seq=3),
+        ]
+    )
+    got = {(r["command"], r["node_id"]): r["changes"] for r in compute(batch)["config_changes"].to_pylist()}
+    assert got == {
+        (command, "solo-abc"): 2,  # the gateway's node id (drl.Server.ID)
+        (command, "bridge"): 1,  # a payload that does not parse keeps the publisher
+        ("NoticeGatewayConfigResponse", "gw-host-b"): 1,  # no node id: the host name
+        ("GroupReload", "bridge"): 1,  # no origin in the payload
+    }
+
+
 def test_ingest_health_counts_messages_records_losses_and_rejections_by_receive_time() -> None:
     hb = {"node": "gw1", "timestamp": T0_NS, "interval_ms": 1000}
     future = T0_NS + 3 * 24 * 3600 * 10**9

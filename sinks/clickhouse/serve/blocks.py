@@ -11,7 +11,10 @@ ask for responses in, a sequence of blocks:
      ...       the compressed data
 
 The layout is the one MergeTree column files use on disk; the tests check it
-against files the engine wrote.
+against files the engine wrote. Decompression trusts no size a client sent: a
+block whose stated size would take the output past `max_size` is refused
+before anything is allocated for it, and a zstd block cannot expand past its
+stated size.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Final
 import lz4.block
 from clickhouse_cityhash.cityhash import CityHash128
 
+from sinks.clickhouse.serve.codecs import DEFAULT_MAX_SIZE, too_large
 from sinks.clickhouse.serve.errors import CANNOT_DECOMPRESS, NOT_IMPLEMENTED, ServeError
 
 if sys.version_info >= (3, 14):
@@ -72,15 +76,22 @@ def _decompress(block: bytes, method: int, size: int) -> bytes:
     if method == LZ4:
         return bytes(lz4.block.decompress(payload, uncompressed_size=size))
     if method == ZSTD:
-        return zstd.decompress(payload)
+        # one frame, and never more than the header said: the header is what the size check trusted
+        stream = zstd.ZstdDecompressor()
+        chunk = stream.decompress(payload, size + 1)
+        if not stream.eof:
+            msg = f"ZSTD block is not one whole frame of {size} bytes"
+            raise ValueError(msg)
+        return chunk
     if method == NONE:
         return payload
     msg = f"Unknown compression method byte 0x{method:02x}"
     raise ServeError(CANNOT_DECOMPRESS, msg)
 
 
-def decompress_blocks(data: bytes) -> bytes:
-    """The concatenated contents of the blocks (raises ServeError CANNOT_DECOMPRESS)."""
+def decompress_blocks(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+    """The concatenated contents of the blocks (raises ServeError CANNOT_DECOMPRESS, or
+    BAD_ARGUMENTS/413 when they hold more than `max_size` bytes)."""
     out = bytearray()
     offset = 0
     while offset < len(data):
@@ -95,6 +106,8 @@ def decompress_blocks(data: bytes) -> bytes:
         if checksum(block) != data[offset : offset + CHECKSUM]:
             msg = "Checksum doesn't match: corrupted data"
             raise ServeError(CANNOT_DECOMPRESS, msg)
+        if len(out) + plain > max_size:
+            raise too_large(max_size)
         try:
             chunk = _decompress(block, method, plain)
         except (RuntimeError, ValueError, zstd.ZstdError) as exc:

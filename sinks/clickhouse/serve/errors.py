@@ -19,6 +19,7 @@ _VERSION_RE: Final = re.compile(r"\s*\(version [^()]*(?:\([^()]*\))?[^()]*\)")
 _NAME_RE: Final = re.compile(r"\(([A-Z][A-Z0-9_]+)\)\s*(?:\(version [^)]*\)\)?\s*)?$")
 
 # The codes used by the endpoint itself (ClickHouse's ErrorCodes.cpp numbering).
+BAD_ARGUMENTS: Final = 36
 NOT_IMPLEMENTED: Final = 48
 UNKNOWN_FORMAT: Final = 73
 READONLY: Final = 164
@@ -33,6 +34,7 @@ HTTP_LENGTH_REQUIRED: Final = 381
 UNKNOWN_EXCEPTION: Final = 1002
 
 _NAMES: Final = {
+    BAD_ARGUMENTS: "BAD_ARGUMENTS",
     NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
     UNKNOWN_FORMAT: "UNKNOWN_FORMAT",
     READONLY: "READONLY",
@@ -76,15 +78,23 @@ _STATUS_BY_NAME: Final = {
 
 
 class ServeError(SinkError):
-    """A request the endpoint answers with a ClickHouse exception."""
+    """A request the endpoint answers with a ClickHouse exception.
 
-    def __init__(self, code: int, message: str, *, name: str | None = None) -> None:
+    `status` overrides the HTTP status the name implies (413 for a body over a size limit).
+    """
+
+    def __init__(
+        self, code: int, message: str, *, name: str | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message, code=code)
         self.name = name or _NAMES.get(code, "UNKNOWN_EXCEPTION")
         self.message = message
+        self._status = status
 
     @property
     def status(self) -> int:
+        if self._status is not None:
+            return self._status
         if self.name.startswith("CANNOT_PARSE"):
             return 400
         return _STATUS_BY_NAME.get(self.name, 500)

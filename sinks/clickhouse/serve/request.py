@@ -6,7 +6,14 @@ body works, and so does the whole statement in the body). URL parameters that
 are not transport parameters are settings; `param_<name>` are query
 parameters. GET requests and `readonly=1|2` run read-only. Bodies are
 decoded by Content-Encoding, then from ClickHouse's block format when
-`decompress=1`; `compress=1` asks for the response in that format.
+`decompress=1`; `compress=1` asks for the response in that format, each
+bounded to `max_decompressed` bytes of output.
+
+Values that go back to the client in response headers are validated here: a
+`query_id` must match QUERY_ID (letters, digits, `_ . : -`, at most 128) and a
+`default_format` must be a format name, else BAD_ARGUMENTS (HTTP 400).
+Whether a request is read-only depends only on its method and URL, so the
+server can authenticate before it reads the body.
 """
 
 from __future__ import annotations
@@ -14,14 +21,18 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Final
 
 from sinks.clickhouse.serve.blocks import decompress_blocks
-from sinks.clickhouse.serve.codecs import choose_encoding, decode_body
-from sinks.clickhouse.serve.errors import NOT_IMPLEMENTED, ServeError
+from sinks.clickhouse.serve.codecs import DEFAULT_MAX_SIZE, choose_encoding, decode_body
+from sinks.clickhouse.serve.errors import BAD_ARGUMENTS, NOT_IMPLEMENTED, ServeError
 
+# stricter than ClickHouse (which takes any string): these are echoed in the X-ClickHouse-Query-Id header
+QUERY_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+FORMAT_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 DEFAULT_FORMAT: Final = "TabSeparated"
 DEFAULT_SESSION_TIMEOUT_S: Final = 60.0
 MAX_SESSION_TIMEOUT_S: Final = 3600.0
@@ -117,16 +128,45 @@ def _flag(params: Mapping[str, str], name: str) -> bool:
     return params.get(name, "0") not in ("", "0")
 
 
+def is_readonly(method: str, params: Mapping[str, str]) -> bool:
+    """GET requests and `readonly=1|2` run read-only."""
+    return method == "GET" or _flag(params, "readonly")
+
+
+def query_id(params: Mapping[str, str]) -> str:
+    """The client's `query_id` (raises BAD_ARGUMENTS unless it matches QUERY_ID), or "" when none."""
+    value = params.get("query_id", "")
+    if value and not QUERY_ID.fullmatch(value):
+        msg = "Invalid query_id: use at most 128 letters, digits and _ . : -"
+        raise ServeError(BAD_ARGUMENTS, msg)
+    return value
+
+
+def _default_format(params: Mapping[str, str]) -> str:
+    value = params.get("default_format") or DEFAULT_FORMAT
+    if not FORMAT_NAME.fullmatch(value):
+        msg = "Invalid default_format: not a format name"
+        raise ServeError(BAD_ARGUMENTS, msg)
+    return value
+
+
 def parse_query(
-    method: str, params: Mapping[str, str], headers: Mapping[str, str], body: bytes
+    method: str,
+    params: Mapping[str, str],
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    max_decompressed: int = DEFAULT_MAX_SIZE,
 ) -> HttpQuery | None:
     """The query to run, or None when the request carries no SQL (a health check)."""
     if headers.get("content-type", "").lower().startswith("multipart/form-data"):
         msg = "multipart/form-data requests (external data, form-encoded parameters) are not supported"
         raise ServeError(NOT_IMPLEMENTED, msg)
-    body = decode_body(body, headers.get("content-encoding"))
+    client_query_id = query_id(params)
+    default_format = _default_format(params)
+    body = decode_body(body, headers.get("content-encoding"), max_decompressed)
     if _flag(params, "decompress"):
-        body = decompress_blocks(body)
+        body = decompress_blocks(body, max_decompressed)
     text = params.get("query", "").encode()
     sql = text + b"\n" + body if text and body else text or body
     if not sql.strip():
@@ -135,12 +175,12 @@ def parse_query(
     wants_compression = _flag(params, "enable_http_compression")
     return HttpQuery(
         sql=sql,
-        default_format=params.get("default_format") or DEFAULT_FORMAT,
+        default_format=default_format,
         database=params.get("database") or None,
         settings=settings,
         params={k[len("param_") :]: v for k, v in params.items() if k.startswith("param_")},
-        query_id=params.get("query_id") or str(uuid.uuid4()),
-        readonly=method == "GET" or params.get("readonly", "0") not in ("", "0"),
+        query_id=client_query_id or str(uuid.uuid4()),
+        readonly=is_readonly(method, params),
         session_id=params.get("session_id") or None,
         session_timeout_s=_session_timeout(params),
         session_check=_flag(params, "session_check"),

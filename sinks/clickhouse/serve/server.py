@@ -13,12 +13,27 @@ ClickHouse's own block compression, `compress=1`/`decompress=1`. Results are
 produced whole before the first byte is sent, so an error is always an HTTP
 error, never a truncated body. Not supported, with a clear error: multipart
 requests (external data).
+
+Each request is checked in this order, and nothing of the body is read (no
+`100 Continue` is sent) until the first three passed:
+1. browser guards (Origin, Sec-Fetch-Site, Host; see access.py): 403;
+2. the query_id and the body's framing (see body.py): 400, or 413 over
+   `serve_max_request_mb`;
+3. credentials (headers or URL parameters): 403;
+4. the body, read whole, then decoded with at most `serve_max_decompressed_mb`
+   of output (413 past it, 400 when corrupt).
+An error answered before the body was read whole closes the connection, so
+the rest of the body is never taken for another request. A read-only query
+whose client has already closed the connection is not run; once running, a
+query is not cancelled when its client goes away (chDB's blocking query call
+offers no way to interrupt it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,10 +43,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sinks.clickhouse.serve.access import Access
 from sinks.clickhouse.serve.blocks import compress_blocks
+from sinks.clickhouse.serve.body import Framing, framing, may_have_body, read_body
 from sinks.clickhouse.serve.codecs import encode_body
 from sinks.clickhouse.serve.engine import ChdbEngine, Outcome, summary_header
 from sinks.clickhouse.serve.errors import UNKNOWN_EXCEPTION, ServeError
-from sinks.clickhouse.serve.request import credentials, parse_query
+from sinks.clickhouse.serve.request import FORMAT_NAME, credentials, is_readonly, parse_query, query_id
 from sinks.clickhouse.serve.settings import ServeSettings
 from sinks.errors import SinkRejectedError, SinkUnavailableError
 
@@ -65,12 +81,22 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "tykpulse-clickhouse-http"
     timeout = IDLE_KEEPALIVE_S
     server: _Server
+    # per request: the client sent `Expect: 100-continue`; part of the body may still be unread;
+    # the request's Origin, when it is in the allow-list
+    _expect_continue = False
+    _body_pending = False
+    _allowed_origin: str | None = None
 
     def setup(self) -> None:
         super().setup()
         # headers and body go out as separate writes: without this, Nagle's algorithm and the
         # client's delayed ACK add ~40 ms to every response on a kept-alive connection
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle_expect_100(self) -> bool:
+        # `100 Continue` only once the request passed the checks: see _read_body
+        self._expect_continue = True
+        return True
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -82,67 +108,94 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("http %s " + format, self.address_string(), *args)
 
     def _handle(self, method: str) -> None:
+        # until the body is read whole, the rest of it must not be parsed as the next request
+        self._body_pending = may_have_body(self.headers)
+        self._allowed_origin = None
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         headers = {name.lower(): value for name, value in self.headers.items()}
-        query_id = params.get("query_id", "")
+        client_query_id = ""
         try:
-            body = self._read_body(headers)
+            self._allowed_origin = self.server.access.check_browser(headers, self._local_address())
+            client_query_id = query_id(params)
+            frame = framing(self.headers, self.server.max_request_bytes)
             if url.path in _HEALTH_PATHS:
                 self._reply_ok()
                 return
             if url.path not in ("", "/"):
                 self._reply(404, b"There is no handle " + url.path.encode() + b"\n", "text/plain")
                 return
-            query = parse_query(method, params, headers, body)
+            creds = credentials(headers, params)
+            role = self.server.access.role(creds, readonly_request=is_readonly(method, params))
+            body = self._read_body(frame)
+            query = parse_query(
+                method, params, headers, body, max_decompressed=self.server.max_decompressed_bytes
+            )
             if query is None:
                 self._reply_ok()
                 return
-            query_id = query.query_id
-            creds = credentials(headers, params)
-            role = self.server.access.role(creds, readonly_request=query.readonly)
+            if query.readonly and self._client_gone():
+                log.debug("client closed the connection before its query ran query_id=%s", query.query_id)
+                self.close_connection = True
+                return
             outcome = self.server.engine.run(query, role=role, user=creds.user)
-            self._reply_outcome(outcome, query_id, query.response_encoding, query.block_compression)
+            self._reply_outcome(outcome, query.query_id, query.response_encoding, query.block_compression)
         except ServeError as exc:
-            self._reply_error(exc, query_id)
+            self._reply_error(exc, client_query_id)
         except Exception as exc:
             log.exception("unexpected error serving a query")
-            self._reply_error(ServeError(UNKNOWN_EXCEPTION, f"{type(exc).__name__}: {exc}"), query_id)
-
-    def _read_body(self, headers: dict[str, str]) -> bytes:
-        limit = self.server.max_request_bytes
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            return self._read_chunked(limit)
-        length = int(headers.get("content-length", "0") or 0)
-        if length > limit:
-            self.close_connection = True
-            msg = f"Request body of {length} bytes is larger than the limit of {limit}"
-            raise ServeError(36, msg, name="BAD_ARGUMENTS")
-        return self.rfile.read(length) if length else b""
-
-    def _read_chunked(self, limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            size = int(self.rfile.readline(1024).split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(parts)
-            total += size
-            if total > limit:
+            self._reply_error(ServeError(UNKNOWN_EXCEPTION, f"{type(exc).__name__}: {exc}"), client_query_id)
+        finally:
+            self._expect_continue = False
+            if self._body_pending:
                 self.close_connection = True
-                msg = f"Request body is larger than the limit of {limit} bytes"
-                raise ServeError(36, msg, name="BAD_ARGUMENTS")
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(1024)
+
+    def _local_address(self) -> str:
+        return str(self.connection.getsockname()[0])
+
+    def _read_body(self, frame: Framing) -> bytes:
+        if frame.empty:
+            self._body_pending = False
+            return b""
+        if self._expect_continue:
+            self._expect_continue = False
+            self.send_response_only(100)
+            self.end_headers()
+        body = read_body(self.rfile, frame, self.server.max_request_bytes)
+        self._body_pending = False
+        return body
+
+    def _client_gone(self) -> bool:
+        """True when the client has closed its side: a query it can no longer receive is not worth running."""
+        # select first: recv on a socket with a timeout waits for data, whatever its flags
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            peeked: bytes = self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
+        return not peeked
+
+    def _close_if_body_pending(self) -> None:
+        # also tells the client, which would otherwise send its next request into a closed socket
+        if self._body_pending:
+            self.send_header("Connection", "close")
 
     def _common_headers(self, query_id: str) -> None:
+        """query_id must have passed request.query_id: it goes into a header as it is."""
         self.send_header("X-ClickHouse-Server-Display-Name", DISPLAY_NAME)
         self.send_header("X-ClickHouse-Timezone", self.server.engine.timezone)
         if query_id:
             self.send_header("X-ClickHouse-Query-Id", query_id)
         self.send_header("Keep-Alive", f"timeout={IDLE_KEEPALIVE_S}")
+        self._cors_headers()
+
+    def _cors_headers(self) -> None:
+        # only an Origin that is in the allow-list, so never text the client chose freely
+        if self._allowed_origin is not None:
+            self.send_header("Access-Control-Allow-Origin", self._allowed_origin)
+            self.send_header("Vary", "Origin")
 
     def _reply_outcome(
         self, outcome: Outcome, query_id: str, encoding: str | None, block_compression: str | None
@@ -152,7 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = compress_blocks(body, block_compression)
         self.send_response(200)
         self._common_headers(query_id)
-        if outcome.fmt is not None:
+        if outcome.fmt is not None and FORMAT_NAME.fullmatch(outcome.fmt):
+            # the format comes from the client's SQL or default_format: a name, or not echoed
             self.send_header("X-ClickHouse-Format", outcome.fmt)
         self.send_header("X-ClickHouse-Summary", summary_header(outcome))
         self.send_header("Content-Type", _content_type(outcome.fmt))
@@ -167,6 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = exc.body(f"{self.server.engine.version} (tykpulse)")
         self.send_response(exc.status)
         self._common_headers(query_id)
+        self._close_if_body_pending()
         self.send_header("X-ClickHouse-Exception-Code", str(exc.code))
         self.send_header("Content-Type", "text/plain; charset=UTF-8")
         self.send_header("Content-Length", str(len(body)))
@@ -179,6 +234,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _reply(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("X-ClickHouse-Server-Display-Name", DISPLAY_NAME)
+        self._cors_headers()
+        self._close_if_body_pending()
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -191,11 +248,18 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], engine: ChdbEngine, access: Access, max_request_bytes: int
+        self,
+        address: tuple[str, int],
+        engine: ChdbEngine,
+        access: Access,
+        *,
+        max_request_bytes: int,
+        max_decompressed_bytes: int,
     ) -> None:
         self.engine = engine
         self.access = access
         self.max_request_bytes = max_request_bytes
+        self.max_decompressed_bytes = max_decompressed_bytes
         super().__init__(address, _Handler)
 
 
@@ -211,6 +275,10 @@ class ClickHouseHttpServer:
         self.path = path
         self.settings = settings
         self.engine = ChdbEngine(path, max_sessions=settings.serve_max_sessions)
+        self.engine.sessions.configure(
+            max_per_user=settings.serve_max_sessions_per_user,
+            max_reader_timeout_s=settings.serve_max_session_timeout_s,
+        )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -239,7 +307,13 @@ class ClickHouseHttpServer:
             raise SinkUnavailableError(msg) from exc
         access = Access(self.settings)
         try:
-            self._server = _Server(address, self.engine, access, self.settings.serve_max_request_mb << 20)
+            self._server = _Server(
+                address,
+                self.engine,
+                access,
+                max_request_bytes=self.settings.serve_max_request_mb << 20,
+                max_decompressed_bytes=self.settings.serve_max_decompressed_mb << 20,
+            )
         except OSError as exc:
             self.engine.close()
             msg = f"cannot serve ClickHouse HTTP on {address[0]}:{address[1]}: {exc}"

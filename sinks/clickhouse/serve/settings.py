@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Final
+from typing import Annotated, Any, Final
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8123"
 OFF: Final = frozenset({"", "off", "no", "none", "false", "0"})
+
+# a list setting from the environment is "a,b" or "a b", as the other tykpulse list settings
+NameList = Annotated[list[str], NoDecode]
+
+
+def _split_names(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return value
 
 
 class ServeSettings(BaseSettings):
@@ -37,6 +46,31 @@ class ServeSettings(BaseSettings):
     )
     serve_max_sessions: int = Field(default=64, gt=0, description="Open HTTP sessions kept at most.")
     serve_max_request_mb: int = Field(default=256, gt=0, description="Largest request body accepted, MiB.")
+    serve_max_decompressed_mb: int = Field(
+        default=256,
+        gt=0,
+        description="Largest request body accepted once decompressed (Content-Encoding, decompress=1), MiB.",
+    )
+    serve_allowed_origins: NameList = Field(
+        default=[],
+        description="Browser origins (scheme://host[:port], repeatable) allowed to send requests; "
+        "a request with any other Origin header is refused.",
+    )
+    serve_allowed_hosts: NameList = Field(
+        default=[],
+        description="Host header names accepted besides localhost, loopback and the listening addresses "
+        "(repeatable; guards against DNS rebinding).",
+    )
+    serve_max_sessions_per_user: int = Field(
+        default=16,
+        gt=0,
+        description="Open HTTP sessions kept per user; the writer's sessions have their own budget.",
+    )
+    serve_max_session_timeout_s: int = Field(
+        default=300, gt=0, description="Longest session_timeout a read-only session may ask for, seconds."
+    )
+
+    _split = field_validator("serve_allowed_origins", "serve_allowed_hosts", mode="before")(_split_names)
 
     @property
     def enabled(self) -> bool:
