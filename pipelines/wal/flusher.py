@@ -329,6 +329,8 @@ class DurableFlusher:
             "dead_lettered_rows": self.stats.dead_lettered_rows,
             "live_ranges": self.stats.live_ranges,
             "log_ranges": self.stats.read_back_ranges,
+            # 0 until the schema is applied: the worker runs and logs, waiting for ClickHouse.
+            "clickhouse_ready": 1 if self._ready else 0,
         }
 
     def caught_up(self) -> bool:

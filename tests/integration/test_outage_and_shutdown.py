@@ -5,6 +5,11 @@ simulator publishes; it logs everything to its WAL. A SIGTERM then gives up
 after --shutdown-timeout-s (exit 1), or a second SIGTERM exits at once
 (exit 130); either way a worker started on the same WAL with embedded
 ClickHouse drains it, and every view equals the simulator's ground truth.
+
+A worker started while its database is down (a deploy during an outage) runs,
+says in `tykpulse status` that it waits for the database, and once
+`tykpulse db serve` comes up on that port applies the schema and drains
+everything it logged meanwhile, while still running.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from pathlib import Path
 
 import clickhouse_connect
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from pipelines.simulate.verify import check_all
 from tests.harness.processes import free_port
-from tests.integration.cli import simulate, start_worker
+from tests.harness.tykpulse import wait_for_endpoint, wait_until
+from tests.integration.cli import simulate, start_worker, tykpulse
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +109,67 @@ def test_a_run_with_clickhouse_down_is_written_by_the_next_start(tmp_path: Path,
             first.wait()
     dsn = drain_into_embedded(tmp_path, wal_dir, log)
     verify(dsn, truth)
+
+
+WRITER_PASSWORD = "writer-secret"
+
+
+def db_serve(path: Path, port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(
+        tykpulse(
+            "db", "serve", "--path", str(path), "--listen", f"127.0.0.1:{port}",
+            "--writer-password", WRITER_PASSWORD,
+        )
+    )  # fmt: skip
+    wait_for_endpoint(port, server)
+    return server
+
+
+def status_of(metrics_port: int) -> str:
+    done = subprocess.run(
+        tykpulse("status", "--worker", f"http://127.0.0.1:{metrics_port}"),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return done.stdout.decode(errors="replace")
+
+
+def landed(dsn: str, truth: Path) -> bool:
+    """Every message the simulator sent is counted (False while the schema is not there yet)."""
+    expected = sum(p["messages"] for p in json.loads(truth.read_text())["publishers"].values())
+    client = clickhouse_connect.get_client(dsn=dsn)
+    try:
+        return bool(client.command("SELECT sum(messages) FROM tykpulse.ingest_health_1m") == expected)
+    except DatabaseError:  # the view does not exist until the worker has applied the schema
+        return False
+    finally:
+        client.close()
+
+
+def test_a_worker_started_while_the_database_is_down_drains_when_it_comes_up(tmp_path: Path) -> None:
+    port, db_port, metrics_port = free_port(), free_port(), free_port()
+    log, truth = tmp_path / "worker.log", tmp_path / "truth.json"
+    dsn = f"http://tykpulse:{WRITER_PASSWORD}@127.0.0.1:{db_port}"
+    first = worker(
+        port, dsn, tmp_path / "wal", log,
+        "--sink-retry-initial-s", "0.2", "--metrics-port", str(metrics_port),
+    )  # fmt: skip
+    server = None
+    try:
+        wait_for(log, "the WAL keeps the data", first)  # started, and found nothing listening
+        simulate(port, truth, seed=13)
+        assert first.poll() is None
+        assert "waiting for the database" in status_of(metrics_port)
+        server = db_serve(tmp_path / "shared", db_port)
+        reader = f"http://127.0.0.1:{db_port}"
+        wait_until(lambda: landed(reader, truth), "the logged messages to be written")
+        assert "waiting for the database" not in status_of(metrics_port)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=120) == 0, log.read_text()[-3000:]
+        verify(reader, truth)
+    finally:
+        for process in (first, server):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()

@@ -27,15 +27,38 @@ from pipelines.settings import (
     WorkerSettings,
 )
 from pipelines.wal.build import build_journal, wal_directory
+from sinks.clickhouse.client import parse_dsn
 from sinks.clickhouse.serve.embedded import serve_embedded
 from sinks.clickhouse.serve.settings import ServeSettings
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
-from sinks.errors import SinkError
+from sinks.errors import SinkError, SinkRejectedError
 
 log = logging.getLogger(__name__)
 CLICKHOUSE_FLAGS = {"clickhouse_dsn": "--clickhouse"}
 SERVE_FLAGS = {"serve_listen": "--serve"}
+
+
+def check_dsn(clickhouse: ClickHouseSettings) -> None:
+    """Refuse a DSN no retry can make work (an unknown scheme, a chdb DSN without a path).
+
+    Only this is checked before the worker starts: an unreachable or refusing
+    server is retried by the WAL flusher, so a deploy during an outage loses nothing.
+    """
+    try:
+        parse_dsn(clickhouse.clickhouse_dsn)
+    except SinkRejectedError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--clickhouse'") from exc
+
+
+def sink_failed(exc: SinkError, wal: WalSettings) -> click.ClickException:
+    if wal.wal:
+        return click.ClickException(str(exc))
+    # Without the log nothing received could be kept through the outage, so the worker does not start.
+    return click.ClickException(
+        f"{exc}\n--no-wal keeps nothing durable, so the worker needs ClickHouse at start: "
+        "start ClickHouse first, or run with the write-ahead log (the default), which waits for it"
+    )
 
 
 def log_summary(summary: RunSummary) -> None:
@@ -96,6 +119,10 @@ def command(
     not be written before exit is written at the next start. A second
     SIGINT/SIGTERM exits at once; the log keeps what was received.
 
+    ClickHouse need not be up at start: the worker subscribes and logs at once,
+    and applies the schema and drains the log when ClickHouse answers
+    (`tykpulse status` shows it waiting). With --no-wal it must be up.
+
     With the embedded database (chdb DSN) the worker also serves it over
     ClickHouse's HTTP interface on --serve (127.0.0.1:8123, read-only unless
     --writer-password is set), so notebooks, dashboards and alert rules can
@@ -104,6 +131,7 @@ def command(
     SIGHUP re-reads the CURVE allowlist.
     """
     stop = stop_on_signals()
+    check_dsn(clickhouse)
     try:
         # Beside the data: data/ for data/wal, the database's directory for an embedded one.
         worker = worker_with_key(worker, wal_directory(wal, clickhouse).parent)
@@ -149,7 +177,7 @@ def command(
         )
         summary = runner.run(stop)
     except SinkError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise sink_failed(exc, wal) from exc
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
     finally:

@@ -76,6 +76,11 @@ def render_worker(status: dict[str, Any], console: Console) -> None:
             f"refused {wal['dropped_full']} (full) {wal['dropped_io_error']} (io errors), "
             f"dead-lettered rows {wal['dead_lettered_rows']}"
         )
+    if wal.get("clickhouse_ready") == 0:
+        console.print(
+            "[yellow]waiting for the database[/yellow]: the schema is not applied yet (ClickHouse "
+            "unreachable or refusing); the write-ahead log keeps what arrives until it answers"
+        )
     last = status.get("last_write") or {}
     if last:
         when = _age(dt.datetime.now(tz=dt.UTC).timestamp() - last["at"]) + " ago"
