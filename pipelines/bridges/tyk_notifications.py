@@ -2,10 +2,20 @@
 
 Tyk publishes `{"command", "payload", "signature", "algorithm"}` as JSON text
 (fact sheet §4.2). Each becomes one `tyk.notice.<command>` record with those
-four fields exactly as received (the signature still verifies: a worker with
-the node secret checks `sha256(command + payload + node_secret)`), plus
-`timestamp`: Tyk's notifications carry none, so the bridge stamps the time it
-received the message.
+four fields as received, plus `timestamp`: Tyk's notifications carry none, so
+the bridge stamps the time it received the message.
+
+One exception: a `KeySpaceUpdateNotification` payload lists raw API keys (and
+OAuth tokens, client secrets; fact sheet §4.5), which must not cross the
+firehose or reach a WAL. Its entries keep Tyk's shape (comma-separated,
+`:`-suffixed) with every key replaced by its `kd1:` digest (KeyDigester, the
+same value analytics and events carry for that key). That changes the signed
+text, so Tyk's signature no longer matches. With the node secret, the bridge
+checks the gateway's algorithm-5 signature first and signs the digested
+payload the same way, so a worker with the node secret still verifies it;
+otherwise (no secret, a bad or RSA signature) the signature is blanked and
+such a worker rejects the notice as bad_signature, as it would an unverifiable
+one.
 
 Delivery: Redis pub/sub is at-most-once. A notification published while the
 bridge is disconnected from Redis is never seen; nothing can recover it.
@@ -14,6 +24,7 @@ bridge is disconnected from Redis is never seen; nothing can recover it.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import logging
 from typing import Any, Final
 
@@ -21,11 +32,36 @@ import msgspec
 import redis
 import redis.client
 
+from pipelines.bridges.key_digest import KEY_DIGEST_PREFIX, KeyDigester
 from pipelines.firehose.protocol import notice_topic, parse_topic
+from pipelines.security.notices import ALGORITHM_SHA256, sign_sha256
 
 log = logging.getLogger(__name__)
 
 NOTIFICATION_CHANNEL: Final = "tyk.cluster.notifications"
+KEYSPACE_COMMAND: Final = "KeySpaceUpdateNotification"
+
+# The trailing words of §4.5 entries: what happened, not whose key. Kept so the
+# entry still says what changed; every other segment may be a credential.
+_ENTRY_ACTIONS: Final = frozenset(
+    {
+        "hashed",
+        "resetQuota",
+        "CertificateAdded",
+        "CertificateRemoved",
+        "oAuthRevokeToken",
+        "oAuthRevokeAccessToken",
+        "oAuthRevokeRefreshToken",
+        "revoke_all_tokens",
+        "OauthClientAdded",
+        "OauthClientUpdated",
+        "OauthClientRemoved",
+        "DeleteAPICache",
+        "InvalidateJWKSCacheForAPI",
+        "UserKeyReset",
+    }
+)
+_DIGEST_TAG: Final = KEY_DIGEST_PREFIX.rstrip(":")
 
 
 class _Notification(msgspec.Struct):
@@ -44,8 +80,54 @@ class Notice:
     record: dict[str, Any]
 
 
-def notice_from_wire(data: bytes, received_ns: int) -> Notice | str:
-    """The firehose notice for one pub/sub message, or the reason it cannot be one."""
+def _segments(entry: str) -> list[str]:
+    """`entry` split on `:`, with an already digested key (`kd1:<hex>`) kept whole (chained bridges)."""
+    parts = entry.split(":")
+    merged: list[str] = []
+    i = 0
+    while i < len(parts):
+        if parts[i] == _DIGEST_TAG and i + 1 < len(parts):
+            merged.append(f"{KEY_DIGEST_PREFIX}{parts[i + 1]}")
+            i += 2
+        else:
+            merged.append(parts[i])
+            i += 1
+    return merged
+
+
+def _digest_entry(entry: str, digester: KeyDigester) -> str:
+    segments = _segments(entry)
+    action = segments.pop() if len(segments) > 1 and segments[-1] in _ENTRY_ACTIONS else None
+    digested = [digester.digest(s) for s in segments]
+    if action is not None:
+        digested.append(action)
+    return ":".join(digested)
+
+
+def digest_keyspace_payload(payload: str, digester: KeyDigester) -> str:
+    """A KeySpaceUpdateNotification payload with every key, token and secret digested, shape kept."""
+    if not payload:
+        return payload
+    return ",".join(_digest_entry(entry, digester) for entry in payload.split(","))
+
+
+def _resigned(note: _Notification, payload: str, node_secret: str) -> tuple[str, int]:
+    """(signature, algorithm) for the digested `payload`: re-signed only if the gateway's signature held."""
+    if node_secret and note.algorithm == ALGORITHM_SHA256:
+        expected = sign_sha256(note.command, note.payload, node_secret)
+        if hmac.compare_digest(expected, note.signature):
+            return sign_sha256(note.command, payload, node_secret), ALGORITHM_SHA256
+    return "", note.algorithm
+
+
+def notice_from_wire(
+    data: bytes, received_ns: int, digester: KeyDigester, node_secret: str = ""
+) -> Notice | str:
+    """The firehose notice for one pub/sub message, or the reason it cannot be one.
+
+    `digester` replaces the keys of a KeySpaceUpdateNotification; `node_secret`
+    (Tyk's) lets the digested notice keep a valid signature (module docstring).
+    """
     try:
         note = _DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -53,6 +135,11 @@ def notice_from_wire(data: bytes, received_ns: int) -> Notice | str:
     topic = notice_topic(note.command)
     if parse_topic(topic) is None:
         return f"command {note.command[:64]!r} cannot name a topic"
+    if note.command == KEYSPACE_COMMAND:
+        payload = digest_keyspace_payload(note.payload, digester)
+        if payload != note.payload:
+            signature, algorithm = _resigned(note, payload, node_secret)
+            note = _Notification(note.command, payload, signature, algorithm)
     record = {
         "command": note.command,
         "payload": note.payload,
@@ -68,10 +155,7 @@ class NotificationListener:
 
     def __init__(self, client: redis.Redis, channel: str = NOTIFICATION_CHANNEL) -> None:
         self.channel = channel
-        # redis-py's pubsub() is not annotated; PubSub itself is
-        self.pubsub: redis.client.PubSub = client.pubsub(  # type: ignore[no-untyped-call]
-            ignore_subscribe_messages=True
-        )
+        self.pubsub: redis.client.PubSub = client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe(channel)
 
     def poll(self, timeout_s: float, limit: int = 10_000) -> list[bytes]:

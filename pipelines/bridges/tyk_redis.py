@@ -102,6 +102,7 @@ class TykRedisBridge:
         notifications: NotificationListener | None = None,
         faults: FaultInjector | None = None,
         clock: Callable[[], int] = time.time_ns,
+        node_secret: str = "",
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -110,6 +111,8 @@ class TykRedisBridge:
         self.notifications = notifications
         self.faults = faults or FaultInjector()
         self.clock = clock
+        # Tyk's node secret: keeps KeySpaceUpdateNotification notices verifiable once their keys are digested
+        self.node_secret = node_secret
         self.stats = BridgeStats()
         self._waiting_logged = False
         self._held: collections.deque[Notice] = collections.deque()
@@ -237,7 +240,8 @@ class TykRedisBridge:
             stop.wait(timeout_s)
             return
         for data in self.notifications.poll(timeout_s):
-            notice = notice_from_wire(data, self.clock())
+            # the analytics' digester: a key gets the same digest in a notice as in its records
+            notice = notice_from_wire(data, self.clock(), self.converter.digester, self.node_secret)
             if isinstance(notice, Notice):
                 self._hold(notice)
             else:

@@ -24,7 +24,13 @@ from pipelines.errors import ConfigurationError
 from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.keys import bridge_with_key
 from pipelines.security.curve import CurveSession
-from pipelines.settings import CurveSettings, PublisherSettings, TykBridgeSettings, TykWebhookSettings
+from pipelines.settings import (
+    CurveSettings,
+    NoticeSettings,
+    PublisherSettings,
+    TykBridgeSettings,
+    TykWebhookSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +73,14 @@ def _redis_location(url: str) -> str:
 @group.command("tyk")
 @settings_options(PublisherSettings, flags=PUBLISH_FLAGS)
 @settings_options(TykBridgeSettings, exclude=("fault_injection",))
+@settings_options(NoticeSettings, exclude=("notice_public_key",))
 @settings_options(CurveSettings)
-@pass_settings(PublisherSettings, TykBridgeSettings, CurveSettings)
+@pass_settings(PublisherSettings, TykBridgeSettings, NoticeSettings, CurveSettings)
 def tyk(
-    publisher_settings: PublisherSettings, settings: TykBridgeSettings, curve_settings: CurveSettings
+    publisher_settings: PublisherSettings,
+    settings: TykBridgeSettings,
+    notices: NoticeSettings,
+    curve_settings: CurveSettings,
 ) -> None:
     """Drain Tyk's analytics lists and notifications from Redis onto the firehose.
 
@@ -79,7 +89,8 @@ def tyk(
     published, and released --release-delay-ms later: at least once; after a
     crash the parked records are published again (duplicates at most the batch
     in flight plus the last release delay's worth). Nothing is drained while no
-    worker subscribes.
+    worker subscribes. KeySpaceUpdateNotification payloads are published with
+    key digests; --node-secret keeps their signature verifiable (docs/tyk.md).
     """
     stop = stop_on_signals()
     try:
@@ -109,7 +120,13 @@ def tyk(
         ),
         notifications=listener,
         faults=faults,
+        node_secret=notices.node_secret.get_secret_value(),
     )
+    if listener is not None and not notices.node_secret.get_secret_value():
+        log.warning(
+            "no --node-secret: KeySpaceUpdateNotification notices go out with digested keys and no "
+            "signature, so a worker that verifies notices rejects them (bad_signature)"
+        )
     log.info(
         "tyk bridge redis=%s publishing=%s node=%s batch=%d notifications=%s pump_copy_prefix=%r",
         _redis_location(url),

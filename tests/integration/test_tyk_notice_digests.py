@@ -1,0 +1,89 @@
+"""Real Redis pub/sub -> TykRedisBridge: KeySpaceUpdateNotification notices leave with digests only."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import msgspec
+import pytest
+import redis
+
+from pipelines.bridges.key_digest import KeyDigester
+from pipelines.bridges.publishing import BridgePublisher
+from pipelines.bridges.tyk_lists import AnalyticsListStore, analytics_lists
+from pipelines.bridges.tyk_notifications import NotificationListener
+from pipelines.bridges.tyk_records import FirehoseConverter
+from pipelines.bridges.tyk_redis import TykRedisBridge
+from pipelines.firehose.protocol import NoticeRecord
+from pipelines.security.notices import NoticeVerifier
+from tests.harness.redis import RedisServer
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = json.loads(
+    (Path(__file__).resolve().parents[1] / "fixtures" / "tyk" / "notifications.json").read_text("utf-8")
+)
+RAW_KEYS = ("raw-unhashed-key-abc123", "8c7b4f3e2a1d0c9b", "5e9d9544a1dcd60001d0ed20c6d5bb2a")
+
+
+class CapturingPublisher:
+    """Stands in for the ZeroMQ side: records what the bridge publishes."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, list[dict[str, Any]]]] = []
+
+    def has_subscriber(self, topic: str) -> bool:
+        return True
+
+    def publish(self, topic: str, records: list[dict[str, Any]], stop: threading.Event) -> bool:
+        # what ZeroMQ would carry: the records as encoded bytes
+        self.published.append((topic, msgspec.msgpack.decode(msgspec.msgpack.encode(records))))
+        return True
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/8")
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_keyspace_notices_from_redis_carry_digests(client: redis.Redis) -> None:
+    digester = KeyDigester(b"deployment-key")
+    listener = NotificationListener(client, FIXTURES["channel"])
+    publisher = CapturingPublisher()
+    bridge = TykRedisBridge(
+        AnalyticsListStore(client, analytics_lists("analytics-", "digests", "")),
+        cast(BridgePublisher, publisher),
+        FirehoseConverter(digester),
+        notifications=listener,
+        node_secret=FIXTURES["node_secret"],
+    )
+    try:
+        listener.poll(0.1)  # the subscription is confirmed before anything is published
+        for note in FIXTURES["messages"]:
+            assert client.publish(FIXTURES["channel"], note["wire"]) == 1
+        stop = threading.Event()
+        deadline = time.monotonic() + 10
+        while bridge.stats.notices < len(FIXTURES["messages"]) and time.monotonic() < deadline:
+            bridge.forward_notifications(0.1, stop)
+    finally:
+        listener.close()
+    assert bridge.stats.notices == len(FIXTURES["messages"])
+    topic = "tyk.notice.KeySpaceUpdateNotification"
+    keyspace = [r for t, rs in publisher.published if t == topic for r in rs]
+    assert len(keyspace) == 2  # the genuine notice and the one signed with the wrong secret
+    everything = json.dumps(publisher.published)
+    for key in RAW_KEYS:
+        assert key not in everything
+        assert digester.digest(key) in everything
+    verifier = NoticeVerifier(FIXTURES["node_secret"])
+    verdicts = sorted(verifier.verify(msgspec.convert(r, NoticeRecord)) is None for r in keyspace)
+    assert verdicts == [False, True]  # the genuine one re-signed, the forged one not
