@@ -44,6 +44,8 @@ class IngestStats:
     records: int = 0
     lost: int = 0
     duplicates: int = 0
+    # messages received (their sequence advanced) but refused as a whole
+    rejected_messages: int = 0
     rejected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     @property
@@ -86,7 +88,10 @@ class Ingestor:
         except Exception as exc:  # bad input must never stop the receive loop
             result = Rejection(RejectReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:200])
         if isinstance(result, Rejection):
-            self._reject(received, result)
+            if result.position is not None:
+                self._reject_received(received, result, *result.position)
+            else:
+                self._reject(received, result)
             return
         env = result.envelope
         observation = self.sequences.observe(env.node, env.boot, env.seq)
@@ -155,6 +160,27 @@ class Ingestor:
                 self.stats.rejected[rejection.reason.value],
                 held,
             )
+
+    def _reject_received(self, received: int, rejection: Rejection, boot: int, seq: int) -> None:
+        """A message refused as a whole after its envelope was read.
+
+        It advances its publisher's sequence like any received message: PROTOCOL.md
+        counts as lost only what never arrived, and a refused message did arrive.
+        """
+        observation = self.sequences.observe(rejection.node, boot, seq)
+        if observation.verdict is Verdict.DUPLICATE:
+            self.stats.duplicates += 1
+            self._reject(received, Rejection(RejectReason.DUPLICATE, f"seq {seq}", rejection.node, 1))
+            return
+        with self._lock:
+            self._pending.add_rejected(
+                node=rejection.node, boot=boot, received_ns=received, lost=observation.lost
+            )
+        self.stats.rejected_messages += 1
+        self.stats.lost += observation.lost
+        if observation.lost:
+            self._log_gap(rejection.node, boot, seq, observation.lost)
+        self._reject(received, rejection)
 
     def _reject(self, received: int, rejection: Rejection) -> None:
         with self._lock:

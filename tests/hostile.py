@@ -162,3 +162,18 @@ def _fields(now_ns: int) -> bytes:
 def _non_utf8_record(now_ns: int) -> bytes:
     record = msgpack.packb(good_record(now_ns, org_id="XXXX"))
     return b"\x91" + record.replace(b"\xa4XXXX", b"\xa4\xff\xfe\xfd\xfc")
+
+
+def garbage_with_valid_envelopes(now_ns: int, node: str, boot: int, seq: int) -> list[list[bytes]]:
+    """Four messages whose envelope reads (node, boot, seq..seq+3) but that are refused as a whole.
+
+    Bad msgpack, a count that lies, an unsupported version, and an empty bad payload
+    with count 0 (which once added nothing to `rejected`). Each was received: none is lost.
+    """
+    env = {"node": node, "boot": boot, "sent": now_ns}
+    return [
+        [b"tyk.analytics", msgpack.packb(envelope(**env, seq=seq)), b"\xc1"],
+        frames(b"tyk.analytics", [good_record(now_ns)] * 2, **env, seq=seq + 1, count=3),
+        frames(b"tyk.analytics", [good_record(now_ns)], **env, seq=seq + 2, v=2),
+        [b"tyk.analytics", msgpack.packb(envelope(**env, seq=seq + 3, count=0)), b"\xc1"],
+    ]

@@ -17,6 +17,7 @@ from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from pipelines.alerts.state import Alert
+from sinks.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def alerts_url(webhook: str) -> str:
     """`http://am:9093` -> `http://am:9093/api/v2/alerts`; a URL with a path is used as given."""
     parts = urlsplit(webhook)
     if parts.scheme not in ("http", "https"):
-        msg = f"webhook must be an http(s) URL, got {webhook!r}"
+        msg = f"webhook must be an http(s) URL, got {redact(webhook)!r}"
         raise ValueError(msg)
     if parts.path in ("", "/"):
         parts = parts._replace(path=ALERTS_PATH)
@@ -58,11 +59,13 @@ class AlertmanagerClient:
                 response.read()
         except (urllib.error.URLError, OSError) as exc:
             self.failures += 1
-            log.warning("alerts not delivered url=%s alerts=%d error=%s", self.url, len(batch), exc)
+            log.warning(
+                "alerts not delivered url=%s alerts=%d error=%s", redact(self.url), len(batch), redact(exc)
+            )
             return False
         self._resolved.clear()
         self.sent += len(batch)
-        log.info("alerts delivered url=%s firing=%d resolved=%d", self.url, *_counts(batch))
+        log.info("alerts delivered url=%s firing=%d resolved=%d", redact(self.url), *_counts(batch))
         return True
 
 

@@ -38,6 +38,7 @@ from pipelines.firehose.sequence import SequenceTracker, Verdict
 from pipelines.firehose.subscriber import FirehoseSubscriber
 from pipelines.security.curve import CurveSession
 from pipelines.settings import FirehoseSettings, KafkaBridgeSettings, KafkaSettings, WorkerSettings
+from sinks.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class KafkaBridge:
         log.info(
             "bridge subscribed endpoints=%s kafka=%s topic=%s",
             subscriber.addresses,
-            self.kafka.kafka_bootstrap,
+            redact(self.kafka.kafka_bootstrap),
             self.kafka.kafka_topic,
         )
         self.ready.set()
@@ -226,7 +227,7 @@ class KafkaBridge:
         first = self.summary.failed[reason] == 0
         self.summary.failed[reason] += messages
         if first:
-            log.error("produce failed reason=%s error=%s (further failures are counted)", reason, exc)
+            log.error("produce failed reason=%s error=%s (further failures are counted)", reason, redact(exc))
 
     def _log_progress(self) -> None:
         s = self.summary

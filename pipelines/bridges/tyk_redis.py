@@ -47,6 +47,7 @@ from pipelines.bridges.tyk_protobuf import decode_protobuf
 from pipelines.bridges.tyk_records import FirehoseConverter, TykAnalyticsRecord, decode_msgpack
 from pipelines.errors import TykDecodeError
 from pipelines.firehose.protocol import NOTICE_PREFIX, TOPIC_ANALYTICS
+from sinks.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,8 @@ class TykRedisBridge:
                 # start over from what Redis holds, like a restart (republishing what is parked).
                 self._recover = True
                 self._unreleased.clear()
-                log.warning("redis error=%s; retrying in %.1fs", exc, backoff)
+                # redis-py's messages may quote the connection URL, password included
+                log.warning("redis error=%s; retrying in %.1fs", redact(exc), backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
             else:
@@ -148,7 +150,7 @@ class TykRedisBridge:
         try:
             self.release_due(self.clock())
         except redis.RedisError as exc:
-            log.warning("redis error=%s at shutdown: the next run republishes what is parked", exc)
+            log.warning("redis error=%s at shutdown: the next run republishes what is parked", redact(exc))
 
     def step(self, stop: threading.Event) -> int:
         """One cycle: heartbeat, drain one batch when someone listens, then notices. Returns records moved."""

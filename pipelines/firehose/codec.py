@@ -58,6 +58,9 @@ class Rejection:
     detail: str
     node: str = ""
     count: int = 1
+    # (boot, seq) when the envelope was readable: the message was received, so it
+    # must advance the publisher's sequence (otherwise it would show as a loss).
+    position: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -125,7 +128,7 @@ class MessageDecoder:
             return envelope
         parsed = self._topics.get(topic_bytes) or self._parse_topic(topic_bytes)
         if parsed is None:
-            return Rejection(RejectReason.BAD_TOPIC, _clip(repr(topic_bytes)), envelope.node, envelope.count)
+            return _message_rejection(envelope, RejectReason.BAD_TOPIC, _clip(repr(topic_bytes)))
         topic, kind, name = parsed
         return self._decode_payload(topic, kind, name, envelope, payload)
 
@@ -148,8 +151,10 @@ class MessageDecoder:
         problem = _envelope_problem(env, self.limits)
         if problem is not None:
             reason, detail = problem
-            node = env.node if len(env.node.encode()) <= MAX_NODE_BYTES else ""
-            return Rejection(reason, detail, node, max(env.count, 0))
+            if not env.node or len(env.node.encode()) > MAX_NODE_BYTES:
+                # no publisher to hold the message against: counted, sequence untouched
+                return Rejection(reason, detail, "", max(env.count, 1))
+            return _message_rejection(env, reason, detail)
         return env
 
     def _decode_payload(
@@ -179,7 +184,7 @@ class MessageDecoder:
         try:
             raws = self._raw_list[env.enc].decode(payload)
         except _DECODE_ERRORS as exc:
-            return Rejection(RejectReason.BAD_PAYLOAD, _clip(str(exc)), env.node, env.count)
+            return _message_rejection(env, RejectReason.BAD_PAYLOAD, _clip(str(exc)))
         if len(raws) != env.count:
             return _count_mismatch(env, str(len(raws)))
         single = self._single[env.enc][kind]
@@ -237,8 +242,23 @@ def json_array_exceeds(payload: bytes, limit: int) -> bool:
     return False
 
 
+def _message_rejection(
+    env: Envelope, reason: RejectReason, detail: str, count: int | None = None
+) -> Rejection:
+    """A whole message refused after its envelope was read.
+
+    It counts its records, and at least 1 so that a refused message with count 0
+    (or a lying count) is never invisible in `rejected`. It carries its position
+    so that the consumer advances the sequence: it was received, not lost.
+    """
+    counted = max(env.count, 1) if count is None else count
+    return Rejection(reason, detail, env.node, counted, (env.boot, env.seq))
+
+
 def _count_mismatch(env: Envelope, found: str) -> Rejection:
-    return Rejection(RejectReason.COUNT_MISMATCH, f"envelope count {env.count}, payload {found}", env.node)
+    # counted as one: neither the envelope's count nor the payload's can be trusted
+    detail = f"envelope count {env.count}, payload {found}"
+    return _message_rejection(env, RejectReason.COUNT_MISMATCH, detail, count=1)
 
 
 def _ascii(data: bytes) -> str | None:

@@ -44,8 +44,14 @@ def _delivery(batch: Batch) -> pl.DataFrame:
 
 
 def rollup(batch: Batch) -> pa.Table:
+    # A message refused as a whole is a row of batch.messages too (it was received and
+    # advanced the sequence), so gaps before it are counted; it is not an accepted message.
+    refused = pl.col("rejected") > 0
     accepted = batch.messages.group_by(KEYS).agg(
-        messages=pl.len(), records=pl.col("records").sum(), lost_messages=pl.col("lost").sum()
+        messages=(~refused).sum(),
+        records=pl.col("records").sum(),
+        lost_messages=pl.col("lost").sum(),
+        rejected_messages=refused.sum(),
     )
     rejected = batch.rejections.group_by(KEYS).agg(rejected=pl.col("rejected").sum())
     frame = (

@@ -23,7 +23,7 @@ def rollup(batch: Batch) -> pa.Table:
     seen = batch.messages.group_by(KEYS).agg(
         first_seen=(pl.col("received_ns").min() // 1_000_000).cast(pl.Int64).cast(_MS),
         last_seen=(pl.col("received_ns").max() // 1_000_000).cast(pl.Int64).cast(_MS),
-        messages=pl.len(),
+        messages=(pl.col("rejected") == 0).sum(),  # accepted ones; a refused one still counts as heard
         lost_messages=pl.col("lost").sum(),
     )
     intervals = batch.heartbeats.group_by("node_id").agg(interval_ms=pl.col("interval_ms").max())

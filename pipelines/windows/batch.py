@@ -54,6 +54,8 @@ _EMPTY_SCHEMAS: dict[str, dict[str, Any]] = {
         "boot": pl.Int64,
         "received_ns": pl.Int64,
         "sent_ns": pl.Int64,
+        # 1 for a message received but refused as a whole (it advanced the sequence)
+        "rejected": pl.UInt8,
     },
     "rejections": {WINDOW: pl.UInt32, "node_id": pl.Utf8, "reason": pl.Utf8, "rejected": pl.UInt64},
 }
@@ -97,6 +99,7 @@ class PendingMessages:
     sent_ns: list[int] = dataclasses.field(default_factory=list)
     kind: list[TopicKind] = dataclasses.field(default_factory=list)
     record_count: list[int] = dataclasses.field(default_factory=list)
+    rejected: list[bool] = dataclasses.field(default_factory=list)
     records: dict[TopicKind, list[Any]] = dataclasses.field(
         default_factory=lambda: {k: [] for k in TopicKind}
     )
@@ -125,7 +128,25 @@ class PendingMessages:
         self.sent_ns.append(sent_ns)
         self.kind.append(kind)
         self.record_count.append(len(records))
+        self.rejected.append(False)
         self.records[kind].extend(records)
+
+    def add_rejected(self, *, node: str, boot: int, received_ns: int, lost: int) -> None:
+        """A message refused as a whole whose envelope was read: received, so not lost.
+
+        It has no records (kind is irrelevant with a count of 0) and no trusted
+        `sent` (0 keeps it out of delivery latency).
+        """
+        self.add(
+            node=node,
+            boot=boot,
+            sent_ns=0,
+            received_ns=received_ns,
+            lost=lost,
+            kind=TopicKind.HEARTBEAT,
+            records=[],
+        )
+        self.rejected[-1] = True
 
 
 class BatchBuilder:
@@ -198,6 +219,7 @@ class BatchBuilder:
                     "boot": np.array(pending.boot, dtype=np.int64),
                     "received_ns": received,
                     "sent_ns": np.array(pending.sent_ns, dtype=np.int64),
+                    "rejected": np.array(pending.rejected, dtype=np.uint8),
                 },
                 schema=_EMPTY_SCHEMAS["messages"],
             ),

@@ -19,6 +19,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkRejectedError, SinkUnavailableError
+from sinks.redact import redact
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,8 +89,8 @@ def connect(settings: ClickHouseSettings, *, database: str | None = None) -> Any
             return clickhouse_connect.get_client(dsn=f"chdb://{target.embedded_path}", database=database)
         return clickhouse_connect.get_client(dsn=target.dsn, database=database, **http_options(settings))
     except ClickHouseError as exc:
-        msg = f"cannot open ClickHouse at {target.describe()}: {exc}"
+        msg = f"cannot open ClickHouse at {target.describe()}: {redact(exc)}"
         raise SinkUnavailableError(msg) from exc
     except OSError as exc:
-        msg = f"cannot open ClickHouse at {target.describe()}: {exc}"
+        msg = f"cannot open ClickHouse at {target.describe()}: {redact(exc)}"
         raise SinkUnavailableError(msg) from exc

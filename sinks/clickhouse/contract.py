@@ -39,6 +39,9 @@ WINDOW_TYPE: Final = "DateTime('UTC')"
 class Column:
     name: str
     type: str
+    # True for an input added after databases already existed: the DDL then also emits
+    # idempotent ALTERs (ADD COLUMN IF NOT EXISTS, MODIFY QUERY) that upgrade them in place.
+    added: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -247,6 +250,7 @@ INGEST_HEALTH = Rollup(
         Column("delivery_buckets", "Array(UInt16)"),
         Column("delivery_counts", "Array(UInt64)"),
         Column("delivery_negative", "UInt64"),
+        Column("rejected_messages", "UInt64", added=True),
     ),
     measures=(
         _sum("messages"),
@@ -260,6 +264,7 @@ INGEST_HEALTH = Rollup(
             "sumMap(delivery_hist)",
         ),
         _sum("delivery_negative"),
+        _sum("rejected_messages"),
     ),
     outputs=(
         _passthrough("messages"),
@@ -269,9 +274,10 @@ INGEST_HEALTH = Rollup(
         Output("delivery_p50_ms", "Float64", _delivery_quantile_ms(0.5)),
         Output("delivery_p99_ms", "Float64", _delivery_quantile_ms(0.99)),
         _passthrough("delivery_negative"),
+        _passthrough("rejected_messages"),
     ),
     description="Per publishing node and receive-time window: accepted messages and records, losses, "
-    "rejections, delivery latency (envelope sent -> receipt).",
+    "rejections (records, and messages refused as a whole), delivery latency (envelope sent -> receipt).",
 )
 
 INGEST_REJECTIONS = Rollup(

@@ -1,7 +1,9 @@
 """DDL for the output contract, generated from sinks.clickhouse.contract.
 
 Every statement is idempotent (IF NOT EXISTS / CREATE OR REPLACE VIEW), so the
-schema can be applied on every start. The state tables keep the last
+schema can be applied on every start. A column added to a rollup later is
+declared `added` in the contract; it is then also brought into databases created
+by an older version (ADD COLUMN IF NOT EXISTS, MODIFY QUERY on the view). The state tables keep the last
 DEDUP_WINDOW insert tokens, which is what makes a retried flush land once
 (insert_deduplication_token also works on non-replicated MergeTree when
 non_replicated_deduplication_window is set).
@@ -137,17 +139,64 @@ def state_table(table: Table, grain: str | None, db: str, layout: ClusterLayout 
     )
 
 
-def materialized_view(table: Table, grain: str | None, db: str, layout: ClusterLayout | None = None) -> str:
+def _mv_select(table: Table, grain: str | None, db: str) -> str:
     keys = ", ".join(k.name for k in table.keys)
     group = ", ".join(_key_names(table))
     selected = f"{GRAINS[grain]}({WINDOW_COLUMN}) AS {WINDOW_COLUMN}, {keys}" if grain is not None else keys
     folds = ",\n    ".join(f"{m.fold} AS {m.name}" for m in table.measures)
+    return f"SELECT\n    {selected},\n    {folds}\nFROM {db}.{table.input_table}\nGROUP BY {group}"
+
+
+def materialized_view(table: Table, grain: str | None, db: str, layout: ClusterLayout | None = None) -> str:
     return (
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{_named(table, grain, '_mv')}{_on(layout)}"
-        f" TO {db}.{_named(table, grain, '_state')} AS\n"
-        f"SELECT\n    {selected},\n    {folds}"
-        f"\nFROM {db}.{table.input_table}\nGROUP BY {group}"
+        f" TO {db}.{_named(table, grain, '_state')} AS\n{_mv_select(table, grain, db)}"
     )
+
+
+def _add_columns(name: str, columns: list[tuple[str, str]], layout: ClusterLayout | None) -> str:
+    adds = ",\n    ".join(f"ADD COLUMN IF NOT EXISTS {n} {t}" for n, t in columns)
+    return f"ALTER TABLE {name}{_on(layout)}\n    {adds}"
+
+
+def _has_added(table: Table) -> bool:
+    return any(c.added for c in table.inputs)
+
+
+def upgrade_state(table: Table, grain: str | None, db: str, layout: ClusterLayout | None = None) -> list[str]:
+    """Columns an older version's state table (and its Distributed twin) lacks.
+
+    CREATE TABLE IF NOT EXISTS leaves an existing table as it was, so an input
+    declared `added` needs its measure added here. It must run before the
+    materialized view's CREATE, which checks its query against the state table
+    even when the view exists. Idempotent; nothing without added inputs.
+    """
+    if not _has_added(table):
+        return []
+    state = f"{db}.{_named(table, grain, '_state')}"
+    columns = [(m.name, m.state_type) for m in table.measures]
+    statements = [_add_columns(state, columns, layout)]
+    if layout is not None:
+        statements.append(_add_columns(state + DISTRIBUTED_SUFFIX, columns, layout))
+    return statements
+
+
+def upgrade_view(table: Table, grain: str | None, db: str, layout: ClusterLayout | None = None) -> list[str]:
+    """The query of an older version's materialized view, replaced so added inputs fold in."""
+    if not _has_added(table):
+        return []
+    view = f"{db}.{_named(table, grain, '_mv')}"
+    return [f"ALTER TABLE {view}{_on(layout)} MODIFY QUERY\n{_mv_select(table, grain, db)}"]
+
+
+def _upgrade_input(table: Table, db: str, layout: ClusterLayout | None) -> list[str]:
+    added = [(c.name, c.type) for c in table.inputs if c.added]
+    if not added:
+        return []
+    statements = [_add_columns(f"{db}.{table.input_table}", added, layout)]
+    if layout is not None:
+        statements.append(_add_columns(f"{db}.{table.input_table}{DISTRIBUTED_SUFFIX}", added, layout))
+    return statements
 
 
 def finalized_view(table: Table, grain: str | None, db: str, layout: ClusterLayout | None = None) -> str:
@@ -185,13 +234,16 @@ def _table_statements(
     statements = [input_table(table, db, layout)]
     if layout is not None:
         statements.append(distributed_table(table.input_table, _sharding_key(table), db, layout))
+    statements += _upgrade_input(table, db, layout)
     for grain in grains:
         statements.append(state_table(table, grain, db, layout))
         if layout is not None:
             statements.append(
                 distributed_table(_named(table, grain, "_state"), _sharding_key(table), db, layout)
             )
+        statements += upgrade_state(table, grain, db, layout)
         statements.append(materialized_view(table, grain, db, layout))
+        statements += upgrade_view(table, grain, db, layout)
         statements.append(finalized_view(table, grain, db, layout))
     return statements
 

@@ -22,6 +22,7 @@ from sinks.clickhouse.contract import TABLES_BY_NAME
 from sinks.clickhouse.ddl import ClusterLayout, insert_table, schema_statements
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkError, SinkRejectedError, SinkUnavailableError
+from sinks.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ def translate(exc: Exception, action: str, table: str = "") -> SinkError:
     The code, when there is one, stays on the returned error.
     """
     code = _error_code(exc)
-    message = f"{action} failed: {exc}"
+    # the driver's text may quote the server URL it was given, credentials included
+    message = f"{action} failed: {redact(exc)}"
     if code in DATA_ERROR_CODES:
         return SinkRejectedError(message, table=table, code=code)
     if code in CONFIGURATION_ERROR_CODES:

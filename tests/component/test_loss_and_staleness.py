@@ -24,6 +24,7 @@ from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.conftest import free_port
 from tests.helpers import analytics
+from tests.hostile import garbage_with_valid_envelopes
 
 pytestmark = pytest.mark.component
 
@@ -139,6 +140,39 @@ def test_messages_counted_plus_lost_equals_sent_for_steady_skipping_and_flooding
         for row in query(clickhouse, "SELECT node_id, messages, lost_messages FROM DB.publishers")
     }
     assert registry == health
+
+
+def test_garbage_payloads_with_valid_envelopes_are_rejected_messages_not_lost_ones(
+    zmq_context: zmq.Context[Any], clickhouse: ClickHouseSettings
+) -> None:
+    port = free_port()
+    publisher = FirehosePublisher(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")], node="mixed")
+    state = publisher.nodes["mixed"]
+    garbage = good = 0
+    try:
+        with running_worker(zmq_context, clickhouse, [f"tcp://127.0.0.1:{port}"]) as runner:
+            assert publisher.wait_for_subscribers(30)
+            for _ in range(5):
+                publisher.publish("tyk.analytics", [analytics(time.time_ns())])
+                good += 1
+                # refused as a whole, numbered in the same sequence as every message the node sends
+                for frames in garbage_with_valid_envelopes(time.time_ns(), "mixed", state.boot, state.seq):
+                    publisher.socket.send_multipart(frames)
+                    state.seq += 1
+                    garbage += 1
+            settle(runner, publisher)
+    finally:
+        publisher.close(0)
+    [(messages, lost, rejected_messages, rejected)] = query(
+        clickhouse,
+        "SELECT sum(messages), sum(lost_messages), sum(rejected_messages), sum(rejected) "
+        "FROM DB.ingest_health_1m WHERE node_id = 'mixed'",
+    )
+    assert lost == 0
+    assert rejected_messages == garbage == 20
+    assert rejected >= garbage
+    assert messages + rejected_messages == state.seq  # every message sent is accounted for
+    assert messages >= good
 
 
 def test_a_silent_publisher_turns_stale_once_and_live_again_when_heard(

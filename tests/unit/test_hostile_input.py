@@ -12,7 +12,7 @@ from pipelines.ingest import Ingestor
 from pipelines.rollups import compute
 from tests.conftest import T0_NS
 from tests.helpers import analytics, message
-from tests.hostile import hostile_messages, huge_array_message
+from tests.hostile import garbage_with_valid_envelopes, hostile_messages, huge_array_message
 
 pytestmark = pytest.mark.unit
 
@@ -83,3 +83,31 @@ def test_the_pending_buffer_is_bounded_and_take_makes_room() -> None:
     assert not ingestor.wait_for_room(0.01)
     ingestor.take()
     assert ingestor.wait_for_room(0.01)
+
+
+def test_messages_refused_as_a_whole_advance_the_sequence_and_are_counted_rejected() -> None:
+    ingestor = Ingestor(clock=lambda: T0_NS)
+    ingestor.ingest(message("tyk.analytics", [analytics(T0_NS)], node="n", boot=7, seq=0))
+    for frames in garbage_with_valid_envelopes(T0_NS, "n", 7, seq=1):
+        ingestor.ingest(frames)
+    ingestor.ingest(message("tyk.analytics", [analytics(T0_NS)], node="n", boot=7, seq=5))
+    tables = compute(ingestor.take())
+    assert ingestor.stats.lost == 0
+    assert ingestor.stats.rejected_messages == 4
+    [health] = tables["ingest_health"].to_pylist()
+    assert (health["messages"], health["records"], health["lost_messages"]) == (2, 2, 0)
+    assert health["rejected_messages"] == 4
+    assert health["rejected"] >= 4  # every refused message counts, even one that claimed 0 records
+    [registry] = tables["publishers"].to_pylist()
+    assert (registry["messages"], registry["lost_messages"]) == (2, 0)
+
+
+def test_a_gap_before_a_refused_message_is_still_a_loss_and_a_repeat_is_a_duplicate() -> None:
+    ingestor = Ingestor(clock=lambda: T0_NS)
+    ingestor.ingest(message("tyk.analytics", [analytics(T0_NS)], node="n", boot=7, seq=0))
+    garbage = garbage_with_valid_envelopes(T0_NS, "n", 7, seq=3)[0]  # seq 1 and 2 never arrived
+    ingestor.ingest(garbage)
+    ingestor.ingest(garbage)
+    [health] = compute(ingestor.take())["ingest_health"].to_pylist()
+    assert (health["lost_messages"], health["rejected_messages"]) == (2, 1)
+    assert ingestor.stats.duplicates == 1

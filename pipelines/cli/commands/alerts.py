@@ -19,6 +19,7 @@ from pipelines.cli.signals import stop_on_signals
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkError
+from sinks.redact import redact
 
 log = logging.getLogger(__name__)
 CLICKHOUSE_FLAGS = {"clickhouse_dsn": "--clickhouse"}
@@ -113,7 +114,7 @@ def run(settings: AlertSettings, clickhouse: ClickHouseSettings, once: bool) -> 
         log.warning("no --webhook: alerts are only logged")
     client = _open(clickhouse)
     evaluator = Evaluator(client, ruleset.rules, sender, generator_url=_generator_url(settings))
-    log.info("evaluating rules=%d webhook=%s", len(ruleset.rules), sender.url if sender else "-")
+    log.info("evaluating rules=%d webhook=%s", len(ruleset.rules), redact(sender.url) if sender else "-")
     try:
         if once:
             for alert in evaluator.evaluate():
