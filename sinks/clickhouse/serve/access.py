@@ -88,7 +88,10 @@ class Access:
             raise ServeError(ACCESS_DENIED, msg)
         host = headers.get("host")
         if host is not None and not self._host_allowed(_host_name(host), local_address):
-            msg = "The Host header names neither this machine's loopback nor a host in serve_allowed_hosts"
+            msg = (
+                "The Host header names neither loopback nor this endpoint's address; a name clients "
+                "use to reach it must be listed with --serve-allowed-hosts (TYKPULSE_SERVE_ALLOWED_HOSTS)"
+            )
             raise ServeError(ACCESS_DENIED, msg)
         return origin if allowed else None
 
