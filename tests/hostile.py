@@ -55,12 +55,18 @@ def nested(depth: int) -> bytes:
 
 
 def hostile_messages(now_ns: int, node: str = "evil") -> list[tuple[str, list[bytes], R, int]]:
-    """(name, frames, reason, rejected count). Each message has its own seq of `node`."""
+    """(name, frames, reason, rejected count). Each message has its own seq of `node`.
+
+    The seqs of `node` are consecutive over the messages whose envelope names it
+    readably; the others (another node, an unreadable envelope) carry seq 0 and
+    take no number, so the catalogue sent in order shows no gap.
+    """
     g = good_record
     counter = itertools.count()
 
     def f(topic: bytes, records: Any, **env: Any) -> list[bytes]:
-        env.setdefault("seq", next(counter))
+        if "seq" not in env:  # consecutive: a refused message advances the sequence, a skipped seq is a loss
+            env["seq"] = next(counter)
         env.setdefault("node", node)
         return frames(topic, records, **env)
 
@@ -73,11 +79,11 @@ def hostile_messages(now_ns: int, node: str = "evil") -> list[tuple[str, list[by
         ("envelope garbage", [b"tyk.analytics", b"\xc1\xc1", msgpack.packb([g(now_ns)])], R.BAD_ENVELOPE, 1),
         ("envelope not a map", [b"tyk.analytics", msgpack.packb([1, 2]), b"\x90"], R.BAD_ENVELOPE, 1),
         ("non-utf8 node", [b"tyk.analytics", b"\x81\xa4node\xa2\xff\xfe", b"\x90"], R.BAD_ENVELOPE, 1),
-        ("empty node", f(b"tyk.analytics", [g(now_ns)], node=""), R.BAD_ENVELOPE, 1),
-        ("huge node", f(b"tyk.analytics", [g(now_ns)], node="n" * 10_000), R.BAD_ENVELOPE, 1),
+        ("empty node", f(b"tyk.analytics", [g(now_ns)], node="", seq=0), R.BAD_ENVELOPE, 1),
+        ("huge node", f(b"tyk.analytics", [g(now_ns)], node="n" * 10_000, seq=0), R.BAD_ENVELOPE, 1),
         ("negative seq", f(b"tyk.analytics", [g(now_ns)], seq=-1), R.BAD_ENVELOPE, 1),
         ("seq beyond int64", f(b"tyk.analytics", [g(now_ns)], seq=2**64 - 1), R.BAD_ENVELOPE, 1),
-        ("float sent", f(b"tyk.analytics", [g(now_ns)], sent=math.nan), R.BAD_ENVELOPE, 1),
+        ("float sent", f(b"tyk.analytics", [g(now_ns)], sent=math.nan, seq=0), R.BAD_ENVELOPE, 1),
         ("version 2", f(b"tyk.analytics", [g(now_ns)], v=2), R.UNSUPPORTED_VERSION, 1),
         ("xml", f(b"tyk.analytics", [g(now_ns)], enc="xml"), R.BAD_ENCODING, 1),
         ("count too big", f(b"tyk.analytics", [g(now_ns)], count=10**9), R.TOO_MANY_RECORDS, 10**9),

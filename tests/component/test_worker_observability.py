@@ -64,7 +64,10 @@ def test_worker_under_hostile_input_and_loss_reports_everything_and_keeps_every_
     thread.start()
     publisher = FirehosePublisher(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")], node="good")
     now = time.time_ns()
-    cases = [c for c in hostile_messages(now) if c[1][0].startswith(b"tyk.")]  # SUB filters the rest
+    catalogue = hostile_messages(now)
+    cases = [c for c in catalogue if c[1][0].startswith(b"tyk.")]  # SUB filters the rest
+    # a filtered message of 'evil' never reaches the worker: its seq is a gap, honestly counted lost
+    filtered = len(catalogue) - len(cases)
     expected_rejected: dict[str, int] = {}
     for _, _, reason, count in cases:
         expected_rejected[reason.value] = expected_rejected.get(reason.value, 0) + count
@@ -106,7 +109,7 @@ def test_worker_under_hostile_input_and_loss_reports_everything_and_keeps_every_
         sink.close()
     assert result
     assert metrics[("tykpulse_records_received_total", ())] == good_records
-    assert metrics[("tykpulse_lost_messages_total", ())] == 7
+    assert metrics[("tykpulse_lost_messages_total", ())] == 7 + filtered
     for reason, count in expected_rejected.items():
         assert metrics[("tykpulse_rejected_total", (("reason", reason),))] == count
     assert metrics[("tykpulse_flush_seconds_count", ())] >= 1
