@@ -62,11 +62,15 @@ _OPEN_TO_OTHERS: Final = 0o077
 _log = logging.getLogger(__name__)
 
 
-def load_key(configured: SecretStr, explicit: bool, key_file: Path, env_var: str) -> bytes:
+def load_key(
+    configured: SecretStr, explicit: bool, key_file: Path, env_var: str, *, create: bool = True
+) -> bytes:
     """The key a command digests with: the configured one, else the deployment's key file.
 
     `explicit` says the setting was given (flag or environment), so that an empty
     key chosen on purpose is kept (with a warning) rather than replaced.
+    `create=False` is for commands that must reproduce existing digests (rebuild):
+    a missing key file is an error there, since a fresh key would digest differently.
     """
     value = configured.get_secret_value()
     if value:
@@ -74,7 +78,20 @@ def load_key(configured: SecretStr, explicit: bool, key_file: Path, env_var: str
     if explicit:
         _log.warning("%s is set but empty: key digests are a public hash, equal in every deployment", env_var)
         return b""
+    if not create:
+        return _read_existing(key_file, env_var).encode()
     return _read_or_create(key_file, env_var).encode()
+
+
+def _read_existing(path: Path, env_var: str) -> str:
+    path = path.expanduser().resolve()
+    if not path.exists():
+        msg = (
+            f"no key file {path}: point --key-hash-salt-file at the workers' key file, or set {env_var} "
+            "to its contents (a new key would not reproduce the stored digests)"
+        )
+        raise ConfigurationError(msg)
+    return _read(path)
 
 
 def _read_or_create(path: Path, env_var: str) -> str:
@@ -111,11 +128,15 @@ def _read(path: Path) -> str:
     return key
 
 
-def worker_with_key(worker: WorkerSettings, default_dir: Path) -> WorkerSettings:
-    """`worker` with its key resolved (load_key), so every later use of the salt sees it."""
+def worker_with_key(worker: WorkerSettings, default_dir: Path, *, create: bool = True) -> WorkerSettings:
+    """`worker` with its key resolved (load_key), so every later use of the salt sees it.
+
+    `default_dir` comes from pipelines.wal.build.key_directory for every command
+    (run, worker, rebuild), so that they find the same file on the same data.
+    """
     key_file = Path(worker.key_hash_salt_file) if worker.key_hash_salt_file else default_dir / KEY_FILE_NAME
     explicit = "key_hash_salt" in worker.model_fields_set
-    key = load_key(worker.key_hash_salt, explicit, key_file, "TYKPULSE_KEY_HASH_SALT")
+    key = load_key(worker.key_hash_salt, explicit, key_file, "TYKPULSE_KEY_HASH_SALT", create=create)
     return worker.model_copy(update={"key_hash_salt": SecretStr(key.decode())})
 
 

@@ -20,8 +20,25 @@ RATE_LIMIT_EVENTS: Final = ("RatelimitExceeded", "OrgRateLimitExceeded")
 QUOTA_EVENTS: Final = ("QuotaExceeded", "OrgQuotaExceeded")
 
 
+def _pandas_dtype(clickhouse_type: str) -> str:
+    """The dtype query_df gives a ClickHouse type, for empty frames (times, numbers, else object)."""
+    base = clickhouse_type.removeprefix("Nullable(").removeprefix("LowCardinality(")
+    if base.startswith("DateTime"):
+        return "datetime64[ns]"
+    if base.startswith(("UInt", "Int")):
+        return "int64"
+    if base.startswith("Float"):
+        return "float64"
+    return "object"
+
+
 def _frame(client: Any, sql: str, params: dict[str, Any]) -> pd.DataFrame:
     frame: pd.DataFrame = client.query_df(sql, parameters=params)
+    if frame.empty and len(frame.columns) == 0:
+        # an empty result comes back without columns (the embedded client); a quiet period
+        # must still give a frame callers can index, so ask the engine for the names alone
+        described = client.query(f"DESCRIBE ({sql})", parameters=params).result_rows
+        return pd.DataFrame({row[0]: pd.Series(dtype=_pandas_dtype(row[1])) for row in described})
     return frame
 
 
@@ -87,8 +104,8 @@ def rate_limited_apis(client: Any, scope: Scope, *, limit: int = 10) -> pd.DataF
         FROM {scope.view("rate_limit_hits")} AS v{where}
         GROUP BY org_id, api_id ORDER BY hits DESC, api_id LIMIT {{limit:UInt32}}"""
     limited = _frame(client, sql, params)
-    if limited.empty:
-        return limited
+    if limited.empty:  # the same columns as a busy period, no rows
+        return limited.assign(requests=0, status_429=0, limited_share=0.0)
     per_api = traffic(client, _only_apis(scope, limited["api_id"]), by="api_id")
     requests = per_api.groupby("api_id", as_index=False)[["requests", "status_429"]].sum()
     out = limited.merge(requests, on="api_id", how="left").fillna({"requests": 0, "status_429": 0})

@@ -51,6 +51,17 @@ def _range(data: ReportData) -> str:
     return f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
 
 
+_NO_INCREASE: Final = "No configuration change was followed by more 5xx."
+
+
+def largest_5xx_increases(impact: pd.DataFrame, limit: int = 5) -> pd.DataFrame:
+    """The changes after which the 5xx rate rose, largest rise first; a fall or no change is not listed."""
+    if impact.empty:
+        return impact
+    rose = impact[impact["delta_rate_5xx"] > 0]
+    return rose.sort_values("delta_rate_5xx", ascending=False).head(limit)
+
+
 def render(data: ReportData, *, title: str = "tykpulse report") -> str:
     tiles = "".join(
         f'<div class="tile"><div class="v">{html.escape(v)}</div><div class="k">{html.escape(k)}</div></div>'
@@ -64,11 +75,7 @@ def render(data: ReportData, *, title: str = "tykpulse report") -> str:
                 f'<h2>{html.escape(caption)}</h2><img alt="{name}" src="data:image/png;base64,{png}">'
             )
     limited = _table(data.top_limited, [*_LIMITED], "No limits hit.")
-    worst = (
-        data.impact.sort_values("delta_rate_5xx", ascending=False).head(5)
-        if not data.impact.empty
-        else data.impact
-    )
+    worst = largest_5xx_increases(data.impact)
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_STYLE}</style></head>
@@ -82,6 +89,6 @@ def render(data: ReportData, *, title: str = "tykpulse report") -> str:
 <h2>Rate-limit storms</h2>
 {_table(data.storms, ["api_id", "onset", "end", "windows", "peak_hits"], "No storms.")}
 <h2>Changes followed by the largest 5xx increase</h2>
-{_table(worst, ["change_at", "commands", "before_rate_5xx", "after_rate_5xx"], "No changes.")}
+{_table(worst, ["change_at", "commands", "before_rate_5xx", "after_rate_5xx"], _NO_INCREASE)}
 </body></html>
 """

@@ -43,6 +43,7 @@ import faust
 from faust.types import TP
 
 from pipelines.ingest import Ingestor, NoticeCheck
+from pipelines.keys import worker_with_key
 from pipelines.runners.kafka_partition import Added, LogClock, PartitionFlush, PartitionProcessor
 from pipelines.runners.kafka_writer import FlushWriter
 from pipelines.runners.local import build_ingestor
@@ -54,6 +55,7 @@ from pipelines.settings import (
     NoticeSettings,
     WorkerSettings,
 )
+from pipelines.wal.build import key_directory
 from sinks.clickhouse.positions import PositionStore
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
@@ -330,6 +332,8 @@ def create_app(
 ) -> faust.App:
     """The Faust app; with a node secret or public key, notices are verified (else accepted, logged)."""
     notices = notices or NoticeSettings()
+    # the same key file as `run` and `rebuild` on this data, or digests would not merge
+    worker = worker_with_key(worker, key_directory(clickhouse))
     check = notice_check(notices.node_secret.get_secret_value(), notices.notice_public_key)
     runner = KafkaRollupRunner(kafka, faust_settings, worker, clickhouse, firehose, check)
     session_ms = int(faust_settings.session_timeout_s * 1000)

@@ -38,6 +38,16 @@ def wal_directory(wal: WalSettings, clickhouse: ClickHouseSettings) -> Path:
     return DEFAULT_WAL_DIR.resolve()
 
 
+def key_directory(clickhouse: ClickHouseSettings, wal: WalSettings | None = None) -> Path:
+    """Where the key file of API-key digests lives by default: beside the data (pipelines.keys).
+
+    The WAL directory's parent (data/ for data/wal, the embedded database's
+    directory), as `run` uses it; commands without a WAL (worker, rebuild) read
+    the WAL settings from the environment so they land on the same file.
+    """
+    return wal_directory(wal if wal is not None else WalSettings(), clickhouse).parent
+
+
 def resume_checkpoint(directory: Path) -> Checkpoint:
     checkpoint = load_checkpoint(directory) if directory.exists() else None
     if checkpoint is not None:

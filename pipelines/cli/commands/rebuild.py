@@ -7,8 +7,10 @@ import click
 from pipelines.archive.rebuild import Rebuilder
 from pipelines.archive.timerange import TimeRange, format_instant
 from pipelines.cli.options import pass_settings, settings_options
-from pipelines.errors import PipelineError
+from pipelines.errors import ConfigurationError, PipelineError
+from pipelines.keys import worker_with_key
 from pipelines.settings import FirehoseSettings, WorkerSettings
+from pipelines.wal.build import key_directory
 from sinks.clickhouse.archive import EventsArchive
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
@@ -39,10 +41,17 @@ def command(
     """Recompute traffic, rate_limit_hits, token_churn and config_changes for [--from, --to)
     from the archive, replacing (not adding to) what is stored.
 
-    The range is widened to whole hours. Use the workers' --key-hash-salt and
-    --window-seconds. Needs workers that ran with --archive; with embedded
+    The range is widened to whole hours. Use the workers' --window-seconds and
+    key: --key-hash-salt, else their key file (key-digest.secret beside the data,
+    found as `run` finds it, or --key-hash-salt-file); a missing one is an error.
+    Needs workers that ran with --archive; with embedded
     ClickHouse, stop the worker first (one process per data directory).
     """
+    try:
+        # the workers' key file, never a new key: rebuilt digests must equal the stored ones
+        worker = worker_with_key(worker, key_directory(clickhouse), create=False)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
     sink = ClickHouseSink(clickhouse)
     try:
         span = TimeRange.parse(start, end)
