@@ -39,10 +39,12 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.archive.progress import NoProgress, Progress
 from pipelines.archive.sanitize import ArchivedKeyHasher
 from pipelines.archive.timerange import TimeRange, format_instant
 from pipelines.errors import PipelineError
 from pipelines.firehose.protocol import ENCODING_MSGPACK, PROTOCOL_VERSION
+from pipelines.firehose.sequence import Observation, SequenceTracker
 from pipelines.ingest import Ingestor
 from pipelines.rollups import compute
 from pipelines.runners.local import build_ingestor
@@ -63,6 +65,22 @@ EVENT_TIME_ROLLUPS: Final = ("traffic", "rate_limit_hits", "token_churn", "confi
 
 class RebuildError(PipelineError):
     pass
+
+
+class ArchivedSequences(SequenceTracker):
+    """Duplicates dropped as ever, but a hole in the seqs is not a loss here.
+
+    The archive holds only some of a publisher's messages (no heartbeats, no
+    rejected ones, only those with events in the range), so its seqs have holes
+    that would be logged as "sequence gap" about losses that never happened;
+    loss is not rebuilt anyway (ingest_health is not). Duplicates still matter:
+    the same message archived twice (two workers on one firehose, a log drained
+    twice) is read in different chunks, and only its seq says it is one message.
+    """
+
+    def observe(self, node: str, boot: int, seq: int) -> Observation:
+        seen = super().observe(node, boot, seq)
+        return dataclasses.replace(seen, lost=0) if seen.lost else seen
 
 
 @dataclasses.dataclass(slots=True)
@@ -89,6 +107,7 @@ class Rebuilder:
         *,
         retry: RetryPolicy | None = None,
         give_up_after_s: float = 300.0,
+        progress: Progress | None = None,
     ) -> None:
         self.sink = sink
         self.archive = archive
@@ -96,6 +115,7 @@ class Rebuilder:
         self.worker = worker
         self.retry = retry or RetryPolicy()
         self.give_up_after_s = give_up_after_s
+        self.progress = progress or NoProgress()
         self._envelope = msgspec.msgpack.Encoder()
 
     def run(self, span: TimeRange, *, force: bool = False) -> RebuildSummary:
@@ -103,17 +123,20 @@ class Rebuilder:
         summary = RebuildSummary(from_s, to_s)
         self._check_coverage(from_s, force=force)
         partials = self._recompute(summary)
+        self.progress.phase("deleting the range's rows")
         # Deleting windows again is harmless, so a retried delete may repeat (its count then
         # only has what the retry found).
         summary.rows_deleted = self._retrying(
             "delete", lambda: delete_windows(self.sink, EVENT_TIME_ROLLUPS, from_s, to_s)
         )
         token = f"rebuild-{uuid.uuid4().hex}"
+        self.progress.phase("inserting the rebuilt rollups", total=len(partials))
         for name, table in partials.items():
             # The same token on every attempt: an insert that landed before its error is not added twice.
             summary.rows_written += self._retrying(
                 f"insert {name}", functools.partial(self.sink.write, {name: table}, token)
             )
+            self.progress.advance()
         log.info(
             "rebuilt from=%s to=%s messages=%d records=%d state_rows_deleted=%d partial_rows_written=%d",
             format_instant(from_s * 1_000_000_000),
@@ -164,13 +187,17 @@ class Rebuilder:
         clock = ReceiveClock()
         salt = self.worker.key_hash_salt.get_secret_value().encode()
         ingestor = build_ingestor(self.firehose, self.worker, clock=clock, hasher=ArchivedKeyHasher(salt))
+        ingestor.sequences = ArchivedSequences()
         kept: dict[str, list[pa.Table]] = {name: [] for name in EVENT_TIME_ROLLUPS}
-        for chunk in self.archive.messages(events_overlapping(summary.from_s, summary.to_s)):
+        where = events_overlapping(summary.from_s, summary.to_s)
+        self.progress.phase("reading the archive (messages)", total=self.archive.count(where))
+        for chunk in self.archive.messages(where):
             for message in chunk:
                 clock.now_ns = message.received_ns
                 ingestor.ingest(self._frames(message), message.received_ns)
                 summary.messages += 1
             self._take(ingestor, summary, kept)
+            self.progress.advance(len(chunk))
         return {name: pa.concat_tables(tables) for name, tables in kept.items() if tables}
 
     def _take(self, ingestor: Ingestor, summary: RebuildSummary, kept: dict[str, list[pa.Table]]) -> None:

@@ -23,6 +23,7 @@ from typing import Final
 
 import msgspec
 
+from pipelines.archive.progress import NoProgress, Progress
 from pipelines.archive.timerange import TimeRange
 from pipelines.firehose.protocol import MAX_NODE_BYTES
 from pipelines.firehose.publisher import FirehosePublisher
@@ -62,21 +63,26 @@ class Replayer:
         *,
         node_prefix: str = DEFAULT_NODE_PREFIX,
         rate: float = 0.0,
+        progress: Progress | None = None,
     ) -> None:
         self.archive = archive
         self.publisher = publisher
         self.node_prefix = node_prefix
         self.rate = rate
+        self.progress = progress or NoProgress()
         self.summary = ReplaySummary()
         self._decoder = msgspec.msgpack.Decoder()
 
     def run(self, span: TimeRange, stop: threading.Event | None = None) -> ReplaySummary:
+        where = received_between(span)
+        self.progress.phase("replaying (messages)", total=self.archive.count(where))
         started = time.monotonic()
-        for chunk in self.archive.messages(received_between(span)):
+        for chunk in self.archive.messages(where):
             for message in chunk:
                 if stop is not None and stop.is_set():
                     return self._done(started)
                 self._publish(message)
+                self.progress.advance()
                 self._pace(started)
         self.publisher.maybe_heartbeat()
         return self._done(started)

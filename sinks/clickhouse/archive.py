@@ -24,8 +24,17 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from sinks.clickhouse.ddl import DEDUP_WINDOW
 from sinks.clickhouse.sink import ClickHouseSink, translate
+from sinks.errors import SinkRejectedError
 
 ARCHIVE_TABLE: Final = "events_raw"
+# ClickHouse's UNKNOWN_TABLE and UNKNOWN_DATABASE: reading an archive no worker ever wrote.
+_MISSING_CODES: Final = frozenset({60, 81})
+
+
+class ArchiveMissingError(SinkRejectedError):
+    """The archive table does not exist: no worker ran with --archive on this database."""
+
+
 ARCHIVE_SCHEMA: Final = pa.schema(
     [
         ("received", pa.timestamp("ns", tz="UTC")),
@@ -144,7 +153,19 @@ class EventsArchive:
         try:
             return list(self.sink.client.query(sql, **options).result_rows)
         except (ClickHouseError, OSError) as exc:
-            raise translate(exc, "archive query") from exc
+            error = translate(exc, "archive query")
+            if error.code in _MISSING_CODES:
+                # "Unknown table events_raw" says what broke, not what to do about it.
+                msg = (
+                    f"archive not enabled: start the worker with --archive (there is no {self.table} "
+                    f"at {self.sink.target.describe()})"
+                )
+                raise ArchiveMissingError(msg, table=self.table, code=error.code) from exc
+            raise error from exc
+
+    def count(self, where: str) -> int:
+        """Archived rows matching `where` (a message stored twice counts twice): a progress total."""
+        return int(self._query(f"SELECT count() FROM {self.table} WHERE {where}")[0][0])
 
 
 def _quote(text: str) -> str:

@@ -26,7 +26,7 @@ from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
 from pipelines.simulate.verify import fetch_view
 from pipelines.wal.build import build_flusher
 from pipelines.wal.flusher import DurableFlusher, RetryPolicy
-from sinks.clickhouse.archive import ARCHIVE_TABLE, EventsArchive
+from sinks.clickhouse.archive import ARCHIVE_TABLE, ArchiveMissingError, EventsArchive
 from sinks.clickhouse.sink import ClickHouseSink, translate
 from sinks.errors import SinkError
 from tests.component.test_wal_flusher import drain
@@ -274,4 +274,41 @@ def test_rebuild_refuses_a_range_the_archive_does_not_cover(
 def test_rebuild_of_an_empty_archive_is_an_error(sink: ClickHouseSink) -> None:
     EventsArchive(sink).setup()
     with pytest.raises(RebuildError, match="archive is empty"):
+        rebuild(sink, first_hour_ns(), first_hour_ns() + HOUR_NS)
+
+
+class RecordedProgress:
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, int | None]] = []
+        self.done: list[int] = []
+
+    def phase(self, description: str, total: int | None = None) -> None:
+        self.phases.append((description, total))
+        self.done.append(0)
+
+    def advance(self, units: int = 1) -> None:
+        self.done[-1] += units
+
+
+def test_rebuild_reports_progress_and_no_false_sequence_gap(
+    sink: ClickHouseSink, archived: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Heartbeats take seqs but are not archived: the archive's seqs have holes that are no loss."""
+    h0 = archived["h0"]
+    progress = RecordedProgress()
+    worker = WorkerSettings(key_hash_salt=SecretStr(SALT))
+    rebuilder = Rebuilder(sink, EventsArchive(sink), FirehoseSettings(), worker, progress=progress)
+    with caplog.at_level("INFO"):
+        summary = rebuilder.run(TimeRange(h0 - HOUR_NS, h0 + 3 * HOUR_NS), force=True)
+    assert "sequence gap" not in caplog.text
+    assert views(sink) == archived["views"]
+    reading, deleting, inserting = progress.phases
+    assert reading == ("reading the archive (messages)", summary.messages)
+    assert progress.done[0] == summary.messages > 0
+    assert deleting[1] is None
+    assert inserting[1] == progress.done[2] == 3  # the workload has no token events
+
+
+def test_reading_an_archive_no_worker_wrote_says_how_to_get_one(sink: ClickHouseSink) -> None:
+    with pytest.raises(ArchiveMissingError, match=r"archive not enabled: start the worker with --archive"):
         rebuild(sink, first_hour_ns(), first_hour_ns() + HOUR_NS)

@@ -7,6 +7,7 @@ import click
 from pipelines.archive.rebuild import Rebuilder
 from pipelines.archive.timerange import TimeRange, format_instant
 from pipelines.cli.options import pass_settings, settings_options
+from pipelines.cli.progress import progress_options, progress_shown
 from pipelines.errors import ConfigurationError, PipelineError
 from pipelines.keys import worker_with_key
 from pipelines.settings import FirehoseSettings, WorkerSettings
@@ -26,6 +27,7 @@ _WORKER_UNUSED = ("flush_interval_s", "drain_timeout_s", "max_pending_flushes")
 )
 @click.option("--to", "end", required=True, help="End of the range (exclusive), same forms as --from.")
 @click.option("--force", is_flag=True, help="Rebuild even where the archive starts after --from.")
+@progress_options
 @settings_options(FirehoseSettings, exclude=_FIREHOSE_UNUSED)
 @settings_options(WorkerSettings, exclude=_WORKER_UNUSED)
 @settings_options(ClickHouseSettings, flags={"clickhouse_dsn": "--clickhouse"})
@@ -37,6 +39,8 @@ def command(
     start: str,
     end: str,
     force: bool,
+    progress: bool | None,
+    quiet: bool,
 ) -> None:
     """Recompute traffic, rate_limit_hits, token_churn and config_changes for [--from, --to)
     from the archive, replacing (not adding to) what is stored.
@@ -46,6 +50,7 @@ def command(
     found as `run` finds it, or --key-hash-salt-file); a missing one is an error.
     Needs workers that ran with --archive; with embedded
     ClickHouse, stop the worker first (one process per data directory).
+    Progress and ETA go to stderr when it is a terminal.
     """
     try:
         # the workers' key file, never a new key: rebuilt digests must equal the stored ones
@@ -56,8 +61,9 @@ def command(
     try:
         span = TimeRange.parse(start, end)
         sink.setup()
-        rebuilder = Rebuilder(sink, EventsArchive(sink), firehose, worker)
-        summary = rebuilder.run(span, force=force)
+        with progress_shown(progress, quiet) as report:
+            rebuilder = Rebuilder(sink, EventsArchive(sink), firehose, worker, progress=report)
+            summary = rebuilder.run(span, force=force)
     except (SinkError, PipelineError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

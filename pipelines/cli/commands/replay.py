@@ -10,6 +10,7 @@ import zmq
 from pipelines.archive.replay import Replayer
 from pipelines.archive.timerange import TimeRange, format_instant
 from pipelines.cli.options import pass_settings, settings_options
+from pipelines.cli.progress import progress_options, progress_shown
 from pipelines.cli.signals import stop_on_signals
 from pipelines.errors import PipelineError
 from pipelines.firehose.endpoints import parse_endpoint
@@ -28,16 +29,25 @@ log = logging.getLogger(__name__)
     "--from", "start", required=True, help="First receive time: ISO 8601 (UTC by default) or unix s."
 )
 @click.option("--to", "end", required=True, help="End of the range (exclusive), same forms as --from.")
+@progress_options
 @settings_options(ReplaySettings)
 @settings_options(ClickHouseSettings, flags={"clickhouse_dsn": "--clickhouse"})
 @pass_settings(ReplaySettings, ClickHouseSettings)
-def command(replay: ReplaySettings, clickhouse: ClickHouseSettings, start: str, end: str) -> None:
+def command(
+    replay: ReplaySettings,
+    clickhouse: ClickHouseSettings,
+    start: str,
+    end: str,
+    progress: bool | None,
+    quiet: bool,
+) -> None:
     """Re-publish the archived messages received in [--from, --to) on --publish.
 
     Messages go out in receive order under the replay's own nodes
     (<node-prefix><original node>, new boot, seq from 0), with API keys as the
     archive holds them (hashed). Needs workers that ran with --archive; with
     embedded ClickHouse, stop the worker first (one process per data directory).
+    Progress and ETA go to stderr when it is a terminal.
     """
     stop = stop_on_signals()
     sink = ClickHouseSink(clickhouse)
@@ -47,8 +57,12 @@ def command(replay: ReplaySettings, clickhouse: ClickHouseSettings, start: str, 
         publisher = FirehosePublisher(zmq.Context.instance(), [parse_endpoint(e) for e in replay.publish])
         if replay.wait_subscribers_s and not publisher.wait_for_subscribers(replay.wait_subscribers_s):
             log.warning("no subscriber after %.1fs; publishing anyway", replay.wait_subscribers_s)
-        replayer = Replayer(EventsArchive(sink), publisher, node_prefix=replay.node_prefix, rate=replay.rate)
-        summary = replayer.run(span, stop)
+        with progress_shown(progress, quiet) as report:
+            archive = EventsArchive(sink)
+            replayer = Replayer(
+                archive, publisher, node_prefix=replay.node_prefix, rate=replay.rate, progress=report
+            )
+            summary = replayer.run(span, stop)
     except (SinkError, PipelineError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
