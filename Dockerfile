@@ -7,6 +7,8 @@ WORKDIR /opt/tykpulse
 COPY pyproject.toml README.md ./
 COPY pipelines ./pipelines
 COPY sinks ./sinks
+# The shipped alert rules: pipelines/alerts/shipped links here, and the install packs them.
+COPY alerts ./alerts
 RUN pip install --no-compile . \
     && useradd --system --create-home --home-dir /var/lib/tykpulse tykpulse
 USER tykpulse

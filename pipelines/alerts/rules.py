@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -78,6 +79,26 @@ def _documents(path: Path) -> list[Any]:
 
 def _validation_message(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'rule'}: {e['msg']}" for e in exc.errors())
+
+
+def shipped_rules() -> Path:
+    """The rules tykpulse ships, wherever it is installed and whatever the current directory.
+
+    One copy: `pipelines/alerts/shipped` is a link to the repository's top-level
+    alerts/ (where operators read and edit them), which a wheel packs as package
+    data, so an installed tykpulse has them inside the package.
+    """
+    location = resources.files("pipelines.alerts") / "shipped"
+    # A zipped install would need extracting; tykpulse is installed as files (it has a CLI).
+    if not isinstance(location, Path):
+        msg = f"the shipped alert rules are not on the filesystem ({location}): pass --rules"
+        raise TypeError(msg)
+    return location.resolve()  # through the link: the real directory, where to read or edit them
+
+
+def rules_location(configured: str) -> Path:
+    """--rules when given, else the shipped rules."""
+    return Path(configured).expanduser() if configured else shipped_rules()
 
 
 def load_rules(location: Path) -> RuleSet:

@@ -9,7 +9,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class AlertSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TYKPULSE_", frozen=True, extra="ignore")
 
-    rules: str = Field(default="alerts", description="Directory (or file) of alert rules in YAML.")
+    rules: str = Field(
+        default="",
+        description="Directory (or file) of alert rules in YAML (default: the rules shipped with tykpulse, "
+        "the alerts/ directory of the repository, found wherever the command runs).",
+    )
     webhook: str | None = Field(
         default=None,
         description="Alertmanager (or compatible receiver) URL; alerts are POSTed to URL/api/v2/alerts "

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from pipelines.alerts.alertmanager import AlertmanagerClient
 from pipelines.alerts.evaluator import Evaluator, check_rule
-from pipelines.alerts.rules import RuleSet, load_rules
+from pipelines.alerts.rules import RuleSet, load_rules, rules_location
 from pipelines.alerts.settings import AlertSettings
 from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
@@ -27,7 +27,10 @@ CLICKHOUSE_FLAGS = {"clickhouse_dsn": "--clickhouse"}
 
 @click.group("alerts")
 def group() -> None:
-    """Alert rules over the rollup views (YAML in alerts/), sent in Alertmanager's API v2 format."""
+    """Alert rules over the rollup views, sent in Alertmanager's API v2 format.
+
+    Without --rules, the rules shipped with tykpulse (alerts/ in the repository).
+    """
 
 
 def _open(clickhouse: ClickHouseSettings) -> Any:
@@ -37,8 +40,8 @@ def _open(clickhouse: ClickHouseSettings) -> Any:
         raise click.ClickException(str(exc)) from exc
 
 
-def _relative(source: str, rules: str) -> str:
-    base = Path(rules) if Path(rules).is_dir() else Path(rules).parent
+def _relative(source: str, rules: Path) -> str:
+    base = rules if rules.is_dir() else rules.parent
     try:
         return str(Path(source).relative_to(base))
     except ValueError:
@@ -46,7 +49,7 @@ def _relative(source: str, rules: str) -> str:
 
 
 def _generator_url(settings: AlertSettings) -> str:
-    return settings.generator_url or Path(settings.rules).resolve().as_uri()
+    return settings.generator_url or rules_location(settings.rules).resolve().as_uri()
 
 
 @group.command("check")
@@ -55,12 +58,13 @@ def _generator_url(settings: AlertSettings) -> str:
 @pass_settings(AlertSettings, ClickHouseSettings)
 def check(settings: AlertSettings, clickhouse: ClickHouseSettings) -> None:
     """Validate every rule file and run each rule's SQL once; exit 1 if any is invalid or broken."""
-    ruleset = load_rules(Path(settings.rules))
-    table = Table(title=f"Alert rules in {settings.rules}", title_justify="left")
+    location = rules_location(settings.rules)
+    ruleset = load_rules(location)
+    table = Table(title=f"Alert rules in {location}", title_justify="left")
     for column in ("rule", "source", "status", "detail"):
         table.add_column(column)
     for problem in ruleset.problems:
-        table.add_row("", _relative(problem.source, settings.rules), "[red]INVALID[/red]", problem.message)
+        table.add_row("", _relative(problem.source, location), "[red]INVALID[/red]", problem.message)
     broken = len(ruleset.problems)
     if ruleset.rules:
         client = _open(clickhouse)
@@ -71,7 +75,7 @@ def check(settings: AlertSettings, clickhouse: ClickHouseSettings) -> None:
                 detail = (
                     f"{result.series} series returned, {result.seconds:.2f}s" if result.ok else result.error
                 )
-                table.add_row(rule.name, _relative(rule.source, settings.rules), status, detail)
+                table.add_row(rule.name, _relative(rule.source, location), status, detail)
                 broken += not result.ok
         finally:
             client.close()
@@ -102,7 +106,7 @@ def run(settings: AlertSettings, clickhouse: ClickHouseSettings, once: bool) -> 
     rule's `for`; it resolves when the rule stops returning it. Runs until
     SIGINT/SIGTERM.
     """
-    ruleset = load_rules(Path(settings.rules))
+    ruleset = load_rules(rules_location(settings.rules))
     _valid(ruleset)
     try:
         sender = (
