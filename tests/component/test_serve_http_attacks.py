@@ -13,13 +13,15 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import lz4.frame
 import pytest
 from pydantic import SecretStr
 
-from sinks.clickhouse.serve import ClickHouseHttpServer, ServeSettings
+from sinks.clickhouse.serve import ClickHouseHttpServer, Role, ServeError, ServeSettings
 from sinks.clickhouse.serve.blocks import CHECKSUM, LZ4, checksum
+from sinks.clickhouse.serve.sessions import Sessions
 from tests.component import test_serve_endpoint as endpoint
 
 pytestmark = pytest.mark.component
@@ -336,17 +338,62 @@ def session_query(
 def test_anonymous_sessions_cannot_starve_the_writer_or_each_other(server: ClickHouseHttpServer) -> None:
     for i in range(70):  # more than serve_max_sessions (64), each asking for an hour
         assert session_query(server, f"flood-{i}").status == 200
-    sessions = server.engine.sessions
-    assert len(sessions) == 16  # serve_max_sessions_per_user: the oldest idle ones were closed
-    # the flood's first sessions are gone, its last still there
-    assert session_query(server, "flood-0", check=True).code == "372"
-    assert session_query(server, "flood-69", check=True).status == 200
-    # an hour was asked for, 300 s granted (serve_max_session_timeout_s)
-    assert {s.timeout_s for s in sessions._sessions.values()} == {300}
+    kept = list(server.engine.sessions._sessions.values())
+    assert len(kept) <= 16  # serve_max_sessions_per_user
+    assert all(s.timeout_s <= 300 for s in kept)  # serve_max_session_timeout_s
     # the writer has a budget of its own
     assert session_query(server, "writer-1", writer=True).status == 200
     assert session_query(server, "writer-1", writer=True, check=True).status == 200
     assert_usable(server)
+
+
+class _Handle:
+    """What Sessions uses of a handle: its role, and close()."""
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_session_budgets_close_the_least_recently_used_idle_session() -> None:
+    now = [0.0]
+    sessions = Sessions(64, lambda: now[0], max_per_user=3, max_reader_timeout_s=300)
+    opened: list[_Handle] = []
+
+    def open_handle(role: Role) -> Any:
+        opened.append(_Handle(role))
+        return opened[-1]
+
+    def borrow(session_id: str, role: Role = Role.READER, *, check: bool = False) -> Any:
+        user = WRITER[0] if role is Role.WRITER else "default"
+        return sessions.borrow(
+            session_id, user=user, role=role, timeout_s=3600, check=check, open_handle=open_handle
+        )
+
+    def use(session_id: str, role: Role = Role.READER, *, check: bool = False) -> None:
+        with borrow(session_id, role, check=check):
+            now[0] += 1
+
+    for i in range(5):
+        use(f"r{i}")
+    assert len(sessions) == 3
+    assert [h.closed for h in opened] == [True, True, False, False, False]
+    with pytest.raises(ServeError) as info:
+        use("r0", check=True)
+    assert info.value.code == 372
+    for i in range(3):  # the writer's budget is untouched by the readers
+        use(f"w{i}", Role.WRITER)
+    assert len(sessions) == 6
+    with borrow("r2"), borrow("r3"), borrow("r4"), pytest.raises(ServeError) as info:
+        use("r5")  # a session running a query is never closed under it
+    assert info.value.code == 202
+    now[0] += 301  # past the readers' longest timeout, within the hour the writer asked for
+    with pytest.raises(ServeError):
+        use("r4", check=True)
+    use("w0", Role.WRITER, check=True)
 
 
 # 6. a query whose client is gone is not run
