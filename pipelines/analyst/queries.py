@@ -15,6 +15,7 @@ from typing import Any, Final
 import pandas as pd
 
 from pipelines.analyst.scope import Scope
+from sinks.clickhouse.contract import merged_quantile_sql
 
 RATE_LIMIT_EVENTS: Final = ("RatelimitExceeded", "OrgRateLimitExceeded")
 QUOTA_EVENTS: Final = ("QuotaExceeded", "OrgQuotaExceeded")
@@ -49,8 +50,8 @@ def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
 def traffic(client: Any, scope: Scope, *, by: str | None = None) -> pd.DataFrame:
     """Requests and 4xx/429/5xx per window (and per `by`: 'api_id' or 'org_id'), with rates.
 
-    `latency_p95_ms` is the request-weighted mean of the per-API p95s (an
-    approximation: quantiles do not add up); `latency_p95_ms_max` the worst API.
+    `latency_p95_ms` is the p95 of all the requests in the row (the APIs' latency
+    histograms merged, not their p95s averaged); `latency_p95_ms_max` the worst API's p95.
     """
     if by not in (None, "api_id", "org_id"):
         msg = f"by must be 'api_id' or 'org_id', got {by!r}"
@@ -61,7 +62,7 @@ def traffic(client: Any, scope: Scope, *, by: str | None = None) -> pd.DataFrame
         SELECT {", ".join(group)},
                sum(requests) AS requests, sum(status_4xx) AS status_4xx,
                sum(status_429) AS status_429, sum(status_5xx) AS status_5xx,
-               sum(v.latency_p95_ms * v.requests) / greatest(sum(v.requests), 1) AS latency_p95_ms,
+               {merged_quantile_sql("v.latency_hist", 0.95)} AS latency_p95_ms,
                max(v.latency_p95_ms) AS latency_p95_ms_max
         FROM {scope.view("traffic")} AS v{where}
         GROUP BY {", ".join(group)} ORDER BY {", ".join(group)}"""

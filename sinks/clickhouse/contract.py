@@ -119,6 +119,11 @@ def hist_quantile_sql(hist: str, q: float, gamma: float = LATENCY_GAMMA) -> str:
     return f"if(empty({hist}), nan, {representatives}[{position}])"
 
 
+def merged_quantile_sql(hist: str, q: float) -> str:
+    """Aggregate SQL: the quantile of the histograms `hist` merged over a GROUP BY (e.g. across APIs)."""
+    return hist_quantile_sql(f"sumMap({hist})", q)
+
+
 TRAFFIC = Rollup(
     name="traffic",
     keys=(Column("org_id", "String"), Column("api_id", "String")),
@@ -150,6 +155,9 @@ TRAFFIC = Rollup(
         Output("latency_p50_ms", "Float64", hist_quantile_sql("latency_hist", 0.5)),
         Output("latency_p95_ms", "Float64", hist_quantile_sql("latency_hist", 0.95)),
         Output("latency_p99_ms", "Float64", hist_quantile_sql("latency_hist", 0.99)),
+        # the merged histogram itself: quantiles across APIs, orgs or windows do not average,
+        # readers merge this (merged_quantile_sql) for a true one
+        Output("latency_hist", "Map(UInt16, UInt64)", "latency_hist"),
     ),
     description="Requests per org and API from analytics records, with status classes and latency quantiles.",
 )

@@ -155,8 +155,8 @@ def test_wrong_password_is_refused(server: ClickHouseHttpServer) -> None:
 
 
 def test_session_keeps_set_and_temporary_tables(server: ClickHouseHttpServer) -> None:
-    c = client(server, session_id="s-1")
-    other = client(server, autogenerate_session_id=False)
+    c = client(server, writer=True, session_id="s-1")
+    other = client(server, writer=True, autogenerate_session_id=False)
     try:
         c.command("SET max_threads = 1")
         c.command("CREATE TEMPORARY TABLE tmp (x UInt8)")
@@ -168,6 +168,20 @@ def test_session_keeps_set_and_temporary_tables(server: ClickHouseHttpServer) ->
     finally:
         c.close()
         other.close()
+
+
+def test_a_reader_session_holds_no_state(server: ClickHouseHttpServer) -> None:
+    """Readers change nothing on the server: SET and temporary tables are refused, settings travel per request."""
+    c = client(server, session_id="reader-1")
+    try:
+        for statement in ("SET max_threads = 1", "CREATE TEMPORARY TABLE tmp (x UInt8)"):
+            with pytest.raises(DatabaseError) as info:
+                c.command(statement)
+            assert info.value.code == 164
+        assert c.command("SELECT getSetting('max_threads')", settings={"max_threads": 1}) == 1
+        assert c.command("SELECT 1") == 1
+    finally:
+        c.close()
 
 
 def test_grafana_shaped_request_gets_the_engines_native_bytes(

@@ -15,7 +15,6 @@ from sinks.clickhouse.serve.request import credentials, parse_query
 from sinks.clickhouse.serve.settings import ServeSettings
 from sinks.clickhouse.serve.statements import (
     changes_handle_state,
-    check_reader_statement,
     first_keyword,
     output_format,
 )
@@ -83,26 +82,6 @@ def test_statement_kinds() -> None:
     assert changes_handle_state(b"SET max_threads = 1")
     assert changes_handle_state(b"create temporary table t (x UInt8)")
     assert not changes_handle_state(b"SELECT 1")
-
-
-@pytest.mark.parametrize(
-    "sql",
-    [
-        b"SELECT * FROM file('/etc/passwd')",
-        b"SELECT * FROM url ('http://x', CSV)",
-        b"SELECT * FROM remote('h', system.one)",
-        b"SELECT 1 INTO OUTFILE '/tmp/x'",
-        b"SELECT file('/etc/passwd')",
-    ],
-)
-def test_readers_cannot_reach_outside_the_database(sql: bytes) -> None:
-    with pytest.raises(ServeError) as info:
-        check_reader_statement(sql)
-    assert info.value.code == 497
-
-
-def test_reader_check_ignores_string_literals() -> None:
-    check_reader_statement(b"SELECT count() FROM tykpulse.traffic_1m WHERE api_id = 'file(x)'")
 
 
 def test_engine_errors_keep_code_and_name() -> None:

@@ -1,10 +1,19 @@
 """Runs parsed HTTP queries on the embedded engine this process owns.
 
-Handles are pooled per role and lent to one request at a time; requests with
-a `session_id` get the session's own handle. A statement that changes a
-handle's state (SET, USE, CREATE TEMPORARY TABLE) outside a session closes the
-handle afterwards instead of returning it to the pool, so nothing a client
-does leaks into another client's request, as in ClickHouse.
+Readers and the writer take different roads:
+
+- A reader's statement goes through the gate (gate.py: parsed by the engine,
+  checked against the allow-list, run in its canonical form) on a read-only
+  handle opened with the reader's limits and settings (handles.py). Reader
+  handles are pooled by those settings. Readers have no server-side session
+  state (a `session_id` is accepted and holds nothing), so they cannot use up
+  sessions, and they have their own query slots, so they cannot hold up the
+  writer's inserts.
+- The writer's handles are pooled and lent to one request at a time;
+  requests with a `session_id` get the session's own handle. A statement that
+  changes a handle's state (SET, USE, CREATE TEMPORARY TABLE) outside a
+  session closes the handle afterwards instead of returning it to the pool,
+  so nothing leaks into another request, as in ClickHouse.
 """
 
 from __future__ import annotations
@@ -22,12 +31,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from sinks.clickhouse.serve.errors import TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_EXCEPTION, ServeError
+from sinks.clickhouse.serve.gate import admit
 from sinks.clickhouse.serve.handles import Handle, Role, quote_literal
+from sinks.clickhouse.serve.reader_policy import ReaderLimits, reader_settings, reads_only_settings
 from sinks.clickhouse.serve.request import HttpQuery
 from sinks.clickhouse.serve.sessions import Sessions
 from sinks.clickhouse.serve.statements import (
     changes_handle_state,
-    check_reader_statement,
     first_keyword,
     output_format,
     split_insert_data,
@@ -36,6 +46,11 @@ from sinks.clickhouse.serve.statements import (
 log = logging.getLogger(__name__)
 
 QUEUE_TIMEOUT_S: Final = 30.0
+# distinct reader settings kept open at once; clients send the same settings every time
+MAX_IDLE_READER_HANDLES: Final = 32
+
+# (readonly level, *sorted settings)
+SettingsKey = tuple[object, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,49 +87,115 @@ def _insert_from_file(handle: Handle, template: bytes, data: bytes) -> Any:
 class ChdbEngine:
     """The embedded database at `path`, shared with every other chDB client of this process."""
 
-    def __init__(self, path: Path, *, max_sessions: int = 64, max_concurrent_queries: int = 16) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_sessions: int = 64,
+        max_concurrent_queries: int = 16,
+        reader_limits: ReaderLimits | None = None,
+        max_concurrent_readers: int = 4,
+    ) -> None:
         # clickhouse-connect's chdb client opens os.path.realpath(path): the same string, the same engine
         self.connection_string = os.path.realpath(path)
         self.sessions = Sessions(max_sessions)
-        self._idle: dict[Role, list[Handle]] = {Role.READER: [], Role.WRITER: []}
+        self.reader_limits = reader_limits or ReaderLimits()
+        self._idle_writers: list[Handle] = []
+        self._idle_readers: dict[SettingsKey, list[Handle]] = {}
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max_concurrent_queries)
+        self._slots = {
+            Role.READER: threading.BoundedSemaphore(max_concurrent_readers),
+            Role.WRITER: threading.BoundedSemaphore(max_concurrent_queries),
+        }
         self._closed = False
         self.version = ""
         self.timezone = "UTC"
 
     def open(self) -> None:
         Path(self.connection_string).mkdir(parents=True, exist_ok=True)
-        handle = self._open_handle(Role.READER)
-        row = handle.run(b"SELECT version(), timezone()").bytes().decode().strip().split("\t")
-        self.version, self.timezone = row[0], row[1]
-        self._return(handle)
-
-    def _open_handle(self, role: Role) -> Handle:
+        handle = self._open_handle(Role.WRITER)
         try:
-            return Handle.open(self.connection_string, role)
+            row = handle.run(b"SELECT version(), timezone()").bytes().decode().strip().split("\t")
+        finally:
+            handle.close()
+        self.version, self.timezone = row[0], row[1]
+
+    def _open_handle(self, role: Role, settings: dict[str, str] | None = None, readonly: int = 1) -> Handle:
+        try:
+            return Handle.open(self.connection_string, role, settings, readonly)
         except ServeError:
             raise
         except Exception as exc:  # chdb.connect: RuntimeError for a second path in this process
             raise ServeError.from_engine(exc) from exc
 
     def run(self, query: HttpQuery, *, role: Role, user: str) -> Outcome:
-        if role is Role.READER:
-            check_reader_statement(query.sql)
-        if not self._slots.acquire(timeout=QUEUE_TIMEOUT_S):
-            msg = "Too many simultaneous queries"
-            raise ServeError(TOO_MANY_SIMULTANEOUS_QUERIES, msg)
-        try:
-            with self._borrow(query, role, user) as handle:
-                return self._execute(handle, query, in_session=query.session_id is not None)
-        finally:
-            self._slots.release()
-
-    @contextlib.contextmanager
-    def _borrow(self, query: HttpQuery, role: Role, user: str) -> Iterator[Handle]:
         if self._closed:
             msg = "The endpoint is shutting down"
             raise ServeError(UNKNOWN_EXCEPTION, msg)
+        slots = self._slots[role]
+        if not slots.acquire(timeout=QUEUE_TIMEOUT_S):
+            msg = "Too many simultaneous queries"
+            raise ServeError(TOO_MANY_SIMULTANEOUS_QUERIES, msg)
+        try:
+            if role is Role.READER:
+                return self._read(query)
+            with self._borrow_writer(query, user) as handle:
+                return self._execute(handle, query, in_session=query.session_id is not None)
+        finally:
+            slots.release()
+
+    def _read(self, query: HttpQuery) -> Outcome:
+        settings = reader_settings(query.settings, self.reader_limits)
+        database = query.database or "default"
+        with self._reader_handle(settings, readonly=1) as handle:
+            handle.use(database)
+            sql, tree = admit(handle, query.sql, query.params, database)
+            checked = dataclasses.replace(query, sql=sql, settings=settings)
+            if not reads_only_settings(tree, database):
+                return self._execute(handle, checked, in_session=False)
+        with self._reader_handle(settings, readonly=2) as handle:
+            return self._execute(handle, checked, in_session=False)
+
+    @contextlib.contextmanager
+    def _reader_handle(self, settings: dict[str, str], *, readonly: int) -> Iterator[Handle]:
+        """A pooled reader handle for these settings, closed instead of pooled after an error."""
+        key = (readonly, *sorted(settings.items()))
+        with self._lock:
+            idle = self._idle_readers.get(key)
+            handle = idle.pop() if idle else None
+        if handle is None:
+            handle = self._open_handle(Role.READER, settings, readonly)
+        try:
+            yield handle
+        except BaseException:
+            handle.close()
+            raise
+        self._return_reader(key, handle)
+
+    def _return_reader(self, key: SettingsKey, handle: Handle) -> None:
+        to_close = [handle]
+        with self._lock:
+            if not self._closed:
+                # most recently used last, so the least recently used settings are dropped first
+                idle = self._idle_readers.pop(key, [])
+                idle.append(handle)
+                self._idle_readers[key] = idle
+                to_close = self._evict_readers_locked()
+        for idle_handle in to_close:
+            idle_handle.close()
+
+    def _evict_readers_locked(self) -> list[Handle]:
+        evicted: list[Handle] = []
+        while sum(len(idle) for idle in self._idle_readers.values()) > MAX_IDLE_READER_HANDLES:
+            oldest = next(iter(self._idle_readers))
+            evicted.append(self._idle_readers[oldest].pop(0))
+            if not self._idle_readers[oldest]:
+                del self._idle_readers[oldest]
+        return evicted
+
+    @contextlib.contextmanager
+    def _borrow_writer(self, query: HttpQuery, user: str) -> Iterator[Handle]:
+        role = Role.WRITER
         if query.session_id is not None:
             with self.sessions.borrow(
                 query.session_id,
@@ -126,27 +207,27 @@ class ChdbEngine:
             ) as handle:
                 yield handle
             return
-        handle = self._take(role)
+        handle = self._take_writer()
         reusable = False
         try:
             yield handle
             reusable = not changes_handle_state(query.sql)
         finally:
             if reusable:
-                self._return(handle)
+                self._return_writer(handle)
             else:
                 handle.close()
 
-    def _take(self, role: Role) -> Handle:
+    def _take_writer(self) -> Handle:
         with self._lock:
-            if self._idle[role]:
-                return self._idle[role].pop()
-        return self._open_handle(role)
+            if self._idle_writers:
+                return self._idle_writers.pop()
+        return self._open_handle(Role.WRITER)
 
-    def _return(self, handle: Handle) -> None:
+    def _return_writer(self, handle: Handle) -> None:
         with self._lock:
             if not self._closed:
-                self._idle[handle.role].append(handle)
+                self._idle_writers.append(handle)
                 return
         handle.close()
 
@@ -170,9 +251,9 @@ class ChdbEngine:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            idle = [h for handles in self._idle.values() for h in handles]
-            for handles in self._idle.values():
-                handles.clear()
+            idle = self._idle_writers + [h for handles in self._idle_readers.values() for h in handles]
+            self._idle_writers.clear()
+            self._idle_readers.clear()
         for handle in idle:
             handle.close()
         self.sessions.close()

@@ -2,11 +2,17 @@
 
 chDB runs one engine per process; any number of handles share it, and each
 handle keeps its own settings and current database. A handle is lent to one
-request at a time. Settings arrive as URL parameters with every request, so a
-handle remembers which ones it applied with SET and changes only the
-difference (a client sends the same settings each time, so usually nothing).
-Reader handles are created with `readonly = 2`, which ClickHouse never lets
-a handle undo: writes are refused by the engine itself.
+request at a time.
+
+Writer handles take settings as URL parameters with every request: a handle
+remembers which ones it applied with SET and changes only the difference (a
+client sends the same settings each time, so usually nothing).
+
+Reader handles are opened with their settings (the limits and what the reader
+asked for, see reader_policy) and then `readonly = 1`, which the engine never
+lets a handle undo: it refuses writes, SET, SETTINGS clauses that change
+anything, temporary tables and most table functions by itself, a second wall
+behind the gate. A reader asking for other settings gets another handle.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import dataclasses
 import enum
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 import chdb
@@ -46,11 +53,19 @@ class Handle:
     database: str | None = "default"
 
     @classmethod
-    def open(cls, connection_string: str, role: Role) -> Handle:
+    def open(
+        cls, connection_string: str, role: Role, settings: Mapping[str, str] | None = None, readonly: int = 1
+    ) -> Handle:
+        """A writer handle, or a reader handle fixed to `settings` and `readonly` for good."""
         conn = chdb.connect(connection_string)  # type: ignore[no-untyped-call]  # chdb ships no annotations
         handle = cls(conn, role)
         if role is Role.READER:
-            handle.run(b"SET readonly = 2")
+            try:
+                handle.apply_settings(dict(settings or {}))
+                handle.run(f"SET readonly = {int(readonly)}".encode())
+            except BaseException:
+                handle.close()
+                raise
         return handle
 
     def run(self, sql: bytes, fmt: str = "TabSeparated", params: dict[str, str] | None = None) -> Any:

@@ -274,7 +274,12 @@ class ClickHouseHttpServer:
     def __init__(self, path: Path, settings: ServeSettings) -> None:
         self.path = path
         self.settings = settings
-        self.engine = ChdbEngine(path, max_sessions=settings.serve_max_sessions)
+        self.engine = ChdbEngine(
+            path,
+            max_sessions=settings.serve_max_sessions,
+            reader_limits=settings.reader_limits(),
+            max_concurrent_readers=settings.serve_reader_max_concurrent,
+        )
         self.engine.sessions.configure(
             max_per_user=settings.serve_max_sessions_per_user,
             max_reader_timeout_s=settings.serve_max_session_timeout_s,

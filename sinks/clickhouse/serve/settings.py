@@ -9,6 +9,8 @@ from typing import Annotated, Any, Final
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sinks.clickhouse.serve.reader_policy import ReaderLimits
+
 DEFAULT_LISTEN: Final = "127.0.0.1:8123"
 OFF: Final = frozenset({"", "off", "no", "none", "false", "0"})
 
@@ -46,6 +48,29 @@ class ServeSettings(BaseSettings):
     )
     serve_max_sessions: int = Field(default=64, gt=0, description="Open HTTP sessions kept at most.")
     serve_max_request_mb: int = Field(default=256, gt=0, description="Largest request body accepted, MiB.")
+    serve_reader_max_execution_s: int = Field(
+        default=60, gt=0, description="Longest a read-only query may run, seconds (readers may ask for less)."
+    )
+    serve_reader_max_memory_mb: int = Field(
+        default=1024, gt=0, description="Memory one read-only query may use, MiB (readers may ask for less)."
+    )
+    serve_reader_max_result_rows: int = Field(
+        default=10_000_000,
+        gt=0,
+        description="Rows one read-only query may return (readers may ask for fewer).",
+    )
+    serve_reader_max_result_mb: int = Field(
+        default=256, gt=0, description="Result size of one read-only query, MiB (readers may ask for less)."
+    )
+    serve_reader_max_threads: int = Field(
+        default=4, gt=0, description="Threads one read-only query may use (readers may ask for fewer)."
+    )
+    serve_reader_max_concurrent: int = Field(
+        default=4,
+        gt=0,
+        description="Read-only queries run at once; more wait. Writers have their own slots, so readers "
+        "never hold up the worker's inserts.",
+    )
     serve_max_decompressed_mb: int = Field(
         default=256,
         gt=0,
@@ -71,6 +96,15 @@ class ServeSettings(BaseSettings):
     )
 
     _split = field_validator("serve_allowed_origins", "serve_allowed_hosts", mode="before")(_split_names)
+
+    def reader_limits(self) -> ReaderLimits:
+        return ReaderLimits(
+            max_execution_time=self.serve_reader_max_execution_s,
+            max_memory_usage=self.serve_reader_max_memory_mb << 20,
+            max_result_rows=self.serve_reader_max_result_rows,
+            max_result_bytes=self.serve_reader_max_result_mb << 20,
+            max_threads=self.serve_reader_max_threads,
+        )
 
     @property
     def enabled(self) -> bool:

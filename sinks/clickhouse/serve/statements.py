@@ -1,11 +1,8 @@
-"""What a statement is, read from its text before the engine runs it.
+"""What a statement is, read from its text: its first keyword, its output format, INSERT data.
 
-The engine enforces read-only users itself (`readonly=2` on their handles);
-this module adds what `readonly` does not cover in an embedded engine: table
-functions and clauses that reach files, URLs or other servers from the
-process that owns the database (`file()`, `url()`, `s3()`, `INTO OUTFILE`, ...).
-Those are refused for readers, so the read-only endpoint reads the rollups
-and nothing else on the host.
+These are conveniences of the transport (which format to answer in, where an
+INSERT's data starts). They decide nothing about access: readers go through
+the gate (gate.py), which has the engine parse and check each statement.
 """
 
 from __future__ import annotations
@@ -13,12 +10,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from sinks.clickhouse.serve.errors import ACCESS_DENIED, ServeError
-
 _LEADING_NOISE: Final = re.compile(rb"\A(?:\s+|--[^\n]*(?:\n|\Z)|#[^\n]*(?:\n|\Z)|/\*.*?\*/|\()*", re.DOTALL)
 _FIRST_WORD: Final = re.compile(rb"[A-Za-z]+")
 _TRAILING_FORMAT: Final = re.compile(rb"\bFORMAT\s+(\w+)\s*;?\s*\Z", re.IGNORECASE)
-_STRING_LITERAL: Final = re.compile(rb"'(?:[^'\\]|\\.|'')*'", re.DOTALL)
 
 RESULT_KEYWORDS: Final = frozenset(
     {"SELECT", "WITH", "SHOW", "DESC", "DESCRIBE", "EXISTS", "EXPLAIN", "CHECK", "VALUES"}
@@ -26,15 +20,6 @@ RESULT_KEYWORDS: Final = frozenset(
 # Statements that change the handle's own state; without a session they must
 # not leak into the next request that borrows the handle.
 STATEFUL_KEYWORDS: Final = frozenset({"SET", "USE"})
-
-_OUTSIDE_WORLD: Final = re.compile(
-    rb"\b(?:file|fileCluster|url|urlCluster|s3|s3Cluster|gcs|oss|cosn|hdfs|hdfsCluster|azureBlobStorage"
-    rb"|azureBlobStorageCluster|remote|remoteSecure|cluster|clusterAllReplicas|mysql|postgresql|sqlite"
-    rb"|jdbc|odbc|mongodb|redis|executable|python|input|iceberg\w*|deltaLake\w*|hudi\w*|arrowFlight"
-    rb"|ytsaurus|paimon\w*)\s*\(|\bINTO\s+OUTFILE\b|\bFROM\s+INFILE\b",
-    re.IGNORECASE,
-)
-
 
 _INSERT_FORMAT: Final = re.compile(rb"\A\s*INSERT\s+INTO\s.*?\bFORMAT\s+(\w+)", re.IGNORECASE | re.DOTALL)
 _SETTINGS_CLAUSE: Final = re.compile(rb"\bSETTINGS\b", re.IGNORECASE)
@@ -85,12 +70,3 @@ def changes_handle_state(sql: bytes) -> bool:
     if keyword in STATEFUL_KEYWORDS:
         return True
     return keyword == "CREATE" and b"TEMPORARY" in sql[:256].upper()
-
-
-def check_reader_statement(sql: bytes) -> None:
-    """Refuse statements that reach outside the database (raises ServeError ACCESS_DENIED)."""
-    match = _OUTSIDE_WORLD.search(_STRING_LITERAL.sub(b"''", sql))
-    if match is not None:
-        what = match.group(0).decode(errors="replace").rstrip("( \t\n")
-        msg = f"{what} is not allowed for read-only users of tykpulse's endpoint"
-        raise ServeError(ACCESS_DENIED, msg)
