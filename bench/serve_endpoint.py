@@ -5,7 +5,9 @@
 Measures, against a fresh temporary database: queries per second (a GROUP BY
 over the inserted rows), the round trip of SELECT 1, and insert_arrow throughput with a
 deduplication token per insert, once embedded (clickhouse-connect's chdb
-client, in process) and once over HTTP to the endpoint in the same process.
+client, in process) and once over HTTP to the endpoint in the same process;
+then the same queries as an anonymous reader, whose statements pass the
+reader gate (two more engine calls each: formatQuery and EXPLAIN AST).
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ def run(client: Any, label: str, rows: int, inserts: int, queries: int) -> None:
     for i, t in enumerate(tables):
         client.insert_arrow("b.t", t, settings={"insert_deduplication_token": f"{label}-{i}"})
     insert_s = time.perf_counter() - started
+    print(
+        f"{label:9s} inserts: {inserts / insert_s:7.1f}/s ({inserts * rows / insert_s:10,.0f} rows/s)   "
+        + read(client, queries)
+    )
+
+
+def read(client: Any, queries: int) -> str:
+    """Time the GROUP BY and SELECT 1 loops; returns their summary."""
     started = time.perf_counter()
     for _ in range(queries):
         assert client.query("SELECT api, sum(n) FROM b.t GROUP BY api ORDER BY api LIMIT 10").result_rows
@@ -58,8 +68,7 @@ def run(client: Any, label: str, rows: int, inserts: int, queries: int) -> None:
     for _ in range(queries):
         assert client.command("SELECT 1") == 1
     tiny_ms = 1000 * (time.perf_counter() - started) / queries
-    print(
-        f"{label:9s} inserts: {inserts / insert_s:7.1f}/s ({inserts * rows / insert_s:10,.0f} rows/s)   "
+    return (
         f"queries: {queries / query_s:7.1f}/s ({1000 * query_s / queries:.2f} ms each)   "
         f"SELECT 1: {tiny_ms:.2f} ms"
     )
@@ -84,6 +93,10 @@ def main() -> None:
             http = clickhouse_connect.get_client(host=host, port=port, username="tykpulse", password=PASSWORD)
             run(http, "http", args.rows, args.inserts, args.queries)
             http.close()
+            # an anonymous reader: every statement goes through the reader gate
+            reader = clickhouse_connect.get_client(host=host, port=port)
+            print(f"{'reader':9s} {'':48s}" + read(reader, args.queries))
+            reader.close()
 
 
 if __name__ == "__main__":

@@ -330,3 +330,13 @@ def test_a_statement_reaches_the_engine_as_sent(site: Site, text: str) -> None:
         assert bytes(result.bytes()).decode() == text
     finally:
         handle.close()
+
+
+def test_a_remembered_verdict_is_the_same_verdict(site: Site) -> None:
+    """Admitted statements are remembered by text, parameters and database; refusals never are."""
+    sql = "SELECT sum(hits) FROM {t:Identifier}"
+    for _ in range(2):
+        assert site.read(sql, database="tykpulse", t="traffic_1m").body == b"7\n"
+        assert site.refused(sql, database="tykpulse", t="system.processes") == ACCESS_DENIED
+        assert site.refused(sql, database="system", t="processes") == ACCESS_DENIED
+        assert site.refused(site.substitute("SELECT * FROM file('{SECRET}', 'RawBLOB')")) == ACCESS_DENIED

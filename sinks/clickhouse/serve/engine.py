@@ -18,6 +18,7 @@ Readers and the writer take different roads:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 QUEUE_TIMEOUT_S: Final = 30.0
 # distinct reader settings kept open at once; clients send the same settings every time
 MAX_IDLE_READER_HANDLES: Final = 32
+# reader statements whose gate verdict is remembered (only admitted ones)
+MAX_REMEMBERED_STATEMENTS: Final = 1024
 
 # (readonly level, *sorted settings)
 SettingsKey = tuple[object, ...]
@@ -102,6 +105,9 @@ class ChdbEngine:
         self.reader_limits = reader_limits or ReaderLimits()
         self._idle_writers: list[Handle] = []
         self._idle_readers: dict[SettingsKey, list[Handle]] = {}
+        self._admitted: collections.OrderedDict[tuple[object, ...], tuple[bytes, bool]] = (
+            collections.OrderedDict()
+        )
         self._lock = threading.Lock()
         self._slots = {
             Role.READER: threading.BoundedSemaphore(max_concurrent_readers),
@@ -149,12 +155,33 @@ class ChdbEngine:
         database = query.database or "default"
         with self._reader_handle(settings, readonly=1) as handle:
             handle.use(database)
-            sql, tree = admit(handle, query.sql, query.params, database)
+            sql, settings_only = self._admit(handle, query, database)
             checked = dataclasses.replace(query, sql=sql, settings=settings)
-            if not reads_only_settings(tree, database):
+            if not settings_only:
                 return self._execute(handle, checked, in_session=False)
         with self._reader_handle(settings, readonly=2) as handle:
             return self._execute(handle, checked, in_session=False)
+
+    def _admit(self, handle: Handle, query: HttpQuery, database: str) -> tuple[bytes, bool]:
+        """The gate's verdict (canonical statement, reads only system.settings), remembered.
+
+        The verdict depends only on the text, the query parameters and the
+        current database, and dashboards send the same queries again and
+        again: a repeat skips the gate's two engine calls.
+        """
+        key = (query.sql, tuple(sorted(query.params.items())), database)
+        with self._lock:
+            admitted = self._admitted.get(key)
+            if admitted is not None:
+                self._admitted.move_to_end(key)
+                return admitted
+        sql, tree = admit(handle, query.sql, query.params, database)
+        admitted = (sql, reads_only_settings(tree, database))
+        with self._lock:
+            self._admitted[key] = admitted
+            while len(self._admitted) > MAX_REMEMBERED_STATEMENTS:
+                self._admitted.popitem(last=False)
+        return admitted
 
     @contextlib.contextmanager
     def _reader_handle(self, settings: dict[str, str], *, readonly: int) -> Iterator[Handle]:
