@@ -171,7 +171,7 @@ def test_session_keeps_set_and_temporary_tables(server: ClickHouseHttpServer) ->
 
 
 def test_a_reader_session_holds_no_state(server: ClickHouseHttpServer) -> None:
-    """Readers change nothing on the server: SET and temporary tables are refused, settings travel per request."""
+    """Readers change nothing on the server: SET and temporary tables are refused; settings go per request."""
     c = client(server, session_id="reader-1")
     try:
         for statement in ("SET max_threads = 1", "CREATE TEMPORARY TABLE tmp (x UInt8)"):
