@@ -38,7 +38,7 @@ def test_there_are_the_three_stories() -> None:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_committed_without_outputs_or_assertions(path: Path) -> None:
-    book = nbformat.read(path, as_version=4)
+    book = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
     for cell in book.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [], f"{path.name} has outputs"
@@ -51,7 +51,7 @@ def run(path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     """Execute the notebook; all its text and HTML output, in order."""
     monkeypatch.setenv("TYKPULSE_CLICKHOUSE_DSN", dsn)
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend renders PNGs
-    book = nbformat.read(path, as_version=4)
+    book = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
     NotebookClient(
         book, kernel_name="python3", timeout=240, resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
