@@ -5,7 +5,10 @@ heartbeats) and checked on every flush tick, even when nothing arrived. A
 publisher incarnation silent for STALE_FACTOR times the heartbeat interval it
 promised turns stale (logged once) and live again when it is heard. An older
 incarnation of a node that restarted is superseded: forgotten once it would
-have gone stale, without a stale line, since its node is alive.
+have gone stale, without a stale line, since its node is alive. An incarnation
+whose last message was a goodbye (a heartbeat with `bye`) is stopped, never
+stale: a planned stop is not an outage; a message heard after it (or a new
+boot) makes the node live again.
 
 Memory is bounded: incarnations silent for `retention_s` are forgotten, and
 beyond `max_publishers` the longest-silent ones go first. `on_forget` lets
@@ -42,6 +45,17 @@ class PublisherState:
     lost: int = 0
     stale: bool = False
     superseded: bool = False
+    # receipt time of its goodbye (0: none); stopped while nothing newer was heard
+    bye_ns: int = 0
+
+    @property
+    def stopped(self) -> bool:
+        """Said goodbye and was silent since: a planned stop, not an outage."""
+        return self.bye_ns > 0 and self.bye_ns >= self.last_seen_ns
+
+    @property
+    def state(self) -> str:
+        return "stopped" if self.stopped else "stale" if self.stale else "live"
 
     def silent_ns(self, now_ns: int) -> int:
         return max(0, now_ns - self.last_seen_ns)
@@ -83,6 +97,18 @@ class PublisherLiveness:
                 state = self._by_key.get((node, self._newest_boot.get(node, -1)))
                 if state is not None:
                     state.interval_ms = interval_ms
+            self._goodbyes(batch.heartbeats.filter(pl.col("bye")))
+
+    def _goodbyes(self, byes: pl.DataFrame) -> None:
+        """Mark the incarnations that said goodbye (a message heard after it makes them live again)."""
+        for node, boot, at in byes.group_by("node_id", "boot").agg(pl.col("received_ns").max()).iter_rows():
+            state = self._by_key.get((node, boot))
+            if state is None or at <= state.bye_ns:
+                continue
+            state.bye_ns = at
+            if state.stopped:
+                state.stale = False
+                log.info("publisher stopped (said goodbye) node=%s boot=%d", node, boot)
 
     def _heard(self, node: str, boot: int, first: int, last: int, messages: int, lost: int) -> None:
         state = self._by_key.get((node, boot))
@@ -119,7 +145,7 @@ class PublisherLiveness:
                 continue
             if state.superseded or state.silent_ns(now) > self.retention_ns:
                 forget.append(key)
-            elif not state.stale:
+            elif not state.stale and not state.stopped:
                 state.stale = True
                 turned.append(state)
                 log.warning(

@@ -155,6 +155,9 @@ class HeartbeatRecord(msgspec.Struct, gc=False):
         DEFAULT_HEARTBEAT_INTERVAL_MS
     )
     version: Identifier = ""
+    # A goodbye: the publisher's last message before a planned stop (docs/protocol.md).
+    # An extension of version 1: consumers that do not know the field ignore it.
+    bye: bool = False
 
 
 RECORD_TYPES: Final[dict[TopicKind, type[msgspec.Struct]]] = {

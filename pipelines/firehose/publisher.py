@@ -1,5 +1,8 @@
 """A firehose publisher: numbers every message and sends heartbeats.
 
+close() says goodbye for every node (a last heartbeat with `bye`, see
+docs/protocol.md): consumers then show the node as stopped, not stale.
+
 One socket may speak for several nodes (the simulator's fleet, a bridge per
 source): each node has its own boot and sequence, as the protocol requires.
 
@@ -37,6 +40,7 @@ class NodeSequence:
     boot: int
     seq: int = 0
     next_heartbeat_ns: int = 0
+    said_goodbye: bool = False  # its last message was a goodbye
 
 
 class FirehosePublisher:
@@ -109,10 +113,11 @@ class FirehosePublisher:
         )
         self.socket.send_multipart(frames, copy=False)
         state.seq += 1
+        state.said_goodbye = False
         self.sent_messages += 1
         return state
 
-    def heartbeat(self, node: str | None = None) -> None:
+    def heartbeat(self, node: str | None = None, *, bye: bool = False) -> None:
         state = self._node(node)
         now = self.clock()
         record: dict[str, Any] = {
@@ -122,8 +127,11 @@ class FirehosePublisher:
         }
         if self.version:
             record["version"] = self.version
+        if bye:
+            record["bye"] = True
         self.publish(TOPIC_HEARTBEAT, [record], node=state.node, sent=now)
         state.next_heartbeat_ns = now + self.heartbeat_interval_ms * 1_000_000
+        state.said_goodbye = bye
 
     def maybe_heartbeat(self) -> list[str]:
         """Send every heartbeat that is due; returns the nodes that sent one."""
@@ -143,5 +151,22 @@ class FirehosePublisher:
                     return True
         return False
 
-    def close(self, linger_ms: int = 5_000) -> None:
+    def goodbye(self) -> None:
+        """Say goodbye for every node: a planned stop, so consumers mark them stopped, not stale.
+
+        Best effort: a goodbye that cannot be sent now (a full subscriber) is not
+        waited for; the node then turns stale, as if it had crashed. Nodes whose
+        last message already was a goodbye are skipped.
+        """
+        for node in [n for n, s in self.nodes.items() if not s.said_goodbye]:
+            try:
+                self.heartbeat(node, bye=True)
+            except zmq.ZMQError as exc:
+                log.info("goodbye not sent node=%s: %s", node, exc)
+                return
+
+    def close(self, linger_ms: int = 5_000, *, goodbye: bool = True) -> None:
+        """Stop publishing; with `goodbye` (a planned stop) every node says so first."""
+        if goodbye and not self.socket.closed:
+            self.goodbye()
         self.socket.close(linger=linger_ms)

@@ -19,7 +19,7 @@ scrapes, so metrics cost the hot path nothing. What only the flush side sees
     tykpulse_sink_errors_total{kind}          unavailable / rejected
     tykpulse_rows_written_total               partial rows inserted
     tykpulse_last_flush_ok_age_seconds        since the worker last had nothing unwritten
-    tykpulse_publishers{state}                live / stale publisher incarnations tracked
+    tykpulse_publishers{state}                live / stale / stopped publisher incarnations tracked
     tykpulse_publisher_last_seen_age_seconds{node,boot}
     tykpulse_wal_bytes, tykpulse_wal_max_bytes, tykpulse_wal_used_ratio    the log's disk use and bound
     tykpulse_wal_backlog_records              logged records not yet written to ClickHouse
@@ -29,6 +29,7 @@ scrapes, so metrics cost the hot path nothing. What only the flush side sees
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator
 from typing import Final, Protocol
 
@@ -137,9 +138,9 @@ class _ReadingsCollector(Collector):
         now = self.readings.now_ns()
         states = self.readings.publisher_states()
         count = GaugeMetricFamily("tykpulse_publishers", "Publisher incarnations tracked.", labels=["state"])
-        stale = sum(s.stale for s in states)
-        count.add_metric(["live"], len(states) - stale)
-        count.add_metric(["stale"], stale)
+        by_state = collections.Counter(s.state for s in states)
+        for name in ("live", "stale", "stopped"):
+            count.add_metric([name], by_state[name])
         yield count
         age = GaugeMetricFamily(
             "tykpulse_publisher_last_seen_age_seconds",

@@ -135,7 +135,7 @@ class WorkerWatch:
                 {
                     "node": s.node,
                     "boot": s.boot,
-                    "state": "stale" if s.stale else "live",
+                    "state": s.state,
                     "last_seen_age_s": round(s.silent_ns(now) / 1e9, 3),
                     "interval_ms": s.interval_ms,
                     "messages": s.messages,

@@ -43,6 +43,13 @@ def _delivery(batch: Batch) -> pl.DataFrame:
     )
 
 
+def _goodbyes(batch: Batch) -> pl.DataFrame:
+    """Goodbye heartbeats per key, by receive window: what stale_publisher reads to tell a
+    planned stop from an outage."""
+    byes = batch.heartbeats.filter(pl.col("bye"))
+    return byes.group_by(KEYS).agg(goodbyes=pl.len().cast(pl.UInt64))
+
+
 def rollup(batch: Batch) -> pa.Table:
     # A message refused as a whole is a row of batch.messages too (it was received and
     # advanced the sequence), so gaps before it are counted; it is not an accepted message.
@@ -56,6 +63,7 @@ def rollup(batch: Batch) -> pa.Table:
     rejected = batch.rejections.group_by(KEYS).agg(rejected=pl.col("rejected").sum())
     frame = (
         accepted.join(rejected, on=KEYS, how="full", coalesce=True)
+        .join(_goodbyes(batch), on=KEYS, how="left")
         .join(_delivery(batch), on=KEYS, how="left")
         .with_columns(
             pl.col("delivery_buckets").fill_null(pl.lit([], dtype=pl.List(pl.UInt16))),

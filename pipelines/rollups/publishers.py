@@ -1,7 +1,9 @@
 """publishers: one partial row per publisher incarnation (node, boot) heard in a batch.
 
 First and last receipt, the heartbeat interval it promised (0 when this batch
-has no heartbeat from it) and the messages accepted and lost. The registry
+has no heartbeat from it), the messages accepted and lost, and when it said
+goodbye (epoch 0 if it did not): the view calls it stopped when that goodbye
+is the last thing heard from it. The registry
 merges them with min/max/sum, so every flush of every worker folds into one
 row per incarnation, and the view decides live or stale from last_seen.
 """
@@ -27,5 +29,18 @@ def rollup(batch: Batch) -> pa.Table:
         lost_messages=pl.col("lost").sum(),
     )
     intervals = batch.heartbeats.group_by("node_id").agg(interval_ms=pl.col("interval_ms").max())
-    frame = seen.join(intervals, on="node_id", how="left").with_columns(pl.col("interval_ms").fill_null(0))
+    goodbyes = (
+        batch.heartbeats.filter(pl.col("bye"))
+        .group_by(KEYS)
+        .agg(last_goodbye=(pl.col("received_ns").max() // 1_000_000).cast(pl.Int64).cast(_MS))
+    )
+    frame = (
+        seen.join(intervals, on="node_id", how="left")
+        .join(goodbyes, on=KEYS, how="left")
+        .with_columns(
+            pl.col("interval_ms").fill_null(0),
+            # epoch 0 means "no goodbye": max() keeps a real one from any other flush
+            pl.col("last_goodbye").fill_null(pl.lit(0).cast(_MS)),
+        )
+    )
     return to_input_table(frame, PUBLISHERS)

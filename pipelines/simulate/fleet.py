@@ -139,7 +139,7 @@ class Fleet:
                 )
                 next_progress += _PROGRESS_EVERY_S
             self._heartbeats()
-        self._heartbeats(force=True)
+        self._heartbeats(force=True, bye=True)  # the run is over: a planned stop
         self.summary.elapsed_s = time.monotonic() - started
         self.summary.messages = self.publisher.sent_messages
         return self.summary
@@ -248,11 +248,11 @@ class Fleet:
                 self.truth.add_notices(node, [record])
             self.summary.notices += 1
 
-    def _heartbeats(self, *, force: bool = False) -> None:
+    def _heartbeats(self, *, force: bool = False, bye: bool = False) -> None:
         nodes = list(self.publisher.nodes) if force else None
         if nodes is not None:
             for node in nodes:
-                self.publisher.heartbeat(node)
+                self.publisher.heartbeat(node, bye=bye)
         else:
             nodes = self.publisher.maybe_heartbeat()
         if self.truth is not None:

@@ -45,6 +45,10 @@ _EMPTY_SCHEMAS: dict[str, dict[str, Any]] = {
         "timestamp_ns": pl.Int64,
         "interval_ms": pl.Int64,
         "received_ns": pl.Int64,
+        # the envelope's boot and the goodbye flag: a goodbye stops one incarnation
+        "boot": pl.Int64,
+        "bye": pl.Boolean,
+        WINDOW: pl.UInt32,  # of receipt, like the messages frame
     },
     "messages": {
         WINDOW: pl.UInt32,
@@ -209,7 +213,7 @@ class BatchBuilder:
             analytics=self._analytics(*frames[TopicKind.ANALYTICS]),
             events=self._events(*frames[TopicKind.EVENT]),
             notices=self._notices(*frames[TopicKind.NOTICE], node),
-            heartbeats=self._heartbeats(*frames[TopicKind.HEARTBEAT], pending.received_ns),
+            heartbeats=self._heartbeats(*frames[TopicKind.HEARTBEAT], pending, recv_windows),
             messages=pl.DataFrame(
                 {
                     WINDOW: recv_windows,
@@ -274,7 +278,12 @@ class BatchBuilder:
         )
 
     def _heartbeats(
-        self, records: list[Any], ts: npt.NDArray[np.int64], msg: npt.NDArray[np.int64], received: list[int]
+        self,
+        records: list[Any],
+        ts: npt.NDArray[np.int64],
+        msg: npt.NDArray[np.int64],
+        pending: PendingMessages,
+        recv_windows: npt.NDArray[np.uint32],
     ) -> pl.DataFrame:
         if not records:
             return empty_frame("heartbeats")
@@ -283,7 +292,10 @@ class BatchBuilder:
                 "node_id": [r.node for r in records],
                 "timestamp_ns": ts,
                 "interval_ms": [r.interval_ms for r in records],
-                "received_ns": [received[m] for m in msg],
+                "received_ns": [pending.received_ns[m] for m in msg],
+                "boot": [pending.boot[m] for m in msg],
+                "bye": [r.bye for r in records],
+                WINDOW: recv_windows[msg],
             },
             schema=_EMPTY_SCHEMAS["heartbeats"],
         )

@@ -259,6 +259,7 @@ INGEST_HEALTH = Rollup(
         Column("delivery_counts", "Array(UInt64)"),
         Column("delivery_negative", "UInt64"),
         Column("rejected_messages", "UInt64", added=True),
+        Column("goodbyes", "UInt64", added=True),
     ),
     measures=(
         _sum("messages"),
@@ -273,6 +274,7 @@ INGEST_HEALTH = Rollup(
         ),
         _sum("delivery_negative"),
         _sum("rejected_messages"),
+        _sum("goodbyes"),
     ),
     outputs=(
         _passthrough("messages"),
@@ -283,6 +285,7 @@ INGEST_HEALTH = Rollup(
         Output("delivery_p99_ms", "Float64", _delivery_quantile_ms(0.99)),
         _passthrough("delivery_negative"),
         _passthrough("rejected_messages"),
+        _passthrough("goodbyes"),
     ),
     description="Per publishing node and receive-time window: accepted messages and records, losses, "
     "rejections (records, and messages refused as a whole), delivery latency (envelope sent -> receipt).",
@@ -334,6 +337,8 @@ PUBLISHERS = Registry(
         Column("interval_ms", "UInt32"),
         Column("messages", "UInt64"),
         Column("lost_messages", "UInt64"),
+        # receipt of the incarnation's goodbye (epoch 0: none yet)
+        Column("last_goodbye", _SEEN_TYPE, added=True),
     ),
     measures=(
         _simple("min", "first_seen", _SEEN_TYPE),
@@ -341,6 +346,7 @@ PUBLISHERS = Registry(
         _simple("max", "interval_ms", "UInt32"),
         _sum("messages"),
         _sum("lost_messages"),
+        _simple("max", "last_goodbye", _SEEN_TYPE),
     ),
     outputs=(
         Output("boot_time", _SEEN_TYPE, "fromUnixTimestamp64Milli(toInt64(boot), 'UTC')"),
@@ -350,14 +356,16 @@ PUBLISHERS = Registry(
         Output(
             "state",
             "String",
+            # a goodbye that is the last thing heard is a planned stop, not an outage
+            f"if(toUnixTimestamp64Milli(last_goodbye) > 0 AND last_goodbye >= last_seen, 'stopped', "
             f"if(dateDiff('millisecond', last_seen, now64(3)) > {STALE_FACTOR} * {_INTERVAL_SQL}, "
-            "'stale', 'live')",
+            "'stale', 'live'))",
         ),
         _passthrough("messages"),
         _passthrough("lost_messages"),
     ),
     description="Every publisher incarnation (node, boot) seen: first/last receipt, promised heartbeat "
-    "interval, live or stale now, messages accepted and lost.",
+    "interval, live, stale or stopped (said goodbye) now, messages accepted and lost.",
 )
 
 REGISTRIES: Final = (PUBLISHERS,)

@@ -126,6 +126,31 @@ def test_stale_publisher(sink: ClickHouseSink) -> None:
     assert [labels["node_id"] for labels in fires(sink, scenario, RULES["stale_publisher"])] == ["gone"]
 
 
+def test_stale_publisher_is_quiet_for_a_goodbye_and_fires_again_for_a_restart_that_died(
+    sink: ClickHouseSink,
+) -> None:
+    scenario = healthy()
+    for node in ("deployed", "restarted"):
+        for m in range(30, 9, -1):
+            scenario.send("tyk.heartbeat", [{"node": node, "interval_ms": 1000}], minutes_ago=m, node=node)
+        bye = {"node": node, "interval_ms": 1000, "bye": True}
+        scenario.send("tyk.heartbeat", [bye], minutes_ago=9, node=node)  # stopped cleanly
+    # the restart came back (a new boot) and was then killed: no goodbye this time
+    scenario.ingestor.ingest(
+        message(
+            "tyk.heartbeat",
+            [{"node": "restarted", "interval_ms": 1000, "timestamp": scenario.now - 6 * MINUTE}],
+            node="restarted",
+            boot=2,
+            seq=0,
+            sent=scenario.now - 6 * MINUTE,
+        ),
+        received_ns=scenario.now - 6 * MINUTE,
+    )
+    fired = [labels["node_id"] for labels in fires(sink, scenario, RULES["stale_publisher"])]
+    assert fired == ["restarted"]
+
+
 def test_data_loss(sink: ClickHouseSink) -> None:
     scenario = healthy()
     scenario.seq["gw1"] += 5  # five messages from gw1 never arrive

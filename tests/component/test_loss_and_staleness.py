@@ -118,7 +118,7 @@ def test_messages_counted_plus_lost_equals_sent_for_steady_skipping_and_flooding
             metrics_lost = runner.watch.totals()["lost"]
     finally:
         for publisher in publishers:
-            publisher.close(0)
+            publisher.close(0, goodbye=False)  # the worker has stopped: a goodbye would go unheard
     health = {
         row[0]: (row[1], row[2])
         for row in query(
@@ -162,7 +162,7 @@ def test_garbage_payloads_with_valid_envelopes_are_rejected_messages_not_lost_on
                     garbage += 1
             settle(runner, publisher)
     finally:
-        publisher.close(0)
+        publisher.close(0, goodbye=False)  # after the worker stopped: unheard, and not part of the count
     [(messages, lost, rejected_messages, rejected)] = query(
         clickhouse,
         "SELECT sum(messages), sum(lost_messages), sum(rejected_messages), sum(rejected) "
@@ -243,3 +243,41 @@ def test_a_silent_publisher_turns_stale_once_and_live_again_when_heard(
     assert rows["quiet"][:2] == (200, "stale")
     assert rows["chatty"][:2] == (200, "stale")
     assert rows["patient"] == (600_000, "live", 1)
+
+
+def test_a_publisher_that_closes_cleanly_is_stopped_and_one_killed_is_stale(
+    zmq_context: zmq.Context[Any], clickhouse: ClickHouseSettings
+) -> None:
+    clean, killed = (
+        FirehosePublisher(
+            zmq_context,
+            [parse_endpoint(f"@tcp://127.0.0.1:{free_port()}")],
+            node=node,
+            heartbeat_interval_ms=100,
+        )
+        for node in ("clean", "killed")
+    )
+    try:
+        with running_worker(zmq_context, clickhouse, [clean.addresses[0], killed.addresses[0]]) as runner:
+            for publisher in (clean, killed):
+                assert publisher.wait_for_subscribers(30)
+                publisher.publish("tyk.analytics", [analytics(time.time_ns())])
+                settle(runner, publisher)
+            clean.close()  # a planned stop: says goodbye
+            killed.close(0, goodbye=False)  # as if killed: no goodbye
+
+            def states() -> dict[str, str]:
+                return {p["node"]: p["state"] for p in runner.watch.status()["publishers"]}
+
+            wait_until(lambda: states() == {"clean": "stopped", "killed": "stale"})
+            time.sleep(0.5)  # later flushes change nothing
+            assert states() == {"clean": "stopped", "killed": "stale"}
+    finally:
+        clean.close(0, goodbye=False)
+        killed.close(0, goodbye=False)
+    view = dict(query(clickhouse, "SELECT node_id, state FROM DB.publishers"))
+    assert view == {"clean": "stopped", "killed": "stale"}
+    goodbyes = dict(
+        query(clickhouse, "SELECT node_id, sum(goodbyes) FROM DB.ingest_health_1m GROUP BY node_id")
+    )
+    assert goodbyes == {"clean": 1, "killed": 0}

@@ -78,3 +78,33 @@ def test_memory_is_bounded_by_retention_and_max_publishers() -> None:
     liveness.check(T0_NS + 11_000 * MS)
     assert len(liveness) == 0
     assert sorted(forgotten) == [(f"n{i}", 1) for i in range(5)]
+
+
+def goodbye(node: str, boot: int, seq: int, received: int) -> Batch:
+    ingestor = Ingestor(clock=lambda: T0_NS)
+    record = {"node": node, "timestamp": T0_NS, "interval_ms": 100, "bye": True}
+    ingestor.ingest(message("tyk.heartbeat", [record], node=node, boot=boot, seq=seq), received_ns=received)
+    return ingestor.take()
+
+
+def test_a_goodbye_is_a_stop_not_staleness_until_the_node_is_heard_again() -> None:
+    liveness = PublisherLiveness()
+    liveness.update(batch(("gw", 1, 0, T0_NS), interval_ms=100))
+    liveness.update(goodbye("gw", 1, 1, T0_NS + 50 * MS))
+    assert liveness.check(T0_NS + 10_000 * MS) == []  # long silent: stopped, never stale
+    (state,) = liveness.publishers()
+    assert (state.state, state.stale) == ("stopped", False)
+    liveness.update(batch(("gw", 1, 2, T0_NS + 20_000 * MS), interval_ms=100))  # heard again
+    assert liveness.publishers()[0].state == "live"
+    assert [s.node for s in liveness.check(T0_NS + 21_000 * MS)] == ["gw"]  # and can go stale again
+
+
+def test_a_restart_after_a_goodbye_is_live_and_a_kill_without_one_turns_stale() -> None:
+    liveness = PublisherLiveness()
+    liveness.update(batch(("gw", 1, 0, T0_NS), ("other", 1, 0, T0_NS), interval_ms=100))
+    liveness.update(goodbye("gw", 1, 1, T0_NS + 10 * MS))
+    liveness.update(batch(("gw", 2, 0, T0_NS + 20 * MS), interval_ms=100))  # the new incarnation
+    states = {(s.node, s.boot): s.state for s in liveness.publishers()}
+    assert states == {("gw", 1): "stopped", ("gw", 2): "live", ("other", 1): "live"}
+    turned = liveness.check(T0_NS + 1_000 * MS)
+    assert sorted((s.node, s.boot) for s in turned) == [("gw", 2), ("other", 1)]

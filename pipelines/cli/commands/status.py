@@ -39,6 +39,15 @@ def _age(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
+# stopped: said goodbye (a planned stop), so neither green nor an alarm
+_STATE_STYLES = {"live": "[green]{}[/green]", "stopped": "[dim]{}[/dim]"}
+
+
+def _unhealthy(rows: list[dict[str, Any]]) -> bool:
+    """A stale publisher is a problem; one that said goodbye is not."""
+    return any(r["state"] not in _STATE_STYLES for r in rows)
+
+
 def publishers_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="Publishers", title_justify="left")
     for column in ("node", "boot", "state", "last seen", "interval", "messages", "lost"):
@@ -48,7 +57,7 @@ def publishers_table(rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             row["node"],
             dt.datetime.fromtimestamp(row["boot"] / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            "[green]live[/green]" if state == "live" else "[red]stale[/red]",
+            _STATE_STYLES.get(state, "[red]{}[/red]").format(state),
             _age(row["last_seen_age_s"]) + " ago",
             f"{row['interval_ms']} ms",
             str(row["messages"]),
@@ -123,7 +132,7 @@ def publishers_from_clickhouse(settings: ClickHouseSettings) -> list[dict[str, A
 )
 @click.option("--database", default="tykpulse", show_default=True, help="Database of the publishers view.")
 def command(url: str, dsn: str | None, database: str) -> None:
-    """Per-publisher health (live/stale, last seen, lost) and the worker's last flush."""
+    """Per-publisher health (live/stale/stopped, last seen, lost) and the worker's last flush."""
     console = Console()
     if dsn is not None:
         try:
@@ -133,7 +142,7 @@ def command(url: str, dsn: str | None, database: str) -> None:
         except SinkError as exc:
             raise click.ClickException(str(exc)) from exc
         console.print(publishers_table(rows))
-        raise SystemExit(1 if any(r["state"] != "live" for r in rows) else 0)
+        raise SystemExit(1 if _unhealthy(rows) else 0)
     try:
         status = fetch_status(url)
     except (urllib.error.URLError, OSError) as exc:
