@@ -85,8 +85,13 @@ class FirehoseSubscriber:
         if self.curve is not None:
             self.curve.secure(socket, [endpoint])
         connected: list[str] = []
-        monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self._monitors[monitor] = (socket, connected)
+        monitor = None
+        if self.curve is None:
+            # With CURVE, a session ZAP refused must stay refused (and libzmq aborted when
+            # such a socket was disconnected and connected again mid-handshake): only
+            # plain sockets are watched and re-connected after a drop.
+            monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self._monitors[monitor] = (socket, connected)
         address = attach(socket, endpoint)
         self.addresses.append(address)
         if not endpoint.bind:
@@ -96,7 +101,8 @@ class FirehoseSubscriber:
             bound.add(address)
             self.bound.append(bound)
         self.poller.register(socket, zmq.POLLIN)
-        self.poller.register(monitor, zmq.POLLIN)
+        if monitor is not None:
+            self.poller.register(monitor, zmq.POLLIN)
 
     def receive(self, timeout_ms: int, max_messages: int = 10_000) -> Iterator[list[bytes]]:
         """Yield messages that are ready, waiting at most timeout_ms for the first."""
