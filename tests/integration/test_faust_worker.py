@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-u
 from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
 from pipelines.firehose.kafka_record import read_envelope, to_record
-from tests.conftest import T0_NS
 from tests.harness.kafka.broker import KafkaBroker
 from tests.harness.processes import free_port
 from tests.helpers import analytics
@@ -28,6 +28,9 @@ from tests.helpers import message as firehose_message
 from tests.integration.scaleout import Processes, ingest_health, topic_partitions, wait_for, worker_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
+# A worker refuses records stamped more than max_past_s (7 days) before its clock, so the
+# messages are stamped at the start of the current hour, not at the fixed T0 of unit tests.
+RECENT_NS = time.time_ns() // (3600 * 10**9) * (3600 * 10**9)
 NODES = [f"gw{i}" for i in range(6)]
 PER_MESSAGE = 4
 
@@ -39,7 +42,7 @@ async def produce(bootstrap: str, topic: str, seqs: range) -> None:
         sends = []
         for seq in seqs:
             for node in NODES:
-                records = [analytics(T0_NS + seq * 10**9 + i, api=f"a{i}") for i in range(PER_MESSAGE)]
+                records = [analytics(RECENT_NS + seq * 10**9 + i, api=f"a{i}") for i in range(PER_MESSAGE)]
                 frames = firehose_message("tyk.analytics", records, node=node, seq=seq)
                 record = to_record(frames, read_envelope(frames[1]))
                 sends.append(await producer.send(topic, record.value, key=record.key, headers=record.headers))

@@ -94,7 +94,8 @@ def test_bridge_forwards_every_message_keyed_by_node(
             partitions[env.node].add(record.partition)
             carried += 1
     assert len(records) < carried  # messages of a node received together share a record (bundles)
-    heartbeats = {node: 1 for node in NODES}  # one heartbeat per node, sent after its 200 messages
+    # per node: one heartbeat after its 200 messages, and the goodbye heartbeat publisher.close() sends
+    heartbeats = {node: 2 for node in NODES}
     for node in NODES:
         expected = [s for s in range(200 + heartbeats[node] + (5 if node == "gw0" else 0))]
         if node == "gw0":
