@@ -7,6 +7,9 @@ checks the status, the X-ClickHouse-Exception-Code header and that the server st
 from __future__ import annotations
 
 import gzip
+import http.client
+import os
+import resource
 import socket
 import struct
 import time
@@ -409,3 +412,24 @@ def test_a_read_only_query_is_not_run_once_its_client_has_gone(server: ClickHous
         assert closed_by_server(sock)  # no response, and without running the three-second query
         assert time.monotonic() - started < 2
     assert_usable(server)
+
+
+def test_a_busy_process_with_many_descriptors_still_answers(tmp_path: Path) -> None:
+    """The client-gone check polls; select() refused descriptors above 1023 with a 500."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.fail(f"the test needs 1200 file descriptors, the hard RLIMIT_NOFILE is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with ClickHouseHttpServer(tmp_path / "db", ServeSettings(serve_listen="127.0.0.1:0")) as srv:
+            host, port = srv.address
+            conn = http.client.HTTPConnection(host, port, timeout=30)
+            conn.request("GET", "/?query=SELECT%2042")
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (200, b"42\n")
+            conn.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

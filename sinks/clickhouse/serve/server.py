@@ -167,10 +167,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _client_gone(self) -> bool:
         """True when the client has closed its side: a query it can no longer receive is not worth running."""
-        # select first: recv on a socket with a timeout waits for data, whatever its flags
+        # poll first: recv on a socket with a timeout waits for data, whatever its flags
+        # (poll, not select: select() refuses descriptors above 1023 in a busy process)
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            if not readable:
+            poller = select.poll()
+            poller.register(self.connection, select.POLLIN)
+            if not poller.poll(0):
                 return False
             peeked: bytes = self.connection.recv(1, socket.MSG_PEEK)
         except OSError:
