@@ -84,7 +84,8 @@ class WorkloadPublisher(threading.Thread):
                         self._send(publisher, node)
                 time.sleep(0.005)
         finally:
-            publisher.close(linger_ms=2_000)
+            # no goodbye: the ground truth here is the data messages this publisher numbered itself
+            publisher.close(linger_ms=2_000, goodbye=False)
 
     def _send(self, publisher: FirehosePublisher, node: str) -> None:
         seq = self.sent[node]
