@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated, Any, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.firehose.endpoints import Endpoint, parse_endpoint
 from pipelines.firehose.protocol import (
@@ -25,17 +25,12 @@ from pipelines.firehose.protocol import (
 )
 from pipelines.firehose.publisher import DEFAULT_SNDHWM
 from pipelines.firehose.subscriber import DEFAULT_RCVHWM
+from sinks.options import NameList, split_names
 
 PROXY_FRONTEND = "tcp://127.0.0.1:5555"
 PROXY_BACKEND = "tcp://127.0.0.1:5556"
 
-EndpointList = Annotated[list[str], NoDecode]
-
-
-def _split_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part for part in value.replace(",", " ").split() if part]
-    return value
+EndpointList = NameList
 
 
 def _default_node() -> str:
@@ -64,7 +59,7 @@ class FirehoseSettings(_Settings):
         default=7 * 86_400, gt=0, description="Records stamped further in the past are rejected."
     )
 
-    _split = field_validator("firehose", "topics", mode="before")(_split_list)
+    _split = field_validator("firehose", "topics", mode="before")(split_names)
 
 
 class WorkerSettings(_Settings):
@@ -112,7 +107,7 @@ class PublisherSettings(_Settings):
         default=DEFAULT_HEARTBEAT_INTERVAL_MS, gt=0, description="Heartbeat period promised to consumers."
     )
 
-    _split = field_validator("connect", "bind", mode="before")(_split_list)
+    _split = field_validator("connect", "bind", mode="before")(split_names)
 
     def endpoints(self) -> list[Endpoint]:
         if not self.connect and not self.bind:
@@ -134,7 +129,7 @@ class ProxySettings(_Settings):
         default=MAX_MESSAGE_BYTES, gt=0, description="Largest frame accepted; a larger one drops its sender."
     )
 
-    _split = field_validator("frontend", "backend", mode="before")(_split_list)
+    _split = field_validator("frontend", "backend", mode="before")(split_names)
 
 
 class WalSettings(_Settings):
@@ -211,7 +206,7 @@ class ReplaySettings(_Settings):
         default=10.0, ge=0, description="Wait this long for a subscriber before sending (0: don't wait)."
     )
 
-    _split = field_validator("publish", mode="before")(_split_list)
+    _split = field_validator("publish", mode="before")(split_names)
 
 
 class SimulatorSettings(_Settings):

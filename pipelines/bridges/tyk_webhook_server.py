@@ -33,10 +33,8 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hmac
-import ipaddress
 import json
 import logging
-import socket
 import threading
 import time
 from typing import Any, Final
@@ -51,6 +49,7 @@ from pipelines.errors import ConfigurationError
 from pipelines.firehose.protocol import EVENT_PREFIX
 from pipelines.observe.throttle import LogThrottle
 from pipelines.settings import TykWebhookSettings
+from sinks.options import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -271,19 +270,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
         msg = f"--listen must be HOST:PORT, got {listen!r}"
         raise ConfigurationError(msg)
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 (":8089" means every interface)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether every address `host` binds to is a loopback one (an unresolvable host is not)."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
 def exposure_error(settings: TykWebhookSettings, host: str) -> str | None:

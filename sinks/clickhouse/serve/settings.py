@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-from typing import Annotated, Any, Final
+from typing import Final
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sinks.clickhouse.serve.reader_policy import ReaderLimits
+from sinks.options import NameList, is_loopback, split_names
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8123"
 OFF: Final = frozenset({"", "off", "no", "none", "false", "0"})
-
-# a list setting from the environment is "a,b" or "a b", as the other tykpulse list settings
-NameList = Annotated[list[str], NoDecode]
-
-
-def _split_names(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part for part in value.replace(",", " ").split() if part]
-    return value
 
 
 class ServeSettings(BaseSettings):
@@ -95,7 +85,7 @@ class ServeSettings(BaseSettings):
         default=300, gt=0, description="Longest session_timeout a read-only session may ask for, seconds."
     )
 
-    _split = field_validator("serve_allowed_origins", "serve_allowed_hosts", mode="before")(_split_names)
+    _split = field_validator("serve_allowed_origins", "serve_allowed_hosts", mode="before")(split_names)
 
     def reader_limits(self) -> ReaderLimits:
         return ReaderLimits(
@@ -124,15 +114,3 @@ class ServeSettings(BaseSettings):
             )
             raise ValueError(msg)
         return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
