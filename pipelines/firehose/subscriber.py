@@ -12,14 +12,20 @@ messages queued behind it are lost too (seen as a sequence gap). A monitor
 socket is the only way to see that: the subscriber counts every disconnect
 (`disconnects`) and logs them, throttled. libzmq does not reconnect a
 *connecting* socket after such a protocol error (it does after an ordinary
-drop), so for endpoints it connects to the subscriber connects again itself;
-a publisher that connects to a bound endpoint reconnects on its own.
+drop, and says so with a CONNECT_RETRIED or CONNECT_DELAYED event), so for an
+endpoint it connects to that shows no retry within RETRY_GRACE_S of its drop,
+the subscriber disconnects and connects it again itself (libzmq ignores a
+second connect to an endpoint it still lists). An endpoint libzmq is
+reconnecting is left alone: disconnecting it then aborted the process
+(fq.cpp `!_more`). A publisher that connects to a bound endpoint reconnects on
+its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -34,6 +40,9 @@ from pipelines.security.curve import BoundEndpoints, CurveSession
 log = logging.getLogger(__name__)
 
 DEFAULT_RCVHWM = 200_000
+# libzmq schedules its own reconnect at once (ZMQ_RECONNECT_IVL, 100 ms by default)
+RETRY_GRACE_S = 1.0
+_WATCHED_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECT_DELAYED
 
 
 class FirehoseSubscriber:
@@ -56,6 +65,8 @@ class FirehoseSubscriber:
         self.disconnects = 0
         # monitor socket -> (its SUB socket, the addresses that socket connects to)
         self._monitors: dict[zmq.Socket[Any], tuple[zmq.Socket[Any], list[str]]] = {}
+        # (socket, address) dropped, and when to connect again unless libzmq retries first
+        self._dropped: dict[tuple[zmq.Socket[Any], str], float] = {}
         self._throttle = LogThrottle()
         try:
             for endpoint in endpoints:
@@ -90,7 +101,7 @@ class FirehoseSubscriber:
             # With CURVE, a session ZAP refused must stay refused (and libzmq aborted when
             # such a socket was disconnected and connected again mid-handshake): only
             # plain sockets are watched and re-connected after a drop.
-            monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            monitor = socket.get_monitor_socket(_WATCHED_EVENTS)
             self._monitors[monitor] = (socket, connected)
         address = attach(socket, endpoint)
         self.addresses.append(address)
@@ -111,7 +122,8 @@ class FirehoseSubscriber:
         ready = dict(self.poller.poll(timeout_ms))
         for monitor in [m for m in ready if m in self._monitors]:
             del ready[monitor]
-            self._on_disconnects(monitor)
+            self._on_events(monitor)
+        self._reconnect_abandoned()
         received = 0
         while ready and received < max_messages:
             for socket in list(ready):
@@ -121,41 +133,50 @@ class FirehoseSubscriber:
                 except zmq.Again:
                     del ready[socket]
 
-    def _on_disconnects(self, monitor: zmq.Socket[Any]) -> None:
+    def _on_events(self, monitor: zmq.Socket[Any]) -> None:
         socket, connected = self._monitors[monitor]
         while monitor.poll(0):
-            endpoint = recv_monitor_message(monitor)["endpoint"].decode(errors="replace")
-            self.disconnects += 1
-            held = self._throttle.allow(("disconnect", endpoint))
-            if held is not None:
-                log.warning(
-                    "firehose peer disconnected endpoint=%s disconnects=%d (a frame over "
-                    "max_message_bytes=%d drops its sender's connection; or the peer went away) "
-                    "not_logged=%d",
-                    endpoint,
-                    self.disconnects,
-                    self.max_message_bytes,
-                    held,
-                )
+            event = recv_monitor_message(monitor)
+            endpoint = event["endpoint"].decode(errors="replace")
+            if event["event"] != zmq.EVENT_DISCONNECTED:
+                self._dropped.pop((socket, endpoint), None)  # libzmq reconnects by itself
+                continue
+            self._count_disconnect(endpoint)
             if endpoint in connected:
-                self._reconnect(socket, endpoint)
+                self._dropped[(socket, endpoint)] = time.monotonic() + RETRY_GRACE_S
 
-    @staticmethod
-    def _reconnect(socket: zmq.Socket[Any], address: str) -> None:
-        """Connect again: after a protocol error (an oversize frame) libzmq would not.
+    def _count_disconnect(self, endpoint: str) -> None:
+        self.disconnects += 1
+        held = self._throttle.allow(("disconnect", endpoint))
+        if held is not None:
+            log.warning(
+                "firehose peer disconnected endpoint=%s disconnects=%d (a frame over "
+                "max_message_bytes=%d drops its sender's connection; or the peer went away) "
+                "not_logged=%d",
+                endpoint,
+                self.disconnects,
+                self.max_message_bytes,
+                held,
+            )
 
-        Disconnecting first leaves exactly one connection per endpoint even when
-        libzmq was reconnecting by itself (an ordinary drop).
-        """
-        with contextlib.suppress(zmq.ZMQError):  # already gone: connect below restores it
-            socket.disconnect(address)
-        socket.connect(address)
+    def _reconnect_abandoned(self) -> None:
+        """Connect again where libzmq gave up (a protocol error such as an oversize frame)."""
+        now = time.monotonic()
+        for key, deadline in list(self._dropped.items()):
+            if deadline <= now:
+                del self._dropped[key]
+                socket, address = key
+                log.info("firehose connecting again endpoint=%s (libzmq did not retry)", address)
+                with contextlib.suppress(zmq.ZMQError):  # already gone: connect below restores it
+                    socket.disconnect(address)
+                socket.connect(address)
 
     def close(self) -> None:
         for monitor, (socket, _) in self._monitors.items():
             socket.disable_monitor()
             monitor.close(linger=0)
         self._monitors.clear()
+        self._dropped.clear()
         for socket in self.sockets:
             socket.close(linger=0)
         self.sockets.clear()
