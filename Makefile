@@ -3,17 +3,23 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# The native core (native/, Rust) is built by the install: cargo comes from rustup's usual place when
+# it is not on PATH already. The stamp covers the crate's sources too, so a change to them rebuilds it
+# (an editable install does not rebuild compiled code by itself).
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock $(sort $(wildcard native/src/*.rs native/src/*/*.rs))
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(NATIVE_SOURCES) | sha1sum | cut -c1-12)
+CARGO := cd native && cargo
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help run test lint format unit component integration services kafka kafka-jars fixtures fixtures-check clean bench bench-full fuzz
+.PHONY: help run test lint native format unit component integration services kafka kafka-jars fixtures fixtures-check clean bench bench-full fuzz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(NATIVE_SOURCES)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -25,10 +31,16 @@ run: $(STAMP)  ## demo: simulated fleet -> ZeroMQ -> worker -> embedded ClickHou
 test: $(STAMP) services lint  ## install everything, lint, and run the whole suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict
+lint: $(STAMP)  ## ruff (lint + format check), mypy --strict; the native core: rustfmt, clippy, cargo test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets --features python -- -D warnings
+	$(CARGO) test --locked
+
+native: $(STAMP)  ## rebuild the native core into the venv now (the stamp does it when native/ changes)
+	$(PY) -m pip install -q --no-deps -e .
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -71,4 +83,4 @@ fixtures-check: fixtures  ## fail if regenerating the fixtures changes them
 	git diff --exit-code -- tests/fixtures/tyk
 
 clean:  ## remove the venv, caches and ./data
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache data
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache data native/target pipelines/_native*.so

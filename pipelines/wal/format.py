@@ -4,7 +4,7 @@ A segment file is named by the position of its first record (20 digits, so
 names sort in log order) and holds:
 
     header   MAGIC (8 bytes) | first position (u64)
-    record*  body length (u32) | CRC-32 of body (u32) | body
+    record*  body length (u32) | CRC-32C of body (u32) | body
 
     body     position (u64) | receive time, unix ns (i64) | frame count (u16)
              | (frame length (u32) | frame bytes) * frame count
@@ -14,6 +14,11 @@ positions names the same messages in every process that reads the log. The
 CRC covers the whole body, so a record torn by a crash (short header, short
 body) or damaged on disk fails the check and is never returned as data.
 All integers are little-endian.
+
+The checksum is CRC-32C (Castagnoli), computed by the native core with the
+CPU's CRC instructions (pipelines._native). Segments written before it
+(MAGIC_V1, zlib's CRC-32) are still read: the magic says which checksum a
+segment's records carry, and the writer never appends to a version-1 segment.
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from __future__ import annotations
 import dataclasses
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Final
 
-MAGIC: Final = b"TPWAL01\n"
+from pipelines._native import crc32c, record_crc
+
+MAGIC: Final = b"TPWAL02\n"
+# Segments of the first format: the same layout, records checksummed with zlib's CRC-32.
+MAGIC_V1: Final = b"TPWAL01\n"
 SEGMENT_SUFFIX: Final = ".wal"
 SEGMENT_HEADER: Final = struct.Struct("<8sQ")
 RECORD_HEADER: Final = struct.Struct("<II")
@@ -38,7 +47,11 @@ MAX_FRAMES: Final = 0xFFFF
 # CPU-bound Python threads, every release costs a wait of up to the switch interval (5 ms)
 # to take the GIL back: that convoy made logging a 70 KB message ~10x slower than its CRC.
 # Slices under the threshold keep the GIL: the same CRC, the same CPU time, no wait.
+# (Only version-1 segments use zlib; the native CRC-32C keeps the GIL below 1 MiB.)
 CRC_SLICE: Final = 4096
+
+# A record checksum: (data, running crc) -> crc.
+Checksum = Callable[[bytes | memoryview, int], int]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,7 +95,12 @@ def read_segment_header(data: bytes) -> int | None:
     if len(data) < SEGMENT_HEADER.size:
         return None
     magic, first = SEGMENT_HEADER.unpack_from(data)
-    return int(first) if magic == MAGIC else None
+    return int(first) if magic in (MAGIC, MAGIC_V1) else None
+
+
+def segment_checksum(data: bytes) -> Checksum:
+    """The checksum of the records of the segment whose header is `data` (CRC-32C unless version 1)."""
+    return crc32 if data[: len(MAGIC_V1)] == MAGIC_V1 else crc32c
 
 
 def encode_record_parts(
@@ -99,14 +117,14 @@ def encode_record_parts(
         raise ValueError(msg)
     head = BODY_HEADER.pack(position, received_ns, len(frames))
     parts = [b"", head]
-    crc = zlib.crc32(head)
     size = len(head)
     for frame in frames:
         length = FRAME_LENGTH.pack(len(frame))
-        crc = crc32(frame, zlib.crc32(length, crc))
         parts.append(length)
         parts.append(frame)
         size += len(length) + len(frame)
+    # one native call for the whole body (CRC-32C, no copy of the frames)
+    crc = record_crc(head, frames)
     parts[0] = RECORD_HEADER.pack(size, crc)
     return parts, RECORD_HEADER.size + size, crc
 
@@ -118,7 +136,7 @@ def encode_record(position: int, received_ns: int, frames: Sequence[bytes]) -> t
 
 
 def crc32(data: bytes | memoryview, crc: int = 0) -> int:
-    """zlib.crc32, computed without releasing the GIL (see CRC_SLICE)."""
+    """zlib.crc32 (version-1 segments), computed without releasing the GIL (see CRC_SLICE)."""
     if len(data) <= CRC_SLICE:
         return zlib.crc32(data, crc)
     view = memoryview(data)
@@ -156,8 +174,11 @@ def decode_body(body: bytes, crc: int) -> WalRecord:
     return WalRecord(position, received_ns, frames, crc)
 
 
-def read_record(stream: IO[bytes]) -> WalRecord | None:
-    """The next record of a stream; None at a clean end; RecordError if torn or damaged."""
+def read_record(stream: IO[bytes], checksum: Checksum = crc32c) -> WalRecord | None:
+    """The next record of a stream; None at a clean end; RecordError if torn or damaged.
+
+    `checksum` is the segment's (segment_checksum): CRC-32C unless it is a version-1 segment.
+    """
     header = stream.read(RECORD_HEADER.size)
     if not header:
         return None
@@ -172,7 +193,7 @@ def read_record(stream: IO[bytes]) -> WalRecord | None:
     if len(body) < length:
         msg = "torn record body"
         raise RecordError(msg)
-    if crc32(body) != crc:
+    if checksum(body, 0) != crc:
         msg = "checksum mismatch"
         raise RecordError(msg)
     return decode_body(body, crc)
@@ -185,13 +206,15 @@ def scan_segment(path: Path) -> Iterator[tuple[int, WalRecord | RecordError]]:
     to be a record boundary.
     """
     with path.open("rb", buffering=1 << 20) as stream:
-        if read_segment_header(stream.read(SEGMENT_HEADER.size)) is None:
+        header = stream.read(SEGMENT_HEADER.size)
+        if read_segment_header(header) is None:
             yield SEGMENT_HEADER.size, SegmentHeaderError("not a tykpulse WAL segment")
             return
+        checksum = segment_checksum(header)
         offset = SEGMENT_HEADER.size
         while True:
             try:
-                record = read_record(stream)
+                record = read_record(stream, checksum)
             except RecordError as exc:
                 yield offset, exc
                 return

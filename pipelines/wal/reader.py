@@ -21,13 +21,16 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import IO
 
+from pipelines._native import crc32c
 from pipelines.wal.format import (
     SEGMENT_HEADER,
+    Checksum,
     RecordError,
     WalRecord,
     list_segments,
     read_record,
     read_segment_header,
+    segment_checksum,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,8 @@ class WalReader:
         self.directory = directory
         self._cursor: _Cursor | None = None
         self.damaged_total = 0
+        # each segment's checksum, from its header (segments are few; forgotten when deleted)
+        self._checksums: dict[Path, Checksum] = {}
 
     def read(self, start: int, end: int, *, max_bytes: int | None = None) -> RangeRead:
         """Records with start <= position < end (stopping early past max_bytes of record data).
@@ -112,8 +117,9 @@ class WalReader:
                 return
             path, segment_first, offset, next_first = located
             with path.open("rb", buffering=1 << 20) as stream:
+                checksum = self._checksum(path, stream)
                 stream.seek(offset)
-                position = yield from self._scan(stream, path, segment_first, position, end)
+                position = yield from self._scan(stream, path, segment_first, position, end, checksum)
             if position >= end:
                 return
             # The segment ended (cleanly or damaged) before `end`: go on in the next one.
@@ -125,13 +131,30 @@ class WalReader:
                 yield target
             position = target
 
+    def _checksum(self, path: Path, stream: IO[bytes]) -> Checksum:
+        checksum = self._checksums.get(path)
+        if checksum is None:
+            stream.seek(0)
+            header = stream.read(SEGMENT_HEADER.size)
+            checksum = segment_checksum(header) if read_segment_header(header) is not None else crc32c
+            if len(self._checksums) > 1024:
+                self._checksums.clear()
+            self._checksums[path] = checksum
+        return checksum
+
     def _scan(
-        self, stream: IO[bytes], path: Path, segment_first: int, position: int, end: int
+        self,
+        stream: IO[bytes],
+        path: Path,
+        segment_first: int,
+        position: int,
+        end: int,
+        checksum: Checksum,
     ) -> Generator[WalRecord | int, None, int]:
         offset = stream.tell()
         while position < end:
             try:
-                record = read_record(stream)
+                record = read_record(stream, checksum)
             except RecordError as exc:
                 log.error("WAL record unreadable segment=%s offset=%d reason=%s", path.name, offset, exc)
                 record = None

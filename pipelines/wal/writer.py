@@ -43,6 +43,7 @@ from typing import Final
 from pipelines.errors import ConfigurationError
 from pipelines.wal.checkpoint import fsync_directory
 from pipelines.wal.format import (
+    MAGIC_V1,
     MAX_FRAMES,
     SEGMENT_HEADER,
     RecordError,
@@ -132,7 +133,12 @@ class WalWriter:
                 end,
                 floor,
             )
-        if not self._segments or self._next > end:
+        if self._segments and self._next == end and _is_version_1(self._segments[-1]):
+            # Records are appended in the current format only: a version-1 tail is left as it is
+            # (still read, still released) and the log goes on in a new segment.
+            self._retire_empty_tail()
+            self._start_segment(self._next)
+        elif not self._segments or self._next > end:
             self._start_segment(self._next)
         else:
             current = self._segments[-1]
@@ -142,6 +148,14 @@ class WalWriter:
         self.stats.segments = len(self._segments)
         self.pressure.update()
         return self._next
+
+    def _retire_empty_tail(self) -> None:
+        """Delete the last segment if it holds no record (its name is the next segment's)."""
+        last = self._segments[-1]
+        if last.size <= SEGMENT_HEADER.size:
+            last.path.unlink()
+            self._segments.pop()
+            fsync_directory(self.directory)
 
     def _take_lock(self) -> None:
         fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
@@ -343,6 +357,11 @@ class WalWriter:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
+
+
+def _is_version_1(segment: _Segment) -> bool:
+    with segment.path.open("rb") as stream:
+        return stream.read(len(MAGIC_V1)) == MAGIC_V1
 
 
 def read_all(directory: Path) -> list[WalRecord]:

@@ -1,0 +1,10 @@
+//! tykpulse's native core.
+//!
+//! The modules below are plain Rust (tested by `cargo test` without Python);
+//! `python` (the `python` feature, built by maturin) is the thin PyO3 layer that
+//! exposes them as `pipelines._native`.
+
+pub mod wal;
+
+#[cfg(feature = "python")]
+mod python;
