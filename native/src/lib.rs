@@ -4,6 +4,7 @@
 //! `python` (the `python` feature, built by maturin) is the thin PyO3 layer that
 //! exposes them as `pipelines._native`.
 
+pub mod decode;
 pub mod wal;
 
 #[cfg(feature = "python")]

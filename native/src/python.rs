@@ -6,6 +6,7 @@ use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::decode::{self, AnalyticsColumns};
 use crate::wal;
 
 /// Below this many bytes a checksum keeps the GIL: at several GB/s it takes
@@ -63,9 +64,51 @@ fn record_crc(py: Python<'_>, head: &[u8], frames: Vec<Bound<'_, PyAny>>) -> PyR
         .map_err(|len| PyOverflowError::new_err(format!("a frame of {len} bytes cannot be logged")))
 }
 
+fn int64_bytes<'py>(py: Python<'py>, values: &[i64]) -> Bound<'py, PyBytes> {
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    PyBytes::new(py, &raw)
+}
+
+type Columns<'py> = (
+    Bound<'py, PyBytes>,
+    Vec<String>,
+    Vec<String>,
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+);
+
+/// decode_analytics(payload, count) -> (timestamp_ns, org_id, api_id, response_code, latency_ms) | None
+///
+/// Columns of a msgpack `tyk.analytics` payload (int columns as little-endian int64 bytes), decoded
+/// with the GIL released from 1 MiB (see RELEASE_GIL_BYTES); None when the reference decoder must
+/// judge the payload.
+#[pyfunction]
+fn decode_analytics<'py>(py: Python<'py>, payload: &[u8], count: usize) -> Option<Columns<'py>> {
+    let columns = if payload.len() < RELEASE_GIL_BYTES {
+        decode::decode_analytics(payload, count)
+    } else {
+        py.allow_threads(|| decode::decode_analytics(payload, count))
+    }?;
+    let AnalyticsColumns {
+        timestamp_ns,
+        org_id,
+        api_id,
+        response_code,
+        latency_ms,
+    } = columns;
+    Some((
+        int64_bytes(py, &timestamp_ns),
+        org_id,
+        api_id,
+        int64_bytes(py, &response_code),
+        int64_bytes(py, &latency_ms),
+    ))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32c_py, m)?)?;
     m.add_function(wrap_pyfunction!(record_crc, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_analytics, m)?)?;
     Ok(())
 }

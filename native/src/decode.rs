@@ -1,0 +1,427 @@
+//! Decoding `tyk.analytics` msgpack payloads straight into columns.
+//!
+//! The contract is conservative on purpose: `decode_analytics` returns columns
+//! only for a payload it understands completely, whose every record the
+//! Python decoder (pipelines/firehose/codec.py + timestamps.py) would accept
+//! with the same values; for anything else (a bad record, a duplicate key,
+//! an unusual timestamp string, trailing bytes, ...) it returns `None`, and
+//! the caller decodes the payload the reference way, with its rejection
+//! reasons. So the fast path can never differ from the reference: it either
+//! agrees with it or declines.
+
+/// A record timestamp that is no valid instant (timestamps.py's INVALID_NS).
+pub const INVALID_NS: i64 = i64::MIN;
+const MAX_ID_CHARS: usize = 1_024;
+const MAX_DEPTH: usize = 32;
+
+/// One payload's analytics records as columns.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AnalyticsColumns {
+    pub timestamp_ns: Vec<i64>,
+    pub org_id: Vec<String>,
+    pub api_id: Vec<String>,
+    pub response_code: Vec<i64>,
+    pub latency_ms: Vec<i64>,
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+enum Int {
+    Signed(i64),
+    Unsigned(u64),
+}
+
+impl Int {
+    fn to_i64(&self) -> Option<i64> {
+        match *self {
+            Int::Signed(v) => Some(v),
+            Int::Unsigned(v) => i64::try_from(v).ok(),
+        }
+    }
+}
+
+/// What a timestamp value is, as far as the fast path goes.
+enum Stamp {
+    Ns(i64),
+    Invalid,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let out = self.data.get(self.at..end)?;
+        self.at = end;
+        Some(out)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn be(&mut self, n: usize) -> Option<u64> {
+        Some(
+            self.take(n)?
+                .iter()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+        )
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.data.get(self.at).copied()
+    }
+
+    fn array_len(&mut self) -> Option<usize> {
+        let first = self.byte()?;
+        let len = match first {
+            0x90..=0x9f => u64::from(first & 0x0f),
+            0xdc => self.be(2)?,
+            0xdd => self.be(4)?,
+            _ => return None,
+        };
+        usize::try_from(len).ok()
+    }
+
+    fn map_len(&mut self) -> Option<usize> {
+        let first = self.byte()?;
+        let len = match first {
+            0x80..=0x8f => u64::from(first & 0x0f),
+            0xde => self.be(2)?,
+            0xdf => self.be(4)?,
+            _ => return None,
+        };
+        usize::try_from(len).ok()
+    }
+
+    /// A str value (valid UTF-8), or None for anything else.
+    fn str(&mut self) -> Option<&'a str> {
+        let first = self.byte()?;
+        let len = match first {
+            0xa0..=0xbf => u64::from(first & 0x1f),
+            0xd9 => self.be(1)?,
+            0xda => self.be(2)?,
+            0xdb => self.be(4)?,
+            _ => return None,
+        };
+        std::str::from_utf8(self.take(usize::try_from(len).ok()?)?).ok()
+    }
+
+    /// An int value (never bool or float), or None.
+    fn int(&mut self) -> Option<Int> {
+        let first = self.byte()?;
+        Some(match first {
+            0x00..=0x7f => Int::Signed(i64::from(first)),
+            0xe0..=0xff => Int::Signed(i64::from(first as i8)),
+            0xcc => Int::Unsigned(self.be(1)?),
+            0xcd => Int::Unsigned(self.be(2)?),
+            0xce => Int::Unsigned(self.be(4)?),
+            0xcf => Int::Unsigned(self.be(8)?),
+            0xd0 => Int::Signed(i64::from(self.be(1)? as u8 as i8)),
+            0xd1 => Int::Signed(i64::from(self.be(2)? as u16 as i16)),
+            0xd2 => Int::Signed(i64::from(self.be(4)? as u32 as i32)),
+            0xd3 => Int::Signed(self.be(8)? as i64),
+            _ => return None,
+        })
+    }
+
+    /// Step over any value whose strings are all valid UTF-8 and whose map keys are
+    /// strings; None (decline) for anything else or nesting deeper than MAX_DEPTH.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let first = self.peek()?;
+        match first {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => {
+                self.at += 1;
+            }
+            0xcc..=0xd3 => {
+                self.int()?;
+            }
+            0xca => {
+                self.take(5)?;
+            }
+            0xcb => {
+                self.take(9)?;
+            }
+            0xa0..=0xbf | 0xd9..=0xdb => {
+                self.str()?;
+            }
+            0xc4..=0xc6 => {
+                self.at += 1;
+                let len = self.be(1 << (first - 0xc4))?;
+                self.take(usize::try_from(len).ok()?)?;
+            }
+            0x90..=0x9f | 0xdc | 0xdd => {
+                for _ in 0..self.array_len()? {
+                    self.skip(depth + 1)?;
+                }
+            }
+            0x80..=0x8f | 0xde | 0xdf => {
+                for _ in 0..self.map_len()? {
+                    self.str()?;
+                    self.skip(depth + 1)?;
+                }
+            }
+            // ext values (other than a record's timestamp) and the reserved 0xc1: decline
+            _ => return None,
+        }
+        Some(())
+    }
+
+    fn timestamp(&mut self) -> Option<Stamp> {
+        let first = self.peek()?;
+        match first {
+            0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3 => Some(match self.int()?.to_i64() {
+                Some(ns) if ns >= 0 => Stamp::Ns(ns),
+                _ => Stamp::Invalid,
+            }),
+            0xc0 | 0xc2 | 0xc3 | 0xca | 0xcb => {
+                self.skip(0)?;
+                Some(Stamp::Invalid)
+            }
+            0xa0..=0xbf | 0xd9..=0xdb => Some(rfc3339_ns(self.str()?)?),
+            0xd6 | 0xd7 | 0xc7 => self.ext_timestamp(),
+            _ => None,
+        }
+    }
+
+    /// The msgpack timestamp extension (type -1), as the Python decoder sees it: a
+    /// datetime with microseconds (nanoseconds rounded half up, as msgspec does).
+    fn ext_timestamp(&mut self) -> Option<Stamp> {
+        let first = self.byte()?;
+        let len = match first {
+            0xd6 => 4,
+            0xd7 => 8,
+            _ => self.be(1)?, // ext 8: only the 12-byte form is a timestamp
+        };
+        if self.byte()? != 0xff {
+            return None;
+        }
+        let (seconds, nanos) = match len {
+            4 => (self.be(4)? as i64, 0u64),
+            8 => {
+                let both = self.be(8)?;
+                ((both & 0x3_ffff_ffff) as i64, both >> 34)
+            }
+            12 => {
+                let nanos = self.be(4)?;
+                (self.be(8)? as i64, nanos)
+            }
+            _ => return None,
+        };
+        // Outside 1970..=9999 or a malformed nanosecond field: let the reference decide.
+        if !(0..=253_402_300_799).contains(&seconds) || nanos >= 1_000_000_000 {
+            return None;
+        }
+        let micros = (nanos + 500) / 1_000;
+        if seconds == 253_402_300_799 && micros == 1_000_000 {
+            return None; // rounds past the year 9999
+        }
+        let ns = i128::from(seconds) * 1_000_000_000 + i128::from(micros * 1_000);
+        Some(i64::try_from(ns).map_or(Stamp::Invalid, Stamp::Ns))
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+fn digits(text: &[u8]) -> Option<i64> {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        text.iter()
+            .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')),
+    )
+}
+
+/// An RFC 3339 timestamp with offset, as timestamps.parse_rfc3339_ns reads it; None
+/// (decline) for any text that is not plainly such a timestamp.
+fn rfc3339_ns(text: &str) -> Option<Stamp> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    let mut rest = &b[19..];
+    let mut frac = 0i64;
+    if rest.first() == Some(&b'.') {
+        let n = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        frac = digits(&rest[1..=n])? * 10i64.pow(9 - n as u32);
+        rest = &rest[1 + n..];
+    }
+    let offset_s = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let s = h * 3600 + m * 60;
+            if *sign == b'-' {
+                -s
+            } else {
+                s
+            }
+        }
+        _ => return None,
+    };
+    if year < 1 || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
+    let ns = i128::from(seconds) * 1_000_000_000 + i128::from(frac);
+    Some(match i64::try_from(ns) {
+        Ok(ns) if ns >= 0 => Stamp::Ns(ns),
+        _ => Stamp::Invalid,
+    })
+}
+
+fn identifier(reader: &mut Reader<'_>) -> Option<String> {
+    let text = reader.str()?;
+    (text.chars().count() <= MAX_ID_CHARS).then(|| text.to_owned())
+}
+
+fn latency_total(reader: &mut Reader<'_>) -> Option<i64> {
+    let mut total = None;
+    for _ in 0..reader.map_len()? {
+        if reader.str()? == "total" {
+            if total.is_some() {
+                return None; // a duplicate key: decline
+            }
+            total = Some(reader.int()?.to_i64()?);
+        } else {
+            reader.skip(1)?;
+        }
+    }
+    Some(total.unwrap_or(0))
+}
+
+fn record(reader: &mut Reader<'_>, out: &mut AnalyticsColumns) -> Option<()> {
+    let (mut ts, mut org, mut api, mut code, mut latency) = (None, None, None, None, None);
+    for _ in 0..reader.map_len()? {
+        let key = reader.str()?;
+        let seen = match key {
+            "timestamp" => ts.replace(reader.timestamp()?).is_some(),
+            "org_id" => org.replace(identifier(reader)?).is_some(),
+            "api_id" => api.replace(identifier(reader)?).is_some(),
+            "response_code" => {
+                let value = reader.int()?.to_i64().filter(|c| (-1..=999).contains(c))?;
+                code.replace(value).is_some()
+            }
+            "latency" => latency.replace(latency_total(reader)?).is_some(),
+            _ => {
+                reader.skip(1)?;
+                false
+            }
+        };
+        if seen {
+            return None; // a duplicate key: decline
+        }
+    }
+    out.timestamp_ns.push(match ts? {
+        Stamp::Ns(ns) => ns,
+        Stamp::Invalid => INVALID_NS,
+    });
+    out.org_id.push(org?);
+    out.api_id.push(api?);
+    out.response_code.push(code?);
+    out.latency_ms.push(latency.unwrap_or(0));
+    Some(())
+}
+
+/// The columns of a msgpack `tyk.analytics` payload of exactly `count` records,
+/// or None when the reference decoder must judge it (see the module docs).
+pub fn decode_analytics(payload: &[u8], count: usize) -> Option<AnalyticsColumns> {
+    let mut reader = Reader {
+        data: payload,
+        at: 0,
+    };
+    if reader.array_len()? != count {
+        return None;
+    }
+    let mut out = AnalyticsColumns::default();
+    for _ in 0..count {
+        record(&mut reader, &mut out)?;
+    }
+    (reader.at == payload.len()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(text: &str) -> Option<i64> {
+        match rfc3339_ns(text)? {
+            Stamp::Ns(ns) => Some(ns),
+            Stamp::Invalid => Some(INVALID_NS),
+        }
+    }
+
+    #[test]
+    fn rfc3339_forms() {
+        assert_eq!(ns("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            ns("2026-11-27T10:15:02.123456789Z"),
+            Some(1_795_774_502_123_456_789)
+        );
+        assert_eq!(
+            ns("2026-11-27t11:15:02.5+01:00"),
+            Some(1_795_774_502_500_000_000)
+        );
+        assert_eq!(ns("1969-12-31T23:59:59Z"), Some(INVALID_NS));
+        assert_eq!(ns("2026-02-29T00:00:00Z"), None);
+        assert_eq!(ns("2026-11-27T10:15:02.1234567891Z"), None);
+        assert_eq!(ns("2026-11-27T10:15:02Z\n"), None);
+    }
+
+    #[test]
+    fn one_record() {
+        // [{"timestamp": 5, "org_id": "o", "api_id": "a", "response_code": 200, "x": [1]}]
+        let mut payload = vec![0x91, 0x85];
+        payload.extend(b"\xa9timestamp\x05\xa6org_id\xa1o\xa6api_id\xa1a");
+        payload.extend(b"\xadresponse_code\xcc\xc8\xa1x\x91\x01");
+        let out = decode_analytics(&payload, 1).expect("decoded");
+        assert_eq!(out.timestamp_ns, vec![5]);
+        assert_eq!(out.response_code, vec![200]);
+        assert_eq!(out.latency_ms, vec![0]);
+        assert_eq!(decode_analytics(&payload, 2), None);
+        payload.push(0);
+        assert_eq!(decode_analytics(&payload, 1), None);
+    }
+}

@@ -1,0 +1,206 @@
+"""The native analytics decoder against the reference (codec.py + timestamps.py), record for record.
+
+The native decoder either gives exactly the reference's columns or declines (None),
+whatever the input: random, hostile or malformed. For ordinary payloads, the
+ones tykpulse's publishers and bridges send, it never declines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines._native import decode_analytics
+from pipelines.firehose.codec import DecodedMessage, MessageDecoder
+from pipelines.firehose.protocol import TOPIC_ANALYTICS
+from pipelines.firehose.timestamps import to_ns_array
+
+pytestmark = pytest.mark.unit
+
+_DECODER = MessageDecoder()
+_ENVELOPE = {"v": 1, "node": "n", "boot": 1, "seq": 1, "sent": 1, "enc": "msgpack"}
+
+
+def reference(
+    payload: bytes, count: int
+) -> tuple[list[int], list[str], list[str], list[int], list[int]] | None:
+    """The Python path's columns, or None when it rejects anything in the message."""
+    envelope = msgpack.packb({**_ENVELOPE, "count": count})
+    result = _DECODER.decode([TOPIC_ANALYTICS.encode(), envelope, payload])
+    if not isinstance(result, DecodedMessage) or result.rejected:
+        return None
+    records = result.records
+    return (
+        to_ns_array([r.timestamp for r in records]).tolist(),
+        [r.org_id for r in records],
+        [r.api_id for r in records],
+        [r.response_code for r in records],
+        [r.latency.total for r in records],
+    )
+
+
+def native(payload: bytes, count: int) -> tuple[list[int], list[str], list[str], list[int], list[int]] | None:
+    columns = decode_analytics(payload, count)
+    if columns is None:
+        return None
+    ts, org, api, code, latency = columns
+    as_list = [np.frombuffer(c, dtype="<i8").tolist() for c in (ts, code, latency)]
+    return as_list[0], org, api, as_list[1], as_list[2]
+
+
+def check(payload: bytes, count: int) -> tuple[Any, Any]:
+    got, expected = native(payload, count), reference(payload, count)
+    if got is not None:
+        assert got == expected
+    return got, expected
+
+
+_UTC = dt.UTC
+_times = st.datetimes(
+    min_value=dt.datetime(1960, 1, 1), max_value=dt.datetime(2200, 1, 1), timezones=st.just(_UTC)
+)
+
+
+@st.composite
+def rfc3339(draw: st.DrawFn) -> str:
+    when = draw(_times)
+    digits = draw(st.integers(0, 9))
+    frac = (
+        ""
+        if digits == 0
+        else "." + "".join(draw(st.lists(st.sampled_from("0123456789"), min_size=digits, max_size=digits)))
+    )
+    tz = draw(st.sampled_from(["Z", "z", "+00:00", "+05:30", "-08:00", "+23:59", "-00:00"]))
+    sep = draw(st.sampled_from("Tt "))
+    return when.strftime(f"%Y-%m-%d{sep}%H:%M:%S") + frac + tz
+
+
+good_timestamps = st.one_of(
+    st.integers(0, 2**63 - 1),
+    rfc3339(),
+    st.builds(msgpack.Timestamp.from_datetime, _times.filter(lambda t: t.year >= 1970)),
+    st.builds(lambda s, n: msgpack.Timestamp(s, n), st.integers(0, 2**34 - 1), st.integers(0, 999_999_999)),
+)
+hostile_timestamps = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.text(max_size=40),
+    st.sampled_from(
+        ["2026-02-29T00:00:00Z", "2026-11-27T10:15:02Z\n", "0000-01-01T00:00:00Z", "2026-13-01T00:00:00Z"]
+    ),
+    st.floats(allow_nan=False),
+    st.none(),
+    st.booleans(),
+    st.binary(max_size=8),
+    st.builds(
+        lambda s, n: msgpack.Timestamp(s, n), st.integers(-(2**40), 2**40), st.integers(0, 999_999_999)
+    ),
+    st.lists(st.integers(-(2**63), 2**64 - 1), max_size=2),
+)
+identifiers = st.text(max_size=30) | st.text(min_size=1020, max_size=1030, alphabet="aé😀")
+good_records = st.fixed_dictionaries(
+    {
+        "timestamp": good_timestamps,
+        "org_id": st.text(max_size=30),
+        "api_id": st.text(max_size=30),
+        "response_code": st.integers(-1, 999),
+    },
+    optional={
+        "latency": st.fixed_dictionaries(
+            {}, optional={"total": st.integers(-(2**63), 2**63 - 1), "upstream": st.integers(0, 10)}
+        ),
+        "api_key": st.text(max_size=20),
+        "tags": st.lists(st.text(max_size=5), max_size=3),
+        "geo": st.dictionaries(
+            st.text(max_size=5), st.integers(-(2**63), 2**64 - 1) | st.floats() | st.none(), max_size=3
+        ),
+        "raw_path": st.binary(max_size=10),
+    },
+)
+hostile_values = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+    st.binary(max_size=5),
+    st.lists(st.integers(-(2**63), 2**64 - 1), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(-(2**63), 2**64 - 1), max_size=2),
+)
+hostile_records = st.fixed_dictionaries(
+    {},
+    optional={
+        "timestamp": good_timestamps | hostile_timestamps,
+        "org_id": identifiers | hostile_values,
+        "api_id": identifiers | hostile_values,
+        "response_code": st.integers(-3, 1001) | hostile_values,
+        "latency": st.fixed_dictionaries(
+            {}, optional={"total": st.integers(-(2**63), 2**64 - 1) | hostile_values}
+        )
+        | hostile_values,
+        "junk": hostile_values,
+    },
+)
+
+
+def pack(records: list[Any]) -> bytes:
+    return msgpack.packb(records, use_bin_type=True, datetime=False)
+
+
+@given(st.lists(good_records, max_size=20))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_ordinary_payloads_are_decoded_natively_and_identically(records: list[dict[str, Any]]) -> None:
+    payload = pack(records)
+    got, expected = check(payload, len(records))
+    assert expected is not None
+    assert got is not None, "the native decoder declined an ordinary payload"
+
+
+@given(st.lists(good_records | hostile_records, max_size=12), st.integers(-1, 1))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_hostile_records_are_decoded_identically_or_declined(records: list[Any], lie: int) -> None:
+    check(pack(records), max(0, len(records) + lie))
+
+
+@given(st.binary(max_size=200), st.integers(0, 5))
+def test_arbitrary_bytes_are_decoded_identically_or_declined(payload: bytes, count: int) -> None:
+    check(payload, count)
+
+
+@given(st.lists(good_records, min_size=1, max_size=5), st.data())
+def test_damaged_payloads_are_decoded_identically_or_declined(
+    records: list[Any], data: st.DataObject
+) -> None:
+    payload = bytearray(pack(records))
+    for _ in range(data.draw(st.integers(1, 3))):
+        payload[data.draw(st.integers(0, len(payload) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(payload)))
+    check(bytes(payload[:cut]), len(records))
+    check(bytes(payload), len(records))
+
+
+def test_duplicate_keys_are_left_to_the_reference() -> None:
+    record = b"\x85\xa9timestamp\x01\xa6org_id\xa1o\xa6api_id\xa1a\xadresponse_code\xcc\xc8\xa6org_id\xa1p"
+    assert decode_analytics(b"\x91" + record, 1) is None
+    assert reference(b"\x91" + record, 1) is not None
+
+
+def test_timestamp_extension_is_rounded_to_microseconds_as_the_reference_does() -> None:
+    payload = pack(
+        [
+            {
+                "timestamp": msgpack.Timestamp(1_795_774_502, 123_456_789),
+                "org_id": "o",
+                "api_id": "a",
+                "response_code": 200,
+            }
+        ]
+    )
+    got, _ = check(payload, 1)
+    assert got is not None
+    assert got[0] == [1_795_774_502_123_457_000]
