@@ -334,12 +334,23 @@ class FaustWorkerSettings(_Settings):
 
 
 class ObservabilitySettings(_Settings):
-    """The worker's HTTP endpoint: Prometheus /metrics, /healthz, /status."""
+    """The HTTP endpoint of every long-running command: Prometheus /metrics, /healthz, /status."""
 
-    metrics_port: int | None = Field(
-        default=None, ge=0, le=65_535, description="Serve /metrics, /healthz and /status on this port."
+    metrics: bool = Field(
+        default=True, description="Serve /metrics, /healthz and /status (--no-metrics: off)."
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65_535,
+        description="Port of the metrics endpoint; 0 takes a free one (`tykpulse status` finds it).",
     )
     metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint binds.")
+    runtime_dir: str | None = Field(
+        default=None,
+        description="Where running commands announce their endpoint for `tykpulse status`; default "
+        "$XDG_RUNTIME_DIR/tykpulse, else <tmp>/tykpulse-<uid>.",
+    )
     healthy_flush_age_s: float = Field(
         default=30.0, gt=0, description="/healthz fails when flushes have been unwritten this long."
     )

@@ -80,6 +80,20 @@ class KafkaBridge:
         self._quiet_since = time.monotonic()
         self.ready = threading.Event()
 
+    def readings(self) -> dict[str, float | dict[str, float]]:
+        """The running counters, for the metrics endpoint (read from another thread)."""
+        summary = self.summary
+        return {
+            "received": summary.received,
+            "produced": summary.produced,
+            "records": summary.records,
+            "lost": summary.lost,
+            "duplicates": summary.duplicates,
+            "failed": {reason: float(count) for reason, count in dict(summary.failed).items()},
+            "queue_depth": self._chunks.qsize(),
+            "queue_capacity": self.bridge.bridge_queue_chunks,
+        }
+
     def run(self, stop: threading.Event) -> BridgeSummary:
         """Bridge until `stop` is set, then drain the firehose until quiet and flush the producer."""
         return asyncio.run(self._run(stop))

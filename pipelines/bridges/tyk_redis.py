@@ -74,6 +74,10 @@ class BridgeStats:
     dropped_notices: int = 0
     redis_errors: int = 0
 
+    def readings(self) -> dict[str, float | dict[str, float]]:
+        """The counters for the metrics endpoint."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DrainConfig:

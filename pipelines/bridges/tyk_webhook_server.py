@@ -68,6 +68,11 @@ class WebhookStats:
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "published": self.published, "rejected": dict(self.rejected)}
 
+    def readings(self) -> dict[str, float | dict[str, float]]:
+        """The counters for the metrics endpoint (read from another thread, so `rejected` is copied)."""
+        rejected = {reason: float(count) for reason, count in dict(self.rejected).items()}
+        return {"accepted": self.accepted, "published": self.published, "rejected": rejected}
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Reply:
@@ -294,14 +299,22 @@ def check_exposure(settings: TykWebhookSettings, host: str) -> None:
         )
 
 
-def serve(settings: TykWebhookSettings, publisher: BridgePublisher, stop: threading.Event) -> WebhookStats:
+def serve(
+    settings: TykWebhookSettings,
+    publisher: BridgePublisher,
+    stop: threading.Event,
+    stats: WebhookStats | None = None,
+) -> WebhookStats:
     """Run the receiver until `stop` is set; publishes what was accepted before returning.
 
+    Counts into `stats` when given (the metrics endpoint reads it while this runs).
     Raises ConfigurationError before binding for a bad or unsafe --listen (see check_exposure).
     """
     host, port = parse_listen(settings.listen)
     check_exposure(settings, host)
     receiver = WebhookReceiver(settings, publisher)
+    if stats is not None:
+        receiver.stats = stats
     try:
         asyncio.run(WebhookServer(receiver, host, port).run(stop))
     finally:

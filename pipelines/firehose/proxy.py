@@ -63,6 +63,9 @@ class FirehoseProxy:
         self._control = context.socket(zmq.PAIR)
         self._control.bind(self._control_address)
         self._stopping = threading.Event()
+        self._control_lock = threading.Lock()
+        self._counted = [0] * 8  # statistics of the forwarding runs before the current one
+        self._last = [0] * 8
 
     @staticmethod
     def _attach(socket: zmq.Socket[Any], endpoints: Sequence[Endpoint], bound: BoundEndpoints) -> list[str]:
@@ -90,11 +93,46 @@ class FirehoseProxy:
     def refresh(self) -> None:
         """Apply a revocation (after CurveSession.reload): interrupt forwarding to rebind."""
         if self.curve is not None:
-            self._control.send(b"TERMINATE")
+            self._command(b"TERMINATE")
 
     def stop(self) -> None:
         self._stopping.set()
-        self._control.send(b"TERMINATE")
+        self._command(b"TERMINATE")
+
+    def _command(self, command: bytes) -> None:
+        with self._control_lock:
+            self._counted = [a + b for a, b in zip(self._counted, self._last, strict=True)]
+            self._last = [0] * 8
+            self._control.send(command)
+
+    def statistics(self, timeout_ms: int = 1_000) -> dict[str, dict[str, float]]:
+        """Frames and bytes forwarded so far, by side and direction ("frontend/in": from publishers,
+        "backend/out": to workers, the */out of the other side: subscriptions going upstream).
+
+        libzmq counts per forwarding run; a run ends on a SIGHUP rebind, so what passed between the
+        last reading and a rebind is not counted (the totals never go down).
+        """
+        with self._control_lock:
+            if self._stopping.is_set():
+                return self._totals()
+            self._control.send(b"STATISTICS")
+            if self._control.poll(timeout_ms):
+                frames = self._control.recv_multipart()
+                if len(frames) == 8:
+                    self._last = [int.from_bytes(f, "little") for f in frames]
+            return self._totals()
+
+    def _totals(self) -> dict[str, dict[str, float]]:
+        values = [a + b for a, b in zip(self._counted, self._last, strict=True)]
+        sides = ("frontend/in", "frontend/out", "backend/in", "backend/out")
+        return {
+            "frames": {side: values[2 * i] for i, side in enumerate(sides)},
+            "bytes": {side: values[2 * i + 1] for i, side in enumerate(sides)},
+        }
+
+    @property
+    def forwarding(self) -> bool:
+        return not self._stopping.is_set()
 
     def close(self) -> None:
         for socket in (self.frontend, self.backend, self._control):

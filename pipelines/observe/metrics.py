@@ -25,15 +25,38 @@ scrapes, so metrics cost the hot path nothing. What only the flush side sees
     tykpulse_wal_backlog_records              logged records not yet written to ClickHouse
     tykpulse_wal_dropped_total{reason}        messages the log could not keep (full, io_error, unloggable)
     tykpulse_wal_fsyncs_total, tykpulse_wal_damaged_records_total, tykpulse_dead_lettered_rows_total
+
+Every long-running command also exports (ServiceMetrics, read from its running counters at scrape):
+
+    tykpulse_info{command,version}            1, naming the command this process runs
+    tykpulse_healthy                          1 while /healthz answers 200, else 0
+    process_*                                 CPU, memory, open files, start time
+    bridge kafka:  tykpulse_messages_received_total, tykpulse_lost_messages_total,
+                   tykpulse_duplicates_total, tykpulse_kafka_messages_produced_total,
+                   tykpulse_kafka_records_produced_total, tykpulse_kafka_produce_failures_total{reason},
+                   tykpulse_queue_depth, tykpulse_queue_capacity
+    bridge tyk:    tykpulse_tyk_records_moved_total, tykpulse_tyk_records_recovered_total,
+                   tykpulse_records_published_total, tykpulse_tyk_records_undecodable_total,
+                   tykpulse_notices_published_total, tykpulse_notices_rejected_total,
+                   tykpulse_notices_dropped_total, tykpulse_redis_errors_total
+    bridge tyk-webhook: tykpulse_webhook_events_accepted_total, tykpulse_records_published_total,
+                   tykpulse_webhook_rejected_total{reason}
+    proxy:         tykpulse_proxy_frames_total{side,direction}, tykpulse_proxy_bytes_total{side,direction}
+    worker (Faust, through pipelines.observe.faust_sensor): tykpulse_kafka_records_consumed_total,
+                   tykpulse_kafka_commits_total, tykpulse_kafka_rebalances_total,
+                   tykpulse_kafka_assigned_partitions, tykpulse_messages_received_total,
+                   tykpulse_records_received_total, tykpulse_flushes_total{outcome},
+                   tykpulse_rows_written_total, tykpulse_last_flush_ok_age_seconds
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
-from typing import Final, Protocol
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final, Literal, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -177,3 +200,163 @@ class WorkerMetrics:
             "tykpulse_rows_written", "Partial rollup rows inserted.", registry=self.registry
         )
         self.registry.register(_ReadingsCollector(readings))
+
+
+# ---------------------------------------------------------------------------------------- every command
+
+Readings = Mapping[str, float | Mapping[str, float]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Family:
+    """One exported metric read from a command's counters: `key` in its readings, a number or, with
+    `labels`, a mapping "value[/value]" -> number (every key in `values` exported, at 0 if absent)."""
+
+    key: str
+    name: str
+    doc: str
+    kind: Literal["counter", "gauge"] = "counter"
+    labels: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
+
+
+KAFKA_BRIDGE: Final = (
+    Family("received", "tykpulse_messages_received", "Firehose messages received."),
+    Family("lost", "tykpulse_lost_messages", "Messages reported lost by sequence gaps."),
+    Family("duplicates", "tykpulse_duplicates", "Messages seen twice (same sequence number)."),
+    Family("produced", "tykpulse_kafka_messages_produced", "Firehose messages acknowledged by Kafka."),
+    Family("records", "tykpulse_kafka_records_produced", "Kafka records (bundles of messages) produced."),
+    Family(
+        "failed",
+        "tykpulse_kafka_produce_failures",
+        "Messages Kafka did not take, by reason (the producer's error class).",
+        labels=("reason",),
+        values=("KafkaConnectionError", "KafkaTimeoutError", "MessageSizeTooLargeError"),
+    ),
+    Family("queue_depth", "tykpulse_queue_depth", "Received chunks waiting for Kafka.", "gauge"),
+    Family("queue_capacity", "tykpulse_queue_capacity", "Chunks held before ZeroMQ's HWM drops.", "gauge"),
+)
+TYK_BRIDGE: Final = (
+    Family("moved", "tykpulse_tyk_records_moved", "Analytics records moved out of Tyk's lists."),
+    Family("recovered", "tykpulse_tyk_records_recovered", "Parked records published again after a crash."),
+    Family("published", "tykpulse_records_published", "Records published on the firehose."),
+    Family("undecodable", "tykpulse_tyk_records_undecodable", "Analytics elements that did not decode."),
+    Family("notices", "tykpulse_notices_published", "Cluster notifications published as notices."),
+    Family("bad_notices", "tykpulse_notices_rejected", "Cluster notifications dropped as malformed."),
+    Family("dropped_notices", "tykpulse_notices_dropped", "Held notices dropped while nobody subscribed."),
+    Family("redis_errors", "tykpulse_redis_errors", "Drain cycles that failed on a Redis error."),
+)
+# Every reason the receiver counts besides the body checks' own (pipelines.bridges.tyk_webhook_server).
+WEBHOOK_REJECTIONS: Final = ("bad_http", "method", "no_subscriber", "not_found", "too_large", "unauthorized")
+WEBHOOK_BRIDGE: Final = (
+    Family("accepted", "tykpulse_webhook_events_accepted", "Webhook events accepted."),
+    Family("published", "tykpulse_records_published", "Records published on the firehose."),
+    Family(
+        "rejected",
+        "tykpulse_webhook_rejected",
+        "Webhook requests rejected, by reason.",
+        labels=("reason",),
+        values=WEBHOOK_REJECTIONS,
+    ),
+)
+_PROXY_SIDES: Final = ("frontend/in", "frontend/out", "backend/in", "backend/out")
+PROXY: Final = (
+    Family(
+        "frames",
+        "tykpulse_proxy_frames",
+        "Frames through the proxy by socket side and direction.",
+        labels=("side", "direction"),
+        values=_PROXY_SIDES,
+    ),
+    Family(
+        "bytes",
+        "tykpulse_proxy_bytes",
+        "Bytes through the proxy by socket side and direction.",
+        labels=("side", "direction"),
+        values=_PROXY_SIDES,
+    ),
+)
+FAUST_WORKER: Final = (
+    Family("consumed", "tykpulse_kafka_records_consumed", "Kafka records the worker's agent received."),
+    Family("commits", "tykpulse_kafka_commits", "Kafka offset commits completed."),
+    Family("rebalances", "tykpulse_kafka_rebalances", "Consumer group rebalances this worker went through."),
+    Family("assigned", "tykpulse_kafka_assigned_partitions", "Partitions this worker holds.", "gauge"),
+    Family("messages", "tykpulse_messages_received", "Firehose messages in flushes written."),
+    Family("records", "tykpulse_records_received", "Records in flushes written."),
+    Family(
+        "flushes",
+        "tykpulse_flushes",
+        "Flush writes by outcome.",
+        labels=("outcome",),
+        values=("written", "retry", "dropped"),
+    ),
+    Family("rows", "tykpulse_rows_written", "Partial rollup rows inserted."),
+    Family(
+        "last_ok_age_s",
+        "tykpulse_last_flush_ok_age_seconds",
+        "Seconds since the worker last had no flush waiting on a retry.",
+        "gauge",
+    ),
+)
+COMMAND_FAMILIES: Final[Mapping[str, tuple[Family, ...]]] = {
+    "bridge kafka": KAFKA_BRIDGE,
+    "bridge tyk": TYK_BRIDGE,
+    "bridge tyk-webhook": WEBHOOK_BRIDGE,
+    "proxy": PROXY,
+    "worker": FAUST_WORKER,
+}
+
+
+def _family(spec: Family, value: float | Mapping[str, float]) -> Metric:
+    kind = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+    if not isinstance(value, Mapping):
+        return kind(spec.name, spec.doc, value=value)
+    family = kind(spec.name, spec.doc, labels=list(spec.labels))
+    # Known label values from the start, at 0: Prometheus' increase() only sees a rise from a sample.
+    for key, count in sorted(({v: 0.0 for v in spec.values} | dict(value)).items()):
+        family.add_metric(key.split("/"), count)
+    return family
+
+
+class _StatsCollector(Collector):
+    def __init__(self, families: tuple[Family, ...], readings: Callable[[], Readings]) -> None:
+        self.families = families
+        self.readings = readings
+
+    def collect(self) -> Iterator[Metric]:
+        readings = self.readings()
+        for spec in self.families:
+            if spec.key in readings:
+                yield _family(spec, readings[spec.key])
+
+
+class _CommonCollector(Collector):
+    def __init__(self, command: str, version: str, healthy: Callable[[], bool]) -> None:
+        self.command, self.version, self.healthy = command, version, healthy
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "tykpulse_info", "The command this process runs.", labels=["command", "version"]
+        )
+        info.add_metric([self.command, self.version], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "tykpulse_healthy", "1 while /healthz answers 200.", value=int(self.healthy())
+        )
+
+
+def service_registry(
+    command: str, version: str, readings: Callable[[], Readings], healthy: Callable[[], bool]
+) -> CollectorRegistry:
+    """The registry of one long-running command other than `run`: its families, info, health, process."""
+    registry = CollectorRegistry()
+    registry.register(_CommonCollector(command, version, healthy))
+    registry.register(_StatsCollector(COMMAND_FAMILIES[command], readings))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def add_common(registry: CollectorRegistry, command: str, version: str, healthy: Callable[[], bool]) -> None:
+    """What every command exports besides its own families (the local worker's registry gets it too)."""
+    registry.register(_CommonCollector(command, version, healthy))
+    ProcessCollector(registry=registry)

@@ -1,8 +1,9 @@
-"""The worker's HTTP endpoint: /metrics (Prometheus), /healthz and /status (JSON).
+"""The HTTP endpoint of every long-running command: /metrics (Prometheus), /healthz and /status (JSON).
 
 Served from a daemon thread with the standard library's threading HTTP
-server; it only reads the WorkerWatch. Bind it to loopback unless a
-scraper elsewhere needs it: it has no authentication.
+server; it only reads the watch (WorkerWatch for `run`, ServiceWatch for the
+others). Bind it to loopback unless a scraper elsewhere needs it: it has no
+authentication.
 """
 
 from __future__ import annotations
@@ -11,21 +12,29 @@ import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-from pipelines.observe.watch import WorkerWatch
 
 log = logging.getLogger(__name__)
 
 
-def _handler(watch: WorkerWatch) -> type[BaseHTTPRequestHandler]:
+class Observed(Protocol):
+    """What the endpoint serves: a registry for /metrics, health() for /healthz, status() for /status."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+    def health(self) -> tuple[bool, str]: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+def _handler(watch: Observed) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(watch.metrics.registry))
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(watch.registry))
             elif path == "/healthz":
                 healthy, detail = watch.health()
                 self._send(200 if healthy else 503, "text/plain; charset=utf-8", detail.encode() + b"\n")
@@ -49,11 +58,18 @@ def _handler(watch: WorkerWatch) -> type[BaseHTTPRequestHandler]:
 
 
 class MetricsServer:
-    def __init__(self, watch: WorkerWatch, host: str, port: int) -> None:
+    def __init__(self, watch: Observed, host: str, port: int) -> None:
         self.httpd = ThreadingHTTPServer((host, port), _handler(watch))
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="tykpulse-metrics", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Where a client on this host reaches it (loopback when bound to every address)."""
+        host = str(self.httpd.server_address[0])
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host  # noqa: S104
+        return f"http://{host}:{self.port}"
 
     def start(self) -> MetricsServer:
         self._thread.start()

@@ -14,14 +14,18 @@ failing is not).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 from typing import Any, Final
+
+from prometheus_client import CollectorRegistry
 
 from pipelines.firehose.liveness import PublisherLiveness, PublisherState
 from pipelines.ingest import Ingestor
-from pipelines.observe.metrics import WorkerMetrics
+from pipelines.observe.metrics import WorkerMetrics, add_common
 from pipelines.windows.batch import Batch
 from sinks.errors import SinkError, SinkRejectedError
 
@@ -46,6 +50,7 @@ class WorkerWatch:
         # Set by the runner when a write-ahead log is in use (DurableFlusher.readings).
         self.wal_readings: Callable[[], dict[str, float]] | None = None
         self.metrics = WorkerMetrics(self)
+        add_common(self.metrics.registry, "run", version("tykpulse"), lambda: self.health()[0])
         self.receiver_paused = 0
         self.pending_flushes = 0
         self.last_write: dict[str, Any] = {}
@@ -84,6 +89,10 @@ class WorkerWatch:
             self._last_ok = time.monotonic()
 
     # ------------------------------------------------------------------ reader side
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
     def totals(self) -> dict[str, int]:
         stats = self.ingestor.stats
         return {
@@ -124,6 +133,8 @@ class WorkerWatch:
         now = self.clock()
         healthy, detail = self.health()
         return {
+            "command": "run",
+            "pid": os.getpid(),
             "healthy": healthy,
             "detail": detail,
             "uptime_s": round(time.monotonic() - self._started, 1),

@@ -16,17 +16,20 @@ from pipelines.bridges.tyk_lists import AnalyticsListStore, analytics_lists
 from pipelines.bridges.tyk_notifications import NotificationListener
 from pipelines.bridges.tyk_records import FirehoseConverter
 from pipelines.bridges.tyk_redis import DrainConfig, TykRedisBridge
-from pipelines.bridges.tyk_webhook_server import exposure_error, parse_listen, serve
+from pipelines.bridges.tyk_webhook_server import WebhookStats, exposure_error, parse_listen, serve
 from pipelines.cli.curve import curve_session
+from pipelines.cli.observe import NO_FLUSHES, serving
 from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
 from pipelines.errors import ConfigurationError
 from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.keys import bridge_with_key
+from pipelines.observe.service import Progress, ServiceWatch
 from pipelines.security.curve import CurveSession
 from pipelines.settings import (
     CurveSettings,
     NoticeSettings,
+    ObservabilitySettings,
     PublisherSettings,
     TykBridgeSettings,
     TykWebhookSettings,
@@ -75,12 +78,14 @@ def _redis_location(url: str) -> str:
 @settings_options(TykBridgeSettings, exclude=("fault_injection",))
 @settings_options(NoticeSettings, exclude=("notice_public_key",))
 @settings_options(CurveSettings)
-@pass_settings(PublisherSettings, TykBridgeSettings, NoticeSettings, CurveSettings)
+@settings_options(ObservabilitySettings, exclude=NO_FLUSHES)
+@pass_settings(PublisherSettings, TykBridgeSettings, NoticeSettings, CurveSettings, ObservabilitySettings)
 def tyk(
     publisher_settings: PublisherSettings,
     settings: TykBridgeSettings,
     notices: NoticeSettings,
     curve_settings: CurveSettings,
+    observe: ObservabilitySettings,
 ) -> None:
     """Drain Tyk's analytics lists and notifications from Redis onto the firehose.
 
@@ -136,8 +141,12 @@ def tyk(
         settings.notifications,
         settings.pump_copy_prefix,
     )
+    health = Progress(
+        "drained", lambda: bridge.stats.moved + bridge.stats.notices, lambda: bridge.stats.redis_errors
+    )
     try:
-        stats = bridge.run(stop)
+        with serving(observe, ServiceWatch("bridge tyk", bridge.stats.readings, health), "bridge tyk"):
+            stats = bridge.run(stop)
     finally:
         if listener is not None:
             listener.close()
@@ -163,9 +172,13 @@ def tyk(
 @settings_options(PublisherSettings, flags=PUBLISH_FLAGS)
 @settings_options(TykWebhookSettings)
 @settings_options(CurveSettings)
-@pass_settings(PublisherSettings, TykWebhookSettings, CurveSettings)
+@settings_options(ObservabilitySettings, exclude=NO_FLUSHES)
+@pass_settings(PublisherSettings, TykWebhookSettings, CurveSettings, ObservabilitySettings)
 def tyk_webhook(
-    publisher_settings: PublisherSettings, settings: TykWebhookSettings, curve_settings: CurveSettings
+    publisher_settings: PublisherSettings,
+    settings: TykWebhookSettings,
+    curve_settings: CurveSettings,
+    observe: ObservabilitySettings,
 ) -> None:
     """Receive Tyk's event-handler webhooks and publish each event as tyk.event.<Name>.
 
@@ -187,8 +200,11 @@ def tyk_webhook(
     stop = stop_on_signals()
     curve = curve_session(zmq.Context.instance(), curve_settings)
     publisher = _publisher(publisher_settings, curve)
+    stats = WebhookStats()
+    watch = ServiceWatch("bridge tyk-webhook", stats.readings)
     try:
-        stats = serve(settings, publisher, stop)
+        with serving(observe, watch, "bridge tyk-webhook"):
+            serve(settings, publisher, stop, stats)
     finally:
         publisher.close()
         if curve is not None:

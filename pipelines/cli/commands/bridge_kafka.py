@@ -9,13 +9,16 @@ import zmq
 
 from pipelines.bridges.kafka_bridge import KafkaBridge
 from pipelines.cli.curve import curve_session
+from pipelines.cli.observe import NO_FLUSHES, serving
 from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
+from pipelines.observe.service import Progress, ServiceWatch
 from pipelines.settings import (
     CurveSettings,
     FirehoseSettings,
     KafkaBridgeSettings,
     KafkaSettings,
+    ObservabilitySettings,
     WorkerSettings,
 )
 
@@ -38,13 +41,17 @@ KAFKA_FLAGS = {"kafka_bootstrap": "--kafka", "kafka_topic": "--topic"}
     ),
 )
 @settings_options(CurveSettings)
-@pass_settings(FirehoseSettings, KafkaSettings, KafkaBridgeSettings, WorkerSettings, CurveSettings)
+@settings_options(ObservabilitySettings, exclude=NO_FLUSHES)
+@pass_settings(
+    FirehoseSettings, KafkaSettings, KafkaBridgeSettings, WorkerSettings, CurveSettings, ObservabilitySettings
+)
 def command(
     firehose: FirehoseSettings,
     kafka: KafkaSettings,
     bridge: KafkaBridgeSettings,
     worker: WorkerSettings,
     curve_settings: CurveSettings,
+    observe: ObservabilitySettings,
 ) -> None:
     """Subscribe to the firehose and produce every message to a Kafka topic.
 
@@ -54,12 +61,18 @@ def command(
     envelope and topic in headers) or a bundle of a node's messages received
     together (--bridge-bundle-messages), compressed (--bridge-compression).
     SIGINT/SIGTERM drains the firehose until quiet, then flushes.
-    Exit status 1 if some messages could not be produced.
+    Exit status 1 if some messages could not be produced. /healthz fails while
+    produce failures rise and nothing is acknowledged (--metrics-port).
     """
     stop = stop_on_signals()
     curve = curve_session(zmq.Context.instance(), curve_settings)
+    kafka_bridge = KafkaBridge(firehose, kafka, bridge, worker, curve=curve)
+    health = Progress(
+        "produced", lambda: kafka_bridge.summary.produced, lambda: sum(kafka_bridge.summary.failed.values())
+    )
     try:
-        summary = KafkaBridge(firehose, kafka, bridge, worker, curve=curve).run(stop)
+        with serving(observe, ServiceWatch("bridge kafka", kafka_bridge.readings, health), "bridge kafka"):
+            summary = kafka_bridge.run(stop)
     finally:
         if curve is not None:
             curve.close()

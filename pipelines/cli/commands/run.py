@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -9,11 +10,11 @@ import click
 import zmq
 
 from pipelines.cli.curve import curve_session
+from pipelines.cli.observe import serving
 from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
 from pipelines.errors import ConfigurationError
 from pipelines.keys import worker_with_key
-from pipelines.observe.server import MetricsServer
 from pipelines.observe.watch import WorkerWatch
 from pipelines.runners.local import LocalRunner, RunSummary, build_ingestor
 from pipelines.security.notices import notice_check
@@ -159,9 +160,8 @@ def command(
     watch = WorkerWatch(ingestor, healthy_flush_age_s=observe.healthy_flush_age_s)
     if journal is not None:
         journal.report_to(watch)
-    metrics = None
-    if observe.metrics_port is not None:
-        metrics = MetricsServer(watch, observe.metrics_host, observe.metrics_port).start()
+    metrics = contextlib.ExitStack()
+    metrics.enter_context(serving(observe, watch, "run"))
     server = serve_embedded(clickhouse, serve)
     try:
         runner = LocalRunner(
@@ -184,8 +184,7 @@ def command(
         if server is not None:
             server.close()
         sink.close()
-        if metrics is not None:
-            metrics.close()
+        metrics.close()
         if curve is not None:
             curve.close()
     log_summary(summary)

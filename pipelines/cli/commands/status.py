@@ -1,9 +1,11 @@
-"""tykpulse status: per-publisher health and the last flush, as readable tables.
+"""tykpulse status: the health of what is running, per-publisher state and the last flush.
 
-Reads a running worker's /status endpoint (`tykpulse run --metrics-port`),
-which works while the worker holds the embedded database; or, with
---clickhouse, the `publishers` view (a ClickHouse server, or an embedded
-directory no worker has open). Exit status: 0 healthy, 1 unhealthy, 2 unreachable.
+Without --url it asks every tykpulse command running on this host (each
+announces its /metrics endpoint in the runtime directory, see
+pipelines.observe.discovery); with --url, the one endpoint. /status works
+while a worker holds the embedded database. With --clickhouse it reads the
+`publishers` view instead (a ClickHouse server, or an embedded directory no
+worker has open). Exit status: 0 healthy, 1 unhealthy, 2 nothing reachable.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.observe.discovery import announced
+from pipelines.observe.discovery import runtime_dir as runtime_dir_of
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.summary import publisher_rows
 from sinks.errors import SinkError
-
-DEFAULT_PORT = 9464
 
 
 def fetch_status(url: str, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -64,6 +66,27 @@ def publishers_table(rows: list[dict[str, Any]]) -> Table:
             f"[yellow]{row['lost']}[/yellow]" if row["lost"] else "0",
         )
     return table
+
+
+def render_service(status: dict[str, Any], console: Console) -> None:
+    """A command other than `run`: its health and every counter it keeps."""
+    verdict = "[green]healthy[/green]" if status["healthy"] else "[red]UNHEALTHY[/red]"
+    console.print(f"{status['command']} {verdict}: {status['detail']} (up {_age(status['uptime_s'])})")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for name, value in status.get("totals", {}).items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v:g}" for k, v in sorted(value.items())) or "0"
+        elif isinstance(value, float):
+            value = f"{value:g}"
+        table.add_row(name, str(value))
+    console.print(table)
+
+
+def render(status: dict[str, Any], console: Console) -> None:
+    if status.get("command", "run") == "run":
+        render_worker(status, console)
+    else:
+        render_service(status, console)
 
 
 def render_worker(status: dict[str, Any], console: Console) -> None:
@@ -114,25 +137,66 @@ def publishers_from_clickhouse(settings: ClickHouseSettings) -> list[dict[str, A
         client.close()
 
 
+def _endpoints(url: str | None, directory: str | None) -> list[tuple[str, str]]:
+    """(what, url) of every endpoint to ask: --url, else whatever announced itself on this host."""
+    if url is not None:
+        return [(url, url)]
+    return [(f"{e['command']} (pid {e['pid']})", str(e["url"])) for e in announced(runtime_dir_of(directory))]
+
+
+def _ask(what: str, url: str, console: Console) -> int:
+    try:
+        status = fetch_status(url)
+    except (urllib.error.URLError, OSError) as exc:
+        console.print(f"[red]cannot reach {what} at {url}[/red]: {exc}")
+        return 2
+    render(status, console)
+    return 0 if status["healthy"] else 1
+
+
 @click.command("status")
 @click.option(
-    "--worker",
-    "url",
+    "--url",
     envvar="TYKPULSE_STATUS_URL",
     show_envvar=True,
-    default=f"http://127.0.0.1:{DEFAULT_PORT}",
-    show_default=True,
-    help="The worker's metrics endpoint (tykpulse run --metrics-port).",
+    default=None,
+    help="Ask this metrics endpoint (http://HOST:PORT of a command's --metrics-port) only. "
+    "[default: every tykpulse command running on this host]",
+)
+@click.option("--worker", "url", hidden=True, deprecated="use --url", help="Old name of --url.")
+@click.option(
+    "--runtime-dir",
+    envvar="TYKPULSE_RUNTIME_DIR",
+    show_envvar=True,
+    default=None,
+    help="Where running commands announce their endpoint (their --runtime-dir). "
+    "[default: $XDG_RUNTIME_DIR/tykpulse, else <tmp>/tykpulse-<uid>]",
 )
 @click.option(
     "--clickhouse",
     "dsn",
+    envvar="TYKPULSE_STATUS_CLICKHOUSE_DSN",
+    show_envvar=True,
     default=None,
-    help="Read the publishers view from this DSN instead of asking a worker.",
+    help="Read the publishers view from this DSN instead of asking running commands (its own "
+    "variable: a TYKPULSE_CLICKHOUSE_DSN set for the worker must not switch status away from it).",
 )
-@click.option("--database", default="tykpulse", show_default=True, help="Database of the publishers view.")
-def command(url: str, dsn: str | None, database: str) -> None:
-    """Per-publisher health (live/stale/stopped, last seen, lost) and the worker's last flush."""
+@click.option(
+    "--clickhouse-database",
+    "database",
+    envvar="TYKPULSE_CLICKHOUSE_DATABASE",
+    show_envvar=True,
+    default="tykpulse",
+    show_default=True,
+    help="Database of the publishers view (with --clickhouse).",
+)
+@click.option("--database", "database", hidden=True, deprecated="use --clickhouse-database")
+def command(url: str | None, runtime_dir: str | None, dsn: str | None, database: str) -> None:
+    """Health of the tykpulse commands running here; per-publisher state and the last flush of a worker.
+
+    Asks every long-running command on this host (run, worker, proxy, the bridges) for its
+    /status, or only --url; exits 0 when all are healthy, 1 when one is not, 2 when none answers.
+    """
     console = Console()
     if dsn is not None:
         try:
@@ -143,10 +207,16 @@ def command(url: str, dsn: str | None, database: str) -> None:
             raise click.ClickException(str(exc)) from exc
         console.print(publishers_table(rows))
         raise SystemExit(1 if _unhealthy(rows) else 0)
-    try:
-        status = fetch_status(url)
-    except (urllib.error.URLError, OSError) as exc:
-        console.print(f"[red]cannot reach the worker at {url}[/red]: {exc}")
-        raise SystemExit(2) from exc
-    render_worker(status, console)
-    raise SystemExit(0 if status["healthy"] else 1)
+    endpoints = _endpoints(url, runtime_dir)
+    if not endpoints:
+        where = runtime_dir_of(runtime_dir)
+        console.print(
+            f"[red]no tykpulse command is running here[/red] (none announced in {where}); try --url"
+        )
+        raise SystemExit(2)
+    codes = []
+    for what, address in endpoints:
+        if len(endpoints) > 1:
+            console.rule(f"{what} {address}")
+        codes.append(_ask(what, address, console))
+    raise SystemExit(max(codes))

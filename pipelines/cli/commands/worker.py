@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from pipelines.cli.observe import serving
 from pipelines.cli.options import pass_settings, settings_options
 from pipelines.errors import ConfigurationError
 from pipelines.settings import (
@@ -11,6 +12,7 @@ from pipelines.settings import (
     FirehoseSettings,
     KafkaSettings,
     NoticeSettings,
+    ObservabilitySettings,
     WorkerSettings,
 )
 from sinks.clickhouse.settings import ClickHouseSettings
@@ -26,8 +28,15 @@ CLICKHOUSE_FLAGS = {"clickhouse_dsn": "--clickhouse"}
 @settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS)
 @settings_options(FirehoseSettings, exclude=("firehose", "topics", "rcvhwm"))
 @settings_options(NoticeSettings)
+@settings_options(ObservabilitySettings)
 @pass_settings(
-    KafkaSettings, FaustWorkerSettings, WorkerSettings, ClickHouseSettings, FirehoseSettings, NoticeSettings
+    KafkaSettings,
+    FaustWorkerSettings,
+    WorkerSettings,
+    ClickHouseSettings,
+    FirehoseSettings,
+    NoticeSettings,
+    ObservabilitySettings,
 )
 @click.pass_context
 def command(
@@ -38,6 +47,7 @@ def command(
     clickhouse: ClickHouseSettings,
     firehose: FirehoseSettings,
     notices: NoticeSettings,
+    observe: ObservabilitySettings,
 ) -> None:
     """Consume the bridge's topic in a consumer group and write rollups to ClickHouse.
 
@@ -47,9 +57,14 @@ def command(
     ClickHouse with its rollups, so a partition resumes where ClickHouse says,
     and nothing is counted twice or lost (docs/scaling.md). The same app runs
     with `faust -A pipelines.runners.faust_app worker`. SIGTERM stops cleanly.
+
+    /metrics, /healthz and /status (--metrics-port) count what the consumer
+    received (a Faust sensor) and what was written; /healthz fails while
+    flushes are retried without landing for --healthy-flush-age-s.
     """
     import faust  # deferred: Faust takes a while to import and only this command needs it
 
+    from pipelines.observe.faust_sensor import WorkerSensor, worker_watch
     from pipelines.runners.faust_app import create_app
 
     try:
@@ -57,4 +72,9 @@ def command(
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
     level = ctx.find_root().params.get("log_level") or "info"
-    faust.Worker(app, loglevel=level).execute_from_commandline()
+    sensor = WorkerSensor()
+    app.sensors.add(sensor)
+    runner = app.tykpulse_runner  # type: ignore[attr-defined]  # set by create_app for this command
+    watch = worker_watch(sensor, runner.status, observe.healthy_flush_age_s)
+    with serving(observe, watch, "worker"):
+        faust.Worker(app, loglevel=level).execute_from_commandline()

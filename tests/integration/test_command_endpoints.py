@@ -1,0 +1,315 @@
+"""Every long-running command, started as its own process, serves /metrics, /healthz and /status.
+
+Each test starts one command with --metrics-port and a private --runtime-dir, finds its
+endpoint through the file it announces there (what `tykpulse status` reads), gives it some
+work, and scrapes: every metric family the command is declared to export
+(pipelines.observe.metrics.COMMAND_FAMILIES) is in /metrics, the counters moved, /healthz is
+200 and /status names the command. A clean stop removes the announcement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import zmq
+
+from pipelines.firehose.endpoints import parse_endpoint
+from pipelines.firehose.publisher import FirehosePublisher
+from pipelines.observe.metrics import COMMAND_FAMILIES
+from tests.harness.kafka.broker import KafkaBroker
+from tests.harness.observed import Samples, announced_url, get, scrape, status, value
+from tests.harness.processes import free_port
+from tests.harness.redis import RedisServer
+from tests.harness.tykpulse import tykpulse, wait_until
+from tests.helpers import analytics
+from tests.integration.scaleout import Processes
+from tests.integration.test_faust_worker import produce
+from tests.integration.test_tyk_bridge import gateway_writes
+from tests.tyk_webhooks import go_time_string, render
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    yield procs
+    procs.close()
+
+
+def start(procs: Processes, runtime: Path, name: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    proc = procs.start(name, *args, "--metrics-port", str(free_port()), "--runtime-dir", str(runtime))
+    return proc, announced_url(runtime, proc)
+
+
+def check_endpoints(url: str, command: str) -> Samples:
+    """/healthz 200, /status of `command`, and every family the command declares in /metrics."""
+    assert get(url + "/healthz")[0] == 200
+    current = status(url)
+    assert (current["command"], current["healthy"]) == (command, True), current
+    samples = scrape(url)
+    assert value(samples, "tykpulse_info", command=command, version=current_version()) == 1
+    assert value(samples, "tykpulse_healthy") == 1
+    assert any(name == "process_resident_memory_bytes" for name, _ in samples)
+    names = {name for name, _ in samples}
+    for family in COMMAND_FAMILIES.get(command, ()):
+        exported = family.name + ("_total" if family.kind == "counter" else "")
+        assert exported in names, f"{command}: {exported} not exported"
+    return samples
+
+
+def current_version() -> str:
+    from importlib.metadata import version
+
+    return version("tykpulse")
+
+
+def stopped_cleanly(procs: Processes, name: str, runtime: Path) -> None:
+    pid = procs.procs[name].pid
+    assert procs.stop(name) == 0, procs.log(name)
+    assert not list(runtime.glob(f"*-{pid}.json")), "the announcement outlived the process"
+
+
+def eventually(url: str, check: Any, what: str) -> Samples:
+    found: list[Samples] = []
+
+    def moved() -> bool:
+        found.append(scrape(url))
+        return bool(check(found[-1]))
+
+    wait_until(moved, what, 120)
+    return found[-1]
+
+
+def test_proxy_counts_what_it_forwards(processes: Processes, tmp_path: Path) -> None:
+    front, back = free_port(), free_port()
+    _, url = start(
+        processes, tmp_path, "proxy", "proxy",
+        "--frontend", f"@tcp://127.0.0.1:{front}", "--backend", f"@tcp://127.0.0.1:{back}",
+    )  # fmt: skip
+    check_endpoints(url, "proxy")
+    context: zmq.Context[Any] = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.connect(f"tcp://127.0.0.1:{back}")
+    sub.subscribe(b"")
+    publisher = FirehosePublisher(context, [parse_endpoint(f"tcp://127.0.0.1:{front}")], node="p")
+    try:
+        assert publisher.wait_for_subscribers(30)
+        publisher.publish("tyk.analytics", [analytics(time.time_ns())])
+        assert sub.poll(10_000)
+        samples = eventually(
+            url,
+            lambda s: value(s, "tykpulse_proxy_frames_total", side="backend", direction="out") >= 3,
+            "frames forwarded to the worker side",
+        )
+    finally:
+        publisher.close()
+        sub.close(linger=0)
+        context.term()
+    assert value(samples, "tykpulse_proxy_frames_total", side="frontend", direction="in") >= 3
+    assert value(samples, "tykpulse_proxy_bytes_total", side="backend", direction="out") > 0
+    assert (
+        value(samples, "tykpulse_proxy_frames_total", side="frontend", direction="out") >= 1
+    )  # subscription
+    stopped_cleanly(processes, "proxy", tmp_path)
+
+
+def post(port: int, body: str, secret: str) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/tyk/events?org_id=o1&api_id=a1",
+        data=body.encode(),
+        headers={"Content-Type": "application/json", "X-Tykpulse-Secret": secret},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def subscriber(context: zmq.Context[Any], port: int) -> zmq.Socket[Any]:
+    """A firehose subscriber on a publisher bound at `port` (bridges publish only while one listens)."""
+    sub = context.socket(zmq.SUB)
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    sub.subscribe(b"")
+    return sub
+
+
+def test_webhook_bridge_counts_accepted_and_rejected_events(processes: Processes, tmp_path: Path) -> None:
+    listen, publish = free_port(), free_port()
+    context: zmq.Context[Any] = zmq.Context()
+    sub = subscriber(context, publish)
+    try:
+        _, url = start(
+            processes, tmp_path, "webhook", "bridge", "tyk-webhook",
+            "--listen", f"127.0.0.1:{listen}", "--secret", "s3cret", "--publish", f"@tcp://127.0.0.1:{publish}",
+            "--key-salt", "salt", "--flush-ms", "10",
+        )  # fmt: skip
+        check_endpoints(url, "bridge tyk-webhook")
+        good = render(
+            "RatelimitExceeded", go_time_string(time.time_ns()), key="k1", path="/x", origin="1.2.3.4"
+        )
+        wait_until(
+            lambda: post(listen, good, "s3cret") == 200, "the webhook accepted (a subscriber seen)", 60
+        )
+        assert post(listen, good, "wrong") == 401
+        assert sub.poll(10_000), "the event reached the firehose"
+        samples = eventually(
+            url, lambda s: value(s, "tykpulse_records_published_total") >= 1, "the accepted event published"
+        )
+    finally:
+        sub.close(linger=0)
+        context.term()
+    assert value(samples, "tykpulse_webhook_events_accepted_total") == 1
+    assert value(samples, "tykpulse_webhook_rejected_total", reason="unauthorized") == 1
+    stopped_cleanly(processes, "webhook", tmp_path)
+
+
+def test_tyk_bridge_counts_what_it_drains(
+    processes: Processes, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    url_redis = redis_server.url.rsplit("/", 1)[0] + "/7"
+    client = redis.Redis.from_url(url_redis)
+    client.flushdb()
+    gateway_writes(client)
+    publish = free_port()
+    context: zmq.Context[Any] = zmq.Context()
+    sub = subscriber(context, publish)  # the bridge drains only while someone subscribes
+    try:
+        _, url = start(
+            processes, tmp_path, "tyk", "bridge", "tyk",
+            "--redis", url_redis, "--publish", f"@tcp://127.0.0.1:{publish}", "--key-salt", "salt",
+            "--no-notifications",
+        )  # fmt: skip
+        check_endpoints(url, "bridge tyk")
+        samples = eventually(
+            url, lambda s: value(s, "tykpulse_records_published_total") > 0, "records published"
+        )
+    finally:
+        sub.close(linger=0)
+        context.term()
+        client.close()
+    assert value(samples, "tykpulse_tyk_records_moved_total") > 0
+    assert value(samples, "tykpulse_redis_errors_total") == 0
+    stopped_cleanly(processes, "tyk", tmp_path)
+
+
+def test_kafka_bridge_counts_what_it_produces(
+    processes: Processes, tmp_path: Path, kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    firehose = free_port()
+    context: zmq.Context[Any] = zmq.Context()
+    publisher = FirehosePublisher(context, [parse_endpoint(f"@tcp://127.0.0.1:{firehose}")], node="kb")
+    try:
+        _, url = start(
+            processes, tmp_path, "bridge", "bridge", "kafka",
+            "--firehose", f"tcp://127.0.0.1:{firehose}", "--kafka", kafka_broker.bootstrap,
+            "--topic", kafka_topic,
+        )  # fmt: skip
+        check_endpoints(url, "bridge kafka")
+        assert publisher.wait_for_subscribers(30)
+        for _ in range(3):
+            publisher.publish("tyk.analytics", [analytics(time.time_ns())])
+        samples = eventually(
+            url, lambda s: value(s, "tykpulse_kafka_messages_produced_total") >= 3, "messages produced"
+        )
+    finally:
+        publisher.close()
+        context.term()
+    assert value(samples, "tykpulse_messages_received_total") >= 3
+    assert value(samples, "tykpulse_lost_messages_total") == 0
+    stopped_cleanly(processes, "bridge", tmp_path)
+
+
+def test_faust_worker_counts_through_its_sensor(
+    processes: Processes, tmp_path: Path, kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    asyncio.run(produce(kafka_broker.bootstrap, kafka_topic, range(5)))
+    _, url = start(
+        processes, tmp_path, "worker", "worker",
+        "--kafka", kafka_broker.bootstrap, "--topic", kafka_topic, "--kafka-group", f"g-{kafka_topic}",
+        "--clickhouse", f"chdb://{tmp_path / 'clickhouse'}", "--web-port", str(free_port()),
+        "--flush-interval-s", "0.5",
+    )  # fmt: skip
+    check_endpoints(url, "worker")
+    samples = eventually(
+        url,
+        lambda s: (
+            value(s, "tykpulse_flushes_total", outcome="written") > 0
+            and value(s, "tykpulse_messages_received_total") >= 30
+        ),
+        "the produced messages written",
+    )
+    assert value(samples, "tykpulse_kafka_records_consumed_total") >= 1
+    assert value(samples, "tykpulse_kafka_assigned_partitions") == 4
+    assert value(samples, "tykpulse_rows_written_total") > 0
+    assert value(samples, "tykpulse_flushes_total", outcome="dropped") == 0
+    stopped_cleanly(processes, "worker", tmp_path)
+
+
+def status_listing(runtime: Path) -> subprocess.CompletedProcess[str]:
+    """`tykpulse status` with no endpoint given: everything announced in `runtime`."""
+    command = tykpulse("status", "--runtime-dir", str(runtime))
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_run_serves_the_endpoint_by_default_and_status_finds_everything(
+    processes: Processes, tmp_path: Path
+) -> None:
+    firehose = free_port()
+    runtime = tmp_path / "runtime"
+    run = processes.start(
+        "run", "run", "--firehose", f"tcp://127.0.0.1:{firehose}", "--runtime-dir", str(runtime),
+        "--clickhouse", f"chdb://{tmp_path / 'clickhouse'}", "--flush-interval-s", "0.5",
+    )  # fmt: skip
+    url = announced_url(runtime, run)  # no --metrics-port: a free port, announced
+    check_endpoints(url, "run")
+    _, proxy_url = start(
+        processes, runtime, "proxy", "proxy",
+        "--frontend", f"@tcp://127.0.0.1:{free_port()}", "--backend", f"@tcp://127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    listing = subprocess.run(
+        tykpulse("status", "--runtime-dir", str(runtime)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    assert f"run (pid {run.pid})" in listing.stdout
+    assert "proxy healthy" in listing.stdout
+    assert "worker healthy" in listing.stdout
+    stopped_cleanly(processes, "proxy", runtime)
+    (runtime / "proxy-999999999.json").write_text(
+        json.dumps({"command": "proxy", "pid": 999_999_999, "url": proxy_url})
+    )
+    one = subprocess.run(
+        tykpulse("status", "--runtime-dir", str(runtime)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert "proxy" not in one.stdout, "a dead process's announcement is skipped"
+    assert not (runtime / "proxy-999999999.json").exists()
+    stopped_cleanly(processes, "run", runtime)
+    nothing = subprocess.run(
+        tykpulse("status", "--runtime-dir", str(runtime)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert nothing.returncode == 2
+    assert "no tykpulse command is running here" in nothing.stdout
