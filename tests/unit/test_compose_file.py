@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 TYKPULSE = {name: s for name, s in SERVICES.items() if s.get("image", "").startswith("tykpulse:")}
-PINNED = re.compile(r"^[\w./-]+:\d+(\.\d+)+(-[\w.]+)?$")
+PINNED = re.compile(r"^[\w./-]+:v?\d+(\.\d+)+(-[\w.]+)?$")
 
 
 def command_of(path: list[str]) -> click.Command:
@@ -93,7 +93,7 @@ def test_endpoints_and_ports_agree() -> None:
     worker = SERVICES["worker"]
     port = worker["environment"]["TYKPULSE_WEB_PORT"]
     assert f":{port}/tykpulse/status/" in " ".join(worker["healthcheck"]["test"])
-    assert worker["expose"] == [port]
+    assert worker["expose"] == [port, worker["environment"]["TYKPULSE_METRICS_PORT"]]
     assert "ports" not in worker, "a host port would stop `--scale worker=N`"
     assert "container_name" not in worker
     for name in ("bridge", "worker"):
@@ -104,7 +104,7 @@ def test_endpoints_and_ports_agree() -> None:
     assert SERVICES["simulator"]["profiles"] == ["demo"]
     assert "grafana-clickhouse-datasource" in SERVICES["grafana"]["environment"]["GF_INSTALL_PLUGINS"]
     mounts = SERVICES["grafana"]["volumes"]
-    assert "./dashboards/provisioning:/etc/grafana/provisioning:ro" in mounts
+    assert "./dashboards/provisioning/datasources:/etc/grafana/provisioning/datasources:ro" in mounts
 
 
 def test_docs_name_what_compose_uses() -> None:
