@@ -13,11 +13,15 @@ def record_crc(head: bytes, frames: Sequence[Buffer]) -> int:
     OverflowError for a frame of 4 GiB or more.
     """
 
-def decode_analytics(payload: bytes, count: int) -> tuple[bytes, list[str], list[str], bytes, bytes] | None:
+# a dictionary-encoded string column: (distinct values, little-endian uint32 codes into them)
+Dictionary = tuple[list[str], bytes]
+
+def decode_analytics(payload: bytes, count: int) -> tuple[bytes, Dictionary, Dictionary, bytes, bytes] | None:
     """Columns of a msgpack tyk.analytics payload of exactly `count` records, or None.
 
     (timestamp_ns, org_id, api_id, response_code, latency_ms); the int columns are
-    little-endian int64 bytes (numpy.frombuffer), invalid timestamps INVALID_NS. None
+    little-endian int64 bytes (numpy.frombuffer), invalid timestamps INVALID_NS; the ids
+    are dictionary-encoded (each distinct value built once). None
     whenever the payload is not one whose every record the reference decoder accepts
     (pipelines.firehose.codec): the caller then decodes it that way.
     """

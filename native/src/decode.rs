@@ -14,12 +14,40 @@ pub const INVALID_NS: i64 = i64::MIN;
 const MAX_ID_CHARS: usize = 1_024;
 const MAX_DEPTH: usize = 32;
 
+/// A string column, dictionary-encoded: a firehose repeats few distinct org and API ids,
+/// so each distinct one is built (and handed to Python) once per payload.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Dictionary<'a> {
+    pub values: Vec<&'a str>,
+    pub codes: Vec<u32>,
+    index: std::collections::HashMap<&'a str, u32>,
+}
+
+impl<'a> Dictionary<'a> {
+    fn push(&mut self, text: &'a str) {
+        let next = self.values.len() as u32;
+        let code = *self.index.entry(text).or_insert(next);
+        if code == next {
+            self.values.push(text);
+        }
+        self.codes.push(code);
+    }
+
+    /// The column as plain strings (tests).
+    pub fn expand(&self) -> Vec<&'a str> {
+        self.codes
+            .iter()
+            .map(|c| self.values[*c as usize])
+            .collect()
+    }
+}
+
 /// One payload's analytics records as columns.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct AnalyticsColumns {
+pub struct AnalyticsColumns<'a> {
     pub timestamp_ns: Vec<i64>,
-    pub org_id: Vec<String>,
-    pub api_id: Vec<String>,
+    pub org_id: Dictionary<'a>,
+    pub api_id: Dictionary<'a>,
     pub response_code: Vec<i64>,
     pub latency_ms: Vec<i64>,
 }
@@ -97,6 +125,11 @@ impl<'a> Reader<'a> {
 
     /// A str value (valid UTF-8), or None for anything else.
     fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.raw_str()?).ok()
+    }
+
+    /// The bytes of a str value, not yet checked to be UTF-8.
+    fn raw_str(&mut self) -> Option<&'a [u8]> {
         let first = self.byte()?;
         let len = match first {
             0xa0..=0xbf => u64::from(first & 0x1f),
@@ -105,7 +138,12 @@ impl<'a> Reader<'a> {
             0xdb => self.be(4)?,
             _ => return None,
         };
-        std::str::from_utf8(self.take(usize::try_from(len).ok()?)?).ok()
+        self.take(usize::try_from(len).ok()?)
+    }
+
+    /// A str value that is valid UTF-8, or None.
+    fn checked_str(&mut self) -> Option<()> {
+        utf8(self.raw_str()?)
     }
 
     /// An int value (never bool or float), or None.
@@ -147,7 +185,7 @@ impl<'a> Reader<'a> {
                 self.take(9)?;
             }
             0xa0..=0xbf | 0xd9..=0xdb => {
-                self.str()?;
+                self.checked_str()?;
             }
             0xc4..=0xc6 => {
                 self.at += 1;
@@ -161,7 +199,7 @@ impl<'a> Reader<'a> {
             }
             0x80..=0x8f | 0xde | 0xdf => {
                 for _ in 0..self.map_len()? {
-                    self.str()?;
+                    self.checked_str()?;
                     self.skip(depth + 1)?;
                 }
             }
@@ -223,6 +261,11 @@ impl<'a> Reader<'a> {
         let ns = i128::from(seconds) * 1_000_000_000 + i128::from(micros * 1_000);
         Some(i64::try_from(ns).map_or(Stamp::Invalid, Stamp::Ns))
     }
+}
+
+/// Whether `bytes` are UTF-8 (ASCII checked first: most are), as an Option for `?`.
+fn utf8(bytes: &[u8]) -> Option<()> {
+    (bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()).then_some(())
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -312,40 +355,43 @@ fn rfc3339_ns(text: &str) -> Option<Stamp> {
     })
 }
 
-fn identifier(reader: &mut Reader<'_>) -> Option<String> {
+fn identifier<'a>(reader: &mut Reader<'a>) -> Option<&'a str> {
     let text = reader.str()?;
-    (text.chars().count() <= MAX_ID_CHARS).then(|| text.to_owned())
+    (text.len() <= MAX_ID_CHARS || text.chars().count() <= MAX_ID_CHARS).then_some(text)
 }
 
 fn latency_total(reader: &mut Reader<'_>) -> Option<i64> {
     let mut total = None;
     for _ in 0..reader.map_len()? {
-        if reader.str()? == "total" {
+        let key = reader.raw_str()?;
+        if key == b"total" {
             if total.is_some() {
                 return None; // a duplicate key: decline
             }
             total = Some(reader.int()?.to_i64()?);
         } else {
+            utf8(key)?;
             reader.skip(1)?;
         }
     }
     Some(total.unwrap_or(0))
 }
 
-fn record(reader: &mut Reader<'_>, out: &mut AnalyticsColumns) -> Option<()> {
+fn record<'a>(reader: &mut Reader<'a>, out: &mut AnalyticsColumns<'a>) -> Option<()> {
     let (mut ts, mut org, mut api, mut code, mut latency) = (None, None, None, None, None);
     for _ in 0..reader.map_len()? {
-        let key = reader.str()?;
+        let key = reader.raw_str()?;
         let seen = match key {
-            "timestamp" => ts.replace(reader.timestamp()?).is_some(),
-            "org_id" => org.replace(identifier(reader)?).is_some(),
-            "api_id" => api.replace(identifier(reader)?).is_some(),
-            "response_code" => {
+            b"timestamp" => ts.replace(reader.timestamp()?).is_some(),
+            b"org_id" => org.replace(identifier(reader)?).is_some(),
+            b"api_id" => api.replace(identifier(reader)?).is_some(),
+            b"response_code" => {
                 let value = reader.int()?.to_i64().filter(|c| (-1..=999).contains(c))?;
                 code.replace(value).is_some()
             }
-            "latency" => latency.replace(latency_total(reader)?).is_some(),
+            b"latency" => latency.replace(latency_total(reader)?).is_some(),
             _ => {
+                utf8(key)?;
                 reader.skip(1)?;
                 false
             }
@@ -367,7 +413,7 @@ fn record(reader: &mut Reader<'_>, out: &mut AnalyticsColumns) -> Option<()> {
 
 /// The columns of a msgpack `tyk.analytics` payload of exactly `count` records,
 /// or None when the reference decoder must judge it (see the module docs).
-pub fn decode_analytics(payload: &[u8], count: usize) -> Option<AnalyticsColumns> {
+pub fn decode_analytics(payload: &[u8], count: usize) -> Option<AnalyticsColumns<'_>> {
     let mut reader = Reader {
         data: payload,
         at: 0,
@@ -419,6 +465,7 @@ mod tests {
         let out = decode_analytics(&payload, 1).expect("decoded");
         assert_eq!(out.timestamp_ns, vec![5]);
         assert_eq!(out.response_code, vec![200]);
+        assert_eq!(out.org_id.expand(), vec!["o"]);
         assert_eq!(out.latency_ms, vec![0]);
         assert_eq!(decode_analytics(&payload, 2), None);
         payload.push(0);

@@ -4,7 +4,7 @@
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList};
 
 use crate::decode::{self, AnalyticsColumns};
 use crate::wal;
@@ -69,26 +69,40 @@ fn int64_bytes<'py>(py: Python<'py>, values: &[i64]) -> Bound<'py, PyBytes> {
     PyBytes::new(py, &raw)
 }
 
+fn uint32_bytes<'py>(py: Python<'py>, values: &[u32]) -> Bound<'py, PyBytes> {
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    PyBytes::new(py, &raw)
+}
+
+type Dictionary<'py> = (Bound<'py, PyList>, Bound<'py, PyBytes>);
 type Columns<'py> = (
     Bound<'py, PyBytes>,
-    Vec<String>,
-    Vec<String>,
+    Dictionary<'py>,
+    Dictionary<'py>,
     Bound<'py, PyBytes>,
     Bound<'py, PyBytes>,
 );
 
 /// decode_analytics(payload, count) -> (timestamp_ns, org_id, api_id, response_code, latency_ms) | None
 ///
-/// Columns of a msgpack `tyk.analytics` payload (int columns as little-endian int64 bytes), decoded
+/// Columns of a msgpack `tyk.analytics` payload (int columns as little-endian int64 bytes, the two
+/// ids as (distinct values, little-endian uint32 codes)), decoded
 /// with the GIL released from 1 MiB (see RELEASE_GIL_BYTES); None when the reference decoder must
 /// judge the payload.
 #[pyfunction]
-fn decode_analytics<'py>(py: Python<'py>, payload: &[u8], count: usize) -> Option<Columns<'py>> {
+fn decode_analytics<'py>(
+    py: Python<'py>,
+    payload: &[u8],
+    count: usize,
+) -> PyResult<Option<Columns<'py>>> {
     let columns = if payload.len() < RELEASE_GIL_BYTES {
         decode::decode_analytics(payload, count)
     } else {
         py.allow_threads(|| decode::decode_analytics(payload, count))
-    }?;
+    };
+    let Some(columns) = columns else {
+        return Ok(None);
+    };
     let AnalyticsColumns {
         timestamp_ns,
         org_id,
@@ -96,13 +110,19 @@ fn decode_analytics<'py>(py: Python<'py>, payload: &[u8], count: usize) -> Optio
         response_code,
         latency_ms,
     } = columns;
-    Some((
+    Ok(Some((
         int64_bytes(py, &timestamp_ns),
-        org_id,
-        api_id,
+        (
+            PyList::new(py, org_id.values)?,
+            uint32_bytes(py, &org_id.codes),
+        ),
+        (
+            PyList::new(py, api_id.values)?,
+            uint32_bytes(py, &api_id.codes),
+        ),
         int64_bytes(py, &response_code),
         int64_bytes(py, &latency_ms),
-    ))
+    )))
 }
 
 #[pymodule]

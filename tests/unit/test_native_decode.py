@@ -51,7 +51,11 @@ def native(payload: bytes, count: int) -> tuple[list[int], list[str], list[str],
         return None
     ts, org, api, code, latency = columns
     as_list = [np.frombuffer(c, dtype="<i8").tolist() for c in (ts, code, latency)]
-    return as_list[0], org, api, as_list[1], as_list[2]
+    return as_list[0], expand(*org), expand(*api), as_list[1], as_list[2]
+
+
+def expand(values: list[str], codes: bytes) -> list[str]:
+    return [values[c] for c in np.frombuffer(codes, dtype="<u4")]
 
 
 def check(payload: bytes, count: int) -> tuple[Any, Any]:
