@@ -195,6 +195,10 @@ def summarise(
         "p99_visible_s": lat["p99_visible_s"],
         "p50_visible_s": lat["p50_visible_s"],
         "peak_rss_mb": max(r["peak_rss_mb"] for r in tyk),
+        # the worker process's CPU (user + system) per landed record, log on, 100 records/message
+        "cpu_per_record_us": statistics.median(
+            r["consumer_cpu_s"] / r["landed_records"] * 1e6 for r in tyk if r["landed_records"]
+        ),
         "rates": {d: _spread(_rates(batched, d)) for d in DESIGNS},
         "single_rates": {d: _spread(_rates(single, d)) for d in ("tykpulse", "ceiling")},
     }
@@ -223,7 +227,7 @@ def summary_line(summary: dict[str, Any]) -> str:
         f"bench: e2e_records_per_s={summary['e2e_records_per_s']:.0f} "
         f"ceiling_ratio={summary['ceiling_ratio']:.2f} naive_ratio={summary['naive_ratio']:.2f} "
         f"native_ratio={summary['native_ratio']:.2f} p99_visible_s={summary['p99_visible_s']:.2f} "
-        f"peak_rss_mb={summary['peak_rss_mb']:.0f}"
+        f"peak_rss_mb={summary['peak_rss_mb']:.0f} cpu_per_record_us={summary['cpu_per_record_us']:.2f}"
     )
 
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
     r"^bench: e2e_records_per_s=(?P<rate>\d+) ceiling_ratio=(?P<ceiling>[\d.]+) "
     r"naive_ratio=(?P<naive>[\d.]+) native_ratio=(?P<native>[\d.]+) "
-    r"p99_visible_s=(?P<p99>[\d.]+) peak_rss_mb=(?P<rss>\d+)$"
+    r"p99_visible_s=(?P<p99>[\d.]+) peak_rss_mb=(?P<rss>\d+) cpu_per_record_us=(?P<cpu>[\d.]+)$"
 )
 
 
@@ -49,6 +49,7 @@ def test_bench_smoke_prints_a_sane_summary_line(tmp_path: Path) -> None:
     assert figures["native"] > 0
     assert 0 < figures["p99"] < 60
     assert 50 < figures["rss"] < 20_000
+    assert 0 < figures["cpu"] < 1_000
     report = json.loads((tmp_path / "latest.json").read_text())
     assert report["machine"]["cores"] >= 1
     designs = {run["design"] for run in report["e2e"]}
