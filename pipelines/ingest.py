@@ -22,6 +22,7 @@ from pipelines.firehose.protocol import MAX_FUTURE_NS, MAX_PAST_NS, RejectReason
 from pipelines.firehose.sequence import SequenceTracker, Verdict
 from pipelines.keys import KeyHasher
 from pipelines.observe.throttle import LogThrottle
+from pipelines.settings import FirehoseSettings, WorkerSettings
 from pipelines.windows.batch import Batch, BatchBuilder, PendingMessages
 from pipelines.windows.tumbling import TumblingWindows
 
@@ -51,6 +52,22 @@ class IngestStats:
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+
+class ReplayClock:
+    """An Ingestor's clock for messages ingested after the fact: the receive time of the latest one.
+
+    A write-ahead log read back, a Kafka partition, an archive being rebuilt:
+    each message carries the time it was first received, and judging its
+    timestamps by that time (not by now) gives the verdicts of the first pass.
+    `Ingestor.replay` sets it.
+    """
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
 
 
 class Ingestor:
@@ -124,6 +141,12 @@ class Ingestor:
         for rejection in result.rejected:
             self.stats.rejected[rejection.reason.value] += rejection.count
             self._log_rejection(rejection)
+
+    def replay(self, frames: Sequence[bytes], received_ns: int) -> None:
+        """Ingest a message received earlier, at `received_ns`; a ReplayClock is set to it first."""
+        if isinstance(self.clock, ReplayClock):
+            self.clock.now_ns = received_ns
+        self.ingest(frames, received_ns)
 
     def wait_for_room(self, timeout_s: float) -> bool:
         """Block while max_pending_records are buffered (until take() or timeout); True if there is room.
@@ -228,3 +251,24 @@ class Ingestor:
                         "rejected reason=%s count=%d (at flush; not logged since: %d)", reason, count, held
                     )
         return batch
+
+
+def build_ingestor(
+    firehose: FirehoseSettings,
+    worker: WorkerSettings,
+    *,
+    notice_check: NoticeCheck | None = None,
+    replay: bool = False,
+    hasher: KeyHasher | None = None,
+) -> Ingestor:
+    """The Ingestor every runner uses; with replay, its clock is a ReplayClock (see Ingestor.replay)."""
+    return Ingestor(
+        TumblingWindows(worker.window_seconds),
+        limits=Limits(firehose.max_message_bytes, firehose.max_records),
+        hasher=hasher or KeyHasher(worker.key_hash_salt.get_secret_value().encode()),
+        max_future_ns=firehose.max_future_s * 1_000_000_000,
+        max_past_ns=firehose.max_past_s * 1_000_000_000,
+        max_pending_records=worker.max_pending_records,
+        notice_check=notice_check,
+        clock=ReplayClock() if replay else time.time_ns,
+    )

@@ -42,14 +42,13 @@ import pyarrow.compute as pc
 from pipelines.archive.progress import NoProgress, Progress
 from pipelines.archive.sanitize import ArchivedKeyHasher
 from pipelines.archive.timerange import TimeRange, format_instant
+from pipelines.delivery import Backoff, RetryPolicy
 from pipelines.errors import PipelineError
 from pipelines.firehose.protocol import ENCODING_MSGPACK, PROTOCOL_VERSION
 from pipelines.firehose.sequence import Observation, SequenceTracker
-from pipelines.ingest import Ingestor
+from pipelines.ingest import Ingestor, build_ingestor
 from pipelines.rollups import compute
-from pipelines.runners.local import build_ingestor
 from pipelines.settings import FirehoseSettings, WorkerSettings
-from pipelines.wal.flusher import ReceiveClock, RetryPolicy
 from sinks.clickhouse.archive import ArchivedMessage, EventsArchive
 from sinks.clickhouse.contract import WINDOW_COLUMN
 from sinks.clickhouse.replace import delete_windows
@@ -155,20 +154,20 @@ class Rebuilder:
         leave the range empty until someone runs the rebuild again.
         """
         deadline = time.monotonic() + self.give_up_after_s
-        delay = self.retry.initial_s
+        backoff = Backoff(self.retry)
         while True:
             try:
                 return call()
             except SinkUnavailableError as exc:
-                if time.monotonic() + delay > deadline:
+                if time.monotonic() + backoff.delay > deadline:
                     msg = (
                         f"rebuild {action} still failing after {self.give_up_after_s:.0f}s: {exc}; "
                         "the archive keeps the messages: run the same rebuild again"
                     )
                     raise RebuildError(msg) from exc
+                delay = backoff.failed()
                 log.warning("rebuild %s failed, retrying in %.1fs: %s", action, delay, exc)
                 time.sleep(delay)
-                delay = min(delay * 2, self.retry.max_s)
 
     def _check_coverage(self, from_s: int, *, force: bool) -> None:
         span = self.archive.span()
@@ -184,17 +183,15 @@ class Rebuilder:
             raise RebuildError(msg)
 
     def _recompute(self, summary: RebuildSummary) -> dict[str, pa.Table]:
-        clock = ReceiveClock()
         salt = self.worker.key_hash_salt.get_secret_value().encode()
-        ingestor = build_ingestor(self.firehose, self.worker, clock=clock, hasher=ArchivedKeyHasher(salt))
+        ingestor = build_ingestor(self.firehose, self.worker, replay=True, hasher=ArchivedKeyHasher(salt))
         ingestor.sequences = ArchivedSequences()
         kept: dict[str, list[pa.Table]] = {name: [] for name in EVENT_TIME_ROLLUPS}
         where = events_overlapping(summary.from_s, summary.to_s)
         self.progress.phase("reading the archive (messages)", total=self.archive.count(where))
         for chunk in self.archive.messages(where):
             for message in chunk:
-                clock.now_ns = message.received_ns
-                ingestor.ingest(self._frames(message), message.received_ns)
+                ingestor.replay(self._frames(message), message.received_ns)
                 summary.messages += 1
             self._take(ingestor, summary, kept)
             self.progress.advance(len(chunk))

@@ -42,11 +42,11 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from pipelines.ingest import Ingestor, NoticeCheck
+from pipelines.delivery import Delivery, RetryPolicy
+from pipelines.ingest import Ingestor, NoticeCheck, build_ingestor
 from pipelines.keys import worker_with_key
-from pipelines.runners.kafka_partition import Added, LogClock, PartitionFlush, PartitionProcessor
+from pipelines.runners.kafka_partition import Added, PartitionFlush, PartitionProcessor
 from pipelines.runners.kafka_writer import FlushWriter
-from pipelines.runners.local import build_ingestor
 from pipelines.security.notices import notice_check
 from pipelines.settings import (
     FaustWorkerSettings,
@@ -56,6 +56,7 @@ from pipelines.settings import (
     WorkerSettings,
 )
 from pipelines.wal.build import key_directory
+from pipelines.wal.deadletter import DeadLetters
 from sinks.clickhouse.positions import PositionStore
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
@@ -67,6 +68,8 @@ Record = tuple[TP, int, int, bytes | None, Sequence[tuple[str, bytes]]]
 _CLAIM_RETRY_S = 1.0
 _STALL_S = 3.0
 _CLAIM_REFUSALS = 5
+# Beside the key file (data/ by default): inserts ClickHouse refused for good, with the reason.
+KAFKA_DEAD_LETTER_FILE = "kafka-dead-letter.jsonl"
 
 
 async def seek(consumer: Any, offsets: dict[TP, int]) -> None:
@@ -104,14 +107,19 @@ class KafkaRollupRunner:
             clickhouse.clickhouse_database,
             cluster=bool(clickhouse.clickhouse_cluster),
         )
-        self.writer = FlushWriter(self.sink, self.store, retry_max_s=faust_settings.worker_retry_max_s)
+        delivery = Delivery(
+            self.sink,
+            DeadLetters(key_directory(clickhouse) / KAFKA_DEAD_LETTER_FILE),
+            policy=RetryPolicy(max_s=faust_settings.worker_retry_max_s),
+            keeper="Kafka keeps the records",
+        )
+        self.writer = FlushWriter(delivery, self.store)
         self.processors: dict[TP, PartitionProcessor] = {}
         # One thread decodes and aggregates and owns the processors' state between awaits; another
         # does every ClickHouse call, in order, so a chunk's inserts overlap the next chunk's decoding.
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tykpulse-rollups")
         self.write_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tykpulse-write")
         self._last_write: concurrent.futures.Future[None] | None = None
-        self._schema_ready = False
         self._in_flight: asyncio.Future[dict[TP, int]] | None = None  # the chunk the thread works on
         # Cleared while partitions are being claimed: a chunk waits instead of skipping records
         # of a partition whose processor does not exist yet (and acknowledging them unprocessed).
@@ -120,8 +128,8 @@ class KafkaRollupRunner:
 
     # -- building blocks ------------------------------------------------------------------
 
-    def make_ingestor(self, clock: LogClock) -> Ingestor:
-        return build_ingestor(self.firehose, self.worker, clock=clock, notice_check=self.notice_check)
+    def make_ingestor(self) -> Ingestor:
+        return build_ingestor(self.firehose, self.worker, replay=True, notice_check=self.notice_check)
 
     async def in_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
@@ -199,9 +207,9 @@ class KafkaRollupRunner:
         refused = 0
         while True:
             try:
-                if not self._schema_ready:
+                if not self.writer.delivery.ready:
                     self.sink.setup()
-                    self._schema_ready = True
+                    self.writer.delivery.ready = True
                 position = self.store.claim(tp.topic, tp.partition, self.owner, start_offset=earliest)
                 break
             except SinkUnavailableError as exc:
@@ -305,11 +313,14 @@ class KafkaRollupRunner:
             },
             "written": {
                 "flushes": stats.flushes,
-                "messages": stats.messages,
-                "records": stats.records,
-                "rows": stats.rows,
-                "retries": stats.retries,
-                "dropped": stats.dropped,
+                "messages": stats.messages_written,
+                "records": stats.records_written,
+                "rows": stats.rows_written,
+                "retries": stats.failed_attempts,
+                # inserts refused for good, in the dead-letter file (nothing is dropped)
+                "dropped": stats.dead_lettered_inserts,
+                "dead_lettered_rows": stats.dead_lettered_rows,
+                "lost_partitions": self.writer.lost_partitions,
             },
         }
 

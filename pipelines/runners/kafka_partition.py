@@ -39,16 +39,6 @@ from sinks.clickhouse.positions import Position, SequenceState
 log = logging.getLogger(__name__)
 
 
-class LogClock:
-    """The Ingestor's clock in a Kafka runner: the timestamp of the latest record ingested."""
-
-    def __init__(self) -> None:
-        self.now_ns = 0
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-
 class Added(enum.Enum):
     ACCEPTED = "accepted"
     SKIPPED = "skipped"  # already in ClickHouse
@@ -84,10 +74,10 @@ def restore(state: SequenceState) -> SequenceTracker:
 
 
 class PartitionProcessor:
-    def __init__(self, claimed: Position, make_ingestor: Callable[[LogClock], Ingestor]) -> None:
+    def __init__(self, claimed: Position, make_ingestor: Callable[[], Ingestor]) -> None:
+        """`make_ingestor` builds a replaying Ingestor (pipelines.ingest.build_ingestor(replay=True))."""
         self.claimed = claimed
-        self.clock = LogClock()
-        self.ingestor = make_ingestor(self.clock)
+        self.ingestor = make_ingestor()
         self.ingestor.sequences = restore(claimed.sequences_before)
         self._before = claimed.sequences_before
         self.next_offset = claimed.first_offset
@@ -132,10 +122,9 @@ class PartitionProcessor:
         self._seeking = False
         self._active_at = time.monotonic()
         received_ns = timestamp_ms * 1_000_000
-        self.clock.now_ns = received_ns
         carried = messages_of(value, headers)
         for frames in carried:
-            self.ingestor.ingest(frames, received_ns=received_ns)
+            self.ingestor.replay(frames, received_ns)
         if self._first is None:
             self._first = offset
         self._last = offset

@@ -6,14 +6,17 @@ import logging
 from pathlib import Path
 
 from pipelines.archive.output import EventsArchiveOutput
-from pipelines.ingest import NoticeCheck
+from pipelines.delivery import Delivery, RetryPolicy, RollupSink
+from pipelines.ingest import NoticeCheck, build_ingestor
+from pipelines.journal import Journal
 from pipelines.keys import KeyHasher
-from pipelines.runners.local import build_ingestor
+from pipelines.memory_journal import MemoryJournal
 from pipelines.settings import ArchiveSettings, FirehoseSettings, WalSettings, WorkerSettings
 from pipelines.wal.checkpoint import Checkpoint, load_checkpoint, new_checkpoint
 from pipelines.wal.deadletter import DEAD_LETTER_FILE, DeadLetters
-from pipelines.wal.flusher import ArchiveOutput, DurableFlusher, ReceiveClock, RetryPolicy, RollupSink
+from pipelines.wal.flusher import DurableFlusher
 from pipelines.wal.format import list_segments
+from pipelines.wal.planner import ArchiveOutput
 from pipelines.wal.writer import FsyncPolicy, WalWriter
 from sinks.clickhouse.client import parse_dsn
 from sinks.clickhouse.settings import ClickHouseSettings
@@ -75,7 +78,6 @@ def build_flusher(
     archive: ArchiveOutput | None = None,
     notice_check: NoticeCheck | None = None,
 ) -> DurableFlusher:
-    clock = ReceiveClock()
     writer = WalWriter(
         directory,
         fsync=FsyncPolicy(wal.wal_fsync),
@@ -87,17 +89,20 @@ def build_flusher(
     return DurableFlusher(
         writer,
         resume_checkpoint(directory),
-        build_ingestor(firehose, worker, clock=clock, notice_check=notice_check),
-        clock,
+        build_ingestor(firehose, worker, replay=True, notice_check=notice_check),
         sink,
-        retry=RetryPolicy(
-            initial_s=wal.sink_retry_initial_s,
-            max_s=wal.sink_retry_max_s,
-            refusals_before_dead_letter=wal.sink_refusals_before_dead_letter,
-            flush_max_bytes=wal.wal_flush_max_bytes,
-        ),
+        retry=retry_policy(wal),
+        flush_max_bytes=wal.wal_flush_max_bytes,
         dead_letters=DeadLetters(directory / DEAD_LETTER_FILE),
         archive=archive,
+    )
+
+
+def retry_policy(wal: WalSettings) -> RetryPolicy:
+    return RetryPolicy(
+        initial_s=wal.sink_retry_initial_s,
+        max_s=wal.sink_retry_max_s,
+        refusals_before_dead_letter=wal.sink_refusals_before_dead_letter,
     )
 
 
@@ -110,18 +115,26 @@ def build_journal(
     sink: ClickHouseSink,
     *,
     notice_check: NoticeCheck | None = None,
-) -> DurableFlusher:
-    """The flusher `tykpulse run` uses: log in wal_directory(), archive if enabled."""
+) -> Journal:
+    """The journal `tykpulse run` uses: the log in wal_directory() (archive if enabled), or memory (--no-wal).
+
+    Both keep dead letters in wal_directory(); without the log there is no archive
+    (it is built from the logged frames).
+    """
+    directory = wal_directory(wal, clickhouse)
+    if not wal.wal:
+        delivery = Delivery(
+            sink,
+            DeadLetters(directory / DEAD_LETTER_FILE),
+            policy=retry_policy(wal),
+            keeper="kept in memory (--no-wal)",
+        )
+        ingestor = build_ingestor(firehose, worker, notice_check=notice_check)
+        return MemoryJournal(ingestor, delivery, max_pending_flushes=worker.max_pending_flushes)
     output = None
     if archive.archive:
         hasher = KeyHasher(worker.key_hash_salt.get_secret_value().encode())
         output = EventsArchiveOutput(sink, hasher, ttl_days=archive.archive_ttl_days)
     return build_flusher(
-        firehose,
-        worker,
-        wal,
-        sink,
-        directory=wal_directory(wal, clickhouse),
-        archive=output,
-        notice_check=notice_check,
+        firehose, worker, wal, sink, directory=directory, archive=output, notice_check=notice_check
     )

@@ -24,11 +24,25 @@ DEAD_LETTER_FILE: Final = "dead-letter.jsonl"
 
 
 class DeadLetters:
-    def __init__(self, path: Path) -> None:
+    """The dead-letter file at `path`; None (a runner built without one, as in tests): logged only."""
+
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         self.written = 0
 
     def add(self, *, token: str, table: str, rows: pa.Table, reason: str, code: int | None) -> None:
+        if self.path is None:
+            self.written += rows.num_rows
+            log.error(
+                "ClickHouse refused an insert for good and no dead-letter file is set; rows not kept "
+                "table=%s rows=%d token=%s code=%s reason=%s",
+                table,
+                rows.num_rows,
+                token,
+                code,
+                reason,
+            )
+            return
         entry: dict[str, Any] = {
             "at": dt.datetime.now(dt.UTC).isoformat(),
             "token": token,

@@ -21,11 +21,12 @@ from pipelines.archive.output import EventsArchiveOutput
 from pipelines.archive.rebuild import EVENT_TIME_ROLLUPS, Rebuilder, RebuildError
 from pipelines.archive.sanitize import ArchivedKeyHasher, hashed_key
 from pipelines.archive.timerange import TimeRange
+from pipelines.delivery import RetryPolicy
 from pipelines.keys import KeyHasher
 from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
 from pipelines.simulate.verify import fetch_view
 from pipelines.wal.build import build_flusher
-from pipelines.wal.flusher import DurableFlusher, RetryPolicy
+from pipelines.wal.flusher import DurableFlusher
 from sinks.clickhouse.archive import ARCHIVE_TABLE, ArchiveMissingError, EventsArchive
 from sinks.clickhouse.sink import ClickHouseSink, translate
 from sinks.errors import SinkError

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pipelines.delivery import Delivery, in_key_order
 from pipelines.firehose.kafka_record import read_envelope, to_record
-from pipelines.ingest import Ingestor
+from pipelines.ingest import Ingestor, ReplayClock
 from pipelines.keys import KeyHasher
-from pipelines.runners.kafka_partition import LogClock, PartitionProcessor
+from pipelines.runners.kafka_partition import PartitionProcessor
 from pipelines.runners.kafka_writer import FlushWriter
 from pipelines.simulate.verify import fetch_view
+from pipelines.wal.deadletter import DeadLetters
 from sinks.clickhouse.positions import PositionStore, SequenceState
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.conftest import T0_NS
@@ -21,8 +24,8 @@ pytestmark = pytest.mark.component
 VIEWS = ("traffic_1m", "traffic_1h", "rate_limit_hits_1m", "ingest_health_1m")
 
 
-def make_ingestor(clock: LogClock) -> Ingestor:
-    return Ingestor(clock=clock, hasher=KeyHasher(b"salt"))
+def make_ingestor() -> Ingestor:
+    return Ingestor(clock=ReplayClock(), hasher=KeyHasher(b"salt"))
 
 
 def kafka_log(count: int = 40) -> list[tuple[int, int, Any]]:
@@ -37,6 +40,10 @@ def kafka_log(count: int = 40) -> list[tuple[int, int, Any]]:
             frames = message("tyk.analytics", [analytics(ts + i, api=f"a{i % 3}") for i in range(5)], seq=seq)
         out.append((seq, T0_NS // 1_000_000 + seq * 100, to_record(frames, read_envelope(frames[1]))))
     return out
+
+
+def writer_of(sink: ClickHouseSink, store: PositionStore, directory: Path) -> FlushWriter:
+    return FlushWriter(Delivery(sink, DeadLetters(directory / "dead-letter.jsonl")), store)
 
 
 def store_of(sink: ClickHouseSink) -> PositionStore:
@@ -77,14 +84,16 @@ def test_claims_number_owners_and_keep_the_latest_range(sink: ClickHouseSink) ->
     assert store.latest("t", 4) is None
 
 
-def test_crash_between_inserts_then_successor_redo_is_exact(sink: ClickHouseSink, clickhouse: Any) -> None:
+def test_crash_between_inserts_then_successor_redo_is_exact(
+    sink: ClickHouseSink, clickhouse: Any, tmp_path: Path
+) -> None:
     log = kafka_log()
     # One pass, for reference, in a database of its own.
     reference = ClickHouseSink(clickhouse.model_copy(update={"clickhouse_database": sink.database + "_ref"}))
     reference.setup()
     run(
         PartitionProcessor(store_of(reference).claim("t", 0, "ref"), make_ingestor),
-        FlushWriter(reference, store_of(reference)),
+        writer_of(reference, store_of(reference), tmp_path),
         log,
         7,
     )
@@ -92,19 +101,19 @@ def test_crash_between_inserts_then_successor_redo_is_exact(sink: ClickHouseSink
     reference.close()
 
     store = store_of(sink)
-    writer = FlushWriter(sink, store)
+    writer = writer_of(sink, store, tmp_path)
     first = PartitionProcessor(store.claim("t", 0, "w1"), make_ingestor)
     run(first, writer, log[:13], 5)
     for offset, ts, record in log[13:20]:
         first.add(offset, ts, record.value, record.headers)
     doomed = first.take_flush()
     store.record(doomed.position)  # the intent landed, then only one rollup before the "crash"
-    sink.write({"traffic": doomed.partials["traffic"]}, doomed.position.token)
+    sink.write({"traffic": in_key_order("traffic", doomed.partials["traffic"])}, doomed.position.token)
 
     successor = PartitionProcessor(store.claim("t", 0, "w2"), make_ingestor)
     assert (successor.next_offset, successor.redo_until) == (13, 19)
     assert not writer.write(doomed, lambda: True)  # the dead worker's flush is fenced off now
-    run(successor, FlushWriter(sink, store), log[10:], 6)  # Kafka may redeliver from before the range
+    run(successor, writer_of(sink, store, tmp_path), log[10:], 6)  # Kafka may redeliver from before the range
     assert views(sink) == expected
     assert expected["traffic_1m"]
     assert expected["rate_limit_hits_1m"]

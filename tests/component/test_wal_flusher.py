@@ -20,6 +20,7 @@ import pytest
 import zmq
 from pydantic import SecretStr
 
+from pipelines.delivery import RollupSink, in_key_order
 from pipelines.errors import PipelineError
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.publisher import FirehosePublisher
@@ -30,7 +31,7 @@ from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
 from pipelines.wal.build import build_flusher
 from pipelines.wal.checkpoint import load_checkpoint
 from pipelines.wal.deadletter import DEAD_LETTER_FILE, read_dead_letters
-from pipelines.wal.flusher import DurableFlusher, RollupSink, in_key_order
+from pipelines.wal.flusher import DurableFlusher
 from pipelines.wal.format import WalRecord
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink

@@ -16,9 +16,9 @@ from pipelines.firehose.kafka_record import (
     to_records,
 )
 from pipelines.firehose.sequence import SequenceTracker
-from pipelines.ingest import Ingestor
+from pipelines.ingest import Ingestor, ReplayClock
 from pipelines.keys import KeyHasher
-from pipelines.runners.kafka_partition import Added, LogClock, PartitionProcessor, restore, snapshot
+from pipelines.runners.kafka_partition import Added, PartitionProcessor, restore, snapshot
 from sinks.clickhouse.positions import Position, SequenceState
 from tests.conftest import T0_NS
 from tests.helpers import analytics, message
@@ -27,8 +27,8 @@ pytestmark = pytest.mark.unit
 MS = 1_000_000
 
 
-def make_ingestor(clock: LogClock) -> Ingestor:
-    return Ingestor(clock=clock, hasher=KeyHasher(b"salt"))
+def make_ingestor() -> Ingestor:
+    return Ingestor(clock=ReplayClock(), hasher=KeyHasher(b"salt"))
 
 
 def claimed(first: int = 0, last: int = -1, state: SequenceState | None = None) -> Position:

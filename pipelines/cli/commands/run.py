@@ -16,7 +16,7 @@ from pipelines.cli.signals import stop_on_signals
 from pipelines.errors import ConfigurationError
 from pipelines.keys import worker_with_key
 from pipelines.observe.watch import WorkerWatch
-from pipelines.runners.local import LocalRunner, RunSummary, build_ingestor
+from pipelines.runners.local import LocalRunner, RunSummary
 from pipelines.security.notices import notice_check
 from pipelines.settings import (
     ArchiveSettings,
@@ -146,20 +146,11 @@ def command(
         raise click.UsageError(str(exc)) from exc
     sink = ClickHouseSink(clickhouse)
     try:
-        journal = (
-            build_journal(firehose, worker, wal, archive, clickhouse, sink, notice_check=check)
-            if wal.wal
-            else None
-        )
+        journal = build_journal(firehose, worker, wal, archive, clickhouse, sink, notice_check=check)
     except ConfigurationError as exc:
         sink.close()
         raise click.UsageError(str(exc)) from exc
-    ingestor = (
-        journal.ingestor if journal is not None else build_ingestor(firehose, worker, notice_check=check)
-    )
-    watch = WorkerWatch(ingestor, healthy_flush_age_s=observe.healthy_flush_age_s)
-    if journal is not None:
-        journal.report_to(watch)
+    watch = WorkerWatch(journal.ingestor, healthy_flush_age_s=observe.healthy_flush_age_s)
     metrics = contextlib.ExitStack()
     metrics.enter_context(serving(observe, watch, "run"))
     server = serve_embedded(clickhouse, serve)
@@ -169,7 +160,6 @@ def command(
             worker,
             sink,
             context=context,
-            ingestor=ingestor,
             watch=watch,
             curve=curve,
             journal=journal,
