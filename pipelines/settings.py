@@ -204,9 +204,7 @@ class ReplaySettings(_Settings):
     node_prefix: str = Field(
         default="replay-", description="Replayed messages of node N are sent as node <prefix>N, new boot."
     )
-    message_rate: float = Field(
-        default=1_000, ge=0, description="Replayed messages per second (0: as fast as possible)."
-    )
+    rate: float = Field(default=1_000, ge=0, description="Messages per second (0: as fast as possible).")
     wait_subscribers_s: float = Field(
         default=10.0, ge=0, description="Wait this long for a subscriber before sending (0: don't wait)."
     )
@@ -217,11 +215,9 @@ class ReplaySettings(_Settings):
 class SimulatorSettings(_Settings):
     """The simulated fleet: what it sends and how fast."""
 
-    record_rate: float = Field(default=5_000, gt=0, description="Analytics records per second, whole fleet.")
+    rate: float = Field(default=5_000, gt=0, description="Analytics records per second, whole fleet.")
     duration_s: float = Field(default=30, ge=0, description="Seconds to run; 0 runs until interrupted.")
-    message_records: int = Field(
-        default=100, ge=1, le=MAX_RECORDS_PER_MESSAGE, description="Analytics records per firehose message."
-    )
+    batch: int = Field(default=100, ge=1, le=MAX_RECORDS_PER_MESSAGE, description="Records per message.")
     gateways: int = Field(default=4, ge=1, description="Simulated gateway nodes.")
     orgs: int = Field(default=20, ge=1, description="Organisations.")
     apis: int = Field(default=200, ge=1, description="APIs.")
@@ -401,7 +397,7 @@ class TykBridgeSettings(_Settings):
         description="Tyk's Redis: redis://[user:password@]host:port/db (rediss:// for TLS).",
     )
     key_prefix: str = Field(default="analytics-", description="Prefix of the gateway's analytics keys.")
-    drain_batch: int = Field(
+    batch: int = Field(
         default=2000, ge=1, le=100_000, description="Most records moved out of Redis per cycle."
     )
     message_records: int = Field(
@@ -429,11 +425,11 @@ class TykBridgeSettings(_Settings):
         "prefix (redis_key_prefix), so both get everything.",
     )
     pump_copy_ttl_s: int = Field(default=60, ge=0, description="TTL set on the Pump copy lists (0: none).")
-    key_hash_salt: SecretStr = Field(
+    key_salt: SecretStr = Field(
         default=SecretStr(""),
         description="Salt of the key digest published instead of raw keys. Not set: the key file's.",
     )
-    key_hash_salt_file: str = Field(
+    key_salt_file: str = Field(
         default="data/key-digest.secret",
         description="Key file used when no salt is set, created (0600) at first start.",
     )
@@ -450,11 +446,11 @@ class TykWebhookSettings(_Settings):
         description="Require this value in the secret header; needed unless --listen is a loopback address.",
     )
     secret_header: str = Field(default="X-Tykpulse-Secret", description="Header carrying the shared secret.")
-    key_hash_salt: SecretStr = Field(
+    key_salt: SecretStr = Field(
         default=SecretStr(""),
         description="Salt of the key digest published instead of raw keys. Not set: the key file's.",
     )
-    key_hash_salt_file: str = Field(
+    key_salt_file: str = Field(
         default="data/key-digest.secret",
         description="Key file used when no salt is set, created (0600) at first start.",
     )
