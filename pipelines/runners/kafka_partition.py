@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 import pyarrow as pa
 
 from pipelines.firehose.kafka_record import messages_of
-from pipelines.firehose.sequence import SequenceTracker
+from pipelines.firehose.sequence import SequencePosition, SequenceTracker
 from pipelines.ingest import Ingestor
 from pipelines.rollups import compute
 from sinks.clickhouse.positions import Position, SequenceState
@@ -57,20 +57,20 @@ class PartitionFlush:
 
 
 def snapshot(tracker: SequenceTracker) -> SequenceState:
-    """The tracker's state, newest boot per node only, sorted (the same state always looks the same)."""
-    newest: dict[str, tuple[int, int]] = {}
-    for p in tracker.publishers():
-        if p.node not in newest or p.boot > newest[p.node][0]:
-            newest[p.node] = (p.boot, p.last_seq)
-    nodes = tuple(sorted(newest))
-    return SequenceState(nodes, tuple(newest[n][0] for n in nodes), tuple(newest[n][1] for n in nodes))
+    """The tracker's positions (newest boot per node) as the columns of a Kafka position row."""
+    positions = tracker.positions(newest_boot_only=True)
+    return SequenceState(
+        tuple(p.node for p in positions),
+        tuple(p.boot for p in positions),
+        tuple(p.last_seq for p in positions),
+    )
 
 
 def restore(state: SequenceState) -> SequenceTracker:
-    tracker = SequenceTracker()
-    for node, boot, last_seq in zip(state.nodes, state.boots, state.last_seqs, strict=True):
-        tracker.restore(node, boot, last_seq)
-    return tracker
+    return SequenceTracker.from_positions(
+        SequencePosition(node, boot, last_seq)
+        for node, boot, last_seq in zip(state.nodes, state.boots, state.last_seqs, strict=True)
+    )
 
 
 class PartitionProcessor:

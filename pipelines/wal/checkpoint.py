@@ -25,6 +25,17 @@ from typing import Final
 
 import msgspec
 
+from pipelines.firehose.sequence import SequencePosition
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "Checkpoint",
+    "InFlight",
+    "SequencePosition",
+    "load_checkpoint",
+    "store_checkpoint",
+]
+
 CHECKPOINT_FILE: Final = "checkpoint.json"
 FORMAT_VERSION: Final = 1
 
@@ -35,13 +46,6 @@ class InFlight(msgspec.Struct, frozen=True):
     start: int
     end: int
     digest: int
-
-
-class SequencePosition(msgspec.Struct, frozen=True):
-    node: str
-    boot: int
-    last_seq: int
-    seen_ns: int
 
 
 class Checkpoint(msgspec.Struct):

@@ -30,9 +30,10 @@ from typing import Final, Protocol
 import pyarrow as pa
 
 from pipelines.delivery import Delivery, DeliveryStats, Shipment
+from pipelines.firehose.sequence import SequencePosition
 from pipelines.ingest import Ingestor
 from pipelines.rollups import compute
-from pipelines.wal.checkpoint import Checkpoint, InFlight, SequencePosition
+from pipelines.wal.checkpoint import Checkpoint, InFlight
 from pipelines.wal.format import WalRecord
 from pipelines.wal.reader import RangeRead, WalReader, chain_digest, seal_digest
 from pipelines.wal.writer import WalWriter
@@ -129,8 +130,8 @@ class RangePlanner:
 
     def restore_sequences(self) -> None:
         """Resume the publishers' sequences from the checkpoint (missed messages count as lost)."""
+        self.ingestor.sequences.restore_positions(self.checkpoint.sequences)
         for position in self.checkpoint.sequences:
-            self.ingestor.sequences.restore(position.node, position.boot, position.last_seq)
             self._seen[(position.node, position.boot)] = (position.last_seq, position.seen_ns)
 
     def paces_receiver(self) -> bool:

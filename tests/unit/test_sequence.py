@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from pipelines.firehose.sequence import SequenceTracker, Verdict
+from pipelines.firehose.sequence import SequencePosition, SequenceTracker, Verdict
+from pipelines.wal.checkpoint import Checkpoint
 
 pytestmark = pytest.mark.unit
 
@@ -48,3 +50,26 @@ def test_restored_position_counts_what_was_missed() -> None:
     tracker = SequenceTracker()
     tracker.restore("gw", 1, 9)
     assert tracker.observe("gw", 1, 20).lost == 10
+
+
+def test_one_checkpoint_format_and_a_checkpoint_written_before_it_still_reads() -> None:
+    written_by_an_older_version = (
+        b'{"wal_id":"abc","flushed":7,"sequences":[{"node":"gw1","boot":2,"last_seq":41,"seen_ns":5}],'
+        b'"inflight":null,"version":1}'
+    )
+    checkpoint = msgspec.json.decode(written_by_an_older_version, type=Checkpoint)
+    assert checkpoint.sequences == [SequencePosition("gw1", 2, 41, 5)]
+    tracker = SequenceTracker.from_positions(checkpoint.sequences)
+    assert tracker.observe("gw1", 2, 44).lost == 2, "messages missed while down count as lost"
+    assert tracker.positions() == [SequencePosition("gw1", 2, 44)]
+
+
+def test_positions_keep_the_newest_boot_per_node_when_asked() -> None:
+    tracker = SequenceTracker()
+    for node, boot, seq in (("b", 1, 5), ("a", 1, 3), ("a", 2, 0)):
+        tracker.observe(node, boot, seq)
+    assert tracker.positions(newest_boot_only=True) == [
+        SequencePosition("a", 2, 0),
+        SequencePosition("b", 1, 5),
+    ]
+    assert len(tracker.positions()) == 3
