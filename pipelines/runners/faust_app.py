@@ -42,11 +42,10 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from pipelines.delivery import Delivery, RetryPolicy
 from pipelines.ingest import Ingestor, NoticeCheck, build_ingestor
 from pipelines.keys import worker_with_key
 from pipelines.runners.kafka_partition import Added, PartitionFlush, PartitionProcessor
-from pipelines.runners.kafka_writer import FlushWriter
+from pipelines.runners.kafka_writer import KAFKA_DEAD_LETTER_FILE, FlushWriter
 from pipelines.security.notices import notice_check
 from pipelines.settings import (
     FaustWorkerSettings,
@@ -56,7 +55,6 @@ from pipelines.settings import (
     WorkerSettings,
 )
 from pipelines.wal.build import key_directory
-from pipelines.wal.deadletter import DeadLetters
 from sinks.clickhouse.positions import PositionStore
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
@@ -68,8 +66,6 @@ Record = tuple[TP, int, int, bytes | None, Sequence[tuple[str, bytes]]]
 _CLAIM_RETRY_S = 1.0
 _STALL_S = 3.0
 _CLAIM_REFUSALS = 5
-# Beside the key file (data/ by default): inserts ClickHouse refused for good, with the reason.
-KAFKA_DEAD_LETTER_FILE = "kafka-dead-letter.jsonl"
 
 
 async def seek(consumer: Any, offsets: dict[TP, int]) -> None:
@@ -107,13 +103,10 @@ class KafkaRollupRunner:
             clickhouse.clickhouse_database,
             cluster=bool(clickhouse.clickhouse_cluster),
         )
-        delivery = Delivery(
-            self.sink,
-            DeadLetters(key_directory(clickhouse) / KAFKA_DEAD_LETTER_FILE),
-            policy=RetryPolicy(max_s=faust_settings.worker_retry_max_s),
-            keeper="Kafka keeps the records",
+        dead_letters = key_directory(clickhouse) / KAFKA_DEAD_LETTER_FILE
+        self.writer = FlushWriter.build(
+            self.sink, self.store, dead_letters, faust_settings.worker_retry_max_s
         )
-        self.writer = FlushWriter(delivery, self.store)
         self.processors: dict[TP, PartitionProcessor] = {}
         # One thread decodes and aggregates and owns the processors' state between awaits; another
         # does every ClickHouse call, in order, so a chunk's inserts overlap the next chunk's decoding.
@@ -299,7 +292,6 @@ class KafkaRollupRunner:
             processor.revoked = True  # another worker owns it now; stop feeding it
 
     def status(self) -> dict[str, Any]:
-        stats = self.writer.stats
         return {
             "owner": self.owner,
             "topic": self.kafka.kafka_topic,
@@ -311,17 +303,7 @@ class KafkaRollupRunner:
                 }
                 for tp, p in sorted(self.processors.items(), key=lambda item: item[0].partition)
             },
-            "written": {
-                "flushes": stats.flushes,
-                "messages": stats.messages_written,
-                "records": stats.records_written,
-                "rows": stats.rows_written,
-                "retries": stats.failed_attempts,
-                # inserts refused for good, in the dead-letter file (nothing is dropped)
-                "dropped": stats.dead_lettered_inserts,
-                "dead_lettered_rows": stats.dead_lettered_rows,
-                "lost_partitions": self.writer.lost_partitions,
-            },
+            "written": self.writer.status(),
         }
 
     def close(self) -> None:

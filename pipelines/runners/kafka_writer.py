@@ -17,15 +17,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
-from pipelines.delivery import Delivery, DeliveryStats
+from pipelines.delivery import Delivery, DeliveryStats, RetryPolicy, RollupSink
 from pipelines.runners.kafka_partition import PartitionFlush
+from pipelines.wal.deadletter import DeadLetters
 from sinks.clickhouse.positions import PositionStore
 from sinks.errors import SinkUnavailableError
 
 log = logging.getLogger(__name__)
 
+# Beside the key file (data/ by default): inserts ClickHouse refused for good, with the reason.
+KAFKA_DEAD_LETTER_FILE: Final = "kafka-dead-letter.jsonl"
 # Longest sleep between checks that the partition is still assigned, while a retry is not yet due.
 _CHECK_S: Final = 0.5
 
@@ -36,9 +40,37 @@ class FlushWriter:
         self.store = store
         self.lost_partitions = 0
 
+    @classmethod
+    def build(
+        cls, sink: RollupSink, store: PositionStore, dead_letters: Path, retry_max_s: float
+    ) -> FlushWriter:
+        """The Faust worker's writer: the one delivery policy, backoff capped at retry_max_s."""
+        delivery = Delivery(
+            sink,
+            DeadLetters(dead_letters),
+            policy=RetryPolicy(max_s=retry_max_s),
+            keeper="Kafka keeps the records",
+        )
+        return cls(delivery, store)
+
     @property
     def stats(self) -> DeliveryStats:
         return self.delivery.stats
+
+    def status(self) -> dict[str, int]:
+        """What was written, for the worker's /tykpulse/status/ page."""
+        stats = self.delivery.stats
+        return {
+            "flushes": stats.flushes,
+            "messages": stats.messages_written,
+            "records": stats.records_written,
+            "rows": stats.rows_written,
+            "retries": stats.failed_attempts,
+            # inserts refused for good, in the dead-letter file (nothing is dropped)
+            "dropped": stats.dead_lettered_inserts,
+            "dead_lettered_rows": stats.dead_lettered_rows,
+            "lost_partitions": self.lost_partitions,
+        }
 
     def write(self, flush: PartitionFlush, assigned: Callable[[], bool]) -> bool:
         """True once the flush landed (or went to the dead letters); False if the partition went elsewhere."""
