@@ -89,7 +89,7 @@ def bench_redis(records: int, batch: int) -> None:
             client.rpush("analytics-tyk-system-analytics", *[element] * min(10_000, records - start))
         port = free_port()
         counter = Counter(context, port, b"tyk.analytics")
-        flags = ["--batch", str(batch), "--no-notifications"]
+        flags = ["--drain-batch", str(batch), "--no-notifications"]
         bridge = subprocess.Popen(
             [*CLI, "bridge", "tyk", "--redis", server.url, "--publish", f"tcp://127.0.0.1:{port}", *flags]
         )

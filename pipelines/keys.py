@@ -142,6 +142,8 @@ def worker_with_key(worker: WorkerSettings, default_dir: Path, *, create: bool =
 
 def bridge_with_key(settings: BridgeKeySettings) -> BridgeKeySettings:
     """Bridge settings with their digest key resolved (load_key)."""
-    explicit = "key_salt" in settings.model_fields_set
-    key = load_key(settings.key_salt, explicit, Path(settings.key_salt_file), "TYKPULSE_KEY_SALT")
-    return settings.model_copy(update={"key_salt": SecretStr(key.decode())})
+    explicit = "key_hash_salt" in settings.model_fields_set
+    key = load_key(
+        settings.key_hash_salt, explicit, Path(settings.key_hash_salt_file), "TYKPULSE_KEY_HASH_SALT"
+    )
+    return settings.model_copy(update={"key_hash_salt": SecretStr(key.decode())})

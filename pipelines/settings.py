@@ -80,10 +80,7 @@ class WorkerSettings(_Settings):
         "key-digest.secret beside the WAL directory (data/ without one).",
     )
     max_pending_flushes: int = Field(
-        default=600,
-        gt=0,
-        description="With --no-wal: flushes kept in memory while ClickHouse fails; when full, no new "
-        "flush is taken and the receiver is held back (nothing received is dropped).",
+        default=600, gt=0, description="Failed flushes kept for retry before the oldest are dropped."
     )
     max_pending_records: int = Field(
         default=2_000_000,
@@ -204,7 +201,9 @@ class ReplaySettings(_Settings):
     node_prefix: str = Field(
         default="replay-", description="Replayed messages of node N are sent as node <prefix>N, new boot."
     )
-    rate: float = Field(default=1_000, ge=0, description="Messages per second (0: as fast as possible).")
+    message_rate: float = Field(
+        default=1_000, ge=0, description="Replayed messages per second (0: as fast as possible)."
+    )
     wait_subscribers_s: float = Field(
         default=10.0, ge=0, description="Wait this long for a subscriber before sending (0: don't wait)."
     )
@@ -215,9 +214,11 @@ class ReplaySettings(_Settings):
 class SimulatorSettings(_Settings):
     """The simulated fleet: what it sends and how fast."""
 
-    rate: float = Field(default=5_000, gt=0, description="Analytics records per second, whole fleet.")
+    record_rate: float = Field(default=5_000, gt=0, description="Analytics records per second, whole fleet.")
     duration_s: float = Field(default=30, ge=0, description="Seconds to run; 0 runs until interrupted.")
-    batch: int = Field(default=100, ge=1, le=MAX_RECORDS_PER_MESSAGE, description="Records per message.")
+    message_records: int = Field(
+        default=100, ge=1, le=MAX_RECORDS_PER_MESSAGE, description="Analytics records per firehose message."
+    )
     gateways: int = Field(default=4, ge=1, description="Simulated gateway nodes.")
     orgs: int = Field(default=20, ge=1, description="Organisations.")
     apis: int = Field(default=200, ge=1, description="APIs.")
@@ -397,7 +398,7 @@ class TykBridgeSettings(_Settings):
         description="Tyk's Redis: redis://[user:password@]host:port/db (rediss:// for TLS).",
     )
     key_prefix: str = Field(default="analytics-", description="Prefix of the gateway's analytics keys.")
-    batch: int = Field(
+    drain_batch: int = Field(
         default=2000, ge=1, le=100_000, description="Most records moved out of Redis per cycle."
     )
     message_records: int = Field(
@@ -425,11 +426,11 @@ class TykBridgeSettings(_Settings):
         "prefix (redis_key_prefix), so both get everything.",
     )
     pump_copy_ttl_s: int = Field(default=60, ge=0, description="TTL set on the Pump copy lists (0: none).")
-    key_salt: SecretStr = Field(
+    key_hash_salt: SecretStr = Field(
         default=SecretStr(""),
         description="Salt of the key digest published instead of raw keys. Not set: the key file's.",
     )
-    key_salt_file: str = Field(
+    key_hash_salt_file: str = Field(
         default="data/key-digest.secret",
         description="Key file used when no salt is set, created (0600) at first start.",
     )
@@ -446,11 +447,11 @@ class TykWebhookSettings(_Settings):
         description="Require this value in the secret header; needed unless --listen is a loopback address.",
     )
     secret_header: str = Field(default="X-Tykpulse-Secret", description="Header carrying the shared secret.")
-    key_salt: SecretStr = Field(
+    key_hash_salt: SecretStr = Field(
         default=SecretStr(""),
         description="Salt of the key digest published instead of raw keys. Not set: the key file's.",
     )
-    key_salt_file: str = Field(
+    key_hash_salt_file: str = Field(
         default="data/key-digest.secret",
         description="Key file used when no salt is set, created (0600) at first start.",
     )

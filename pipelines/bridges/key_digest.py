@@ -8,8 +8,8 @@ their distinct counts; since the digest is a fixed one-to-one function of the
 key (collisions at 128 bits are out of reach), distinct counts are unchanged.
 
 What this means for consistency:
-- every bridge feeding one database must use the same `--key-salt`
-  (TYKPULSE_KEY_SALT), or the same key counts once per salt;
+- every bridge feeding one database must use the same `--key-hash-salt`
+  (TYKPULSE_KEY_HASH_SALT), or the same key counts once per salt;
 - a publisher other than the bridges that sends events for the same keys must
   publish `KeyDigester(salt).digest(key)` too, not the raw key, or a key seen
   by both is counted twice;

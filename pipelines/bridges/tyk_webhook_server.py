@@ -86,7 +86,7 @@ class WebhookReceiver:
     def __init__(self, settings: TykWebhookSettings, publisher: BridgePublisher) -> None:
         self.settings = settings
         self.publisher = publisher
-        self.digester = KeyDigester(settings.key_salt.get_secret_value().encode())
+        self.digester = KeyDigester(settings.key_hash_salt.get_secret_value().encode())
         self.secret = settings.secret.get_secret_value().encode()
         self.secret_header = settings.secret_header.lower().encode()
         self.stats = WebhookStats()

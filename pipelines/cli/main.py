@@ -7,28 +7,31 @@ from importlib.metadata import version
 
 import click
 
-from pipelines.cli.commands import (
-    alerts,
-    bridge,
-    bridge_kafka,
-    db,
-    demo,
-    keys,
-    proxy,
-    rebuild,
-    replay,
-    report,
-    run,
-    schema,
-    simulate,
-    status,
-    worker,
-)
+from pipelines.cli.lazy import LazyGroup
+
+# Each subcommand's module is imported only when that subcommand runs (or --help lists it), so
+# `tykpulse --version` and every command start without importing chDB, pandas, Faust and the rest.
+COMMANDS = {
+    "run": "pipelines.cli.commands.run:command",
+    "simulate": "pipelines.cli.commands.simulate:command",
+    "proxy": "pipelines.cli.commands.proxy:command",
+    "schema": "pipelines.cli.commands.schema:group",
+    "demo": "pipelines.cli.commands.demo:command",
+    "db": "pipelines.cli.commands.db:group",
+    "alerts": "pipelines.cli.commands.alerts:group",
+    "report": "pipelines.cli.commands.report:command",
+    "keys": "pipelines.cli.commands.keys:group",
+    "status": "pipelines.cli.commands.status:command",
+    "replay": "pipelines.cli.commands.replay:command",
+    "rebuild": "pipelines.cli.commands.rebuild:command",
+    "bridge": "pipelines.cli.commands.bridge:group",
+    "worker": "pipelines.cli.commands.worker:command",
+}
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=LazyGroup, lazy_subcommands=COMMANDS, context_settings=CONTEXT)
 @click.option(
     "--log-level",
     envvar="TYKPULSE_LOG_LEVEL",
@@ -76,23 +79,6 @@ def cli(log_level: str) -> None:
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-cli.add_command(run.command)
-cli.add_command(simulate.command)
-cli.add_command(proxy.command)
-cli.add_command(schema.group)
-cli.add_command(demo.command)
-cli.add_command(db.group)
-cli.add_command(alerts.group)
-cli.add_command(report.command)
-cli.add_command(keys.group)
-cli.add_command(status.command)
-cli.add_command(replay.command)
-cli.add_command(rebuild.command)
-cli.add_command(bridge.group)
-cli.add_command(worker.command)
-bridge.group.add_command(bridge_kafka.command)
 
 
 if __name__ == "__main__":

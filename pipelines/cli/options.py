@@ -18,6 +18,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S", bound=BaseSettings)
 
 ENV_PREFIX = "TYKPULSE_"
+DSN_FORMS = "chdb:///abs/path (embedded, default ./data/clickhouse) or http(s)://user:pass@host:port"
+
+
+def clickhouse_help(role: str) -> dict[str, str]:
+    """--clickhouse worded for a command that reads (`role`: what it reads there), not where rollups go."""
+    return {
+        "clickhouse_dsn": f"The ClickHouse {role}: {DSN_FORMS}.",
+        "clickhouse_database": "Database holding the rollups it reads.",
+    }
 
 
 def _base_type(annotation: Any) -> Any:
@@ -43,13 +52,15 @@ def _show_default(field: FieldInfo) -> str:
     return "(not set)" if value is None else str(value)
 
 
-def _option(name: str, field: FieldInfo, flag: str | tuple[str, ...]) -> Callable[[F], F]:
+def _option(
+    name: str, field: FieldInfo, flag: str | tuple[str, ...], help_text: str | None = None
+) -> Callable[[F], F]:
     base = _base_type(field.annotation)
     kwargs: dict[str, Any] = {
         "envvar": ENV_PREFIX + name.upper(),
         "show_envvar": True,
         "default": None,
-        "help": f"{field.description or ''} [default: {_show_default(field)}]",
+        "help": f"{help_text or field.description or ''} [default: {_show_default(field)}]",
     }
     if typing.get_origin(base) is list:
         kwargs["multiple"] = True
@@ -66,24 +77,49 @@ def _option(name: str, field: FieldInfo, flag: str | tuple[str, ...]) -> Callabl
     return click.option(*flags, name, **kwargs)
 
 
+def deprecated_alias(old: str, name: str, new: str, **kwargs: Any) -> Callable[[F], F]:
+    """`old` keeps working for scripts, hidden from --help, with a deprecation notice; it fills `name`.
+
+    No environment variable: the old spelling's variable is what collided (or never existed).
+    Declare it after the option it stands for (click fills a name from the first option given).
+    """
+    return click.option(old, name, hidden=True, deprecated=f"use {new}", default=None, **kwargs)
+
+
 def settings_options(
     model: type[BaseSettings],
     *,
     flags: Mapping[str, str | tuple[str, ...]] | None = None,
     exclude: tuple[str, ...] = (),
+    help: Mapping[str, str] | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> Callable[[F], F]:
     """Add one option per field of `model`; `flags` renames some (`clickhouse_dsn` -> `--clickhouse`),
-    a tuple gives an option several names (`("--publish", "--connect")`)."""
-    flags = flags or {}
+    a tuple gives an option several names (`("--publish", "--connect")`); `help` words a field for
+    this command; `aliases` keeps an old flag of a field working, hidden and deprecated."""
+    flags, help_texts, aliases = flags or {}, help or {}, aliases or {}
 
     def decorate(fn: F) -> F:
         for name, field in reversed(list(model.model_fields.items())):
             if name in exclude:
                 continue
-            fn = _option(name, field, flags.get(name, "--" + name.replace("_", "-")))(fn)
+            flag = flags.get(name, "--" + name.replace("_", "-"))
+            if name in aliases:
+                new = flag if isinstance(flag, str) else flag[0]
+                fn = deprecated_alias(aliases[name], name, new, **_alias_kwargs(field))(fn)
+            fn = _option(name, field, flag, help_texts.get(name))(fn)
         return fn
 
     return decorate
+
+
+def _alias_kwargs(field: FieldInfo) -> dict[str, Any]:
+    base = _base_type(field.annotation)
+    if typing.get_origin(base) is list:
+        return {"multiple": True, "type": typing.get_args(base)[0]}
+    if base in (int, float):
+        return {"type": base}
+    return {"type": str}
 
 
 def build_settings(model: type[S], values: Mapping[str, Any]) -> S:

@@ -33,10 +33,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 def progress_options(command: F) -> F:
     """--progress/--no-progress (default: when stderr is a terminal) and --quiet."""
     command = click.option(
-        "--quiet", "-q", is_flag=True, help="No progress display (the result line is still printed)."
+        "--quiet",
+        "-q",
+        envvar="TYKPULSE_QUIET",
+        show_envvar=True,
+        is_flag=True,
+        help="No progress display (the result line is still printed).",
     )(command)
     return click.option(
         "--progress/--no-progress",
+        envvar="TYKPULSE_PROGRESS",
+        show_envvar=True,
         default=None,
         help="Show progress and ETA on stderr [default: when stderr is a terminal].",
     )(command)

@@ -113,10 +113,10 @@ class Fleet:
             elapsed = now - started
             if s.duration_s and elapsed >= s.duration_s:
                 break
-            due = int(s.rate * elapsed) - self.summary.analytics
-            if due >= s.batch:
+            due = int(s.record_rate * elapsed) - self.summary.analytics
+            if due >= s.message_records:
                 now_ns = self.clock()
-                self._send_analytics(due - due % s.batch, last_ns, now_ns)
+                self._send_analytics(due - due % s.message_records, last_ns, now_ns)
                 last_ns = now_ns
             else:
                 time.sleep(_TICK_S)
@@ -185,8 +185,8 @@ class Fleet:
             "incident": self.incident,
             "token_burst_ns": self.token_burst_ns,
             "seed": s.seed,
-            "rate": s.rate,
-            "batch": s.batch,
+            "rate": s.record_rate,
+            "batch": s.message_records,
             "gateways": self.gateways,
             "dashboard": self.dashboard,
             "sent_analytics": self.summary.analytics,
@@ -196,7 +196,7 @@ class Fleet:
         }
 
     def _send_analytics(self, count: int, start_ns: int, end_ns: int) -> None:
-        batch = self.settings.batch
+        batch = self.settings.message_records
         messages = count // batch
         slots = (self._next_gateway + np.arange(messages)) % len(self.gateways)
         self._next_gateway = (self._next_gateway + messages) % len(self.gateways)
@@ -214,8 +214,8 @@ class Fleet:
 
     def _send_events(self, events: dict[str, list[Record]], node: str) -> None:
         for name, records in events.items():
-            for i in range(0, len(records), self.settings.batch):
-                self._publish(event_topic(name), records[i : i + self.settings.batch], node)
+            for i in range(0, len(records), self.settings.message_records):
+                self._publish(event_topic(name), records[i : i + self.settings.message_records], node)
             if self.truth is not None:
                 self.truth.add_events(name, records)
             self.summary.events += len(records)

@@ -34,8 +34,8 @@ class ClickHouseSettings(BaseSettings):
     clickhouse_cluster: str = Field(
         default="",
         pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
-        description="ClickHouse cluster the schema is laid out on (schema apply --cluster); writers then "
-        "insert through its Distributed tables. Empty: a single server or the embedded engine.",
+        description="ClickHouse cluster the schema is laid out on (schema apply --clickhouse-cluster); "
+        "writers then insert through its Distributed tables. Empty: a single server or the embedded engine.",
     )
     clickhouse_connect_timeout_s: float = Field(default=10.0, gt=0, description="Connect timeout (http).")
     clickhouse_send_receive_timeout_s: float = Field(

@@ -28,7 +28,7 @@ def test_an_idle_fleet_heartbeats_every_node_at_least_every_interval(
     )
     subscriber = FirehoseSubscriber(zmq_context, [parse_endpoint(f"tcp://127.0.0.1:{port}")])
     settings = SimulatorSettings(
-        rate=0.001, duration_s=2.5, gateways=2, token_wave_every_s=3600, config_burst_every_s=3600
+        record_rate=0.001, duration_s=2.5, gateways=2, token_wave_every_s=3600, config_burst_every_s=3600
     )
     fleet = Fleet(settings, publisher, node_prefix="idle")
     received: list[list[bytes]] = []

@@ -47,7 +47,7 @@ SECRET = "component-secret"
 def receiver(zmq_context: zmq.Context[Any]) -> Iterator[dict[str, Any]]:
     port = free_port()
     settings = TykWebhookSettings(
-        listen=f"127.0.0.1:{port}", secret=SECRET, key_salt="salt", max_body_bytes=4096, flush_ms=5
+        listen=f"127.0.0.1:{port}", secret=SECRET, key_hash_salt="salt", max_body_bytes=4096, flush_ms=5
     )
     publisher = BridgePublisher(
         FirehosePublisher(zmq_context, [parse_endpoint("@tcp://127.0.0.1:0")], node="webhook-test")

@@ -58,7 +58,7 @@ def simulate_args(port: int, truth: Path) -> list[str]:
         str(SIMULATED_WALL_S),
         "--time-scale",
         str(TIME_SCALE),
-        "--rate",
+        "--record-rate",
         "2000",
         "--seed",
         "11",

@@ -106,7 +106,7 @@ def test_replay_reproduces_the_rollups_in_another_database(archived: dict[str, A
                 f"tcp://127.0.0.1:{port}",
                 "--clickhouse",
                 archived["dsn"],
-                "--rate",
+                "--message-rate",
                 "2000",
                 "--wait-subscribers-s",
                 "60",

@@ -153,7 +153,7 @@ def test_webhook_bridge_counts_accepted_and_rejected_events(processes: Processes
         _, url = start(
             processes, tmp_path, "webhook", "bridge", "tyk-webhook",
             "--listen", f"127.0.0.1:{listen}", "--secret", "s3cret", "--publish", f"@tcp://127.0.0.1:{publish}",
-            "--key-salt", "salt", "--flush-ms", "10",
+            "--key-hash-salt", "salt", "--flush-ms", "10",
         )  # fmt: skip
         check_endpoints(url, "bridge tyk-webhook")
         good = render(
@@ -188,7 +188,7 @@ def test_tyk_bridge_counts_what_it_drains(
     try:
         _, url = start(
             processes, tmp_path, "tyk", "bridge", "tyk",
-            "--redis", url_redis, "--publish", f"@tcp://127.0.0.1:{publish}", "--key-salt", "salt",
+            "--redis", url_redis, "--publish", f"@tcp://127.0.0.1:{publish}", "--key-hash-salt", "salt",
             "--no-notifications",
         )  # fmt: skip
         check_endpoints(url, "bridge tyk")

@@ -127,7 +127,7 @@ def db_serve(path: Path, port: int) -> subprocess.Popen[bytes]:
 
 def status_of(metrics_port: int) -> str:
     done = subprocess.run(
-        tykpulse("status", "--worker", f"http://127.0.0.1:{metrics_port}"),
+        tykpulse("status", "--url", f"http://127.0.0.1:{metrics_port}"),
         capture_output=True,
         timeout=60,
         check=False,

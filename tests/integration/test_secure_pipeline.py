@@ -92,7 +92,7 @@ def test_curve_pipeline_counts_everything_reports_status_and_revokes_on_sighup(t
     try:
         wait_for(lambda: status(metrics))
         simulate = [
-            "simulate", "--connect", f"tcp://127.0.0.1:{front}", "--duration", "4", "--rate", "2000",
+            "simulate", "--connect", f"tcp://127.0.0.1:{front}", "--duration", "4", "--record-rate", "2000",
             "--config-burst-every-s", "1", "--node-secret", SECRET, *client_keys,
         ]  # fmt: skip
         subprocess.run(
@@ -106,7 +106,7 @@ def test_curve_pipeline_counts_everything_reports_status_and_revokes_on_sighup(t
         expected = {node: p["messages"] for node, p in truth["publishers"].items()}
         wait_for(lambda: {p["node"]: p["messages"] for p in status(metrics)["publishers"]} == expected)
         shown = subprocess.run(
-            [*tykpulse("status", "--worker", f"http://127.0.0.1:{metrics}")], capture_output=True, timeout=60
+            [*tykpulse("status", "--url", f"http://127.0.0.1:{metrics}")], capture_output=True, timeout=60
         )
         assert shown.returncode == 0, shown
         assert b"healthy" in shown.stdout

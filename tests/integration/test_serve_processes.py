@@ -46,9 +46,9 @@ def simulate(port: int, truth: Path, *, duration: str = "6") -> None:
             f"tcp://127.0.0.1:{port}",
             "--duration",
             duration,
-            "--rate",
+            "--record-rate",
             "3000",
-            "--batch",
+            "--message-records",
             "50",
             "--seed",
             "5",
@@ -252,9 +252,9 @@ def test_the_database_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path
     try:
         sim = subprocess.Popen(
             tykpulse(
-                "simulate", "--connect", f"tcp://127.0.0.1:{firehose}", "--duration", "8", "--rate", "3000",
-                "--batch", "50", "--seed", "9", "--truth", str(truth_path), "--wait-subscribers-s", "60",
-                "--node", "sim",
+                "simulate", "--connect", f"tcp://127.0.0.1:{firehose}", "--duration", "8",
+                "--record-rate", "3000", "--message-records", "50", "--seed", "9", "--truth", str(truth_path),
+                "--wait-subscribers-s", "60", "--node", "sim",
             )
         )  # fmt: skip
         reader = clickhouse_connect.get_client(host="127.0.0.1", port=port)

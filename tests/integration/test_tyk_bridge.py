@@ -125,7 +125,7 @@ def bridged(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory)
                 f"tcp://127.0.0.1:{front}",
                 "--node",
                 NODE,
-                "--batch",
+                "--drain-batch",
                 "150",
                 "--message-records",
                 "40",

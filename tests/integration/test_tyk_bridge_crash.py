@@ -113,7 +113,7 @@ def bridge(url: str, port: int, log: Path, delay_ms: int, fault: str = "") -> su
         env["TYKPULSE_FAULT_INJECTION"] = fault
     args = ["bridge", "tyk", "--redis", url, "--publish", f"tcp://127.0.0.1:{port}", "--node", "crash-test"]
     args += [
-        "--batch",
+        "--drain-batch",
         str(BATCH),
         "--message-records",
         "50",

@@ -30,7 +30,7 @@ def command_of(path: list[str]) -> click.Command:
     command: click.Command = cli
     for name in path:
         assert isinstance(command, click.Group), f"{name}: not a subcommand of a group"
-        sub = command.commands.get(name)
+        sub = command.get_command(click.Context(command), name)  # subcommands are imported lazily
         assert sub is not None, f"`tykpulse {' '.join(path)}` is not a tykpulse command"
         command = sub
     return command

@@ -45,9 +45,9 @@ def test_a_second_start_reuses_the_key(tmp_path: Path, caplog: pytest.LogCapture
 
 def test_bridges_share_a_key_file_and_digest_alike(tmp_path: Path) -> None:
     path = str(tmp_path / "state" / KEY_FILE_NAME)
-    one = bridge_with_key(TykBridgeSettings(key_salt_file=path))
-    two = bridge_with_key(TykBridgeSettings(key_salt_file=path))
-    digests = {KeyDigester(s.key_salt.get_secret_value().encode()).digest("raw-key") for s in (one, two)}
+    one = bridge_with_key(TykBridgeSettings(key_hash_salt_file=path))
+    two = bridge_with_key(TykBridgeSettings(key_hash_salt_file=path))
+    digests = {KeyDigester(s.key_hash_salt.get_secret_value().encode()).digest("raw-key") for s in (one, two)}
     assert len(digests) == 1
     assert digests != {KeyDigester().digest("raw-key")}
 

@@ -14,7 +14,7 @@ from pipelines.alerts.alertmanager import AlertmanagerClient
 from pipelines.alerts.evaluator import Evaluator, check_rule
 from pipelines.alerts.rules import RuleSet, load_rules, rules_location
 from pipelines.alerts.settings import AlertSettings
-from pipelines.cli.options import pass_settings, settings_options
+from pipelines.cli.options import clickhouse_help, pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.settings import ClickHouseSettings
@@ -23,6 +23,7 @@ from sinks.redact import redact
 
 log = logging.getLogger(__name__)
 CLICKHOUSE_FLAGS = {"clickhouse_dsn": "--clickhouse"}
+READ_HELP = clickhouse_help("the alert rules query (they only read)")
 
 
 @click.group("alerts")
@@ -54,7 +55,7 @@ def _generator_url(settings: AlertSettings) -> str:
 
 @group.command("check")
 @settings_options(AlertSettings, exclude=("webhook", "webhook_timeout_s", "generator_url"))
-@settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS)
+@settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS, help=READ_HELP)
 @pass_settings(AlertSettings, ClickHouseSettings)
 def check(settings: AlertSettings, clickhouse: ClickHouseSettings) -> None:
     """Validate every rule file and run each rule's SQL once; exit 1 if any is invalid or broken."""
@@ -94,8 +95,14 @@ def _valid(ruleset: RuleSet) -> None:
 
 @group.command("run")
 @settings_options(AlertSettings)
-@settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS)
-@click.option("--once", is_flag=True, help="Evaluate every rule once, send, and exit.")
+@settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS, help=READ_HELP)
+@click.option(
+    "--once",
+    envvar="TYKPULSE_ALERTS_ONCE",
+    show_envvar=True,
+    is_flag=True,
+    help="Evaluate every rule once, send, and exit.",
+)
 @pass_settings(AlertSettings, ClickHouseSettings)
 def run(settings: AlertSettings, clickhouse: ClickHouseSettings, once: bool) -> None:
     """Evaluate the rules on their intervals and POST firing and resolved alerts to --webhook.

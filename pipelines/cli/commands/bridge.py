@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
 import redis
 import zmq
+from pydantic import SecretStr
 
 from pipelines.bridges.faults import FaultInjector
 from pipelines.bridges.key_digest import KeyDigester
@@ -36,6 +39,7 @@ from pipelines.settings import (
 )
 
 log = logging.getLogger(__name__)
+SaltedT = TypeVar("SaltedT", TykBridgeSettings, TykWebhookSettings)
 
 PUBLISH_FLAGS: dict[str, str | tuple[str, ...]] = {"connect": ("--publish", "--connect")}
 
@@ -68,6 +72,18 @@ def _publisher(settings: PublisherSettings, curve: CurveSession | None) -> Bridg
     return BridgePublisher(publisher)
 
 
+def _old_salt_variables(settings: SaltedT) -> SaltedT:
+    """The bridges' salt variables before they took the workers' names, still read (with a warning)."""
+    old = {"key_hash_salt": "TYKPULSE_KEY_SALT", "key_hash_salt_file": "TYKPULSE_KEY_SALT_FILE"}
+    update: dict[str, Any] = {}
+    for field, variable in old.items():
+        value = os.environ.get(variable)
+        if value is not None and field not in settings.model_fields_set:
+            log.warning("%s is deprecated: set TYKPULSE_%s", variable, field.upper())
+            update[field] = SecretStr(value) if field == "key_hash_salt" else value
+    return settings.model_copy(update=update) if update else settings
+
+
 def _redis_location(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"  # never the password
@@ -75,7 +91,15 @@ def _redis_location(url: str) -> str:
 
 @group.command("tyk")
 @settings_options(PublisherSettings, flags=PUBLISH_FLAGS)
-@settings_options(TykBridgeSettings, exclude=("fault_injection",))
+@settings_options(
+    TykBridgeSettings,
+    exclude=("fault_injection",),
+    aliases={
+        "drain_batch": "--batch",
+        "key_hash_salt": "--key-salt",
+        "key_hash_salt_file": "--key-salt-file",
+    },
+)
 @settings_options(NoticeSettings, exclude=("notice_public_key",))
 @settings_options(CurveSettings)
 @settings_options(ObservabilitySettings, exclude=NO_FLUSHES)
@@ -103,7 +127,7 @@ def tyk(
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        settings = bridge_with_key(settings)
+        settings = bridge_with_key(_old_salt_variables(settings))
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
     url = settings.redis.get_secret_value()
@@ -119,9 +143,12 @@ def tyk(
     bridge = TykRedisBridge(
         store,
         publisher,
-        FirehoseConverter(KeyDigester(settings.key_salt.get_secret_value().encode())),
+        FirehoseConverter(KeyDigester(settings.key_hash_salt.get_secret_value().encode())),
         config=DrainConfig(
-            settings.batch, settings.message_records, settings.poll_interval_s, settings.release_delay_ms
+            settings.drain_batch,
+            settings.message_records,
+            settings.poll_interval_s,
+            settings.release_delay_ms,
         ),
         notifications=listener,
         faults=faults,
@@ -137,7 +164,7 @@ def tyk(
         _redis_location(url),
         publisher.publisher.addresses,
         publisher_settings.node,
-        settings.batch,
+        settings.drain_batch,
         settings.notifications,
         settings.pump_copy_prefix,
     )
@@ -170,7 +197,9 @@ def tyk(
 
 @group.command("tyk-webhook")
 @settings_options(PublisherSettings, flags=PUBLISH_FLAGS)
-@settings_options(TykWebhookSettings)
+@settings_options(
+    TykWebhookSettings, aliases={"key_hash_salt": "--key-salt", "key_hash_salt_file": "--key-salt-file"}
+)
 @settings_options(CurveSettings)
 @settings_options(ObservabilitySettings, exclude=NO_FLUSHES)
 @pass_settings(PublisherSettings, TykWebhookSettings, CurveSettings, ObservabilitySettings)
@@ -194,7 +223,7 @@ def tyk_webhook(
     if problem is not None:
         raise click.UsageError(problem)
     try:
-        settings = bridge_with_key(settings)
+        settings = bridge_with_key(_old_salt_variables(settings))
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
     stop = stop_on_signals()
@@ -215,3 +244,13 @@ def tyk_webhook(
         stats.published,
         dict(stats.rejected),
     )
+
+
+def _add_kafka() -> None:
+    # imported here, not at the top: this module defines the group bridge_kafka joins
+    from pipelines.cli.commands import bridge_kafka
+
+    group.add_command(bridge_kafka.command)
+
+
+_add_kafka()

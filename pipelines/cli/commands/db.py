@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli.options import pass_settings, settings_options
+from pipelines.cli.options import deprecated_alias, pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.contract import DATABASE
@@ -46,11 +46,22 @@ def _apply_schema(path: Path, database: str) -> None:
 @click.option(
     "--schema/--no-schema",
     "with_schema",
+    envvar="TYKPULSE_DB_SCHEMA",
+    show_envvar=True,
     default=True,
     show_default=True,
     help="Create or update the rollup tables and views before serving.",
 )
-@click.option("--database", default=DATABASE, show_default=True, help="Database of the rollups.")
+@click.option(
+    "--clickhouse-database",
+    "database",
+    envvar="TYKPULSE_CLICKHOUSE_DATABASE",
+    show_envvar=True,
+    default=DATABASE,
+    show_default=True,
+    help="Database of the rollups.",
+)
+@deprecated_alias("--database", "database", "--clickhouse-database")
 @settings_options(ServeSettings, flags={"serve_listen": "--listen"})
 @pass_settings(ServeSettings)
 def serve(settings: ServeSettings, path: Path, with_schema: bool, database: str) -> None:

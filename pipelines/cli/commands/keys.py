@@ -20,9 +20,12 @@ def group() -> None:
 @click.option(
     "--dir",
     "directory",
+    envvar="TYKPULSE_KEYS_DIR",
+    show_envvar=True,
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("keys"),
     show_default=True,
+    help="Directory the key pair is written to.",
 )
 def generate(name: str, directory: Path) -> None:
     """Write NAME.key (public: give it to peers, or put it in an allowlist directory)

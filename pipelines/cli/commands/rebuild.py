@@ -6,7 +6,7 @@ import click
 
 from pipelines.archive.rebuild import Rebuilder
 from pipelines.archive.timerange import TimeRange, format_instant
-from pipelines.cli.options import pass_settings, settings_options
+from pipelines.cli.options import DSN_FORMS, pass_settings, settings_options
 from pipelines.cli.progress import progress_options, progress_shown
 from pipelines.errors import ConfigurationError, PipelineError
 from pipelines.keys import worker_with_key
@@ -23,14 +23,39 @@ _WORKER_UNUSED = ("flush_interval_s", "drain_timeout_s", "max_pending_flushes")
 
 @click.command("rebuild")
 @click.option(
-    "--from", "start", required=True, help="Range start: ISO 8601 (UTC by default) or unix seconds."
+    "--from",
+    "start",
+    envvar="TYKPULSE_FROM",
+    show_envvar=True,
+    required=True,
+    help="Range start: ISO 8601 (UTC by default) or unix seconds.",
 )
-@click.option("--to", "end", required=True, help="End of the range (exclusive), same forms as --from.")
-@click.option("--force", is_flag=True, help="Rebuild even where the archive starts after --from.")
+@click.option(
+    "--to",
+    "end",
+    envvar="TYKPULSE_TO",
+    show_envvar=True,
+    required=True,
+    help="End of the range (exclusive), same forms as --from.",
+)
+@click.option(
+    "--force",
+    envvar="TYKPULSE_REBUILD_FORCE",
+    show_envvar=True,
+    is_flag=True,
+    help="Rebuild even where the archive starts after --from.",
+)
 @progress_options
 @settings_options(FirehoseSettings, exclude=_FIREHOSE_UNUSED)
 @settings_options(WorkerSettings, exclude=_WORKER_UNUSED)
-@settings_options(ClickHouseSettings, flags={"clickhouse_dsn": "--clickhouse"})
+@settings_options(
+    ClickHouseSettings,
+    flags={"clickhouse_dsn": "--clickhouse"},
+    help={
+        "clickhouse_dsn": "The ClickHouse holding the archive, where the range's rollups are rebuilt: "
+        f"{DSN_FORMS}."
+    },
+)
 @pass_settings(FirehoseSettings, WorkerSettings, ClickHouseSettings)
 def command(
     firehose: FirehoseSettings,

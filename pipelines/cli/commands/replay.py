@@ -9,7 +9,7 @@ import zmq
 
 from pipelines.archive.replay import Replayer
 from pipelines.archive.timerange import TimeRange, format_instant
-from pipelines.cli.options import pass_settings, settings_options
+from pipelines.cli.options import clickhouse_help, pass_settings, settings_options
 from pipelines.cli.progress import progress_options, progress_shown
 from pipelines.cli.signals import stop_on_signals
 from pipelines.errors import PipelineError
@@ -26,12 +26,28 @@ log = logging.getLogger(__name__)
 
 @click.command("replay")
 @click.option(
-    "--from", "start", required=True, help="First receive time: ISO 8601 (UTC by default) or unix s."
+    "--from",
+    "start",
+    envvar="TYKPULSE_FROM",
+    show_envvar=True,
+    required=True,
+    help="First receive time: ISO 8601 (UTC by default) or unix s.",
 )
-@click.option("--to", "end", required=True, help="End of the range (exclusive), same forms as --from.")
+@click.option(
+    "--to",
+    "end",
+    envvar="TYKPULSE_TO",
+    show_envvar=True,
+    required=True,
+    help="End of the range (exclusive), same forms as --from.",
+)
 @progress_options
-@settings_options(ReplaySettings)
-@settings_options(ClickHouseSettings, flags={"clickhouse_dsn": "--clickhouse"})
+@settings_options(ReplaySettings, aliases={"message_rate": "--rate"})
+@settings_options(
+    ClickHouseSettings,
+    flags={"clickhouse_dsn": "--clickhouse"},
+    help=clickhouse_help("holding the archive (events_raw) to replay"),
+)
 @pass_settings(ReplaySettings, ClickHouseSettings)
 def command(
     replay: ReplaySettings,
@@ -60,7 +76,7 @@ def command(
         with progress_shown(progress, quiet) as report:
             archive = EventsArchive(sink)
             replayer = Replayer(
-                archive, publisher, node_prefix=replay.node_prefix, rate=replay.rate, progress=report
+                archive, publisher, node_prefix=replay.node_prefix, rate=replay.message_rate, progress=report
             )
             summary = replayer.run(span, stop)
     except (SinkError, PipelineError) as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pipelines import analyst
+from pipelines.cli.options import deprecated_alias
 from sinks.errors import SinkError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def _scope(
     apis: tuple[str, ...],
 ) -> analyst.Scope:
     if hours and (start or end):
-        msg = "use --hours or --start/--end, not both"
+        msg = "use --hours or --from/--to, not both"
         raise click.UsageError(msg)
     if hours:
         return analyst.Scope.last(hours=hours, org_id=list(orgs) or None, api_id=list(apis) or None)
@@ -36,16 +37,65 @@ def _scope(
     envvar="TYKPULSE_CLICKHOUSE_DSN",
     show_envvar=True,
     default=None,
-    help="ClickHouse DSN [default: a running worker's endpoint, else ./data/clickhouse].",
+    help="The ClickHouse to read the rollups from [default: a running worker's endpoint, else "
+    "./data/clickhouse].",
 )
-@click.option("--hours", default=0.0, show_default=True, help="The last N hours (0: everything).")
-@click.option("--start", type=click.DateTime(), default=None, help="Start of the range (UTC), inclusive.")
-@click.option("--end", type=click.DateTime(), default=None, help="End of the range (UTC), exclusive.")
-@click.option("--org", "orgs", multiple=True, help="Only this organisation (repeatable).")
-@click.option("--api", "apis", multiple=True, help="Only this API (repeatable).")
-@click.option("--title", default="tykpulse report", show_default=True, help="Title of the page.")
+@click.option(
+    "--hours",
+    envvar="TYKPULSE_REPORT_HOURS",
+    show_envvar=True,
+    default=0.0,
+    show_default=True,
+    help="The last N hours (0: everything).",
+)
+@click.option(
+    "--from",
+    "start",
+    envvar="TYKPULSE_FROM",
+    show_envvar=True,
+    type=click.DateTime(),
+    default=None,
+    help="Start of the range (UTC), inclusive.",
+)
+@deprecated_alias("--start", "start", "--from", type=click.DateTime())
+@click.option(
+    "--to",
+    "end",
+    envvar="TYKPULSE_TO",
+    show_envvar=True,
+    type=click.DateTime(),
+    default=None,
+    help="End of the range (UTC), exclusive.",
+)
+@deprecated_alias("--end", "end", "--to", type=click.DateTime())
+@click.option(
+    "--org",
+    "orgs",
+    envvar="TYKPULSE_ORG",
+    show_envvar=True,
+    multiple=True,
+    help="Only this organisation (repeatable; the variable: space-separated).",
+)
+@click.option(
+    "--api",
+    "apis",
+    envvar="TYKPULSE_API",
+    show_envvar=True,
+    multiple=True,
+    help="Only this API (repeatable; the variable: space-separated).",
+)
+@click.option(
+    "--title",
+    envvar="TYKPULSE_REPORT_TITLE",
+    show_envvar=True,
+    default="tykpulse report",
+    show_default=True,
+    help="Title of the page.",
+)
 @click.option(
     "--out",
+    envvar="TYKPULSE_REPORT_OUT",
+    show_envvar=True,
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("tykpulse-report.html"),
     show_default=True,

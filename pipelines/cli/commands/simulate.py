@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 
 @click.command("simulate")
 @settings_options(PublisherSettings, exclude=("heartbeat_interval_ms",))
-@settings_options(SimulatorSettings, flags={"duration_s": "--duration"})
+@settings_options(
+    SimulatorSettings,
+    flags={"duration_s": "--duration"},
+    aliases={"record_rate": "--rate", "message_records": "--batch"},
+)
 @settings_options(CurveSettings)
 @pass_settings(PublisherSettings, SimulatorSettings, CurveSettings)
 def command(
@@ -55,8 +59,8 @@ def command(
     log.info(
         "simulator publishing on %s rate=%.0f/s batch=%d gateways=%d",
         publisher.addresses,
-        settings.rate,
-        settings.batch,
+        settings.record_rate,
+        settings.message_records,
         settings.gateways,
     )
     summary = fleet.run(stop)
