@@ -80,7 +80,10 @@ class WorkerSettings(_Settings):
         "key-digest.secret beside the WAL directory (data/ without one).",
     )
     max_pending_flushes: int = Field(
-        default=600, gt=0, description="Failed flushes kept for retry before the oldest are dropped."
+        default=600,
+        gt=0,
+        description="With --no-wal: flushes kept in memory while ClickHouse fails; when full, no new "
+        "flush is taken and the receiver is held back (nothing received is dropped).",
     )
     max_pending_records: int = Field(
         default=2_000_000,
