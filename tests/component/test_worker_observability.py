@@ -23,7 +23,7 @@ from pipelines.runners.local import LocalRunner, RunSummary, build_ingestor
 from pipelines.settings import FirehoseSettings, WorkerSettings
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
-from tests.conftest import free_port
+from tests.harness.processes import free_port
 from tests.helpers import analytics
 from tests.hostile import hostile_messages
 

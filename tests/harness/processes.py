@@ -1,4 +1,5 @@
-"""What every harness needs to run a helper process: a free port, and a stop that always stops."""
+"""What every harness needs to run a helper process: a free port, a stop that always stops, and
+Processes, the tykpulse processes of one test with their log files."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import contextlib
 import signal
 import socket
 import subprocess
+from pathlib import Path
 from typing import Any
+
+from tests.harness.tykpulse import tykpulse
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -27,3 +31,33 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float) -> bool:
             proc.wait(timeout=timeout)
             return True
     return proc.poll() is not None
+
+
+class Processes:
+    """Every process a test starts, each with its log file, stopped (by pid) at the end."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._files: list[Any] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        self._files.append(log)
+        proc = subprocess.Popen(tykpulse(*args, log_level="info"), stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def stop(self, name: str, timeout: float = 60.0) -> int | None:
+        proc = self.procs.pop(name)
+        stop_process(proc, timeout)
+        return proc.returncode
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name, 20.0)
+        for f in self._files:
+            f.close()

@@ -4,53 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
-from tests.harness.processes import stop_process
+from tests.harness.processes import Processes
 
-
-def tykpulse(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "info", *args]
-
-
-class Processes:
-    """Every process a test starts, each with its log file, stopped (by pid) at the end."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._files: list[Any] = []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("ab")
-        self._files.append(log)
-        proc = subprocess.Popen(tykpulse(*args), stdout=log, stderr=subprocess.STDOUT)
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")
-
-    def stop(self, name: str, timeout: float = 60.0) -> int | None:
-        proc = self.procs.pop(name)
-        stop_process(proc, timeout)
-        return proc.returncode
-
-    def close(self) -> None:
-        for name in list(self.procs):
-            self.stop(name, 20.0)
-        for f in self._files:
-            f.close()
+__all__ = [
+    "Processes",  # defined in tests.harness.processes; the scale-out tests import it from here
+    "end_offsets",
+    "ingest_health",
+    "read_topic",
+    "topic_partitions",
+    "view_mismatches",
+    "wait_for",
+    "worker_status",
+]
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:

@@ -27,11 +27,10 @@ from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.observe.metrics import COMMAND_FAMILIES
 from tests.harness.kafka.broker import KafkaBroker
 from tests.harness.observed import Samples, announced_url, get, scrape, status, value
-from tests.harness.processes import free_port
+from tests.harness.processes import Processes, free_port
 from tests.harness.redis import RedisServer
 from tests.harness.tykpulse import tykpulse, wait_until
 from tests.helpers import analytics
-from tests.integration.scaleout import Processes
 from tests.integration.test_faust_worker import produce
 from tests.integration.test_tyk_bridge import gateway_writes
 from tests.tyk_webhooks import go_time_string, render

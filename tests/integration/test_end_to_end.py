@@ -11,7 +11,6 @@ import json
 import math
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import clickhouse_connect
 import pytest
 
 from tests.harness.processes import free_port
+from tests.harness.tykpulse import tykpulse
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +28,6 @@ KEYS = {
     "token_churn": ["window_start", "org_id"],
     "config_changes": ["window_start", "command", "node_id"],
 }
-
-
-def tykpulse(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "warning", *args]
 
 
 @pytest.fixture(scope="module")

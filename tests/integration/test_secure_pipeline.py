@@ -8,11 +8,11 @@ revoked key is shut out after SIGHUP, and no key appears in any log.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,14 +21,14 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from tests.conftest import free_port
+from tests.harness.processes import free_port
+from tests.harness.tykpulse import tykpulse as harness_tykpulse
 
 pytestmark = pytest.mark.integration
 SECRET = "integration-node-secret"
 
 
-def tykpulse(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "info", *args]
+tykpulse = functools.partial(harness_tykpulse, log_level="info")  # the log lines are read
 
 
 def status(port: int) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import zmq
 
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.publisher import FirehosePublisher
-from tests.conftest import free_port
+from tests.harness.processes import free_port
 
 pytestmark = pytest.mark.integration
 

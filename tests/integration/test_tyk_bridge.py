@@ -10,10 +10,10 @@ from the fixture manifest alone, not from anything the code under test produced.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import math
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +25,7 @@ import redis
 
 from tests.harness.processes import free_port, stop_process
 from tests.harness.redis import RedisServer
+from tests.harness.tykpulse import tykpulse as harness_tykpulse
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +39,7 @@ NODE = "tyk-bridge-e2e"
 INT64 = 2**63
 
 
-def tykpulse(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli.main", "--log-level", "info", *args]
+tykpulse = functools.partial(harness_tykpulse, log_level="info")  # the log lines are read
 
 
 def gateway_writes(client: redis.Redis) -> None:
