@@ -386,9 +386,11 @@ def measure(
     messages = records // shape.records_per_message
     records = messages * shape.records_per_message
     runs: list[dict[str, Any]] = []
-    # Kafka's own default initial rebalance delay (the harness sets 0 for quick tests): workers
-    # started together then join one generation, instead of the first taking every partition.
-    delay = {"group.initial.rebalance.delay.ms": "3000"}
+    # An initial rebalance delay (the harness sets 0 for quick tests): workers started together
+    # then join one generation, instead of the first taking every partition and draining the
+    # topic alone. Kafka's default, 3 s, is shorter than the spread of two worker start-ups on
+    # a busy 2-core machine (seen in CI); each join restarts the wait, so 8 s costs 8 s a setup.
+    delay = {"group.initial.rebalance.delay.ms": "8000"}
     with KafkaBroker(extra_config=delay) as broker, tempfile.TemporaryDirectory(prefix="bench-kf-") as tmp:
         broker.create_topic("bench", partitions=PARTITIONS)
         started = time.monotonic()

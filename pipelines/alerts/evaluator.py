@@ -79,10 +79,18 @@ class Evaluator:
         self.errors: dict[str, str] = {}
         self._due = dict.fromkeys(self.states, 0.0)
 
-    def evaluate(self, rule_names: Sequence[str] | None = None) -> list[Alert]:
-        """Run the given rules (default: all) once; returns and sends the alerts they produce."""
+    def evaluate(
+        self, rule_names: Sequence[str] | None = None, stop: threading.Event | None = None
+    ) -> list[Alert]:
+        """Run the given rules (default: all) once; returns and sends the alerts they produce.
+
+        With `stop`, the rules not yet run when it is set are left for later: a stop request
+        waits for one query, not for a whole round (rules on a busy server take seconds each).
+        """
         alerts: list[Alert] = []
         for name in rule_names or list(self.states):
+            if stop is not None and stop.is_set():
+                break
             alerts.extend(self._evaluate(self.states[name]))
         if self.sender is not None:
             self.sender.send(alerts)
@@ -109,7 +117,7 @@ class Evaluator:
             now = time.monotonic()
             due = [name for name, at in self._due.items() if at <= now]
             if due:
-                self.evaluate(due)
+                self.evaluate(due, stop)
                 for name in due:
                     self._due[name] = now + self.states[name].rule.interval_s
             stop.wait(max(0.0, min(self._due.values()) - time.monotonic()))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipelines.alerts import Rule, RuleState, alerts_url, load_rules, parse_duration
+from pipelines.alerts.evaluator import Evaluator
 
 pytestmark = pytest.mark.unit
 
@@ -120,3 +124,24 @@ def test_alertmanager_url() -> None:
     assert alerts_url("http://hook:8080/receive") == "http://hook:8080/receive"
     with pytest.raises(ValueError, match="http"):
         alerts_url("ftp://x")
+
+
+class _StoppingClient:
+    """Answers every rule with no rows; the first query stands for the moment SIGTERM arrives."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.queries: list[str] = []
+
+    def query(self, sql: str) -> Any:
+        self.queries.append(sql)
+        self.stop.set()
+        return types.SimpleNamespace(column_names=["n"], result_rows=[])
+
+
+def test_a_stop_during_a_round_waits_for_one_query_not_the_whole_round() -> None:
+    rules = [Rule(name=f"rule_{i}", severity="info", sql=f"SELECT {i}") for i in range(5)]
+    stop = threading.Event()
+    client = _StoppingClient(stop)
+    Evaluator(client, rules, None, generator_url="http://x").run(stop)
+    assert client.queries == ["SELECT 0"]
