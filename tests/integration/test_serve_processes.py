@@ -133,7 +133,7 @@ def db_serve(tmp_path: Path) -> Iterator[int]:
             "db",
             "serve",
             "--path",
-            str(tmp_path / "shared"),
+            f"chdb://{tmp_path / 'shared'}",  # the DSN form the workers use is accepted too
             "--listen",
             f"127.0.0.1:{port}",
             "--writer-password",

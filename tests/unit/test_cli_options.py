@@ -23,3 +23,10 @@ def test_a_literal_setting_from_the_environment_is_checked_too() -> None:
     assert result.exit_code == 2
     assert "TYKPULSE_WAL_FSYNC" in result.output
     assert "'sometimes' is not one of 'always', 'interval', 'never'" in result.output
+
+
+def test_db_serve_refuses_a_server_dsn_as_its_database_with_what_to_do() -> None:
+    result = CliRunner().invoke(cli, ["db", "serve", "--path", "http://clickhouse:8123"])
+    assert result.exit_code == 2
+    assert "is a ClickHouse server already" in result.output
+    assert "chdb:///path" in result.output

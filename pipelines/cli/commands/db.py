@@ -9,7 +9,7 @@ import click
 
 from pipelines.cli.options import deprecated_alias, pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
-from sinks.clickhouse.client import connect
+from sinks.clickhouse.client import connect, parse_dsn
 from sinks.clickhouse.contract import DATABASE
 from sinks.clickhouse.serve.server import ClickHouseHttpServer
 from sinks.clickhouse.serve.settings import ServeSettings
@@ -33,15 +33,35 @@ def _apply_schema(path: Path, database: str) -> None:
         client.close()
 
 
+def _embedded_path(_ctx: click.Context, _param: click.Parameter, value: str) -> Path:
+    """--path as a directory or a chdb:// DSN; a server DSN is refused with what to do instead."""
+    try:
+        target = parse_dsn(value)
+    except SinkError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if target.embedded_path is None:
+        msg = (
+            f"{target.describe()} is a ClickHouse server already; db serve owns an embedded "
+            "database (a directory or chdb:///path): point readers and writers at the server instead"
+        )
+        raise click.BadParameter(msg)
+    if target.embedded_path.exists() and not target.embedded_path.is_dir():
+        msg = f"{target.embedded_path} is not a directory"
+        raise click.BadParameter(msg)
+    return target.embedded_path
+
+
 @group.command("serve")
 @click.option(
     "--path",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_EMBEDDED_PATH,
+    callback=_embedded_path,
+    default=str(DEFAULT_EMBEDDED_PATH),
     show_default=True,
     envvar="TYKPULSE_DB_PATH",
     show_envvar=True,
-    help="Directory of the embedded database.",
+    help="The embedded database to own: a directory, or the chdb:// DSN the workers would use "
+    "(chdb:///var/lib/tykpulse/clickhouse). Its own variable: a TYKPULSE_CLICKHOUSE_DSN set for "
+    "workers that write through this server must not point the server at itself.",
 )
 @click.option(
     "--schema/--no-schema",
