@@ -337,6 +337,9 @@ def create_app(
         key_serializer="raw",
         autodiscover=False,
         store="memory://",
+        # Faust's own files beside the key file, not `<group>-data` in whatever directory the
+        # worker was started from (braces doubled: Faust formats the path with its config)
+        datadir=str(key_directory(clickhouse) / "faust").replace("{", "{{").replace("}", "}}"),
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=faust_settings.session_timeout_s,
