@@ -23,6 +23,7 @@ from pipelines.settings import FirehoseSettings, WorkerSettings
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.conftest import free_port
+from tests.harness.tykpulse import wait_until
 from tests.helpers import analytics
 from tests.hostile import garbage_with_valid_envelopes
 
@@ -56,13 +57,6 @@ def running_worker(
         thread.join(120)
         sink.close()
     assert result, "the worker failed"
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def settle(runner: LocalRunner, publisher: FirehosePublisher) -> None:
@@ -269,7 +263,9 @@ def test_a_publisher_that_closes_cleanly_is_stopped_and_one_killed_is_stale(
             def states() -> dict[str, str]:
                 return {p["node"]: p["state"] for p in runner.watch.status()["publishers"]}
 
-            wait_until(lambda: states() == {"clean": "stopped", "killed": "stale"})
+            wait_until(
+                lambda: states() == {"clean": "stopped", "killed": "stale"}, "one stopped, one stale", 60
+            )
             time.sleep(0.5)  # later flushes change nothing
             assert states() == {"clean": "stopped", "killed": "stale"}
     finally:

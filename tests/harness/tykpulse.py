@@ -15,13 +15,15 @@ def tykpulse(*args: str, log_level: str = "warning") -> list[str]:
     return [sys.executable, "-m", "pipelines.cli.main", "--log-level", log_level, *args]
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 120.0, every: float = 0.1) -> Any:
+    """Poll `condition` until it returns something truthy, and return that; fail after `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    msg = f"timed out waiting for {what}"
+        result = condition()
+        if result:
+            return result
+        time.sleep(every)
+    msg = f"timed out after {timeout:.0f}s waiting for {what}"
     raise AssertionError(msg)
 
 

@@ -7,13 +7,13 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
 from tests.harness.processes import Processes
+from tests.harness.tykpulse import wait_until
 
 __all__ = [
     "Processes",  # defined in tests.harness.processes; the scale-out tests import it from here
@@ -22,20 +22,9 @@ __all__ = [
     "read_topic",
     "topic_partitions",
     "view_mismatches",
-    "wait_for",
+    "wait_until",
     "worker_status",
 ]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    msg = f"timed out after {timeout:.0f}s waiting for {what}"
-    raise AssertionError(msg)
 
 
 def worker_status(port: int) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from tests.harness.kafka.broker import KafkaBroker
 from tests.harness.processes import free_port
 from tests.helpers import analytics
 from tests.helpers import message as firehose_message
-from tests.integration.scaleout import Processes, ingest_health, topic_partitions, wait_for, worker_status
+from tests.integration.scaleout import Processes, ingest_health, topic_partitions, wait_until, worker_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 # A worker refuses records stamped more than max_past_s (7 days) before its clock, so the
@@ -95,7 +95,7 @@ def run_worker(procs: Processes, broker: KafkaBroker, topic: str, dsn: str, expe
         status = worker_status(port)
         return status and sum(p["next_offset"] for p in status["partitions"].values()) >= expected_messages
 
-    wait_for(written, 180, f"the worker to reach {expected_messages} offsets")
+    wait_until(written, f"the worker to reach {expected_messages} offsets", 180)
     procs.procs["worker"].send_signal(signal.SIGTERM)
     assert procs.procs["worker"].wait(timeout=60) == 0
     procs.procs.pop("worker")

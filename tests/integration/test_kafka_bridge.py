@@ -21,7 +21,7 @@ from tests.conftest import T0_NS
 from tests.harness.kafka.broker import KafkaBroker
 from tests.harness.processes import free_port
 from tests.helpers import analytics
-from tests.integration.scaleout import Processes, read_topic, wait_for
+from tests.integration.scaleout import Processes, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 NODES = [f"gw{i}" for i in range(6)]
@@ -68,8 +68,8 @@ def test_bridge_forwards_every_message_keyed_by_node(
         started_ms = time.time_ns() // 1_000_000
         publish(publisher, 200)
         publisher.maybe_heartbeat()
-        wait_for(
-            lambda: "bridge received=" in processes.log("bridge") or bridge.poll() is not None, 30, "progress"
+        wait_until(
+            lambda: "bridge received=" in processes.log("bridge") or bridge.poll() is not None, "progress", 30
         )
     finally:
         publisher.close()

@@ -19,7 +19,7 @@ import pytest
 
 from tests.harness.kafka.broker import KafkaBroker
 from tests.harness.processes import free_port
-from tests.integration.scaleout import Processes, ingest_health, view_mismatches, wait_for, worker_status
+from tests.integration.scaleout import Processes, ingest_health, view_mismatches, wait_until, worker_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 PASSWORD = "scale-out-test"
@@ -51,7 +51,7 @@ class Pipeline:
             "--writer-password",
             PASSWORD,
         )
-        wait_for(lambda: proc.poll() is not None or self._db_answers(), 120, "db serve to answer")
+        wait_until(lambda: proc.poll() is not None or self._db_answers(), "db serve to answer", 120)
         assert proc.poll() is None, f"tykpulse db serve exited:\n{self.procs.log('db')[-2000:]}"
 
     def _db_answers(self) -> bool:
@@ -117,10 +117,10 @@ class Pipeline:
         self.start_bridge()
         for name in self.web_ports:
             self.start_worker(name)
-        wait_for(
+        wait_until(
             lambda: self.owned() == {0, 1, 2, 3} and all(self.partitions(n) for n in self.web_ports),
-            180,
             "both workers to share the 4 partitions",
+            180,
         )
 
     def partitions(self, worker: str) -> set[int]:
@@ -184,7 +184,7 @@ class Pipeline:
             counted = {node: h[0] + (0 if lossless else h[2]) for node, h in health.items()}
             return health if counted == sent else None
 
-        return dict(wait_for(landed, 180, "every message to land in ClickHouse", every=1.0))
+        return dict(wait_until(landed, "every message to land in ClickHouse", 180, every=1.0))
 
     def mismatches(self, truth: dict[str, Any]) -> list[str]:
         client = self.client()
@@ -224,11 +224,11 @@ def test_two_workers_share_the_partitions_and_the_views_are_exact(pipeline: Pipe
 
 def test_sigkill_of_a_worker_mid_stream_loses_and_doubles_nothing(pipeline: Pipeline) -> None:
     simulator = pipeline.simulate(14, seed=12)
-    wait_for(lambda: pipeline.written("worker-b") > 50, 120, "worker-b to write")
+    wait_until(lambda: pipeline.written("worker-b") > 50, "worker-b to write", 120)
     pipeline.procs.procs["worker-b"].send_signal(signal.SIGKILL)
     pipeline.procs.stop("worker-b")
-    wait_for(
-        lambda: pipeline.partitions("worker-a") == {0, 1, 2, 3}, 120, "the survivor to take every partition"
+    wait_until(
+        lambda: pipeline.partitions("worker-a") == {0, 1, 2, 3}, "the survivor to take every partition", 120
     )
     truth = pipeline.finish(simulator)
     assert_exact(pipeline, truth)
@@ -236,13 +236,13 @@ def test_sigkill_of_a_worker_mid_stream_loses_and_doubles_nothing(pipeline: Pipe
 
 def test_database_killed_and_restarted_mid_stream_stays_exact(pipeline: Pipeline) -> None:
     simulator = pipeline.simulate(14, seed=13)
-    wait_for(lambda: pipeline.written("worker-a") + pipeline.written("worker-b") > 100, 120, "flushes")
+    wait_until(lambda: pipeline.written("worker-a") + pipeline.written("worker-b") > 100, "flushes", 120)
     pipeline.procs.procs["db"].send_signal(signal.SIGKILL)
     pipeline.procs.stop("db")
-    wait_for(
+    wait_until(
         lambda: "flush failed, retrying" in pipeline.procs.log("worker-a") + pipeline.procs.log("worker-b"),
-        60,
         "a worker to notice the database is gone",
+        60,
     )
     pipeline.start_db()
     truth = pipeline.finish(simulator)
@@ -251,7 +251,7 @@ def test_database_killed_and_restarted_mid_stream_stays_exact(pipeline: Pipeline
 
 def test_bridge_restart_shows_up_as_counted_gaps_only(pipeline: Pipeline) -> None:
     simulator = pipeline.simulate(20, seed=14)
-    wait_for(lambda: pipeline.written("worker-a") + pipeline.written("worker-b") > 50, 120, "flushes")
+    wait_until(lambda: pipeline.written("worker-a") + pipeline.written("worker-b") > 50, "flushes", 120)
     # SIGKILL, so the restart is at once (a SIGTERM drains until the firehose is quiet, which under
     # load takes its 10 s deadline) and whatever the bridge held unacknowledged is lost too.
     pipeline.procs.procs["bridge"].send_signal(signal.SIGKILL)
