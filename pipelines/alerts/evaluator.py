@@ -77,6 +77,7 @@ class Evaluator:
         self.clock = clock
         self.states = {rule.name: RuleState(rule, generator_url) for rule in rules}
         self.errors: dict[str, str] = {}
+        self.evaluations = {"ok": 0, "failed": 0}
         self._due = dict.fromkeys(self.states, 0.0)
 
     def evaluate(
@@ -101,15 +102,26 @@ class Evaluator:
         try:
             columns, rows = run_query(self.client, rule.sql)
         except (ClickHouseError, OSError) as exc:
+            self.evaluations["failed"] += 1
             self.errors[rule.name] = _error_text(exc)
             log.error(
                 "alert rule failed rule=%s source=%s error=%s", rule.name, rule.source, self.errors[rule.name]
             )
             return []
+        self.evaluations["ok"] += 1
         self.errors.pop(rule.name, None)
         alerts = state.evaluate(columns, rows, self.clock())
         log.debug("alert rule evaluated rule=%s rows=%d firing=%d", rule.name, len(rows), state.firing)
         return alerts
+
+    def readings(self) -> dict[str, float | dict[str, float]]:
+        """The counters `alerts run` exports (pipelines.observe.metrics.ALERTS)."""
+        return {
+            "evaluations": {k: float(v) for k, v in self.evaluations.items()},
+            "firing": float(sum(state.firing for state in self.states.values())),
+            "delivered": float(self.sender.sent if self.sender else 0),
+            "delivery_failures": float(self.sender.failures if self.sender else 0),
+        }
 
     def run(self, stop: threading.Event) -> None:
         """Evaluate each rule on its interval until `stop` is set."""

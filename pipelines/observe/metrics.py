@@ -298,7 +298,20 @@ FAUST_WORKER: Final = (
         "gauge",
     ),
 )
+ALERTS: Final = (
+    Family(
+        "evaluations",
+        "tykpulse_alert_evaluations",
+        "Alert rule evaluations by outcome (failed: the rule's query did not run).",
+        labels=("outcome",),
+        values=("ok", "failed"),
+    ),
+    Family("firing", "tykpulse_alerts_firing", "Series firing now, over every rule.", "gauge"),
+    Family("delivered", "tykpulse_alerts_delivered", "Alerts (firing and resolved) the webhook took."),
+    Family("delivery_failures", "tykpulse_alert_delivery_failures", "POSTs to the webhook that failed."),
+)
 COMMAND_FAMILIES: Final[Mapping[str, tuple[Family, ...]]] = {
+    "alerts run": ALERTS,
     "bridge kafka": KAFKA_BRIDGE,
     "bridge tyk": TYK_BRIDGE,
     "bridge tyk-webhook": WEBHOOK_BRIDGE,

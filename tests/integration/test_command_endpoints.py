@@ -25,11 +25,12 @@ import zmq
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.observe.metrics import COMMAND_FAMILIES
+from tests.harness.alert_receiver import AlertReceiver
 from tests.harness.kafka.broker import KafkaBroker
 from tests.harness.observed import Samples, announced_url, get, scrape, status, value
 from tests.harness.processes import Processes, free_port
 from tests.harness.redis import RedisServer
-from tests.harness.tykpulse import tykpulse, wait_until
+from tests.harness.tykpulse import tykpulse, wait_for_endpoint, wait_until
 from tests.helpers import analytics
 from tests.integration.test_faust_worker import produce
 from tests.integration.test_tyk_bridge import gateway_writes
@@ -312,3 +313,37 @@ def test_run_serves_the_endpoint_by_default_and_status_finds_everything(
     )
     assert nothing.returncode == 2
     assert "no tykpulse command is running here" in nothing.stdout
+
+
+def test_alerts_run_counts_evaluations_and_deliveries(
+    processes: Processes, tmp_path: Path, alert_receiver: AlertReceiver
+) -> None:
+    runtime, port = tmp_path / "run", free_port()
+    db = processes.start(
+        "db", "db", "serve", "--path", f"chdb://{tmp_path / 'db'}", "--listen", f"127.0.0.1:{port}"
+    )  # fmt: skip
+    wait_for_endpoint(port, db)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "always.yaml").write_text(
+        "name: always_one\nseverity: info\ninterval: 1s\nsql: SELECT 'x' AS series, 1 AS n\n"
+    )
+    _, url = start(
+        processes, runtime, "alerts", "alerts", "run", "--rules", str(rules),
+        "--clickhouse", f"http://127.0.0.1:{port}", "--webhook", alert_receiver.url,
+    )  # fmt: skip
+    samples = eventually(
+        url,
+        lambda s: (
+            value(s, "tykpulse_alert_evaluations_total", outcome="ok") >= 2
+            and value(s, "tykpulse_alerts_delivered_total") >= 1
+        ),
+        "two evaluations and a delivered alert",
+    )
+    check_endpoints(url, "alerts run")
+    assert value(samples, "tykpulse_alert_evaluations_total", outcome="failed") == 0
+    assert value(samples, "tykpulse_alerts_firing") == 1
+    assert value(samples, "tykpulse_alert_delivery_failures_total") == 0
+    received = [alert["labels"].get("alertname") for _, alert in alert_receiver.alerts()]
+    assert "always_one" in received
+    stopped_cleanly(processes, "alerts", runtime)

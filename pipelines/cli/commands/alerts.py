@@ -14,8 +14,11 @@ from pipelines.alerts.alertmanager import AlertmanagerClient
 from pipelines.alerts.evaluator import Evaluator, check_rule
 from pipelines.alerts.rules import RuleSet, load_rules, rules_location
 from pipelines.alerts.settings import AlertSettings
+from pipelines.cli.observe import NO_FLUSHES, serving
 from pipelines.cli.options import clickhouse_help, pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
+from pipelines.observe.service import Progress, ServiceWatch
+from pipelines.settings import ObservabilitySettings
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkError
@@ -103,8 +106,11 @@ def _valid(ruleset: RuleSet) -> None:
     is_flag=True,
     help="Evaluate every rule once, send, and exit.",
 )
-@pass_settings(AlertSettings, ClickHouseSettings)
-def run(settings: AlertSettings, clickhouse: ClickHouseSettings, once: bool) -> None:
+@settings_options(ObservabilitySettings, exclude=NO_FLUSHES)
+@pass_settings(AlertSettings, ClickHouseSettings, ObservabilitySettings)
+def run(
+    settings: AlertSettings, clickhouse: ClickHouseSettings, observe: ObservabilitySettings, once: bool
+) -> None:
     """Evaluate the rules on their intervals and POST firing and resolved alerts to --webhook.
 
     Alerts use Alertmanager's API v2 (POST /api/v2/alerts: labels, annotations,
@@ -131,7 +137,11 @@ def run(settings: AlertSettings, clickhouse: ClickHouseSettings, once: bool) -> 
             for alert in evaluator.evaluate():
                 click.echo(f"{'RESOLVED' if alert.resolved else 'FIRING'} {alert.labels}")
         else:
-            evaluator.run(stop_on_signals())
+            stop = stop_on_signals()
+            counts = evaluator.evaluations
+            health = Progress("rule evaluations", lambda: counts["ok"], lambda: counts["failed"])
+            with serving(observe, ServiceWatch("alerts run", evaluator.readings, health), "alerts run"):
+                evaluator.run(stop)
     finally:
         client.close()
     if evaluator.errors:
