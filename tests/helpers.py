@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from pipelines.firehose.analytics_columns import AnalyticsColumns
 from pipelines.firehose.codec import MessageEncoder
 
 _ENCODERS = {"msgpack": MessageEncoder("msgpack"), "json": MessageEncoder("json")}
@@ -53,3 +55,28 @@ def event(name: str, ts: Any, *, org: str = "org1", api: str = "api1", key: str 
 
 def notice(command: str, ts: Any, payload: str = "") -> dict[str, Any]:
     return {"command": command, "timestamp": ts, "payload": payload, "signature": "", "algorithm": 5}
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyticsRow:
+    timestamp_ns: int
+    org_id: str
+    api_id: str
+    response_code: int
+    latency_ms: int
+
+
+def analytics_rows(records: list[Any] | AnalyticsColumns) -> list[AnalyticsRow]:
+    """A decoded analytics message's records, a row each, whichever decoder built them."""
+    columns = records if isinstance(records, AnalyticsColumns) else AnalyticsColumns.from_records(records)
+    return [
+        AnalyticsRow(int(ts), columns.org_values[org], columns.api_values[api], int(code), int(latency))
+        for ts, org, api, code, latency in zip(
+            columns.timestamp_ns,
+            columns.org_codes,
+            columns.api_codes,
+            columns.response_code,
+            columns.latency_ms,
+            strict=True,
+        )
+    ]

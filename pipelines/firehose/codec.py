@@ -1,8 +1,12 @@
 """Encode and decode firehose messages (three frames: topic, envelope, payload).
 
-Decoding is whole-message: the payload array is decoded in one msgspec call
-into slim record structs. Only when that fails does the decoder fall back to
-record-by-record decoding, so that one bad record rejects only itself. A
+Decoding is whole-message. An analytics payload goes to the native core first,
+which decodes it straight into columns (analytics_columns.py) or declines it.
+Every other payload, and one the native core declined, is decoded in one
+msgspec call into slim record structs; only when that fails does the decoder
+fall back to record-by-record decoding, so that one bad record rejects only
+itself. That msgspec path is the reference the native one is tested against,
+record for record, and it gives the rejection reasons. A
 message that cannot be trusted as a whole (frames, topic, envelope, count)
 is rejected as a whole. Nothing here raises on bad input: decode() returns
 either a DecodedMessage or a Rejection.
@@ -23,6 +27,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from pipelines.firehose.analytics_columns import AnalyticsColumns
 from pipelines.firehose.protocol import (
     ENCODING_JSON,
     ENCODING_MSGPACK,
@@ -65,14 +70,26 @@ class Rejection:
 
 @dataclasses.dataclass(slots=True)
 class DecodedMessage:
-    """A message whose envelope and payload decoded; `records` hold the good records."""
+    """A message whose envelope and payload decoded; `records` hold the good records.
+
+    Analytics records come as AnalyticsColumns from a MessageDecoder with
+    analytics_columns (the default), as record structs from the reference decoder.
+    """
 
     topic: str
     kind: TopicKind
     name: str
     envelope: Envelope
-    records: list[Any]
+    records: list[Any] | AnalyticsColumns
     rejected: list[Rejection] = dataclasses.field(default_factory=list)
+
+    @property
+    def structs(self) -> list[Any]:
+        """The records as structs, which they are for every kind but columnar analytics."""
+        if isinstance(self.records, AnalyticsColumns):
+            msg = "this message's analytics records are columns"
+            raise TypeError(msg)
+        return self.records
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,10 +113,15 @@ def _clip(text: str) -> str:
 
 
 class MessageDecoder:
-    """Decodes messages of every topic kind; reusable and cheap to call."""
+    """Decodes messages of every topic kind; reusable and cheap to call.
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    With `analytics_columns` off it is the reference decoder: analytics records
+    as structs, decoded by msgspec alone (tests compare the native path with it).
+    """
+
+    def __init__(self, limits: Limits | None = None, *, analytics_columns: bool = True) -> None:
         self.limits = limits or Limits()
+        self.analytics_columns = analytics_columns
         self._envelope = msgspec.msgpack.Decoder(Envelope)
         self._batch: dict[str, dict[TopicKind, _Decoder]] = {
             # list[t] is built at runtime from the table of record types, hence the ignore
@@ -130,7 +152,16 @@ class MessageDecoder:
         if parsed is None:
             return _message_rejection(envelope, RejectReason.BAD_TOPIC, _clip(repr(topic_bytes)))
         topic, kind, name = parsed
-        return self._decode_payload(topic, kind, name, envelope, payload)
+        if kind is not TopicKind.ANALYTICS or not self.analytics_columns:
+            return self._decode_payload(topic, kind, name, envelope, payload)
+        if envelope.enc == ENCODING_MSGPACK:
+            columns = AnalyticsColumns.decode(payload, envelope.count)
+            if columns is not None:
+                return DecodedMessage(topic, kind, name, envelope, columns)
+        result = self._decode_payload(topic, kind, name, envelope, payload)
+        if isinstance(result, DecodedMessage) and isinstance(result.records, list):
+            result.records = AnalyticsColumns.from_records(result.records)
+        return result
 
     def _parse_topic(self, data: bytes) -> tuple[str, TopicKind, str] | None:
         """Parse, and remember good topics (a firehose has few; the memo is bounded)."""
@@ -188,10 +219,11 @@ class MessageDecoder:
         if len(raws) != env.count:
             return _count_mismatch(env, str(len(raws)))
         single = self._single[env.enc][kind]
-        message = DecodedMessage(topic, kind, name, env, [])
+        records: list[Any] = []
+        message = DecodedMessage(topic, kind, name, env, records)
         for index, raw in enumerate(raws):
             try:
-                message.records.append(single.decode(raw))
+                records.append(single.decode(raw))
             except _DECODE_ERRORS as exc:
                 detail = _clip(f"record {index}: {exc}")
                 reason = (
@@ -287,7 +319,7 @@ def _envelope_problem(env: Envelope, limits: Limits) -> tuple[RejectReason, str]
 def _drop_mismatched_names(message: DecodedMessage) -> None:
     """Every record of an event/notice message must carry its topic's name."""
     field = "event" if message.kind is TopicKind.EVENT else "command"
-    kept = [r for r in message.records if getattr(r, field) == message.name]
+    kept = [r for r in message.structs if getattr(r, field) == message.name]
     dropped = len(message.records) - len(kept)
     if dropped:
         message.records = kept

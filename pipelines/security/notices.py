@@ -88,7 +88,7 @@ class NoticeVerifier:
     def __call__(self, message: DecodedMessage) -> list[Rejection]:
         kept: list[Any] = []
         rejections = []
-        for notice in message.records:
+        for notice in message.structs:
             problem = self.verify(notice)
             if problem is None:
                 kept.append(notice)

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from pipelines.firehose.analytics_columns import AnalyticsBuffer, AnalyticsColumns, FlushAnalytics
 from pipelines.firehose.protocol import MAX_PAST_NS, RejectReason, TopicKind
 from pipelines.firehose.timestamps import INVALID_NS, to_ns_array
 from pipelines.keys import KeyHasher
@@ -104,9 +105,11 @@ class PendingMessages:
     kind: list[TopicKind] = dataclasses.field(default_factory=list)
     record_count: list[int] = dataclasses.field(default_factory=list)
     rejected: list[bool] = dataclasses.field(default_factory=list)
+    # record structs of every kind but analytics, whose records are columns
     records: dict[TopicKind, list[Any]] = dataclasses.field(
         default_factory=lambda: {k: [] for k in TopicKind}
     )
+    analytics: AnalyticsBuffer = dataclasses.field(default_factory=AnalyticsBuffer)
     # (received_ns, node, reason, count) for rejections known at decode time
     rejections: list[tuple[int, str, str, int]] = dataclasses.field(default_factory=list)
 
@@ -122,7 +125,7 @@ class PendingMessages:
         received_ns: int,
         lost: int,
         kind: TopicKind,
-        records: list[Any],
+        records: list[Any] | AnalyticsColumns,
     ) -> None:
         """One accepted message (the receive path's only way in, so the columns stay aligned)."""
         self.node.append(node)
@@ -133,7 +136,12 @@ class PendingMessages:
         self.kind.append(kind)
         self.record_count.append(len(records))
         self.rejected.append(False)
-        self.records[kind].extend(records)
+        if isinstance(records, AnalyticsColumns):
+            self.analytics.append(records)
+        elif kind is TopicKind.ANALYTICS:
+            self.analytics.append(AnalyticsColumns.from_records(records))
+        else:
+            self.records[kind].extend(records)
 
     def add_rejected(self, *, node: str, boot: int, received_ns: int, lost: int) -> None:
         """A message refused as a whole whose envelope was read: received, so not lost.
@@ -180,13 +188,17 @@ class BatchBuilder:
         frames: dict[TopicKind, tuple[list[Any], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         now = self.clock()
         horizon, oldest = now + self.max_future_ns, now - self.max_past_ns
+        analytics = pending.analytics.take()
         for kind in TopicKind:
             records = pending.records[kind]
             message_ids = np.flatnonzero(kinds == _KIND_CODES[kind])
             per_record_msg = (
                 np.repeat(message_ids, counts[message_ids]) if message_ids.size else (np.empty(0, np.int64))
             )
-            ts = to_ns_array([r.timestamp for r in records])
+            if kind is TopicKind.ANALYTICS:
+                ts = analytics.timestamp_ns
+            else:
+                ts = to_ns_array([r.timestamp for r in records])
             bad = ts == INVALID_NS
             future = ~bad & (ts > horizon)
             # Far-past records are refused too: each month of event time is a ClickHouse
@@ -206,11 +218,14 @@ class BatchBuilder:
             ok = ~(bad | future | past)
             if kind is not TopicKind.HEARTBEAT:
                 accepted += np.bincount(per_record_msg[ok], minlength=len(pending.node))
+            if kind is TopicKind.ANALYTICS:
+                analytics = analytics if ok.all() else analytics.keep(ok)
+                continue
             kept = [r for r, keep in zip(records, ok, strict=True) if keep] if not ok.all() else records
             frames[kind] = (kept, ts[ok], per_record_msg[ok])
         node = pending.node
         return Batch(
-            analytics=self._analytics(*frames[TopicKind.ANALYTICS]),
+            analytics=self._analytics(analytics),
             events=self._events(*frames[TopicKind.EVENT]),
             notices=self._notices(*frames[TopicKind.NOTICE], node),
             heartbeats=self._heartbeats(*frames[TopicKind.HEARTBEAT], pending, recv_windows),
@@ -230,18 +245,16 @@ class BatchBuilder:
             rejections=self._rejections(rejections),
         )
 
-    def _analytics(self, records: list[Any], ts: npt.NDArray[np.int64], _: Any) -> pl.DataFrame:
-        if not records:
+    def _analytics(self, analytics: FlushAnalytics) -> pl.DataFrame:
+        if not len(analytics):
             return empty_frame("analytics")
         return pl.DataFrame(
             {
-                WINDOW: self.windows.starts_s(ts),
-                "org_id": [r.org_id for r in records],
-                "api_id": [r.api_id for r in records],
-                # list comprehensions, then one numpy conversion: the cheapest way out of
-                # Python objects (generators into np.fromiter cost twice as much)
-                "response_code": np.array([r.response_code for r in records], np.int64),
-                "latency_ms": np.array([r.latency.total for r in records], np.int64),
+                WINDOW: self.windows.starts_s(analytics.timestamp_ns),
+                "org_id": analytics.org_id(),
+                "api_id": analytics.api_id(),
+                "response_code": analytics.response_code,
+                "latency_ms": analytics.latency_ms,
             },
             schema=_EMPTY_SCHEMAS["analytics"],
         )

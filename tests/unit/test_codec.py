@@ -20,7 +20,7 @@ from pipelines.firehose.codec import (
 )
 from pipelines.firehose.protocol import RejectReason, TopicKind
 from tests.conftest import T0_NS
-from tests.helpers import analytics, event, message
+from tests.helpers import analytics, analytics_rows, event, message
 
 pytestmark = pytest.mark.unit
 
@@ -53,8 +53,9 @@ def test_a_good_analytics_message_decodes_every_record() -> None:
     records = [analytics(T0_NS + i, api=f"api{i}", code=429, latency=i) for i in range(3)]
     result = decoded(DECODER.decode(frames(b"tyk.analytics", records)))
     assert result.kind is TopicKind.ANALYTICS
-    assert [r.api_id for r in result.records] == ["api0", "api1", "api2"]
-    assert [r.latency.total for r in result.records] == [0, 1, 2]
+    rows = analytics_rows(result.records)
+    assert [r.api_id for r in rows] == ["api0", "api1", "api2"]
+    assert [r.latency_ms for r in rows] == [0, 1, 2]
     assert result.envelope.node == "gw1"
     assert not result.rejected
 
@@ -63,7 +64,7 @@ def test_json_encoding_decodes_the_same_records() -> None:
     records = [analytics(T0_NS, org="o"), analytics("2026-11-27T10:15:02.123456789Z", org="p")]
     raw = [b"tyk.analytics", envelope(count=2, enc="json"), json.dumps(records).encode()]
     result = decoded(DECODER.decode(raw))
-    assert [r.org_id for r in result.records] == ["o", "p"]
+    assert [r.org_id for r in analytics_rows(result.records)] == ["o", "p"]
 
 
 @pytest.mark.parametrize("count", [0, 2, 4])
@@ -208,7 +209,7 @@ def test_a_record_missing_a_required_field_rejects_only_itself(missing: str) -> 
     del bad[missing]
     records = [analytics(T0_NS, api="a"), bad, analytics(T0_NS, api="b")]
     result = decoded(DECODER.decode(frames(b"tyk.analytics", records)))
-    assert [r.api_id for r in result.records] == ["a", "b"]
+    assert [r.api_id for r in analytics_rows(result.records)] == ["a", "b"]
     assert [(r.reason, r.count) for r in result.rejected] == [(RejectReason.MISSING_FIELD, 1)]
     assert missing in result.rejected[0].detail
 
@@ -242,7 +243,7 @@ def test_unknown_record_fields_are_ignored_and_optional_ones_default() -> None:
         "geo": {"x": [1, {"y": 2}]},
     }
     result = decoded(DECODER.decode(frames(b"tyk.analytics", [record])))
-    assert result.records[0].latency.total == 0
+    assert analytics_rows(result.records)[0].latency_ms == 0
 
 
 def test_event_records_must_match_their_topic() -> None:
@@ -281,7 +282,18 @@ def test_all_three_timestamp_forms_decode() -> None:
     ext = msgpack.Timestamp(T0_NS // 1_000_000_000, 123_456_789)
     records = [analytics(T0_NS), analytics("2026-11-27T10:15:00.5+01:00"), analytics(ext)]
     result = decoded(DECODER.decode(frames(b"tyk.analytics", records)))
-    stamps = [r.timestamp for r in result.records]
+    stamps = [r.timestamp_ns for r in analytics_rows(result.records)]
+    assert stamps[0] == T0_NS
+    assert stamps[1] == T0_NS - 3_600_000_000_000 + 500_000_000  # 10:15:00.5+01:00 is 09:15:00.5Z
+    # the extension's nanoseconds rounded to microseconds, as msgspec decodes it
+    assert stamps[2] == T0_NS + 123_457_000
+
+
+def test_the_reference_decoder_keeps_each_timestamp_form() -> None:
+    ext = msgpack.Timestamp(T0_NS // 1_000_000_000, 123_456_789)
+    records = [analytics(T0_NS), analytics("2026-11-27T10:15:00.5+01:00"), analytics(ext)]
+    result = decoded(MessageDecoder(analytics_columns=False).decode(frames(b"tyk.analytics", records)))
+    stamps = [r.timestamp for r in result.structs]
     assert stamps[0] == T0_NS
     assert stamps[1] == "2026-11-27T10:15:00.5+01:00"
     assert stamps[2] == dt.datetime(2026, 11, 27, 10, 15, 0, 123457, tzinfo=dt.UTC)

@@ -20,10 +20,12 @@ from pipelines._native import decode_analytics
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
 from pipelines.firehose.protocol import TOPIC_ANALYTICS
 from pipelines.firehose.timestamps import to_ns_array
+from tests.helpers import analytics_rows
 
 pytestmark = pytest.mark.unit
 
-_DECODER = MessageDecoder()
+_DECODER = MessageDecoder(analytics_columns=False)
+_WORKER_DECODER = MessageDecoder()
 _ENVELOPE = {"v": 1, "node": "n", "boot": 1, "seq": 1, "sent": 1, "enc": "msgpack"}
 
 
@@ -208,3 +210,36 @@ def test_timestamp_extension_is_rounded_to_microseconds_as_the_reference_does() 
     got, _ = check(payload, 1)
     assert got is not None
     assert got[0] == [1_795_774_502_123_457_000]
+
+
+def decoded_the_workers_way(payload: bytes, count: int, enc: str = "msgpack") -> tuple[Any, Any]:
+    """What a worker's decoder and the reference make of one message: rows and rejections, or the refusal."""
+    frames = [TOPIC_ANALYTICS.encode(), msgpack.packb({**_ENVELOPE, "count": count, "enc": enc}), payload]
+    results = []
+    for decoder in (_WORKER_DECODER, _DECODER):
+        result = decoder.decode(frames)
+        if isinstance(result, DecodedMessage):
+            rejected = [(r.reason, r.count) for r in result.rejected]
+            results.append((analytics_rows(result.records), rejected))
+        else:
+            results.append((result.reason, result.count))
+    return results[0], results[1]
+
+
+@given(st.lists(good_records | hostile_records, max_size=12), st.integers(-1, 1))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_a_worker_decodes_every_message_as_the_reference_does(records: list[Any], lie: int) -> None:
+    """Whether the native core decodes the payload or declines it: the same rows, the same rejections."""
+    got, expected = decoded_the_workers_way(pack(records), max(0, len(records) + lie))
+    assert got == expected
+
+
+@given(st.lists(good_records, min_size=1, max_size=5), st.data())
+def test_a_worker_decodes_damaged_messages_as_the_reference_does(
+    records: list[Any], data: st.DataObject
+) -> None:
+    payload = bytearray(pack(records))
+    for _ in range(data.draw(st.integers(1, 3))):
+        payload[data.draw(st.integers(0, len(payload) - 1))] = data.draw(st.integers(0, 255))
+    got, expected = decoded_the_workers_way(bytes(payload), len(records))
+    assert got == expected

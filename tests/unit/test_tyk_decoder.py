@@ -22,7 +22,7 @@ from pipelines.bridges.tyk_records import FirehoseConverter, decode_msgpack, fir
 from pipelines.errors import TykDecodeError
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
 from pipelines.firehose.protocol import TOPIC_ANALYTICS
-from tests.helpers import message
+from tests.helpers import analytics_rows, message
 from tests.unit.test_tyk_fixture_files import (
     FIXTURES,
     RECORDS,
@@ -126,10 +126,10 @@ def test_firehose_records_pass_the_worker_decoder() -> None:
     decoded = MessageDecoder().decode(message(TOPIC_ANALYTICS, records))
     assert isinstance(decoded, DecodedMessage)
     assert not decoded.rejected
-    by_name = dict(zip([e["name"] for e in RECORDS], decoded.records, strict=True))
+    by_name = dict(zip([e["name"] for e in RECORDS], analytics_rows(decoded.records), strict=True))
     assert by_name["rate_limited_429"].response_code == 429
-    assert by_name["all_fields"].latency.total == 187
-    assert by_name["all_fields"].timestamp == 1709644029123456789
+    assert by_name["all_fields"].latency_ms == 187
+    assert by_name["all_fields"].timestamp_ns == 1709644029123456789
 
 
 def test_firehose_time_forms() -> None:
