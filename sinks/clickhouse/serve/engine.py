@@ -14,6 +14,10 @@ Readers and the writer take different roads:
   changes a handle's state (SET, USE, CREATE TEMPORARY TABLE) outside a
   session closes the handle afterwards instead of returning it to the pool,
   so nothing leaks into another request, as in ClickHouse.
+
+A reader's query may carry a ticket (cancellation.py): the server cancels it
+when the client goes away, through `cancel`, on a handle of its own that runs
+nothing else. Writers' statements carry none, so nothing cancels them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from sinks.clickhouse.serve.cancellation import Ticket
 from sinks.clickhouse.serve.errors import TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_EXCEPTION, ServeError
 from sinks.clickhouse.serve.gate import admit
 from sinks.clickhouse.serve.handles import Handle, Role, quote_literal
@@ -114,6 +119,9 @@ class ChdbEngine:
             Role.WRITER: threading.BoundedSemaphore(max_concurrent_queries),
         }
         self._closed = False
+        # the server's own handle for KILLs of reader tickets, opened on first use
+        self._killer: Handle | None = None
+        self._kill_lock = threading.Lock()
         self.version = ""
         self.timezone = "UTC"
 
@@ -134,7 +142,8 @@ class ChdbEngine:
         except Exception as exc:  # chdb.connect: RuntimeError for a second path in this process
             raise ServeError.from_engine(exc) from exc
 
-    def run(self, query: HttpQuery, *, role: Role, user: str) -> Outcome:
+    def run(self, query: HttpQuery, *, role: Role, user: str, ticket: Ticket | None = None) -> Outcome:
+        """Run `query`; a reader's under `ticket`, so that `cancel(ticket)` can stop it."""
         if self._closed:
             msg = "The endpoint is shutting down"
             raise ServeError(UNKNOWN_EXCEPTION, msg)
@@ -144,23 +153,25 @@ class ChdbEngine:
             raise ServeError(TOO_MANY_SIMULTANEOUS_QUERIES, msg)
         try:
             if role is Role.READER:
-                return self._read(query)
+                return self._read(query, ticket or Ticket())
             with self._borrow_writer(query, user) as handle:
                 return self._execute(handle, query, in_session=query.session_id is not None)
         finally:
             slots.release()
 
-    def _read(self, query: HttpQuery) -> Outcome:
+    def _read(self, query: HttpQuery, ticket: Ticket) -> Outcome:
         settings = reader_settings(query.settings, self.reader_limits)
         database = query.database or "default"
         with self._reader_handle(settings, readonly=1) as handle:
             handle.use(database)
             sql, settings_only = self._admit(handle, query, database)
             checked = dataclasses.replace(query, sql=sql, settings=settings)
+            # cancelled while it waited for a slot or the gate: not started at all
+            ticket.check()
             if not settings_only:
-                return self._execute(handle, checked, in_session=False)
+                return self._execute(handle, checked, in_session=False, marker=ticket.marker)
         with self._reader_handle(settings, readonly=2) as handle:
-            return self._execute(handle, checked, in_session=False)
+            return self._execute(handle, checked, in_session=False, marker=ticket.marker)
 
     def _admit(self, handle: Handle, query: HttpQuery, database: str) -> tuple[bytes, bool]:
         """The gate's verdict (canonical statement, reads only system.settings), remembered.
@@ -258,14 +269,15 @@ class ChdbEngine:
                 return
         handle.close()
 
-    def _execute(self, handle: Handle, query: HttpQuery, *, in_session: bool) -> Outcome:
+    def _execute(self, handle: Handle, query: HttpQuery, *, in_session: bool, marker: bytes = b"") -> Outcome:
         handle.use(query.database or (None if in_session else "default"))
         handle.apply_settings(query.settings)
         fmt = output_format(query.sql, query.default_format)
         started = time.perf_counter()
         insert = split_insert_data(query.sql)
         if insert is None:
-            result = handle.run(query.sql, fmt or "TabSeparated", query.params)
+            # the marker (a comment) only in what the engine runs: format and keyword come from the statement
+            result = handle.run(marker + query.sql, fmt or "TabSeparated", query.params)
         else:
             result = _insert_from_file(handle, *insert)
         elapsed = time.perf_counter() - started
@@ -275,12 +287,30 @@ class ChdbEngine:
         body = result.bytes() or b""
         return Outcome(body, fmt, _summary(result, elapsed, insert=keyword == "INSERT"))
 
+    def cancel(self, ticket: Ticket) -> None:
+        """Stop the query running under `ticket`, or keep it from starting (raises ServeError).
+
+        A query that is about to start when this runs is not in `system.processes`
+        yet: the caller repeats the call until the query has ended.
+        """
+        ticket.cancel()
+        with self._kill_lock:
+            if self._closed:
+                return
+            if self._killer is None:
+                self._killer = self._open_handle(Role.WRITER)
+            self._killer.run(ticket.kill_statement())
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             idle = self._idle_writers + [h for handles in self._idle_readers.values() for h in handles]
             self._idle_writers.clear()
             self._idle_readers.clear()
+        with self._kill_lock:
+            if self._killer is not None:
+                idle.append(self._killer)
+                self._killer = None
         for handle in idle:
             handle.close()
         self.sessions.close()

@@ -23,17 +23,16 @@ Each request is checked in this order, and nothing of the body is read (no
 4. the body, read whole, then decoded with at most `serve_max_decompressed_mb`
    of output (413 past it, 400 when corrupt).
 An error answered before the body was read whole closes the connection, so
-the rest of the body is never taken for another request. A read-only query
-whose client has already closed the connection is not run; once running, a
-query is not cancelled when its client goes away (chDB's blocking query call
-offers no way to interrupt it).
+the rest of the body is never taken for another request. A reader's query
+whose client has already closed the connection is not run; one whose client
+goes away while it runs is cancelled in the engine (disconnect.py). Request
+lines are logged at DEBUG with credentials redacted (redact.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import select
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,9 +44,20 @@ from sinks.clickhouse.serve.access import Access
 from sinks.clickhouse.serve.blocks import compress_blocks
 from sinks.clickhouse.serve.body import Framing, framing, may_have_body, read_body
 from sinks.clickhouse.serve.codecs import encode_body
+from sinks.clickhouse.serve.disconnect import client_gone, run_watched
 from sinks.clickhouse.serve.engine import ChdbEngine, Outcome, summary_header
 from sinks.clickhouse.serve.errors import UNKNOWN_EXCEPTION, ServeError
-from sinks.clickhouse.serve.request import FORMAT_NAME, credentials, is_readonly, parse_query, query_id
+from sinks.clickhouse.serve.handles import Role
+from sinks.clickhouse.serve.redact import redact
+from sinks.clickhouse.serve.request import (
+    FORMAT_NAME,
+    Credentials,
+    HttpQuery,
+    credentials,
+    is_readonly,
+    parse_query,
+    query_id,
+)
 from sinks.clickhouse.serve.settings import ServeSettings
 from sinks.errors import SinkRejectedError, SinkUnavailableError
 
@@ -105,7 +115,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("POST")
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s " + format, self.address_string(), *args)
+        # the request line (and errors quoting it) may hold ?password=: formatted here, then redacted
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("http %s %s", self.address_string(), redact(format % args))
 
     def _handle(self, method: str) -> None:
         # until the body is read whole, the rest of it must not be parsed as the next request
@@ -134,11 +146,10 @@ class _Handler(BaseHTTPRequestHandler):
             if query is None:
                 self._reply_ok()
                 return
-            if query.readonly and self._client_gone():
-                log.debug("client closed the connection before its query ran query_id=%s", query.query_id)
+            outcome = self._run(query, role, creds)
+            if outcome is None:
                 self.close_connection = True
                 return
-            outcome = self.server.engine.run(query, role=role, user=creds.user)
             self._reply_outcome(outcome, query.query_id, query.response_encoding, query.block_compression)
         except ServeError as exc:
             self._reply_error(exc, client_query_id)
@@ -165,19 +176,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._body_pending = False
         return body
 
-    def _client_gone(self) -> bool:
-        """True when the client has closed its side: a query it can no longer receive is not worth running."""
-        # poll first: recv on a socket with a timeout waits for data, whatever its flags
-        # (poll, not select: select() refuses descriptors above 1023 in a busy process)
-        try:
-            poller = select.poll()
-            poller.register(self.connection, select.POLLIN)
-            if not poller.poll(0):
-                return False
-            peeked: bytes = self.connection.recv(1, socket.MSG_PEEK)
-        except OSError:
-            return True
-        return not peeked
+    def _run(self, query: HttpQuery, role: Role, creds: Credentials) -> Outcome | None:
+        """The query's outcome; None for a reader whose client went away (its query not run, or cancelled)."""
+        engine = self.server.engine
+        if role is not Role.READER:
+            return engine.run(query, role=role, user=creds.user)
+        if client_gone(self.connection):
+            log.debug("client closed the connection before its query ran query_id=%s", query.query_id)
+            return None
+        return run_watched(
+            lambda ticket: engine.run(query, role=role, user=creds.user, ticket=ticket),
+            engine.cancel,
+            self.connection,
+        )
 
     def _close_if_body_pending(self) -> None:
         # also tells the client, which would otherwise send its next request into a closed socket

@@ -1,0 +1,120 @@
+"""A real `tykpulse db serve` process, logging at DEBUG, against clients that leak and leave.
+
+Credentials sent every way the endpoint takes them (URL parameters, right and wrong; headers;
+Basic auth) never appear in the process's log, at any level; a reader that hangs up on a query
+that would run for minutes has it cancelled within seconds, and the writer still writes.
+tests/component/test_serve_hostile_clients.py has the details on the in-process server.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import random
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.harness.processes import free_port, stop_process
+from tests.harness.tykpulse import tykpulse, wait_for_endpoint, wait_until
+
+pytestmark = pytest.mark.integration
+
+RIGHT = f"right-{uuid.uuid4().hex}"
+WRONG = f"wrong-{uuid.uuid4().hex}"
+WRITER_HEADERS = {"X-ClickHouse-User": "tykpulse", "X-ClickHouse-Key": RIGHT}
+GONE_WITHIN_S = 5.0
+
+
+def request(port: int, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body=body or None, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def as_writer(port: int, sql: str) -> bytes:
+    status, body = request(port, "POST", "/", sql.encode(), **WRITER_HEADERS)
+    assert status == 200, body
+    return body
+
+
+def running(port: int, mark: str) -> int:
+    sql = (
+        f"SELECT count() FROM system.processes WHERE query LIKE '%{mark}%' "
+        "AND query NOT LIKE '%system.processes%'"
+    )
+    return int(as_writer(port, sql))
+
+
+def send_credentials(port: int) -> None:
+    """Every way to send a password, right and wrong; each answered as it should be."""
+    select = "/?query=SELECT%201"
+    basic = base64.b64encode(f"tykpulse:{RIGHT}".encode()).decode()
+    assert request(port, "GET", f"{select}&password={WRONG}")[0] == 403
+    assert request(port, "GET", f"{select}&user=tykpulse&password={WRONG}")[0] == 403
+    assert request(port, "GET", f"{select}&user=tykpulse&password={RIGHT}")[0] == 200
+    assert request(port, "POST", f"/?user=tykpulse&password={RIGHT}", b"SELECT 1")[0] == 200
+    assert (
+        request(port, "GET", select, **{"X-ClickHouse-User": "tykpulse", "X-ClickHouse-Key": WRONG})[0] == 403
+    )
+    assert request(port, "GET", select, **WRITER_HEADERS)[0] == 200
+    assert request(port, "GET", select, Authorization=f"Basic {basic}")[0] == 200
+
+
+def hang_up_on_a_long_query(port: int) -> float:
+    """Seconds from the client's close to its query leaving system.processes."""
+    mark = str(random.randrange(10**14, 10**15))
+    body = f"SELECT count() FROM numbers(1000000000000) WHERE number != {mark}".encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
+    sock.sendall(head.encode() + body)
+    wait_until(lambda: running(port, mark) == 1, "the reader's query to run", 60)
+    time.sleep(0.5)
+    sock.close()
+    left = time.monotonic()
+    wait_until(lambda: running(port, mark) == 0, "the query to leave system.processes", GONE_WITHIN_S)
+    return time.monotonic() - left
+
+
+def test_db_serve_cancels_a_gone_reader_and_logs_no_credential(tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "db-serve.log"
+    env = {
+        **os.environ,
+        "TYKPULSE_WRITER_PASSWORD": RIGHT,
+        "TYKPULSE_SERVE_READER_MAX_EXECUTION_S": "600",  # only the cancellation ends it in seconds
+        "TYKPULSE_SERVE_READER_MAX_CONCURRENT": "1",  # a query left running would hold the only slot
+    }
+    command = tykpulse(
+        "db", "serve", "--path", str(tmp_path / "db"), "--listen", f"127.0.0.1:{port}", "--no-schema",
+        log_level="debug",
+    )  # fmt: skip
+    with log_path.open("wb") as log_file:
+        server = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for_endpoint(port, server)
+        send_credentials(port)
+        assert hang_up_on_a_long_query(port) < GONE_WITHIN_S
+        started = time.monotonic()
+        assert request(port, "GET", "/?query=SELECT%2042") == (200, b"42\n")  # the reader slot is free
+        assert time.monotonic() - started < GONE_WITHIN_S
+        as_writer(port, "CREATE TABLE default.t (x UInt64) ENGINE = MergeTree ORDER BY x")
+        as_writer(port, "INSERT INTO default.t VALUES (1), (2), (3)")
+        assert as_writer(port, "SELECT count() FROM default.t") == b"3\n"
+    finally:
+        assert stop_process(server, 30)
+    log = log_path.read_text(errors="replace")
+    assert "DEBUG" in log
+    assert "password=<redacted>" in log
+    assert "cancelling ticket=" in log
+    assert RIGHT not in log
+    assert WRONG not in log
