@@ -53,7 +53,7 @@ def main() -> None:
         {"v": 1, "node": "n", "boot": 1, "seq": 1, "sent": 1, "count": RECORDS, "enc": "msgpack"}
     )
     frames = [b"tyk.analytics", envelope, payload]
-    decoder = MessageDecoder()
+    decoder = MessageDecoder(analytics_columns=False)  # the reference: structs, then columns
 
     def reference() -> object:
         message = decoder.decode(frames)

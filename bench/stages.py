@@ -92,7 +92,7 @@ def _pending(records: int, group_keys: int, api_keys: int, seed: int = 3) -> Pen
 
 def aggregate(records: int, group_keys: int, api_keys: int, repeat: int) -> dict[str, Any]:
     pending = _pending(records, group_keys, api_keys)
-    total = sum(len(r) for r in pending.records.values())
+    total = sum(pending.record_count)
 
     def run() -> None:
         builder = BatchBuilder(TumblingWindows(), KeyHasher(), 86_400 * 10**9, time.time_ns)

@@ -120,7 +120,11 @@ class DurableFlusher:
         self.appender.start()
         # Ready before the first message if ClickHouse is (the first flush then finds nothing
         # to read back and decodes as it logs from the start); if not, the flushes retry.
-        if not self.delivery.setup():
+        # Going live here, not at the first idle flush: under a firehose that is busy from the first
+        # second no flush is ever idle, and a worker that starts by reading back may never catch up.
+        if self.delivery.setup():
+            self.planner.go_live()  # a no-op when a backlog is left from before: that is read back first
+        else:
             self._failed()
         backlog = end - self.checkpoint.flushed
         log.info(

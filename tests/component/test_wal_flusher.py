@@ -145,11 +145,12 @@ def test_an_outage_keeps_the_backlog_on_disk_and_drains_it_in_order(
     base = base_window_s()
     outage, faulty = switchable_outage(sink)
     outage["on"] = True
+    faulty.fail_setup = 1  # started while ClickHouse is down: nothing is decoded as logged
     flusher = make_flusher(wal_dir, faulty, wal_flush_max_bytes=4_000)
     for chunk in range(0, 400, 50):
         log_messages(flusher, range(chunk, chunk + 50), base)
+        time.sleep(0.02)  # past the retry delay of the setup that failed
         flusher.flush()
-        time.sleep(0.02)
         flight = flusher._flight
         assert flight is not None
         assert flight.range.start == 0, "nothing may be committed during the outage"
@@ -173,13 +174,15 @@ def test_once_caught_up_records_are_decoded_as_logged_under_the_token_a_read_bac
     first = make_flusher(wal_dir, faulty)
     log_messages(first, range(20), base)
     drain(first)
-    assert (first.stats.read_back_ranges, first.stats.live_ranges) == (1, 0), "a start reads the log"
+    assert (first.stats.read_back_ranges, first.stats.live_ranges) == (0, 1), (
+        "decoded as logged from the start"
+    )
     outage["on"] = True
     log_messages(first, range(20, 50), base)
     first.flush()
     live = first._flight
     assert live is not None
-    assert first.stats.live_ranges == 1
+    assert first.stats.live_ranges == 2
     assert (live.range.start, live.range.end) == (20, 50)
     first.close()  # as if the process died with the range in flight
     outage["on"] = False
@@ -219,8 +222,8 @@ def test_the_receiver_waits_for_a_slow_flusher_but_never_for_a_failing_one(
     log_messages(flusher, range(200, 210), base)
     drain(flusher)
     flusher.close()
-    # Read back: [0, 5) at start and [45, 200) after the outage; live: the rest.
-    assert (flusher.stats.read_back_ranges, flusher.stats.live_ranges) == (2, 3)
+    # Read back: [45, 200) after the outage; live: the rest, from the first record on.
+    assert (flusher.stats.read_back_ranges, flusher.stats.live_ranges) == (1, 4)
     assert check_exact(sink.client, sink.database, NODE, base, set(range(210)), 210) == []
 
 
@@ -369,6 +372,23 @@ def test_a_retry_spanning_several_partitions_lands_once_in_any_row_order(sink: C
     )
     assert parts == [(4,)]
     assert sink.query_rows(f"SELECT sum(requests) FROM {sink.database}.traffic_1m") == [(4 * records_of(0),)]
+
+
+def test_a_worker_busy_from_its_first_second_decodes_as_it_logs(sink: ClickHouseSink, wal_dir: Path) -> None:
+    """No flush is ever idle under a busy firehose, so a fresh log goes live when it opens.
+
+    Otherwise the worker read its log back from the first flush on, and under full load
+    the read-back never caught up with the log's end (the bench found it).
+    """
+    base = base_window_s()
+    flusher = make_flusher(wal_dir, sink)
+    for chunk in range(0, 300, 50):
+        log_messages(flusher, range(chunk, chunk + 50), base)  # more arrives before every flush
+        flusher.flush()
+        assert flusher._flight is None
+    flusher.close()
+    assert (flusher.stats.read_back_ranges, flusher.stats.live_ranges) == (0, 6)
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(300)), 300) == []
 
 
 def test_a_worker_whose_log_stage_died_stops_with_the_reason(
