@@ -15,13 +15,38 @@ def record_crc(head: bytes, frames: Sequence[Buffer]) -> int:
 
 # a dictionary-encoded string column: (distinct values, little-endian uint32 codes into them)
 Dictionary = tuple[list[str], bytes]
+# (timestamp_ns, org_id, api_id, response_code, latency_ms): the int columns as little-endian int64
+# bytes (numpy.frombuffer), invalid timestamps INVALID_NS; the ids dictionary-encoded
+Columns = tuple[bytes, Dictionary, Dictionary, bytes, bytes]
 
-def decode_analytics(payload: bytes, count: int) -> tuple[bytes, Dictionary, Dictionary, bytes, bytes] | None:
-    """Columns of a msgpack tyk.analytics payload of exactly `count` records, or None.
+class MessageColumns:
+    """One message's analytics records as columns, held by Rust until a FlushColumns takes them."""
 
-    (timestamp_ns, org_id, api_id, response_code, latency_ms); the int columns are
-    little-endian int64 bytes (numpy.frombuffer), invalid timestamps INVALID_NS; the ids
-    are dictionary-encoded (each distinct value built once). None
-    whenever the payload is not one whose every record the reference decoder accepts
-    (pipelines.firehose.codec): the caller then decodes it that way.
-    """
+    @staticmethod
+    def decode(payload: Buffer, count: int) -> MessageColumns | None:
+        """The columns of a msgpack tyk.analytics payload of exactly `count` records, or None.
+
+        None whenever the payload is not one whose every record the reference decoder
+        (pipelines.firehose.codec) accepts with the same values: the caller then decodes it that way.
+        """
+
+    @staticmethod
+    def from_columns(
+        timestamp_ns: list[int],
+        org_id: list[str],
+        api_id: list[str],
+        response_code: list[int],
+        latency_ms: list[int],
+    ) -> MessageColumns:
+        """Columns of records decoded elsewhere; ValueError when their lengths differ."""
+
+    def __len__(self) -> int: ...
+    def columns(self) -> Columns: ...
+
+class FlushColumns:
+    """The analytics records of one flush, appended message by message under one dictionary per id."""
+
+    def __init__(self) -> None: ...
+    def append(self, message: MessageColumns) -> None: ...
+    def __len__(self) -> int: ...
+    def columns(self) -> Columns: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pipelines.firehose.analytics_columns import AnalyticsColumns
+from pipelines.firehose.analytics_columns import FlushAnalytics, MessageColumns, from_records
 from pipelines.firehose.codec import MessageEncoder
 
 _ENCODERS = {"msgpack": MessageEncoder("msgpack"), "json": MessageEncoder("json")}
@@ -66,9 +66,9 @@ class AnalyticsRow:
     latency_ms: int
 
 
-def analytics_rows(records: list[Any] | AnalyticsColumns) -> list[AnalyticsRow]:
+def analytics_rows(records: list[Any] | MessageColumns) -> list[AnalyticsRow]:
     """A decoded analytics message's records, a row each, whichever decoder built them."""
-    columns = records if isinstance(records, AnalyticsColumns) else AnalyticsColumns.from_records(records)
+    columns = FlushAnalytics.of(records if isinstance(records, MessageColumns) else from_records(records))
     return [
         AnalyticsRow(int(ts), columns.org_values[org], columns.api_values[api], int(code), int(latency))
         for ts, org, api, code, latency in zip(

@@ -5,6 +5,7 @@
 //! exposes them as `pipelines._native`.
 
 pub mod decode;
+pub mod flush;
 pub mod wal;
 
 #[cfg(feature = "python")]

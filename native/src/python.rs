@@ -2,11 +2,12 @@
 //! the plain-Rust modules. Large inputs are checksummed with the GIL released.
 
 use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::PyOverflowError;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::decode::{self, AnalyticsColumns};
+use crate::decode;
+use crate::flush::{FlushColumns, MessageColumns, OwnedDictionary};
 use crate::wal;
 
 /// Below this many bytes a checksum keeps the GIL: at several GB/s it takes
@@ -83,52 +84,116 @@ type Columns<'py> = (
     Bound<'py, PyBytes>,
 );
 
-/// decode_analytics(payload, count) -> (timestamp_ns, org_id, api_id, response_code, latency_ms) | None
-///
-/// Columns of a msgpack `tyk.analytics` payload (int columns as little-endian int64 bytes, the two
-/// ids as (distinct values, little-endian uint32 codes)), decoded
-/// with the GIL released from 1 MiB (see RELEASE_GIL_BYTES); None when the reference decoder must
-/// judge the payload.
-#[pyfunction]
-fn decode_analytics<'py>(
-    py: Python<'py>,
-    payload: &[u8],
-    count: usize,
-) -> PyResult<Option<Columns<'py>>> {
-    let columns = if payload.len() < RELEASE_GIL_BYTES {
-        decode::decode_analytics(payload, count)
-    } else {
-        py.allow_threads(|| decode::decode_analytics(payload, count))
-    };
-    let Some(columns) = columns else {
-        return Ok(None);
-    };
-    let AnalyticsColumns {
-        timestamp_ns,
-        org_id,
-        api_id,
-        response_code,
-        latency_ms,
-    } = columns;
-    Ok(Some((
-        int64_bytes(py, &timestamp_ns),
-        (
-            PyList::new(py, org_id.values)?,
-            uint32_bytes(py, &org_id.codes),
-        ),
-        (
-            PyList::new(py, api_id.values)?,
-            uint32_bytes(py, &api_id.codes),
-        ),
-        int64_bytes(py, &response_code),
-        int64_bytes(py, &latency_ms),
-    )))
+fn dictionary<'py>(py: Python<'py>, values: &[String], codes: &[u32]) -> PyResult<Dictionary<'py>> {
+    Ok((PyList::new(py, values)?, uint32_bytes(py, codes)))
+}
+
+/// One message's analytics records as columns, owned by Rust until a FlushColumns takes them.
+#[pyclass(module = "pipelines._native", name = "MessageColumns", frozen)]
+struct PyMessageColumns(MessageColumns);
+
+#[pymethods]
+impl PyMessageColumns {
+    /// The columns of a msgpack payload of exactly `count` records, or None when the reference
+    /// decoder must judge it; decoded with the GIL released from 1 MiB (see RELEASE_GIL_BYTES).
+    #[staticmethod]
+    fn decode(py: Python<'_>, payload: &Bound<'_, PyAny>, count: usize) -> PyResult<Option<Self>> {
+        let held = borrow(payload)?;
+        let slice = held.as_slice();
+        let decoded = if slice.len() < RELEASE_GIL_BYTES {
+            decode::decode_analytics(slice, count).map(MessageColumns::from)
+        } else {
+            py.allow_threads(|| decode::decode_analytics(slice, count).map(MessageColumns::from))
+        };
+        Ok(decoded.map(Self))
+    }
+
+    /// Columns of records decoded elsewhere (the reference decoder), all of one length.
+    #[staticmethod]
+    fn from_columns(
+        timestamp_ns: Vec<i64>,
+        org_id: Vec<String>,
+        api_id: Vec<String>,
+        response_code: Vec<i64>,
+        latency_ms: Vec<i64>,
+    ) -> PyResult<Self> {
+        let n = timestamp_ns.len();
+        if [
+            org_id.len(),
+            api_id.len(),
+            response_code.len(),
+            latency_ms.len(),
+        ] != [n; 4]
+        {
+            return Err(PyValueError::new_err("columns of different lengths"));
+        }
+        Ok(Self(MessageColumns {
+            timestamp_ns,
+            org_id: OwnedDictionary::encode(org_id),
+            api_id: OwnedDictionary::encode(api_id),
+            response_code,
+            latency_ms,
+        }))
+    }
+
+    fn __len__(&self) -> usize {
+        self.0.len()
+    }
+
+    /// (timestamp_ns, org_id, api_id, response_code, latency_ms), as FlushColumns.columns.
+    fn columns<'py>(&self, py: Python<'py>) -> PyResult<Columns<'py>> {
+        let m = &self.0;
+        Ok((
+            int64_bytes(py, &m.timestamp_ns),
+            dictionary(py, &m.org_id.values, &m.org_id.codes)?,
+            dictionary(py, &m.api_id.values, &m.api_id.codes)?,
+            int64_bytes(py, &m.response_code),
+            int64_bytes(py, &m.latency_ms),
+        ))
+    }
+}
+
+/// The analytics records of one flush, appended message by message.
+#[pyclass(module = "pipelines._native", name = "FlushColumns")]
+#[derive(Default)]
+struct PyFlushColumns(FlushColumns);
+
+#[pymethods]
+impl PyFlushColumns {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn append(&mut self, message: &Bound<'_, PyMessageColumns>) {
+        self.0.append(&message.get().0);
+    }
+
+    fn __len__(&self) -> usize {
+        self.0.len()
+    }
+
+    /// (timestamp_ns, org_id, api_id, response_code, latency_ms): int columns as little-endian
+    /// int64 bytes, the ids as (distinct values, little-endian uint32 codes into them).
+    fn columns<'py>(&self, py: Python<'py>) -> PyResult<Columns<'py>> {
+        let f = &self.0;
+        let (org_values, org_codes) = f.org_id();
+        let (api_values, api_codes) = f.api_id();
+        Ok((
+            int64_bytes(py, &f.timestamp_ns),
+            dictionary(py, org_values, org_codes)?,
+            dictionary(py, api_values, api_codes)?,
+            int64_bytes(py, &f.response_code),
+            int64_bytes(py, &f.latency_ms),
+        ))
+    }
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32c_py, m)?)?;
     m.add_function(wrap_pyfunction!(record_crc, m)?)?;
-    m.add_function(wrap_pyfunction!(decode_analytics, m)?)?;
+    m.add_class::<PyMessageColumns>()?;
+    m.add_class::<PyFlushColumns>()?;
     Ok(())
 }

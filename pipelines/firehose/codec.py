@@ -27,7 +27,8 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from pipelines.firehose.analytics_columns import AnalyticsColumns
+from pipelines.firehose import analytics_columns
+from pipelines.firehose.analytics_columns import MessageColumns
 from pipelines.firehose.protocol import (
     ENCODING_JSON,
     ENCODING_MSGPACK,
@@ -72,7 +73,7 @@ class Rejection:
 class DecodedMessage:
     """A message whose envelope and payload decoded; `records` hold the good records.
 
-    Analytics records come as AnalyticsColumns from a MessageDecoder with
+    Analytics records come as MessageColumns from a MessageDecoder with
     analytics_columns (the default), as record structs from the reference decoder.
     """
 
@@ -80,13 +81,13 @@ class DecodedMessage:
     kind: TopicKind
     name: str
     envelope: Envelope
-    records: list[Any] | AnalyticsColumns
+    records: list[Any] | MessageColumns
     rejected: list[Rejection] = dataclasses.field(default_factory=list)
 
     @property
     def structs(self) -> list[Any]:
         """The records as structs, which they are for every kind but columnar analytics."""
-        if isinstance(self.records, AnalyticsColumns):
+        if isinstance(self.records, MessageColumns):
             msg = "this message's analytics records are columns"
             raise TypeError(msg)
         return self.records
@@ -155,12 +156,12 @@ class MessageDecoder:
         if kind is not TopicKind.ANALYTICS or not self.analytics_columns:
             return self._decode_payload(topic, kind, name, envelope, payload)
         if envelope.enc == ENCODING_MSGPACK:
-            columns = AnalyticsColumns.decode(payload, envelope.count)
+            columns = analytics_columns.decode(payload, envelope.count)
             if columns is not None:
                 return DecodedMessage(topic, kind, name, envelope, columns)
         result = self._decode_payload(topic, kind, name, envelope, payload)
         if isinstance(result, DecodedMessage) and isinstance(result.records, list):
-            result.records = AnalyticsColumns.from_records(result.records)
+            result.records = analytics_columns.from_records(result.records)
         return result
 
     def _parse_topic(self, data: bytes) -> tuple[str, TopicKind, str] | None:

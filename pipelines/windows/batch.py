@@ -16,7 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from pipelines.firehose.analytics_columns import AnalyticsBuffer, AnalyticsColumns, FlushAnalytics
+from pipelines.firehose import analytics_columns
+from pipelines.firehose.analytics_columns import FlushAnalytics, FlushColumns, MessageColumns
 from pipelines.firehose.protocol import MAX_PAST_NS, RejectReason, TopicKind
 from pipelines.firehose.timestamps import INVALID_NS, to_ns_array
 from pipelines.keys import KeyHasher
@@ -109,7 +110,7 @@ class PendingMessages:
     records: dict[TopicKind, list[Any]] = dataclasses.field(
         default_factory=lambda: {k: [] for k in TopicKind}
     )
-    analytics: AnalyticsBuffer = dataclasses.field(default_factory=AnalyticsBuffer)
+    analytics: FlushColumns = dataclasses.field(default_factory=FlushColumns)
     # (received_ns, node, reason, count) for rejections known at decode time
     rejections: list[tuple[int, str, str, int]] = dataclasses.field(default_factory=list)
 
@@ -125,7 +126,7 @@ class PendingMessages:
         received_ns: int,
         lost: int,
         kind: TopicKind,
-        records: list[Any] | AnalyticsColumns,
+        records: list[Any] | MessageColumns,
     ) -> None:
         """One accepted message (the receive path's only way in, so the columns stay aligned)."""
         self.node.append(node)
@@ -136,10 +137,10 @@ class PendingMessages:
         self.kind.append(kind)
         self.record_count.append(len(records))
         self.rejected.append(False)
-        if isinstance(records, AnalyticsColumns):
+        if isinstance(records, MessageColumns):
             self.analytics.append(records)
         elif kind is TopicKind.ANALYTICS:
-            self.analytics.append(AnalyticsColumns.from_records(records))
+            self.analytics.append(analytics_columns.from_records(records))
         else:
             self.records[kind].extend(records)
 
@@ -188,7 +189,7 @@ class BatchBuilder:
         frames: dict[TopicKind, tuple[list[Any], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         now = self.clock()
         horizon, oldest = now + self.max_future_ns, now - self.max_past_ns
-        analytics = pending.analytics.take()
+        analytics = FlushAnalytics.of(pending.analytics)
         for kind in TopicKind:
             records = pending.records[kind]
             message_ids = np.flatnonzero(kinds == _KIND_CODES[kind])

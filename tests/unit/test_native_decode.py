@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines._native import decode_analytics
+from pipelines._native import MessageColumns
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
 from pipelines.firehose.protocol import TOPIC_ANALYTICS
 from pipelines.firehose.timestamps import to_ns_array
@@ -48,10 +48,10 @@ def reference(
 
 
 def native(payload: bytes, count: int) -> tuple[list[int], list[str], list[str], list[int], list[int]] | None:
-    columns = decode_analytics(payload, count)
-    if columns is None:
+    decoded = MessageColumns.decode(payload, count)
+    if decoded is None:
         return None
-    ts, org, api, code, latency = columns
+    ts, org, api, code, latency = decoded.columns()
     as_list = [np.frombuffer(c, dtype="<i8").tolist() for c in (ts, code, latency)]
     return as_list[0], expand(*org), expand(*api), as_list[1], as_list[2]
 
@@ -192,7 +192,7 @@ def test_damaged_payloads_are_decoded_identically_or_declined(
 
 def test_duplicate_keys_are_left_to_the_reference() -> None:
     record = b"\x85\xa9timestamp\x01\xa6org_id\xa1o\xa6api_id\xa1a\xadresponse_code\xcc\xc8\xa6org_id\xa1p"
-    assert decode_analytics(b"\x91" + record, 1) is None
+    assert MessageColumns.decode(b"\x91" + record, 1) is None
     assert reference(b"\x91" + record, 1) is not None
 
 
