@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from pipelines.wal.checkpoint import (
 from pipelines.wal.format import SEGMENT_HEADER, WalRecord, list_segments
 from pipelines.wal.pressure import PressureLevel, WalStats
 from pipelines.wal.reader import WalReader
-from pipelines.wal.writer import FsyncPolicy, WalLockedError, WalWriter, read_all
+from pipelines.wal.writer import FsyncPolicy, WalLockedError, WalWriter, read_all, write_all
 
 pytestmark = pytest.mark.component
 
@@ -289,3 +290,27 @@ def test_the_tap_sees_exactly_what_reached_the_file_in_order(tmp_path: Path) -> 
     assert [r.position for r in tapped] == list(range(40))
     assert tapped == on_disk
     assert [r.frames for r in on_disk] == [frames(i) for i in [*range(30), *range(35, 45)]]
+
+
+def test_write_all_writes_every_part_in_order_when_the_os_takes_them_piecemeal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """writev may take less than it was given; what it left is written next, none twice.
+
+    A real file takes whole writes, so the OS is made to take at most a few kB per call.
+    """
+    real_writev = os.writev
+    sizes = iter(random.Random(7).randint(1, 5_000) for _ in range(1_000_000))
+
+    def piecemeal(fd: int, buffers: list[bytes]) -> int:
+        return real_writev(fd, [b"".join(bytes(b) for b in buffers)[: next(sizes)]])
+
+    monkeypatch.setattr("pipelines.wal.writer.os.writev", piecemeal)
+    parts = [os.urandom(n) for n in (0, 1, 70_000, 5, 0, 30_000, 3)] + [os.urandom(7)] * 2_500
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        write_all(fd, list(parts))
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(parts)
