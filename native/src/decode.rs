@@ -78,6 +78,7 @@ enum Stamp {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.at.checked_add(n)?;
         let out = self.data.get(self.at..end)?;
@@ -85,10 +86,12 @@ impl<'a> Reader<'a> {
         Some(out)
     }
 
+    #[inline]
     fn byte(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
 
+    #[inline]
     fn be(&mut self, n: usize) -> Option<u64> {
         Some(
             self.take(n)?
@@ -97,10 +100,12 @@ impl<'a> Reader<'a> {
         )
     }
 
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.data.get(self.at).copied()
     }
 
+    #[inline]
     fn array_len(&mut self) -> Option<usize> {
         let first = self.byte()?;
         let len = match first {
@@ -112,6 +117,7 @@ impl<'a> Reader<'a> {
         usize::try_from(len).ok()
     }
 
+    #[inline]
     fn map_len(&mut self) -> Option<usize> {
         let first = self.byte()?;
         let len = match first {
@@ -124,11 +130,13 @@ impl<'a> Reader<'a> {
     }
 
     /// A str value (valid UTF-8), or None for anything else.
+    #[inline]
     fn str(&mut self) -> Option<&'a str> {
         std::str::from_utf8(self.raw_str()?).ok()
     }
 
     /// The bytes of a str value, not yet checked to be UTF-8.
+    #[inline]
     fn raw_str(&mut self) -> Option<&'a [u8]> {
         let first = self.byte()?;
         let len = match first {
@@ -142,11 +150,13 @@ impl<'a> Reader<'a> {
     }
 
     /// A str value that is valid UTF-8, or None.
+    #[inline]
     fn checked_str(&mut self) -> Option<()> {
         utf8(self.raw_str()?)
     }
 
     /// An int value (never bool or float), or None.
+    #[inline]
     fn int(&mut self) -> Option<Int> {
         let first = self.byte()?;
         Some(match first {
@@ -194,19 +204,41 @@ impl<'a> Reader<'a> {
             }
             0x90..=0x9f | 0xdc | 0xdd => {
                 for _ in 0..self.array_len()? {
-                    self.skip(depth + 1)?;
+                    self.skip_nested(depth + 1)?;
                 }
             }
             0x80..=0x8f | 0xde | 0xdf => {
                 for _ in 0..self.map_len()? {
                     self.checked_str()?;
-                    self.skip(depth + 1)?;
+                    self.skip_nested(depth + 1)?;
                 }
             }
             // ext values (other than a record's timestamp) and the reserved 0xc1: decline
             _ => return None,
         }
         Some(())
+    }
+
+    /// `skip` for one value of a record, with the scalars most fields hold stepped over in line.
+    #[inline]
+    fn skip_value(&mut self) -> Option<()> {
+        self.skip_nested(1)
+    }
+
+    /// `skip(depth)`, with scalars and short strings stepped over in line.
+    #[inline]
+    fn skip_nested(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => {
+                self.at += 1;
+                Some(())
+            }
+            first @ 0xa0..=0xbf => {
+                self.at += 1;
+                utf8(self.take(usize::from(first & 0x1f))?)
+            }
+            _ => self.skip(depth),
+        }
     }
 
     fn timestamp(&mut self) -> Option<Stamp> {
@@ -264,6 +296,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Whether `bytes` are UTF-8 (ASCII checked first: most are), as an Option for `?`.
+#[inline]
 fn utf8(bytes: &[u8]) -> Option<()> {
     (bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()).then_some(())
 }
@@ -371,7 +404,7 @@ fn latency_total(reader: &mut Reader<'_>) -> Option<i64> {
             total = Some(reader.int()?.to_i64()?);
         } else {
             utf8(key)?;
-            reader.skip(1)?;
+            reader.skip_value()?;
         }
     }
     Some(total.unwrap_or(0))
@@ -392,7 +425,7 @@ fn record<'a>(reader: &mut Reader<'a>, out: &mut AnalyticsColumns<'a>) -> Option
             b"latency" => latency.replace(latency_total(reader)?).is_some(),
             _ => {
                 utf8(key)?;
-                reader.skip(1)?;
+                reader.skip_value()?;
                 false
             }
         };
