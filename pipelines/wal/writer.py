@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 LOCK_FILE: Final = "LOCK"
 # A commit is one write (and one release of the GIL, see format.CRC_SLICE) per this much.
 _BUFFER_LIMIT: Final = 8 << 20
+# Parts smaller than this on average are joined before the write: the kernel's cost per iovec is
+# then more than the copy (1-record messages: 4.7 us per record joined, 5.4 with writev; 100-record
+# messages: 0.35 joined, 0.31 with writev).
+_JOIN_BELOW_BYTES: Final = 2048
 # buffers per writev call (the system's limit, 1024 on Linux)
 _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16
 
@@ -272,6 +276,8 @@ class WalWriter:
 
     def _write_out(self, parts: list[bytes], size: int) -> bool:
         current = self._segments[-1]
+        if size < len(parts) * _JOIN_BELOW_BYTES:
+            parts = [b"".join(parts)]
         try:
             write_all(self._fd, parts)
         except OSError as exc:
