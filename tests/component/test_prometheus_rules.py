@@ -133,8 +133,8 @@ def test_the_wal_metrics_count_what_the_log_did(sink: ClickHouseSink, tmp_path: 
     assert values["tykpulse_flushes_total[('outcome', 'written')]"] == 1
     assert values["tykpulse_wal_dropped_total[('reason', 'full')]"] == 0
     assert values["tykpulse_wal_bytes[]"] > 0
-    # A start reads the log back; the next ranges are decoded as logged.
-    assert values["tykpulse_wal_flushed_ranges_total[('source', 'log')]"] == 1
-    assert values["tykpulse_wal_flushed_ranges_total[('source', 'live')]"] == 0
+    # A log opened with nothing unflushed decodes as it logs from the start: no range is read back.
+    assert values["tykpulse_wal_flushed_ranges_total[('source', 'log')]"] == 0
+    assert values["tykpulse_wal_flushed_ranges_total[('source', 'live')]"] == 1
     published = {p.node for p in watch.publisher_states()}
     assert published == {NODE}

@@ -30,7 +30,7 @@ SUMMARY = re.compile(
 def test_kafka_bench_smoke_runs_every_setup(tmp_path: Path) -> None:
     out = tmp_path / "kafka.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.kafka_workers", "--rounds", "1", "--records", "600000",
+        [sys.executable, "-m", "bench.kafka_workers", "--rounds", "1", "--records", "1500000",
          "--local-seconds", "1", "--flush-interval-s", "0.25", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
@@ -46,7 +46,7 @@ def test_kafka_bench_smoke_runs_every_setup(tmp_path: Path) -> None:
     assert set(runs) == {"local", "faust-1", "faust-1-served", "faust-2-served"}
     for setup in ("faust-1", "faust-1-served", "faust-2-served"):
         run = runs[setup]
-        assert run["records"] == 600_000
+        assert run["records"] == 1_500_000
         assert 0 < run["timed_records"] <= run["records"]
         assert run["records_per_s"] > 0
         workers = [name for name in run["cores_busy"] if name.startswith("worker-")]
