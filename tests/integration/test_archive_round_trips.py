@@ -110,6 +110,7 @@ def test_replay_reproduces_the_rollups_in_another_database(archived: dict[str, A
                 "2000",
                 "--wait-subscribers-s",
                 "60",
+                "--progress",  # forced: stderr is a pipe here
             ),
             timeout=300,
             check=True,
@@ -119,6 +120,8 @@ def test_replay_reproduces_the_rollups_in_another_database(archived: dict[str, A
     finally:
         stop(worker)
     assert f"replayed {archived_messages} messages" in replay.stdout
+    assert "replaying (messages)" in replay.stderr  # progress, with the count done out of the total
+    assert f"{archived_messages}/{archived_messages}" in replay.stderr
     assert problems(target, renamed(truth, "replay-")) == []
     health = query(
         target,
