@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,9 +25,6 @@ import polars as pl
 
 from pipelines._native import FlushColumns, MessageColumns
 from pipelines.firehose.timestamps import to_ns_array
-
-if TYPE_CHECKING:
-    from pipelines._native import Columns  # a type alias of the stub only
 
 __all__ = ["FlushAnalytics", "FlushColumns", "MessageColumns", "decode", "from_records"]
 
@@ -65,11 +62,10 @@ class FlushAnalytics:
 
     @classmethod
     def of(cls, columns: FlushColumns | MessageColumns) -> FlushAnalytics:
-        return cls.from_columns(columns.columns())
-
-    @classmethod
-    def from_columns(cls, columns: Columns) -> FlushAnalytics:
-        timestamp_ns, (org_values, org_codes), (api_values, api_codes), response_code, latency_ms = columns
+        """Numpy views of the native columns (one copy out of Rust, none after)."""
+        timestamp_ns, (org_values, org_codes), (api_values, api_codes), response_code, latency_ms = (
+            columns.columns()
+        )
         return cls(
             np.frombuffer(timestamp_ns, "<i8"),
             org_values,

@@ -118,10 +118,10 @@ class DurableFlusher:
         if self.planner.decode_on_receive:
             self.writer.tap = self._logged
         self.appender.start()
-        # Ready before the first message if ClickHouse is (the first flush then finds nothing
-        # to read back and decodes as it logs from the start); if not, the flushes retry.
+        # Ready before the first message if ClickHouse is, and live from then on: decoded as logged.
         # Going live here, not at the first idle flush: under a firehose that is busy from the first
         # second no flush is ever idle, and a worker that starts by reading back may never catch up.
+        # If ClickHouse is down, the flushes retry, and what arrives meanwhile is read back.
         if self.delivery.setup():
             self.planner.go_live()  # a no-op when a backlog is left from before: that is read back first
         else:
