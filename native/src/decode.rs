@@ -13,6 +13,11 @@
 pub const INVALID_NS: i64 = i64::MIN;
 const MAX_ID_CHARS: usize = 1_024;
 const MAX_DEPTH: usize = 32;
+const RESERVE_RECORDS: usize = 4_096;
+
+/// The ids' hash maps: foldhash is several times faster than the standard SipHash on short
+/// strings, and its per-process random seed keeps ids a sender chooses from being made to collide.
+pub type IdMap<K> = std::collections::HashMap<K, u32, foldhash::fast::RandomState>;
 
 /// A string column, dictionary-encoded: a firehose repeats few distinct org and API ids,
 /// so each distinct one is built (and handed to Python) once per payload.
@@ -20,10 +25,18 @@ const MAX_DEPTH: usize = 32;
 pub struct Dictionary<'a> {
     pub values: Vec<&'a str>,
     pub codes: Vec<u32>,
-    index: std::collections::HashMap<&'a str, u32>,
+    index: IdMap<&'a str>,
 }
 
 impl<'a> Dictionary<'a> {
+    fn with_capacity(records: usize) -> Self {
+        Self {
+            values: Vec::new(),
+            codes: Vec::with_capacity(records),
+            index: IdMap::default(),
+        }
+    }
+
     fn push(&mut self, text: &'a str) {
         let next = self.values.len() as u32;
         let code = *self.index.entry(text).or_insert(next);
@@ -454,7 +467,16 @@ pub fn decode_analytics(payload: &[u8], count: usize) -> Option<AnalyticsColumns
     if reader.array_len()? != count {
         return None;
     }
-    let mut out = AnalyticsColumns::default();
+    // Reserved up front so the columns do not grow record by record; bounded, so that a
+    // payload whose header claims millions of records reserves no more than a real one.
+    let records = count.min(RESERVE_RECORDS);
+    let mut out = AnalyticsColumns {
+        timestamp_ns: Vec::with_capacity(records),
+        org_id: Dictionary::with_capacity(records),
+        api_id: Dictionary::with_capacity(records),
+        response_code: Vec::with_capacity(records),
+        latency_ms: Vec::with_capacity(records),
+    };
     for _ in 0..count {
         record(&mut reader, &mut out)?;
     }

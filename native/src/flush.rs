@@ -6,9 +6,7 @@
 //! it as a duplicate. Appending re-codes the message's ids into the flush's
 //! dictionaries: one lookup per distinct id of the message, not one per record.
 
-use std::collections::HashMap;
-
-use crate::decode::{AnalyticsColumns, Dictionary};
+use crate::decode::{AnalyticsColumns, Dictionary, IdMap};
 
 /// A dictionary-encoded string column that owns its values.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -27,7 +25,7 @@ impl OwnedDictionary {
 
     /// Dictionary-encode plain strings (the reference decoder's records).
     pub fn encode(texts: Vec<String>) -> Self {
-        let mut index: HashMap<String, u32> = HashMap::new();
+        let mut index: IdMap<String> = IdMap::default();
         let mut values = Vec::new();
         let codes = texts
             .into_iter()
@@ -87,7 +85,7 @@ impl From<AnalyticsColumns<'_>> for MessageColumns {
 #[derive(Debug, Default)]
 struct FlushDictionary {
     values: Vec<String>,
-    index: HashMap<String, u32>,
+    index: IdMap<String>,
     codes: Vec<u32>,
 }
 
