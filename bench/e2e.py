@@ -32,6 +32,7 @@ from typing import Any, Final
 import clickhouse_connect
 
 from bench.workload import WorkloadShape
+from pipelines.settings import WorkerSettings
 
 # tykpulse-no-wal: the same worker with its write-ahead log off (--no-wal), to show what durability costs
 DESIGNS: Final = ("tykpulse", "tykpulse-no-wal", "ceiling", "naive", "native")
@@ -58,7 +59,7 @@ class E2ESpec:
     shape: WorkloadShape
     duration_s: float
     rate: float = 0.0  # records/s; 0 = as fast as possible
-    flush_interval_s: float = 1.0
+    flush_interval_s: float = WorkerSettings.model_fields["flush_interval_s"].default  # the worker's
     quiet_s: float = 1.0  # publisher's trailing heartbeats; consumers stop after this much silence
 
     @property

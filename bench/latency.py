@@ -42,14 +42,14 @@ def _poll(sink: ClickHouseSink, stop: threading.Event, out: list[tuple[int, int]
         out.append((time.time_ns(), int(sink.client.command(LANDED_SQL) or 0)))
 
 
-def serve(endpoint: str, dsn: str, hwm: int, out: Path) -> None:
+def serve(endpoint: str, dsn: str, hwm: int, flush_interval_s: float, out: Path) -> None:
     """Run the worker with a poller until SIGTERM; write polls and the worker's counts."""
     logging.basicConfig(level=logging.WARNING)
     stop = stop_on_signals()
     sink = ClickHouseSink(ClickHouseSettings(clickhouse_dsn=dsn))
     sink.setup()
     firehose = FirehoseSettings(firehose=["@" + endpoint], rcvhwm=hwm)
-    worker = WorkerSettings(flush_interval_s=1.0, drain_timeout_s=1.0)
+    worker = WorkerSettings(flush_interval_s=flush_interval_s, drain_timeout_s=1.0)
     # with its write-ahead log, as `tykpulse run` runs by default
     wal_dir = Path(dsn.removeprefix("chdb://")).with_name("wal")
     journal = build_flusher(firehose, worker, WalSettings(), sink, directory=wal_dir)
@@ -67,6 +67,8 @@ def serve(endpoint: str, dsn: str, hwm: int, out: Path) -> None:
     final = int(sink.client.command(LANDED_SQL))
     sink.close()
     report = {
+        # the whole process (startup, worker threads, the poller): to compare flush intervals in one run
+        "cpu_s": time.process_time(),
         "polls": polls,
         "messages": summary.messages,
         "records": summary.records,
@@ -84,7 +86,7 @@ def measure(spec: E2ESpec) -> dict[str, Any]:
         endpoint = f"tcp://127.0.0.1:{free_port()}"
         command = [sys.executable, "-m", "bench.latency", "--endpoint", endpoint]
         command += ["--clickhouse", f"chdb://{workdir / 'ch'}", "--hwm", str(spec.hwm)]
-        command += ["--out", str(workdir / "polls.json")]
+        command += ["--flush-interval-s", str(spec.flush_interval_s), "--out", str(workdir / "polls.json")]
         log_path = workdir / "worker.log"
         with log_path.open("wb") as log:
             worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -104,7 +106,11 @@ def measure(spec: E2ESpec) -> dict[str, Any]:
         sent = json.loads((workdir / "sent.json").read_text())
         stamps = np.load(workdir / "stamps.npy")
     check_ground_truth(sent, got, spec.shape.records_per_message)
-    return _percentiles(stamps, got["polls"], spec)
+    return {
+        **_percentiles(stamps, got["polls"], spec),
+        "flush_interval_s": spec.flush_interval_s,
+        "cpu_per_record_us": got["cpu_s"] / got["landed"] * 1e6 if got["landed"] else 0.0,
+    }
 
 
 def _wait_ready(log_path: Path, worker: subprocess.Popen[bytes]) -> None:
@@ -144,9 +150,10 @@ def main() -> None:
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--clickhouse", required=True)
     parser.add_argument("--hwm", type=int, default=1000)
+    parser.add_argument("--flush-interval-s", type=float, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    serve(args.endpoint, args.clickhouse, args.hwm, args.out)
+    serve(args.endpoint, args.clickhouse, args.hwm, args.flush_interval_s, args.out)
 
 
 if __name__ == "__main__":

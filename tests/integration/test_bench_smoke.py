@@ -62,3 +62,11 @@ def test_bench_smoke_prints_a_sane_summary_line(tmp_path: Path) -> None:
     assert 0 < summary["one_core_bound_records_per_s"] < ceiling
     assert "One-core bound" in (tmp_path / "latest.md").read_text()
     assert "one-core bound" in done.stderr
+    # the latency phase also measures a shorter flush interval at the same rate, CPU per record with it
+    default, short = report["latency"], report["latency_short_flush"]
+    assert short["flush_interval_s"] < default["flush_interval_s"]
+    assert short["rate"] == default["rate"]
+    assert 0 < short["p99_visible_s"] < 60
+    assert 0 < short["cpu_per_record_us"] < 1_000
+    assert f"every {short['flush_interval_s']:g} s: p99" in done.stderr
+    assert "Flushing every" in (tmp_path / "latest.md").read_text()
