@@ -70,3 +70,25 @@ def test_bench_smoke_prints_a_sane_summary_line(tmp_path: Path) -> None:
     assert 0 < short["cpu_per_record_us"] < 1_000
     assert f"every {short['flush_interval_s']:g} s: p99" in done.stderr
     assert "Flushing every" in (tmp_path / "latest.md").read_text()
+
+
+def test_fixed_costs_reports_a_start_and_a_flush() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.fixed_costs", "--starts", "1", "--records", "2000", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    start = re.search(r"start: ([\d.]+) s of CPU until subscribed, ([\d.]+) s started", done.stdout)
+    assert start, done.stdout
+    until_subscribed, in_all = float(start.group(1)), float(start.group(2))
+    assert 0 < until_subscribed <= in_all
+    flush = re.search(
+        r"flush of 2,000 records into (\d) rollups: (\d+) ms of CPU to compute, (\d+)", done.stdout
+    )
+    assert flush, done.stdout
+    assert int(flush.group(1)) >= 2  # the bench workload has traffic, rate-limit hits, health, publishers
+    assert int(flush.group(3)) > 0
