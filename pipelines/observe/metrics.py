@@ -42,6 +42,9 @@ Every long-running command also exports (ServiceMetrics, read from its running c
     bridge tyk-webhook: tykpulse_webhook_events_accepted_total, tykpulse_records_published_total,
                    tykpulse_webhook_rejected_total{reason}
     proxy:         tykpulse_proxy_frames_total{side,direction}, tykpulse_proxy_bytes_total{side,direction}
+    db serve:      tykpulse_serve_queries_total{role,outcome}, tykpulse_serve_errors_total{status},
+                   tykpulse_serve_cancelled_total, tykpulse_serve_rows_written_total
+                   (`run` exports them too while it serves its own database)
     worker (Faust, through pipelines.observe.faust_sensor): tykpulse_kafka_records_consumed_total,
                    tykpulse_kafka_commits_total, tykpulse_kafka_rebalances_total,
                    tykpulse_kafka_assigned_partitions, tykpulse_messages_received_total,
@@ -310,8 +313,29 @@ ALERTS: Final = (
     Family("delivered", "tykpulse_alerts_delivered", "Alerts (firing and resolved) the webhook took."),
     Family("delivery_failures", "tykpulse_alert_delivery_failures", "POSTs to the webhook that failed."),
 )
+# the statuses a refusal of `db serve` usually has (exported at 0 from the start); others are counted too
+SERVE_ERROR_STATUSES: Final = ("400", "403", "404", "413", "500")
+DB_SERVE: Final = (
+    Family(
+        "queries",
+        "tykpulse_serve_queries",
+        "Statements run for readers and writers, by outcome (error: the engine or the gate refused it).",
+        labels=("role", "outcome"),
+        values=("reader/ok", "reader/error", "writer/ok", "writer/error"),
+    ),
+    Family(
+        "errors",
+        "tykpulse_serve_errors",
+        "Requests answered with an error, by HTTP status (browser guards, framing, size, credentials, SQL).",
+        labels=("status",),
+        values=SERVE_ERROR_STATUSES,
+    ),
+    Family("cancelled", "tykpulse_serve_cancelled", "Readers' queries dropped because the client went away."),
+    Family("rows_written", "tykpulse_serve_rows_written", "Rows the writers' inserts wrote."),
+)
 COMMAND_FAMILIES: Final[Mapping[str, tuple[Family, ...]]] = {
     "alerts run": ALERTS,
+    "db serve": DB_SERVE,
     "bridge kafka": KAFKA_BRIDGE,
     "bridge tyk": TYK_BRIDGE,
     "bridge tyk-webhook": WEBHOOK_BRIDGE,
@@ -367,6 +391,13 @@ def service_registry(
     registry.register(_StatsCollector(COMMAND_FAMILIES[command], readings))
     ProcessCollector(registry=registry)
     return registry
+
+
+def add_families(
+    registry: CollectorRegistry, families: tuple[Family, ...], readings: Callable[[], Readings]
+) -> None:
+    """Another part of the process exports its families too (the database a `run` worker serves)."""
+    registry.register(_StatsCollector(families, readings))
 
 
 def add_common(registry: CollectorRegistry, command: str, version: str, healthy: Callable[[], bool]) -> None:

@@ -131,6 +131,7 @@ def hang_up(sock: socket.socket, how: str) -> None:
 def test_a_reader_query_is_cancelled_when_its_client_goes_away(
     server: ClickHouseHttpServer, style: str, how: str
 ) -> None:
+    cancelled = server.stats.readings()["cancelled"]
     sock, mark = start_long_reader(server, style)
     time.sleep(0.5)  # well into the query
     assert running(server, mark) == 1
@@ -138,6 +139,8 @@ def test_a_reader_query_is_cancelled_when_its_client_goes_away(
     left = time.monotonic()
     wait_until(lambda: running(server, mark) == 0, "the query to leave system.processes", GONE_WITHIN_S)
     assert time.monotonic() - left < GONE_WITHIN_S
+    # counted for db serve's /metrics (the query's own outcome is never sent: nobody is there)
+    wait_until(lambda: server.stats.readings()["cancelled"] == cancelled + 1, "the cancel to be counted", 10)
     assert_usable(server)  # the reader slot it held is free
     as_writer(server, "CREATE TABLE default.after (x UInt64) ENGINE = MergeTree ORDER BY x")
     as_writer(server, "INSERT INTO default.after VALUES (1), (2)")

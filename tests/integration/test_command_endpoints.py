@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import clickhouse_connect
 import pytest
 import redis
 import zmq
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.publisher import FirehosePublisher
@@ -30,7 +32,7 @@ from tests.harness.kafka.broker import KafkaBroker
 from tests.harness.observed import Samples, announced_url, get, scrape, status, value
 from tests.harness.processes import Processes, free_port
 from tests.harness.redis import RedisServer
-from tests.harness.tykpulse import tykpulse, wait_for_endpoint, wait_until
+from tests.harness.tykpulse import http_get, tykpulse, wait_for_endpoint, wait_until
 from tests.helpers import analytics
 from tests.integration.test_faust_worker import produce
 from tests.integration.test_tyk_bridge import gateway_writes
@@ -266,14 +268,24 @@ def status_listing(runtime: Path) -> subprocess.CompletedProcess[str]:
 def test_run_serves_the_endpoint_by_default_and_status_finds_everything(
     processes: Processes, tmp_path: Path
 ) -> None:
-    firehose = free_port()
+    firehose, served = free_port(), free_port()
     runtime = tmp_path / "runtime"
     run = processes.start(
         "run", "run", "--firehose", f"tcp://127.0.0.1:{firehose}", "--runtime-dir", str(runtime),
         "--clickhouse", f"chdb://{tmp_path / 'clickhouse'}", "--flush-interval-s", "0.5",
+        "--serve", f"127.0.0.1:{served}",
     )  # fmt: skip
     url = announced_url(runtime, run)  # no --metrics-port: a free port, announced
     check_endpoints(url, "run")
+    # the database the worker serves is counted in the worker's own /metrics
+    wait_for_endpoint(served, run)
+    assert http_get(f"http://127.0.0.1:{served}/?query=SELECT%201") == b"1\n"
+    served_queries = eventually(
+        url,
+        lambda s: value(s, "tykpulse_serve_queries_total", role="reader", outcome="ok") >= 1,
+        "the served query counted",
+    )
+    assert value(served_queries, "tykpulse_serve_errors_total", status="403") == 0
     _, proxy_url = start(
         processes, runtime, "proxy", "proxy",
         "--frontend", f"@tcp://127.0.0.1:{free_port()}", "--backend", f"@tcp://127.0.0.1:{free_port()}",
@@ -347,3 +359,34 @@ def test_alerts_run_counts_evaluations_and_deliveries(
     received = [alert["labels"].get("alertname") for _, alert in alert_receiver.alerts()]
     assert "always_one" in received
     stopped_cleanly(processes, "alerts", runtime)
+
+
+def test_db_serve_counts_statements_refusals_and_rows_written(processes: Processes, tmp_path: Path) -> None:
+    runtime, port = tmp_path / "run", free_port()
+    db, url = start(
+        processes, runtime, "db", "db", "serve", "--path", f"chdb://{tmp_path / 'db'}",
+        "--listen", f"127.0.0.1:{port}", "--writer-password", "s3cret",
+    )  # fmt: skip
+    wait_for_endpoint(port, db)
+    writer = clickhouse_connect.get_client(
+        host="127.0.0.1", port=port, username="tykpulse", password="s3cret"
+    )
+    writer.command("CREATE TABLE default.t (x UInt64) ENGINE = MergeTree ORDER BY x")
+    writer.insert("default.t", [[1], [2], [3], [4]], column_names=["x"])
+    reader = clickhouse_connect.get_client(host="127.0.0.1", port=port)
+    assert reader.command("SELECT sum(x) FROM default.t") == 10
+    with pytest.raises(DatabaseError):
+        reader.command("SELECT * FROM file('/etc/hostname', 'RawBLOB')")
+    samples = eventually(
+        url, lambda s: value(s, "tykpulse_serve_rows_written_total") == 4, "the insert's rows counted"
+    )
+    check_endpoints(url, "db serve")
+    assert value(samples, "tykpulse_serve_queries_total", role="writer", outcome="ok") >= 2
+    assert value(samples, "tykpulse_serve_queries_total", role="reader", outcome="ok") >= 1
+    assert value(samples, "tykpulse_serve_queries_total", role="reader", outcome="error") == 1
+    assert value(samples, "tykpulse_serve_errors_total", status="403") == 1
+    assert value(samples, "tykpulse_serve_errors_total", status="400") == 0
+    assert value(samples, "tykpulse_serve_cancelled_total") == 0
+    writer.close()
+    reader.close()
+    stopped_cleanly(processes, "db", runtime)

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
+from pipelines.cli.observe import NO_FLUSHES, serving
 from pipelines.cli.options import deprecated_alias, pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
+from pipelines.observe.service import ServiceWatch
+from pipelines.settings import ObservabilitySettings
 from sinks.clickhouse.client import connect, parse_dsn
 from sinks.clickhouse.contract import DATABASE
 from sinks.clickhouse.serve.server import ClickHouseHttpServer
@@ -83,8 +86,11 @@ def _embedded_path(_ctx: click.Context, _param: click.Parameter, value: str) -> 
 )
 @deprecated_alias("--database", "database", "--clickhouse-database")
 @settings_options(ServeSettings, flags={"serve_listen": "--listen"})
-@pass_settings(ServeSettings)
-def serve(settings: ServeSettings, path: Path, with_schema: bool, database: str) -> None:
+@settings_options(ObservabilitySettings, exclude=NO_FLUSHES)
+@pass_settings(ServeSettings, ObservabilitySettings)
+def serve(
+    settings: ServeSettings, observe: ObservabilitySettings, path: Path, with_schema: bool, database: str
+) -> None:
     """Own the embedded database and serve it over ClickHouse's HTTP interface.
 
     Several writers (workers with --clickhouse http://WRITER:PASSWORD@HOST:PORT)
@@ -92,6 +98,8 @@ def serve(settings: ServeSettings, path: Path, with_schema: bool, database: str)
     embedded database, which chDB otherwise locks to a single process. Readers
     use the read-only user (--reader-user, `default` without a password unless
     set); writing needs --writer-user/--writer-password. Runs until SIGINT/SIGTERM.
+    /metrics counts statements by role and outcome, refusals by HTTP status and the
+    rows writers wrote (--metrics-port; `tykpulse status` finds it).
     """
     if not settings.enabled:
         msg = "--listen is off: nothing to serve"
@@ -106,8 +114,14 @@ def serve(settings: ServeSettings, path: Path, with_schema: bool, database: str)
         server.close()
         raise click.ClickException(str(exc)) from exc
     click.echo(f"tykpulse db serve: {server.url} (database {server.engine.connection_string})", err=True)
+
+    def health() -> tuple[bool, str]:
+        alive = server.serving
+        return alive, "ok: serving" if alive else "unhealthy: the HTTP thread stopped"
+
     try:
-        stop.wait()
+        with serving(observe, ServiceWatch("db serve", server.stats.readings, health), "db serve"):
+            stop.wait()
     finally:
         server.close()
     log.info("db serve stopped")

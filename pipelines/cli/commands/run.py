@@ -15,6 +15,7 @@ from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
 from pipelines.errors import ConfigurationError
 from pipelines.keys import worker_with_key
+from pipelines.observe.metrics import DB_SERVE, add_families
 from pipelines.observe.watch import WorkerWatch
 from pipelines.runners.local import LocalRunner, RunSummary
 from pipelines.security.notices import notice_check
@@ -154,6 +155,8 @@ def command(
     metrics = contextlib.ExitStack()
     metrics.enter_context(serving(observe, watch, "run"))
     server = serve_embedded(clickhouse, serve)
+    if server is not None:
+        add_families(watch.registry, DB_SERVE, server.stats.readings)
     try:
         runner = LocalRunner(
             firehose,

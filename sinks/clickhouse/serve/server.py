@@ -59,6 +59,7 @@ from sinks.clickhouse.serve.request import (
     query_id,
 )
 from sinks.clickhouse.serve.settings import ServeSettings
+from sinks.clickhouse.serve.stats import ServeStats
 from sinks.errors import SinkRejectedError, SinkUnavailableError
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         headers = {name.lower(): value for name, value in self.headers.items()}
         client_query_id = ""
+        role: Role | None = None
+        stats = self.server.stats
         try:
             self._allowed_origin = self.server.access.check_browser(headers, self._local_address())
             client_query_id = query_id(params)
@@ -135,6 +138,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply_ok()
                 return
             if url.path not in ("", "/"):
+                stats.refused(404, role)
                 self._reply(404, b"There is no handle " + url.path.encode() + b"\n", "text/plain")
                 return
             creds = credentials(headers, params)
@@ -148,14 +152,20 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             outcome = self._run(query, role, creds)
             if outcome is None:
+                stats.cancelled()
                 self.close_connection = True
                 return
+            # counted before the reply, so a client that has its answer also finds it counted
+            stats.answered(role, _rows_written(outcome))
             self._reply_outcome(outcome, query.query_id, query.response_encoding, query.block_compression)
         except ServeError as exc:
+            stats.refused(exc.status, role)
             self._reply_error(exc, client_query_id)
         except Exception as exc:
             log.exception("unexpected error serving a query")
-            self._reply_error(ServeError(UNKNOWN_EXCEPTION, f"{type(exc).__name__}: {exc}"), client_query_id)
+            error = ServeError(UNKNOWN_EXCEPTION, f"{type(exc).__name__}: {exc}")
+            stats.refused(error.status, role)
+            self._reply_error(error, client_query_id)
         finally:
             self._expect_continue = False
             if self._body_pending:
@@ -255,6 +265,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _rows_written(outcome: Outcome) -> int:
+    written = outcome.summary.get("written_rows", "0")
+    return int(written) if written.isdigit() else 0
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # a restarted endpoint must be able to take its port back at once
@@ -268,9 +283,11 @@ class _Server(ThreadingHTTPServer):
         *,
         max_request_bytes: int,
         max_decompressed_bytes: int,
+        stats: ServeStats,
     ) -> None:
         self.engine = engine
         self.access = access
+        self.stats = stats
         self.max_request_bytes = max_request_bytes
         self.max_decompressed_bytes = max_decompressed_bytes
         super().__init__(address, _Handler)
@@ -297,8 +314,15 @@ class ClickHouseHttpServer:
             max_per_user=settings.serve_max_sessions_per_user,
             max_reader_timeout_s=settings.serve_max_session_timeout_s,
         )
+        # kept here, not on the HTTP server, so the counts outlive a close and read 0 before start
+        self.stats = ServeStats()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def serving(self) -> bool:
+        """The HTTP thread is alive (the health of `db serve`)."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -331,6 +355,7 @@ class ClickHouseHttpServer:
                 access,
                 max_request_bytes=self.settings.serve_max_request_mb << 20,
                 max_decompressed_bytes=self.settings.serve_max_decompressed_mb << 20,
+                stats=self.stats,
             )
         except OSError as exc:
             self.engine.close()
