@@ -29,6 +29,7 @@ from pipelines.firehose.subscriber import FirehoseSubscriber
 from pipelines.ingest import Ingestor, build_ingestor
 from pipelines.journal import Journal, RunSummary
 from pipelines.memory_journal import MemoryJournal
+from pipelines.observe.thread_names import name_os_thread
 from pipelines.observe.watch import WorkerWatch
 from pipelines.security.curve import CurveSession
 from pipelines.settings import FirehoseSettings, WorkerSettings
@@ -118,6 +119,7 @@ class LocalRunner:
         return self._summarise()
 
     def _receive(self, subscriber: FirehoseSubscriber, stop: threading.Event) -> None:
+        name_os_thread()
         try:
             self._receive_until(subscriber, stop)
         except Exception as exc:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Final, Generic, TypeVar
 
 from pipelines.errors import PipelineError
+from pipelines.observe.thread_names import name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class Handoff(Generic[T]):
             raise StageStoppedError(msg)
 
     def _run(self) -> None:
+        name_os_thread()
         try:
             while (item := self._queue.get()) is not None:
                 self.handle(item)

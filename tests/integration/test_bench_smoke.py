@@ -92,3 +92,23 @@ def test_fixed_costs_reports_a_start_and_a_flush() -> None:
     assert flush, done.stdout
     assert int(flush.group(1)) >= 2  # the bench workload has traffic, rate-limit hits, health, publishers
     assert int(flush.group(3)) > 0
+
+
+def test_thread_cpu_names_the_workers_threads() -> None:
+    """The per-thread breakdown of a real worker finds its named threads in the kernel's table."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.thread_cpu", "--duration", "9", "--warmup", "2", "--rate", "50000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    total = re.search(r"([\d,]+) records in the window, ([\d.]+) us of worker CPU per record", done.stdout)
+    assert total, done.stdout
+    assert int(total.group(1).replace(",", "")) > 0
+    threads = dict(re.findall(r"^  (\S.*?)\s+([\d.]+) us/record$", done.stdout, re.MULTILINE))
+    for name in ("wal-append", "receiver", "main (flushes)"):
+        assert float(threads[name]) > 0, done.stdout
+    assert sum(map(float, threads.values())) <= float(total.group(2)) + 0.01
