@@ -22,6 +22,7 @@ flush meets its first attempt's tokens there), and the views read the
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Final
 
 from sinks.clickhouse.contract import (
@@ -257,6 +258,48 @@ def schema_statements(db: str = DATABASE, layout: ClusterLayout | None = None) -
         statements += _table_statements(registry, [None], db, layout)
     statements.append(positions_table(db, layout))
     return statements
+
+
+def materialized_view_names(db: str = DATABASE) -> list[str]:
+    """The qualified names of the contract's materialized views (one per state table)."""
+    return list(_views(db))
+
+
+def _views(db: str) -> dict[str, Table]:
+    views: dict[str, Table] = {f"{db}.{_named(r, grain, '_mv')}": r for r in ROLLUPS for grain in GRAINS}
+    views.update({f"{db}.{_named(r, None, '_mv')}": r for r in REGISTRIES})
+    return views
+
+
+_MODIFY_QUERY: Final = re.compile(r"ALTER TABLE (\S+)(?: ON CLUSTER \S+)?\s+MODIFY QUERY\b")
+
+
+def modified_view(statement: str) -> str | None:
+    """The view whose query `statement` replaces (an upgrade_view statement), else None."""
+    match = _MODIFY_QUERY.match(statement)
+    return match.group(1) if match else None
+
+
+def view_is_current(view: str, as_select: str, db: str = DATABASE) -> bool:
+    """Whether a view's query (system.tables.as_select) already folds every measure of its table."""
+    table = _views(db).get(view)
+    if table is None:
+        return False
+    query = as_select.replace("`", "")
+    return all(f" AS {m.name}" in query for m in table.measures)
+
+
+def reattach_statements(views: list[str]) -> list[str]:
+    """DETACH and ATTACH each of `views` (qualified names), in that order, view by view.
+
+    The engine names a materialized view in the deduplication ids of its blocks
+    by its UUID when it was loaded or attached, but by its name in the process
+    that created it or replaced its query (ALTER ... MODIFY QUERY): a flush sent
+    to that process and retried after a restart (a crash, an upgrade) would land
+    twice in the view (measured with chDB 4.4, ClickHouse 26.9). Attached again
+    at once, the view is named as every later process names it.
+    """
+    return [f"{verb} TABLE {view}" for view in views for verb in ("DETACH", "ATTACH")]
 
 
 def view_names() -> list[str]:

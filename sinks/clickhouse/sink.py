@@ -19,7 +19,15 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from sinks.clickhouse.client import connect, parse_dsn
 from sinks.clickhouse.contract import TABLES_BY_NAME
-from sinks.clickhouse.ddl import ClusterLayout, insert_table, schema_statements
+from sinks.clickhouse.ddl import (
+    ClusterLayout,
+    insert_table,
+    materialized_view_names,
+    modified_view,
+    reattach_statements,
+    schema_statements,
+    view_is_current,
+)
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from sinks.redact import redact
@@ -165,12 +173,48 @@ class ClickHouseSink:
 
 
 def apply_schema(client: Any, database: str, layout: ClusterLayout | None = None) -> float:
-    """Create or update every object of the output contract; returns seconds taken."""
+    """Create or update every object of the output contract; returns seconds taken.
+
+    A view's query is replaced (upgrade) only when it lacks a measure, and on a
+    single server every view this call creates or upgrades is attached again at
+    once (see ddl.reattach_statements: otherwise a flush retried after the
+    server restarts can land twice in it). Views already current are left
+    alone, so writers running meanwhile never miss a view. A cluster's views are
+    not attached again (ON CLUSTER DDL runs on every node asynchronously).
+    """
     started = time.perf_counter()
+    views = _view_queries(client, database)
+    touched: list[str] = []
     for statement in schema_statements(database, layout):
-        try:
-            client.command(statement)
-        except (ClickHouseError, OSError) as exc:
-            first_line = statement.splitlines()[0]
-            raise translate(exc, f"schema statement {first_line!r}") from exc
+        view = modified_view(statement)
+        if view is not None:
+            if view not in views or view_is_current(view, views[view], database):
+                continue  # created just now with its current query, or upgraded before
+            touched.append(view)
+        _run_schema_statement(client, statement)
+    if layout is None:
+        touched += [view for view in materialized_view_names(database) if view not in views]
+        for statement in reattach_statements(touched):
+            _run_schema_statement(client, statement)
     return time.perf_counter() - started
+
+
+def _run_schema_statement(client: Any, statement: str) -> None:
+    try:
+        client.command(statement)
+    except (ClickHouseError, OSError) as exc:
+        first_line = statement.splitlines()[0]
+        raise translate(exc, f"schema statement {first_line!r}") from exc
+
+
+def _view_queries(client: Any, database: str) -> dict[str, str]:
+    """The materialized views `database` holds now: qualified name -> query (as_select)."""
+    sql = (
+        "SELECT concat(database, '.', name), as_select FROM system.tables "
+        "WHERE database = {database:String} AND engine = 'MaterializedView'"
+    )
+    try:
+        rows = client.query(sql, parameters={"database": database}).result_rows
+    except (ClickHouseError, OSError) as exc:
+        raise translate(exc, "listing the materialized views") from exc
+    return {name: query for name, query in rows}

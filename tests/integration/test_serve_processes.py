@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from pipelines.ingest import Ingestor
 from pipelines.keys import KeyHasher
 from pipelines.rollups import compute
 from pipelines.simulate.verify import check_all, fetch_view
+from sinks.clickhouse.ddl import view_names
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.conftest import T0_NS
@@ -286,3 +288,93 @@ def test_the_database_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path
     finally:
         reader.close()
         assert stop(server) == 0
+
+
+def every_view(client: Any, database: str) -> dict[str, list[str]]:
+    views = {v: sorted(map(repr, fetch_view(client, database, v))) for v in view_names()}
+    views["publishers"] = sorted(map(repr, client.query(f"SELECT * FROM {database}.publishers").result_rows))
+    return views
+
+
+def reference_views(path: Path) -> dict[str, list[str]]:
+    """Every view after partials(1) was written once, to a database of its own."""
+    sink = ClickHouseSink(ClickHouseSettings(clickhouse_dsn=f"chdb://{path}", clickhouse_database="once"))
+    try:
+        sink.setup()
+        sink.write(partials(1), "flush-1")
+        return every_view(sink.client, "once")
+    finally:
+        sink.close()
+
+
+def serve_on(path: Path, port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(
+        tykpulse(
+            "db", "serve", "--path", str(path), "--listen", f"127.0.0.1:{port}",
+            "--writer-password", WRITER_PASSWORD,
+        )
+    )  # fmt: skip
+    wait_for_endpoint(port, server)
+    return server
+
+
+def test_a_flush_retried_after_the_database_restarts_lands_once(tmp_path: Path) -> None:
+    """The first flush a fresh `db serve` takes, sent again after a SIGKILL, lands once in every view.
+
+    The process that creates (or upgrades) a materialized view names it differently in
+    its blocks' deduplication ids than every later process (sinks.clickhouse.ddl.
+    reattach_statements): without the views attached again, ingest_health and
+    publishers doubled here.
+    """
+    port = free_port()
+    server = serve_on(tmp_path / "shared", port)
+    dsn = f"http://tykpulse:{WRITER_PASSWORD}@127.0.0.1:{port}"
+    settings = ClickHouseSettings(clickhouse_dsn=dsn, clickhouse_database="tykpulse")
+    try:
+        first = ClickHouseSink(settings)
+        first.setup()
+        first.write(partials(1), "flush-1")
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+        server = serve_on(tmp_path / "shared", port)
+        first.write(partials(1), "flush-1")  # the running worker's retry
+        first.close()
+        restarted = ClickHouseSink(settings)  # and a worker started again, which applies the schema first
+        try:
+            restarted.setup()
+            restarted.write(partials(1), "flush-1")
+            got = every_view(restarted.client, "tykpulse")
+        finally:
+            restarted.close()
+        assert stop(server) == 0
+    finally:
+        stop(server)
+    expected = reference_views(tmp_path / "reference")
+    assert all(expected[view] for view in ("ingest_health_1m", "publishers", "traffic_1m"))
+    assert got == expected
+
+
+RETRY_EMBEDDED = """
+import sys
+from sinks.clickhouse.settings import ClickHouseSettings
+from sinks.clickhouse.sink import ClickHouseSink
+from tests.integration.test_serve_processes import partials
+sink = ClickHouseSink(ClickHouseSettings(clickhouse_dsn=sys.argv[1], clickhouse_database="tykpulse"))
+sink.setup()
+sink.write(partials(1), "flush-1")
+sink.close()
+"""
+
+
+def test_a_flush_retried_by_a_restarted_embedded_worker_lands_once(tmp_path: Path) -> None:
+    """The same with the embedded engine: each write in a process of its own, the first one creating."""
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    for _ in range(3):
+        subprocess.run([sys.executable, "-c", RETRY_EMBEDDED, dsn], check=True, timeout=120)
+    sink = ClickHouseSink(ClickHouseSettings(clickhouse_dsn=dsn, clickhouse_database="tykpulse"))
+    try:
+        got = every_view(sink.client, "tykpulse")
+    finally:
+        sink.close()
+    expected = reference_views(tmp_path / "reference")
+    assert got == expected
