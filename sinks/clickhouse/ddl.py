@@ -274,6 +274,15 @@ def _views(db: str) -> dict[str, Table]:
 _MODIFY_QUERY: Final = re.compile(r"ALTER TABLE (\S+)(?: ON CLUSTER \S+)?\s+MODIFY QUERY\b")
 
 
+_CREATE_VIEW: Final = re.compile(r"CREATE MATERIALIZED VIEW IF NOT EXISTS (\S+?)(?: ON CLUSTER \S+)? TO ")
+
+
+def created_view(statement: str) -> str | None:
+    """The view `statement` creates (a materialized_view statement), else None."""
+    match = _CREATE_VIEW.match(statement)
+    return match.group(1) if match else None
+
+
 def modified_view(statement: str) -> str | None:
     """The view whose query `statement` replaces (an upgrade_view statement), else None."""
     match = _MODIFY_QUERY.match(statement)

@@ -21,8 +21,8 @@ from sinks.clickhouse.client import connect, parse_dsn
 from sinks.clickhouse.contract import TABLES_BY_NAME
 from sinks.clickhouse.ddl import (
     ClusterLayout,
+    created_view,
     insert_table,
-    materialized_view_names,
     modified_view,
     reattach_statements,
     schema_statements,
@@ -34,6 +34,8 @@ from sinks.redact import redact
 
 log = logging.getLogger(__name__)
 
+# ClickHouse's TABLE_ALREADY_EXISTS: another writer created the object first.
+TABLE_ALREADY_EXISTS: Final = 57
 _DEDUP_SETTINGS: Final = {"deduplicate_blocks_in_dependent_materialized_views": 1, "insert_deduplicate": 1}
 # Through a Distributed table, an insert returns only once every shard has its rows (and their tokens).
 _CLUSTER_SETTINGS: Final = {"distributed_foreground_insert": 1}
@@ -175,36 +177,53 @@ class ClickHouseSink:
 def apply_schema(client: Any, database: str, layout: ClusterLayout | None = None) -> float:
     """Create or update every object of the output contract; returns seconds taken.
 
-    A view's query is replaced (upgrade) only when it lacks a measure, and on a
-    single server every view this call creates or upgrades is attached again at
-    once (see ddl.reattach_statements: otherwise a flush retried after the
-    server restarts can land twice in it). Views already current are left
-    alone, so writers running meanwhile never miss a view. A cluster's views are
-    not attached again (ON CLUSTER DDL runs on every node asynchronously).
+    A view's query is replaced (upgrade) only when it lacks a measure. On a
+    single server, a view this call creates or upgrades is attached again right
+    after that statement (see ddl.reattach_statements: otherwise a flush retried
+    after the server restarts can land twice in it). Only the call that really
+    creates a view does so (several workers may start on a fresh database at
+    once), and views already current are left alone, so writers running
+    meanwhile never miss a view. A cluster's views are not attached again (ON
+    CLUSTER DDL runs on every node asynchronously; docs/scaling.md).
     """
     started = time.perf_counter()
     views = _view_queries(client, database)
-    touched: list[str] = []
     for statement in schema_statements(database, layout):
-        view = modified_view(statement)
-        if view is not None:
-            if view not in views or view_is_current(view, views[view], database):
-                continue  # created just now with its current query, or upgraded before
-            touched.append(view)
-        _run_schema_statement(client, statement)
-    if layout is None:
-        touched += [view for view in materialized_view_names(database) if view not in views]
-        for statement in reattach_statements(touched):
-            _run_schema_statement(client, statement)
+        upgraded = modified_view(statement)
+        if upgraded is not None and (
+            upgraded not in views or view_is_current(upgraded, views[upgraded], database)
+        ):
+            continue  # created just now with its current query, or upgraded before
+        created = created_view(statement)
+        if layout is None and created is not None and created not in views:
+            if _create_view(client, statement):
+                _run_schema_statements(client, reattach_statements([created]))
+            continue
+        _run_schema_statements(client, [statement])
+        if layout is None and upgraded is not None:
+            _run_schema_statements(client, reattach_statements([upgraded]))
     return time.perf_counter() - started
 
 
-def _run_schema_statement(client: Any, statement: str) -> None:
+def _create_view(client: Any, statement: str) -> bool:
+    """Run a view's CREATE as a plain CREATE: False if another writer created the view meanwhile."""
     try:
-        client.command(statement)
+        client.command(statement.replace(" IF NOT EXISTS ", " ", 1))
     except (ClickHouseError, OSError) as exc:
+        if _error_code(exc) == TABLE_ALREADY_EXISTS:
+            return False
         first_line = statement.splitlines()[0]
         raise translate(exc, f"schema statement {first_line!r}") from exc
+    return True
+
+
+def _run_schema_statements(client: Any, statements: list[str]) -> None:
+    for statement in statements:
+        try:
+            client.command(statement)
+        except (ClickHouseError, OSError) as exc:
+            first_line = statement.splitlines()[0]
+            raise translate(exc, f"schema statement {first_line!r}") from exc
 
 
 def _view_queries(client: Any, database: str) -> dict[str, str]:

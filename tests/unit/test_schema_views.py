@@ -47,3 +47,9 @@ def test_views_are_attached_again_one_by_one() -> None:
         "DETACH TABLE d.b_mv",
         "ATTACH TABLE d.b_mv",
     ]
+
+
+def test_every_view_is_created_by_one_statement_that_names_it() -> None:
+    for layout in (None, ddl.ClusterLayout("c1")):
+        created = [ddl.created_view(s) for s in ddl.schema_statements("db", layout)]
+        assert [v for v in created if v is not None] == ddl.materialized_view_names("db")
