@@ -18,7 +18,9 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports():
+# Only the project is instrumented: instrumented numpy and polars gave wrong results (the flush's
+# id columns came out null), so every input, the empty one first, looked like good records lost.
+with atheris.instrument_imports(include=["pipelines"]):
     from pipelines.ingest import Ingestor
     from pipelines.rollups import compute
 
