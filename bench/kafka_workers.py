@@ -169,7 +169,9 @@ class Process:
         self.name = name
         self.log_path = logs / f"{name}.log"
         with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+            # from the round's own directory: a worker writing to `db serve` keeps its key file and
+            # Faust's files under its working directory, which must not be the user's checkout
+            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=logs)
 
     def check(self) -> None:
         if self.proc.poll() is not None:

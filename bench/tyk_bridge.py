@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -80,7 +81,12 @@ class Counter:
         self.thread.join()
 
 
-def bench_redis(records: int, batch: int) -> None:
+def start_bridge(args: list[str], workdir: Path) -> subprocess.Popen[bytes]:
+    """A bridge run from `workdir`, so its default key file (data/ there) is not the checkout's."""
+    return subprocess.Popen([*CLI, "bridge", *args], cwd=workdir)
+
+
+def bench_redis(records: int, batch: int, workdir: Path) -> None:
     element = (FIXTURES / "001.msgpack").read_bytes()
     context: zmq.Context[Any] = zmq.Context()
     with RedisServer() as server:
@@ -90,8 +96,8 @@ def bench_redis(records: int, batch: int) -> None:
         port = free_port()
         counter = Counter(context, port, b"tyk.analytics")
         flags = ["--drain-batch", str(batch), "--no-notifications"]
-        bridge = subprocess.Popen(
-            [*CLI, "bridge", "tyk", "--redis", server.url, "--publish", f"tcp://127.0.0.1:{port}", *flags]
+        bridge = start_bridge(
+            ["tyk", "--redis", server.url, "--publish", f"tcp://127.0.0.1:{port}", *flags], workdir
         )
         counter.wait(records, 300)
         stop_process(bridge, 30)
@@ -126,20 +132,13 @@ async def _post_all(port: int, bodies: list[bytes], connections: int, depth: int
     return answered
 
 
-def bench_webhook(posts: int) -> None:
+def bench_webhook(posts: int, workdir: Path) -> None:
     context: zmq.Context[Any] = zmq.Context()
     zmq_port, http_port = free_port(), free_port()
     counter = Counter(context, zmq_port, b"tyk.event.")
-    bridge = subprocess.Popen(
-        [
-            *CLI,
-            "bridge",
-            "tyk-webhook",
-            "--listen",
-            f"127.0.0.1:{http_port}",
-            "--publish",
-            f"tcp://127.0.0.1:{zmq_port}",
-        ]
+    bridge = start_bridge(
+        ["tyk-webhook", "--listen", f"127.0.0.1:{http_port}", "--publish", f"tcp://127.0.0.1:{zmq_port}"],
+        workdir,
     )
     while True:
         try:
@@ -182,10 +181,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.only in (None, "decode"):
         bench_decode(args.records)
-    if args.only in (None, "redis"):
-        bench_redis(args.records * 2, args.batch)
-    if args.only in (None, "webhook"):
-        bench_webhook(args.posts)
+    with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
+        if args.only in (None, "redis"):
+            bench_redis(args.records * 2, args.batch, Path(tmp))
+        if args.only in (None, "webhook"):
+            bench_webhook(args.posts, Path(tmp))
 
 
 if __name__ == "__main__":
