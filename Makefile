@@ -55,7 +55,6 @@ unit component integration: $(STAMP) services  ## run one tier of the suite
 
 FUZZ_SECONDS ?= 600
 fuzz: $(STAMP)  ## long fuzzing of the decoder and worker loop: atheris (FUZZ_SECONDS) + 20k hypothesis examples
-	$(PY) -m pip install -q -e '.[dev,fuzz]'
 	mkdir -p .cache/fuzz-corpus
 	$(PY) -m tests.fuzz.ingest_fuzzer .cache/fuzz-corpus -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096
 	TYKPULSE_HYPOTHESIS_PROFILE=long $(PY) -m pytest -p no:cacheprovider --timeout=0 tests/unit/test_fuzz_ingest.py tests/unit/test_hostile_input.py

@@ -12,6 +12,8 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, settings
 
+from pipelines.keys import KEY_FILE_NAME
+from pipelines.wal.build import DEFAULT_WAL_DIR
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.harness.processes import free_port
@@ -36,7 +38,7 @@ settings.load_profile(os.environ.get("TYKPULSE_HYPOTHESIS_PROFILE", "default"))
 # the developer's own runs, and a log a failed test left behind is replayed into the next test's
 # database. So every test runs in a directory of its own (_own_working_directory), and the session
 # fails if the checkout's own places changed anyway.
-_DEFAULT_PLACES = (Path("data") / "wal", Path("data") / "key-digest.secret", Path("data") / "faust")
+_DEFAULT_PLACES = (DEFAULT_WAL_DIR, DEFAULT_WAL_DIR.parent / KEY_FILE_NAME, DEFAULT_WAL_DIR.parent / "faust")
 _PLACES_KEY = pytest.StashKey[tuple[Path, dict[Path, tuple[int, ...]]]]()
 
 
