@@ -2,6 +2,8 @@
 
 from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
 from typing_extensions import Buffer
 
 def crc32c(data: Buffer, crc: int = 0) -> int:
@@ -50,3 +52,25 @@ class FlushColumns:
     def append(self, message: MessageColumns) -> None: ...
     def __len__(self) -> int: ...
     def columns(self) -> Columns: ...
+
+# (offsets, buckets, counts): key i's histogram is buckets[offsets[i]:offsets[i + 1]] (little-endian
+# int64 offsets, one more than there are keys; uint16 buckets; uint64 counts)
+Histograms = tuple[bytes, bytes, bytes]
+# (window_start, org codes, api codes) as little-endian uint32, one per key, sorted by key;
+# (requests, status_4xx, status_429, status_5xx) as little-endian uint64; the latency histograms
+TrafficRows = tuple[bytes, bytes, bytes, tuple[bytes, bytes, bytes, bytes], Histograms]
+
+def traffic_rows(
+    window_start: npt.NDArray[np.uint32],
+    org_codes: npt.NDArray[np.uint32],
+    api_codes: npt.NDArray[np.uint32],
+    response_code: npt.NDArray[np.int64],
+    latency_ms: npt.NDArray[np.int64],
+    thresholds: npt.NDArray[np.int64],
+) -> TrafficRows:
+    """The traffic rollup's rows of a flush's analytics records, aggregated with the GIL released.
+
+    The histogram's thresholds are LogHistogram.thresholds(). Records with a negative response
+    code are left out. ValueError when the columns differ in length or the thresholds are out of
+    order; BufferError when an array's type is not the one named here.
+    """

@@ -8,6 +8,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::decode;
 use crate::flush::{FlushColumns, MessageColumns, OwnedDictionary};
+use crate::traffic;
 use crate::wal;
 
 /// Below this many bytes a checksum keeps the GIL: at several GB/s it takes
@@ -66,13 +67,11 @@ fn record_crc(py: Python<'_>, head: &[u8], frames: Vec<Bound<'_, PyAny>>) -> PyR
 }
 
 fn int64_bytes<'py>(py: Python<'py>, values: &[i64]) -> Bound<'py, PyBytes> {
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    PyBytes::new(py, &raw)
+    le_bytes(py, values, i64::to_le_bytes)
 }
 
 fn uint32_bytes<'py>(py: Python<'py>, values: &[u32]) -> Bound<'py, PyBytes> {
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    PyBytes::new(py, &raw)
+    le_bytes(py, values, u32::to_le_bytes)
 }
 
 type Dictionary<'py> = (Bound<'py, PyList>, Bound<'py, PyBytes>);
@@ -189,10 +188,81 @@ impl PyFlushColumns {
     }
 }
 
+fn le_bytes<'py, T: Copy, const N: usize>(
+    py: Python<'py>,
+    values: &[T],
+    to_le: fn(T) -> [u8; N],
+) -> Bound<'py, PyBytes> {
+    let raw: Vec<u8> = values.iter().flat_map(|v| to_le(*v)).collect();
+    PyBytes::new(py, &raw)
+}
+
+type TrafficColumns<'py> = (
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    [Bound<'py, PyBytes>; 4],
+    (
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+    ),
+);
+
+/// traffic_rows(window_start, org_codes, api_codes, response_code, latency_ms, thresholds):
+/// the traffic rollup's partial rows of a flush, aggregated with the GIL released.
+#[pyfunction]
+fn traffic_rows<'py>(
+    py: Python<'py>,
+    window_start: PyBuffer<u32>,
+    org_codes: PyBuffer<u32>,
+    api_codes: PyBuffer<u32>,
+    response_code: PyBuffer<i64>,
+    latency_ms: PyBuffer<i64>,
+    thresholds: PyBuffer<i64>,
+) -> PyResult<TrafficColumns<'py>> {
+    let window_start = window_start.to_vec(py)?;
+    let org = org_codes.to_vec(py)?;
+    let api = api_codes.to_vec(py)?;
+    let response_code = response_code.to_vec(py)?;
+    let latency_ms = latency_ms.to_vec(py)?;
+    let thresholds = thresholds.to_vec(py)?;
+    let rows = py.allow_threads(|| {
+        let buckets = traffic::Buckets::new(&thresholds).ok_or("thresholds out of order")?;
+        let records = traffic::Records {
+            window_start: &window_start,
+            org: &org,
+            api: &api,
+            response_code: &response_code,
+            latency_ms: &latency_ms,
+        };
+        traffic::aggregate(records, &buckets).ok_or("columns of different lengths")
+    });
+    let rows = rows.map_err(PyValueError::new_err)?;
+    Ok((
+        le_bytes(py, &rows.window_start, u32::to_le_bytes),
+        le_bytes(py, &rows.org, u32::to_le_bytes),
+        le_bytes(py, &rows.api, u32::to_le_bytes),
+        [
+            &rows.requests,
+            &rows.status_4xx,
+            &rows.status_429,
+            &rows.status_5xx,
+        ]
+        .map(|column| le_bytes(py, column, u64::to_le_bytes)),
+        (
+            le_bytes(py, &rows.offsets, i64::to_le_bytes),
+            le_bytes(py, &rows.buckets, u16::to_le_bytes),
+            le_bytes(py, &rows.counts, u64::to_le_bytes),
+        ),
+    ))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32c_py, m)?)?;
     m.add_function(wrap_pyfunction!(record_crc, m)?)?;
+    m.add_function(wrap_pyfunction!(traffic_rows, m)?)?;
     m.add_class::<PyMessageColumns>()?;
     m.add_class::<PyFlushColumns>()?;
     Ok(())

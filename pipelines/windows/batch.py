@@ -74,11 +74,45 @@ def empty_frame(name: str) -> pl.DataFrame:
     return pl.DataFrame(schema=_EMPTY_SCHEMAS[name])
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class AnalyticsRecords:
+    """A flush's accepted analytics records, windowed: numpy columns, the ids still as codes.
+
+    The traffic rollup aggregates them natively as they are; frame() spells them out as a
+    polars frame for anything that reads records one by one.
+    """
+
+    window_start: npt.NDArray[np.uint32]
+    columns: FlushAnalytics
+
+    @classmethod
+    def empty(cls) -> AnalyticsRecords:
+        return cls(np.empty(0, np.uint32), FlushAnalytics.of(FlushColumns()))
+
+    @property
+    def height(self) -> int:
+        return len(self.window_start)
+
+    def frame(self) -> pl.DataFrame:
+        """The records with their ids as strings (columns as in _EMPTY_SCHEMAS["analytics"])."""
+        columns = self.columns
+        return pl.DataFrame(
+            {
+                WINDOW: self.window_start,
+                "org_id": columns.org_id(),
+                "api_id": columns.api_id(),
+                "response_code": columns.response_code,
+                "latency_ms": columns.latency_ms,
+            },
+            schema=_EMPTY_SCHEMAS["analytics"],
+        )
+
+
 @dataclasses.dataclass(slots=True)
 class Batch:
     """Columns of one flush. Record frames hold accepted records only."""
 
-    analytics: pl.DataFrame
+    analytics: AnalyticsRecords
     events: pl.DataFrame
     notices: pl.DataFrame
     heartbeats: pl.DataFrame
@@ -87,7 +121,7 @@ class Batch:
 
     @classmethod
     def empty(cls) -> Batch:
-        return cls(*(empty_frame(n) for n in _EMPTY_SCHEMAS))
+        return cls(AnalyticsRecords.empty(), *(empty_frame(n) for n in _EMPTY_SCHEMAS if n != "analytics"))
 
     @property
     def records(self) -> int:
@@ -226,7 +260,7 @@ class BatchBuilder:
             frames[kind] = (kept, ts[ok], per_record_msg[ok])
         node = pending.node
         return Batch(
-            analytics=self._analytics(analytics),
+            analytics=AnalyticsRecords(self.windows.starts_s(analytics.timestamp_ns), analytics),
             events=self._events(*frames[TopicKind.EVENT]),
             notices=self._notices(*frames[TopicKind.NOTICE], node),
             heartbeats=self._heartbeats(*frames[TopicKind.HEARTBEAT], pending, recv_windows),
@@ -244,20 +278,6 @@ class BatchBuilder:
                 schema=_EMPTY_SCHEMAS["messages"],
             ),
             rejections=self._rejections(rejections),
-        )
-
-    def _analytics(self, analytics: FlushAnalytics) -> pl.DataFrame:
-        if not len(analytics):
-            return empty_frame("analytics")
-        return pl.DataFrame(
-            {
-                WINDOW: self.windows.starts_s(analytics.timestamp_ns),
-                "org_id": analytics.org_id(),
-                "api_id": analytics.api_id(),
-                "response_code": analytics.response_code,
-                "latency_ms": analytics.latency_ms,
-            },
-            schema=_EMPTY_SCHEMAS["analytics"],
         )
 
     def _events(self, records: list[Any], ts: npt.NDArray[np.int64], _: Any) -> pl.DataFrame:

@@ -15,6 +15,7 @@ A quantile q of n values is reported for the nearest-rank element
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -38,6 +39,15 @@ class LogHistogram:
         positive = clipped >= 1
         out[positive] = np.ceil(np.log(clipped[positive]) / math.log(self.gamma)).astype(np.uint16) + 1
         return out
+
+    def thresholds(self) -> npt.NDArray[np.int64]:
+        """The bucket boundaries over the integers: element k - 1 is the smallest value whose
+        bucket is k or more, for every bucket up to MAX_VALUE's.
+
+        They are found with bucket_indexes itself, so a value's bucket is the number of
+        thresholds at or below it, exactly (the native traffic rollup buckets that way).
+        """
+        return _thresholds(self)
 
     def representative(self, index: int) -> float:
         if index == 0:
@@ -64,3 +74,19 @@ def nearest_rank(sorted_values: Sequence[float] | npt.NDArray[np.float64], q: fl
     if n == 0:
         return math.nan
     return float(sorted_values[max(1, math.ceil(q * n)) - 1])
+
+
+@functools.cache
+def _thresholds(histogram: LogHistogram) -> npt.NDArray[np.int64]:
+    top = int(histogram.bucket_indexes(np.array([MAX_VALUE], dtype=np.int64))[0])
+    wanted = np.arange(1, top + 1, dtype=np.int64)
+    # a binary search for every bucket at once: lo rises to the first value in bucket >= k
+    lo = np.ones(top, dtype=np.int64)
+    hi = np.full(top, MAX_VALUE, dtype=np.int64)
+    while (lo < hi).any():
+        mid = (lo + hi) // 2
+        reached = histogram.bucket_indexes(mid) >= wanted
+        hi = np.where(reached, mid, hi)
+        lo = np.where(reached, lo, mid + 1)
+    lo.flags.writeable = False
+    return lo

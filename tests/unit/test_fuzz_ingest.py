@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -120,7 +121,7 @@ def test_the_worker_loop_survives_anything_and_keeps_every_good_record(hostile: 
         ingestor.ingest(frames, received_ns=T0_NS)
     batch = ingestor.take()
     tables = compute(batch)
-    assert batch.analytics.filter(batch.analytics["api_id"] == "good").height == 3 * len(hostile)
+    assert batch.analytics.frame().filter(pl.col("api_id") == "good").height == 3 * len(hostile)
     health = {r["node_id"]: r for r in tables["ingest_health"].to_pylist()}
     assert health["good"]["messages"] == len(hostile)
     assert health["good"]["rejected"] == 0

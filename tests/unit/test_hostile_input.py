@@ -30,7 +30,7 @@ def test_each_hostile_message_is_rejected_with_its_reason_and_costs_no_good_reco
     batch = ingestor.take()
     tables = compute(batch)
     assert dict(ingestor.stats.rejected) == {reason.value: count}, name
-    assert sorted(batch.analytics["api_id"].to_list()) == ["after"] * 2 + ["before"] * 3
+    assert sorted(batch.analytics.frame()["api_id"].to_list()) == ["after"] * 2 + ["before"] * 3
     assert tables["traffic"].column("requests").to_pylist() in ([2, 3], [3, 2])
     health = {r["node_id"]: r for r in tables["ingest_health"].to_pylist()}
     assert health["good"]["records"] == 5
