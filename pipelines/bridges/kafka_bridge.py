@@ -106,6 +106,7 @@ class KafkaBridge:
             [parse_endpoint(e) for e in self.firehose.firehose],
             topics=self.firehose.topics,
             rcvhwm=self.firehose.rcvhwm,
+            rcvbuf_bytes=self.firehose.rcvbuf_bytes,
             max_message_bytes=self.firehose.max_message_bytes,
             curve=self.curve,
         )

@@ -40,6 +40,10 @@ from pipelines.security.curve import BoundEndpoints, CurveSession
 log = logging.getLogger(__name__)
 
 DEFAULT_RCVHWM = 200_000
+# A fixed kernel receive buffer per connection (SO_RCVBUF through ZMQ_RCVBUF) instead of TCP's
+# autotuning: libzmq's I/O thread then reads more per wakeup, ~20 % less of its CPU per record at
+# full rate (0.26-0.29 -> 0.22 us, bench.thread_cpu). The kernel caps it at net.core.rmem_max.
+DEFAULT_RCVBUF_BYTES = 4 << 20
 # libzmq schedules its own reconnect at once (ZMQ_RECONNECT_IVL, 100 ms by default)
 RETRY_GRACE_S = 1.0
 _WATCHED_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECT_DELAYED
@@ -53,6 +57,7 @@ class FirehoseSubscriber:
         *,
         topics: Sequence[str] = (SUBSCRIBE_ALL,),
         rcvhwm: int = DEFAULT_RCVHWM,
+        rcvbuf_bytes: int = DEFAULT_RCVBUF_BYTES,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         curve: CurveSession | None = None,
     ) -> None:
@@ -70,7 +75,7 @@ class FirehoseSubscriber:
         self._throttle = LogThrottle()
         try:
             for endpoint in endpoints:
-                self._open(context, endpoint, topics, rcvhwm, max_message_bytes)
+                self._open(context, endpoint, topics, rcvhwm, rcvbuf_bytes, max_message_bytes)
         except BaseException:
             self.close()
             raise
@@ -81,11 +86,14 @@ class FirehoseSubscriber:
         endpoint: Endpoint,
         topics: Sequence[str],
         rcvhwm: int,
+        rcvbuf_bytes: int,
         max_message_bytes: int,
     ) -> None:
         socket = context.socket(zmq.SUB)
         self.sockets.append(socket)
         socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        if rcvbuf_bytes > 0:
+            socket.setsockopt(zmq.RCVBUF, rcvbuf_bytes)
         socket.setsockopt(zmq.LINGER, 0)
         if max_message_bytes > 0:
             # libzmq drops the connection of a peer that sends a larger frame; the

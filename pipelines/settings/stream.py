@@ -13,7 +13,7 @@ from pipelines.firehose.protocol import (
     SUBSCRIBE_ALL,
 )
 from pipelines.firehose.publisher import DEFAULT_SNDHWM
-from pipelines.firehose.subscriber import DEFAULT_RCVHWM
+from pipelines.firehose.subscriber import DEFAULT_RCVBUF_BYTES, DEFAULT_RCVHWM
 from pipelines.settings.base import PROXY_BACKEND, PROXY_FRONTEND, EndpointList, EnvSettings, default_node
 from sinks.options import split_names
 
@@ -27,6 +27,12 @@ class FirehoseSettings(EnvSettings):
     )
     topics: EndpointList = Field(default=[SUBSCRIBE_ALL], description="Topic prefixes to subscribe to.")
     rcvhwm: int = Field(default=DEFAULT_RCVHWM, ge=0, description="Receive high-water mark, in messages.")
+    rcvbuf_bytes: int = Field(
+        default=DEFAULT_RCVBUF_BYTES,
+        ge=0,
+        description="Kernel receive buffer of each firehose connection (capped by net.core.rmem_max); "
+        "0 leaves it to TCP's autotuning.",
+    )
     max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, gt=0, description="Largest message accepted.")
     max_records: int = Field(default=MAX_RECORDS_PER_MESSAGE, gt=0, description="Most records per message.")
     max_future_s: int = Field(

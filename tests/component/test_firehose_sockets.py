@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -229,3 +231,42 @@ def test_a_bound_subscriber_drops_an_oversize_sender_which_reconnects(zmq_contex
         proxy.close()
     assert got == [_frames(publisher, 1)]  # the proxy never forwarded the oversize frame
     assert subscriber.disconnects == 0  # the worker's own connection was never touched
+
+
+def _kernel_receive_buffer(peer_port: int) -> int:
+    """SO_RCVBUF of this process's TCP connection to 127.0.0.1:peer_port, as the kernel holds it."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            probe = socket.fromfd(int(name), socket.AF_INET, socket.SOCK_STREAM)  # a duplicate
+        except OSError:
+            continue
+        with probe:
+            try:
+                if probe.type == socket.SOCK_STREAM and probe.getpeername() == ("127.0.0.1", peer_port):
+                    return probe.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            except OSError:
+                continue
+    msg = f"no connection to port {peer_port}"
+    raise AssertionError(msg)
+
+
+@pytest.mark.parametrize("rcvbuf_bytes", [512 << 10, 0])
+def test_the_connection_s_kernel_receive_buffer_is_the_one_configured(
+    zmq_context: zmq.Context[Any], port: int, rcvbuf_bytes: int
+) -> None:
+    publisher = FirehosePublisher(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")], node="gw1")
+    subscriber = FirehoseSubscriber(
+        zmq_context, [parse_endpoint(f"tcp://127.0.0.1:{port}")], rcvbuf_bytes=rcvbuf_bytes
+    )
+    try:
+        assert publisher.wait_for_subscribers(10)
+        held = _kernel_receive_buffer(port)
+    finally:
+        publisher.close(0)
+        subscriber.close()
+    if rcvbuf_bytes:
+        assert held == 2 * rcvbuf_bytes  # Linux doubles it for its bookkeeping
+    else:
+        assert held < 512 << 10  # TCP's autotuning starts from tcp_rmem's default

@@ -17,7 +17,7 @@ from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.errors import SinkError
 
-_FIREHOSE_UNUSED = ("firehose", "topics", "rcvhwm")
+_FIREHOSE_UNUSED = ("firehose", "topics", "rcvhwm", "rcvbuf_bytes")
 _WORKER_UNUSED = ("flush_interval_s", "drain_timeout_s", "max_pending_flushes")
 
 

@@ -26,7 +26,7 @@ CLICKHOUSE_FLAGS = {"clickhouse_dsn": "--clickhouse"}
 @settings_options(FaustWorkerSettings)
 @settings_options(WorkerSettings, exclude=("drain_timeout_s", "max_pending_flushes"))
 @settings_options(ClickHouseSettings, flags=CLICKHOUSE_FLAGS)
-@settings_options(FirehoseSettings, exclude=("firehose", "topics", "rcvhwm"))
+@settings_options(FirehoseSettings, exclude=("firehose", "topics", "rcvhwm", "rcvbuf_bytes"))
 @settings_options(NoticeSettings)
 @settings_options(ObservabilitySettings)
 @pass_settings(
