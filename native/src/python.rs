@@ -66,11 +66,11 @@ fn record_crc(py: Python<'_>, head: &[u8], frames: Vec<Bound<'_, PyAny>>) -> PyR
         .map_err(|len| PyOverflowError::new_err(format!("a frame of {len} bytes cannot be logged")))
 }
 
-fn int64_bytes<'py>(py: Python<'py>, values: &[i64]) -> Bound<'py, PyBytes> {
+fn int64_bytes<'py>(py: Python<'py>, values: &[i64]) -> PyResult<Bound<'py, PyBytes>> {
     le_bytes(py, values, i64::to_le_bytes)
 }
 
-fn uint32_bytes<'py>(py: Python<'py>, values: &[u32]) -> Bound<'py, PyBytes> {
+fn uint32_bytes<'py>(py: Python<'py>, values: &[u32]) -> PyResult<Bound<'py, PyBytes>> {
     le_bytes(py, values, u32::to_le_bytes)
 }
 
@@ -84,7 +84,7 @@ type Columns<'py> = (
 );
 
 fn dictionary<'py>(py: Python<'py>, values: &[String], codes: &[u32]) -> PyResult<Dictionary<'py>> {
-    Ok((PyList::new(py, values)?, uint32_bytes(py, codes)))
+    Ok((PyList::new(py, values)?, uint32_bytes(py, codes)?))
 }
 
 /// One message's analytics records as columns, owned by Rust until a FlushColumns takes them.
@@ -143,11 +143,11 @@ impl PyMessageColumns {
     fn columns<'py>(&self, py: Python<'py>) -> PyResult<Columns<'py>> {
         let m = &self.0;
         Ok((
-            int64_bytes(py, &m.timestamp_ns),
+            int64_bytes(py, &m.timestamp_ns)?,
             dictionary(py, &m.org_id.values, &m.org_id.codes)?,
             dictionary(py, &m.api_id.values, &m.api_id.codes)?,
-            int64_bytes(py, &m.response_code),
-            int64_bytes(py, &m.latency_ms),
+            int64_bytes(py, &m.response_code)?,
+            int64_bytes(py, &m.latency_ms)?,
         ))
     }
 }
@@ -179,22 +179,28 @@ impl PyFlushColumns {
         let (org_values, org_codes) = f.org_id();
         let (api_values, api_codes) = f.api_id();
         Ok((
-            int64_bytes(py, &f.timestamp_ns),
+            int64_bytes(py, &f.timestamp_ns)?,
             dictionary(py, org_values, org_codes)?,
             dictionary(py, api_values, api_codes)?,
-            int64_bytes(py, &f.response_code),
-            int64_bytes(py, &f.latency_ms),
+            int64_bytes(py, &f.response_code)?,
+            int64_bytes(py, &f.latency_ms)?,
         ))
     }
 }
 
+/// The values as little-endian bytes, written straight into the new `bytes` object (one pass,
+/// which the compiler turns into plain stores; collecting a byte iterator was ~10x slower).
 fn le_bytes<'py, T: Copy, const N: usize>(
     py: Python<'py>,
     values: &[T],
     to_le: fn(T) -> [u8; N],
-) -> Bound<'py, PyBytes> {
-    let raw: Vec<u8> = values.iter().flat_map(|v| to_le(*v)).collect();
-    PyBytes::new(py, &raw)
+) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, values.len() * N, |out| {
+        for (chunk, value) in out.chunks_exact_mut(N).zip(values) {
+            chunk.copy_from_slice(&to_le(*value));
+        }
+        Ok(())
+    })
 }
 
 type TrafficColumns<'py> = (
@@ -240,20 +246,19 @@ fn traffic_rows<'py>(
     });
     let rows = rows.map_err(PyValueError::new_err)?;
     Ok((
-        le_bytes(py, &rows.window_start, u32::to_le_bytes),
-        le_bytes(py, &rows.org, u32::to_le_bytes),
-        le_bytes(py, &rows.api, u32::to_le_bytes),
+        le_bytes(py, &rows.window_start, u32::to_le_bytes)?,
+        le_bytes(py, &rows.org, u32::to_le_bytes)?,
+        le_bytes(py, &rows.api, u32::to_le_bytes)?,
         [
-            &rows.requests,
-            &rows.status_4xx,
-            &rows.status_429,
-            &rows.status_5xx,
-        ]
-        .map(|column| le_bytes(py, column, u64::to_le_bytes)),
+            le_bytes(py, &rows.requests, u64::to_le_bytes)?,
+            le_bytes(py, &rows.status_4xx, u64::to_le_bytes)?,
+            le_bytes(py, &rows.status_429, u64::to_le_bytes)?,
+            le_bytes(py, &rows.status_5xx, u64::to_le_bytes)?,
+        ],
         (
-            le_bytes(py, &rows.offsets, i64::to_le_bytes),
-            le_bytes(py, &rows.buckets, u16::to_le_bytes),
-            le_bytes(py, &rows.counts, u64::to_le_bytes),
+            le_bytes(py, &rows.offsets, i64::to_le_bytes)?,
+            le_bytes(py, &rows.buckets, u16::to_le_bytes)?,
+            le_bytes(py, &rows.counts, u64::to_le_bytes)?,
         ),
     ))
 }
