@@ -6,7 +6,10 @@
 Runs `tykpulse run` (log on, its defaults) fed by the bench publisher, and over
 a steady window (after a warm-up, before the end; it opens and closes just after a
 flush) reads every thread's CPU time from /proc/PID/task/*/stat and the records the
-worker flushed from its /metrics.
+worker flushed from its /metrics. The total is the process's own CPU time
+(/proc/PID/stat), which also holds the threads that started and ended inside the
+window (the engine starts threads per query): they are listed as "threads ended
+in the window", since /proc no longer shows them by name.
 Threads are grouped by the name the kernel shows: tykpulse names its own
 (wal-append, receiver; pipelines.observe.thread_names); the main thread, which
 flushes, by its id (chDB renames the thread its queries run on); ZMQbg/* are
@@ -47,6 +50,13 @@ def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
         fields = stat[stat.rindex(")") + 2 :].split()
         out[int(task.name)] = (name, int(fields[11]) + int(fields[12]))
     return out
+
+
+def process_ticks(pid: int) -> int:
+    """User + system ticks of the whole process, its ended threads included."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def records_taken(metrics_url: str) -> float:
@@ -96,10 +106,10 @@ def measure(records_per_message: int, rate: float, duration_s: float, warmup_s: 
             metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
             # the counter moves once per flush: the window opens and closes just after one
             taken_before = after_a_flush(metrics_url)
-            before = thread_ticks(worker.pid)
+            before, process_before = thread_ticks(worker.pid), process_ticks(worker.pid)
             time.sleep(duration_s - warmup_s - 3.0)
             taken_after = after_a_flush(metrics_url)
-            after = thread_ticks(worker.pid)
+            after, process_after = thread_ticks(worker.pid), process_ticks(worker.pid)
             if publisher.wait() != 0:
                 msg = "the publisher failed"
                 raise RuntimeError(msg)
@@ -119,9 +129,13 @@ def measure(records_per_message: int, rate: float, duration_s: float, warmup_s: 
         else:
             group = "ClickHouse engine"
         by_name[group] += ticks - before.get(tid, (name, 0))[1]
+    # threads alive at the start of the window and gone at its end count in neither snapshot
+    ended = process_after - process_before - sum(by_name.values())
+    if ended > 0:
+        by_name["threads ended in the window"] = ended
     seconds = {name: ticks / _TICKS_PER_S for name, ticks in by_name.items()}
     per_record = {name: s / records for name, s in seconds.items()}
-    per_record["total"] = sum(seconds.values()) / records
+    per_record["total"] = (process_after - process_before) / _TICKS_PER_S / records
     per_record["records"] = records
     return per_record
 
