@@ -197,11 +197,11 @@ def apply_schema(client: Any, database: str, layout: ClusterLayout | None = None
         created = created_view(statement)
         if layout is None and created is not None and created not in views:
             if _create_view(client, statement):
-                _run_schema_statements(client, reattach_statements([created]))
+                reattach(client, created)
             continue
         _run_schema_statements(client, [statement])
         if layout is None and upgraded is not None:
-            _run_schema_statements(client, reattach_statements([upgraded]))
+            reattach(client, upgraded)
     return time.perf_counter() - started
 
 
@@ -215,6 +215,31 @@ def _create_view(client: Any, statement: str) -> bool:
         first_line = statement.splitlines()[0]
         raise translate(exc, f"schema statement {first_line!r}") from exc
     return True
+
+
+# ATTACH of a view just detached fails while a query still holds the detached table (code 57, "it
+# was detached but still used by some query. Retry later."): another writer's schema apply reading
+# system.tables, an insert through the view. Such queries are short; the ATTACH waits them out.
+REATTACH_WAIT_S: Final = 30.0
+
+
+def reattach(client: Any, view: str) -> None:
+    """Detach and attach `view` again (ddl.reattach_statements), the ATTACH retried while the
+    detached table is still in use; the view is never left detached by a transient refusal."""
+    detach, attach = reattach_statements([view])
+    _run_schema_statements(client, [detach])
+    deadline, pause = time.monotonic() + REATTACH_WAIT_S, 0.02
+    while True:
+        try:
+            client.command(attach)
+            return
+        except (ClickHouseError, OSError) as exc:
+            in_use = _error_code(exc) == TABLE_ALREADY_EXISTS and "still used" in str(exc)
+            if not in_use or time.monotonic() >= deadline:
+                raise translate(exc, f"schema statement {attach!r}") from exc
+            log.info("view still in use by a query, attaching it again shortly view=%s", view)
+        time.sleep(pause)
+        pause = min(2 * pause, 0.5)
 
 
 def _run_schema_statements(client: Any, statements: list[str]) -> None:

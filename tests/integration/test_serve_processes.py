@@ -14,6 +14,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from pipelines.rollups import compute
 from pipelines.simulate.verify import check_all, fetch_view
 from sinks.clickhouse.ddl import view_names
 from sinks.clickhouse.settings import ClickHouseSettings
-from sinks.clickhouse.sink import ClickHouseSink
+from sinks.clickhouse.sink import ClickHouseSink, reattach
 from tests.conftest import T0_NS
 from tests.harness.processes import free_port
 from tests.harness.tykpulse import tykpulse, wait_for_endpoint, wait_until
@@ -357,7 +358,7 @@ def test_a_flush_retried_after_the_database_restarts_lands_once(tmp_path: Path) 
 RETRY_EMBEDDED = """
 import sys
 from sinks.clickhouse.settings import ClickHouseSettings
-from sinks.clickhouse.sink import ClickHouseSink
+from sinks.clickhouse.sink import ClickHouseSink, reattach
 from tests.integration.test_serve_processes import partials
 sink = ClickHouseSink(ClickHouseSettings(clickhouse_dsn=sys.argv[1], clickhouse_database="tykpulse"))
 sink.setup()
@@ -378,3 +379,54 @@ def test_a_flush_retried_by_a_restarted_embedded_worker_lands_once(tmp_path: Pat
         sink.close()
     expected = reference_views(tmp_path / "reference")
     assert got == expected
+
+
+def test_a_view_is_attached_again_once_a_query_holding_it_ends(tmp_path: Path) -> None:
+    """A schema apply's re-attach racing a query that still holds the view waits it out.
+
+    Seen in CI: `db serve` re-attached a view it had just created while a worker's apply,
+    over HTTP, was reading system.tables; the ATTACH was refused with "detached but still
+    used by some query. Retry later." and the server stopped. Here a long read holds the
+    view while it is detached and attached again.
+    """
+    port = free_port()
+    server = serve_on(tmp_path / "db", port)
+    dsn = f"http://tykpulse:{WRITER_PASSWORD}@127.0.0.1:{port}"
+    view = "tykpulse.rate_limit_hits_1h_mv"
+    try:
+        sink = ClickHouseSink(ClickHouseSettings(clickhouse_dsn=dsn, clickhouse_database="tykpulse"))
+        sink.setup()
+        reader = clickhouse_connect.get_client(dsn=dsn)
+        read: list[object] = []
+        holding = threading.Thread(
+            target=lambda: read.append(
+                reader.command(
+                    f"SELECT count() FROM {view}, numbers(400000000) AS n WHERE n.number % 7 = 8",
+                    settings={"max_threads": 1},
+                )
+            )
+        )
+        holding.start()
+        wait_until(lambda: _running(sink.client), "the long read to start", timeout=30)
+        reattach(sink.client, view)  # refused (code 57) while the read holds the view, then retried
+        holding.join(timeout=120)
+        assert read == [0]
+        attached = sink.client.command(
+            "SELECT count() FROM system.tables WHERE database = 'tykpulse' AND name = 'rate_limit_hits_1h_mv'"
+        )
+        assert attached == 1
+        sink.write(partials(1), "after-reattach")
+        rows = sink.client.command("SELECT sum(hits) FROM tykpulse.rate_limit_hits_1h")
+        assert rows > 0
+        sink.close()
+        reader.close()
+    finally:
+        assert stop(server) == 0
+
+
+def _running(client: Any) -> bool:
+    sql = (
+        "SELECT count() FROM system.processes "
+        "WHERE query LIKE '%numbers(400000000)%' AND query NOT LIKE '%system.processes%'"
+    )
+    return bool(client.command(sql))
