@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import msgspec
 
+from bench.machine import cpu_seconds
 from bench.workload import MessagePool, WorkloadShape
 from pipelines.firehose.protocol import PROTOCOL_VERSION, Envelope
 from pipelines.ingest import Ingestor
@@ -35,7 +36,6 @@ from pipelines.rollups import compute
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 
-_TICKS_PER_S: Final = os.sysconf("SC_CLK_TCK")
 _READY: Final = b"worker subscribed"
 
 
@@ -54,8 +54,7 @@ def start_cost(workdir: Path) -> dict[str, float]:
             msg = f"the worker did not start: {log_path.read_text(errors='replace')[-2000:]}"
             raise RuntimeError(msg)
         time.sleep(0.01)
-    fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    started = (int(fields[11]) + int(fields[12])) / _TICKS_PER_S  # utime + stime
+    started = cpu_seconds(worker.pid)
     worker.send_signal(signal.SIGTERM)
     _, status, usage = os.wait4(worker.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:

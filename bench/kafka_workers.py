@@ -54,6 +54,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
 from bench.e2e import LANDED_SQL, BenchError, E2ESpec, run_e2e
+from bench.machine import cpu_seconds
 from bench.workload import MessagePool, WorkloadShape
 from pipelines.firehose.kafka_record import read_envelope, to_records
 from pipelines.firehose.protocol import PROTOCOL_VERSION, Envelope
@@ -68,7 +69,6 @@ PASSWORD: Final = secrets.token_urlsafe(16)  # this run's db serve writer
 SETUPS: Final = ("faust-1", "faust-1-served", "faust-2-served")
 _STALL_S: Final = 90.0  # no progress for this long: the run failed (its logs are shown)
 _POLL_S: Final = 0.1
-_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 def log(message: str) -> None:
@@ -156,12 +156,6 @@ async def fill(
 
 
 # -- processes and their CPU --------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a running process, all its threads (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 class Process:

@@ -12,6 +12,12 @@ from typing import Any
 LIBRARIES = ("pyzmq", "msgspec", "msgpack", "numpy", "polars", "pyarrow", "chdb", "clickhouse-connect")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process, every thread it has had included (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

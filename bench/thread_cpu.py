@@ -33,6 +33,7 @@ from typing import Final
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.e2e import E2ESpec, free_port, publisher_command
+from bench.machine import cpu_seconds
 from bench.workload import WorkloadShape
 
 _TICKS_PER_S: Final = os.sysconf("SC_CLK_TCK")
@@ -50,13 +51,6 @@ def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
         fields = stat[stat.rindex(")") + 2 :].split()
         out[int(task.name)] = (name, int(fields[11]) + int(fields[12]))
     return out
-
-
-def process_ticks(pid: int) -> int:
-    """User + system ticks of the whole process, its ended threads included."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def records_taken(metrics_url: str) -> float:
@@ -106,10 +100,10 @@ def measure(records_per_message: int, rate: float, duration_s: float, warmup_s: 
             metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
             # the counter moves once per flush: the window opens and closes just after one
             taken_before = after_a_flush(metrics_url)
-            before, process_before = thread_ticks(worker.pid), process_ticks(worker.pid)
+            before, process_before = thread_ticks(worker.pid), cpu_seconds(worker.pid)
             time.sleep(duration_s - warmup_s - 3.0)
             taken_after = after_a_flush(metrics_url)
-            after, process_after = thread_ticks(worker.pid), process_ticks(worker.pid)
+            after, process_after = thread_ticks(worker.pid), cpu_seconds(worker.pid)
             if publisher.wait() != 0:
                 msg = "the publisher failed"
                 raise RuntimeError(msg)
@@ -129,13 +123,14 @@ def measure(records_per_message: int, rate: float, duration_s: float, warmup_s: 
         else:
             group = "ClickHouse engine"
         by_name[group] += ticks - before.get(tid, (name, 0))[1]
-    # threads alive at the start of the window and gone at its end count in neither snapshot
-    ended = process_after - process_before - sum(by_name.values())
-    if ended > 0:
-        by_name["threads ended in the window"] = ended
     seconds = {name: ticks / _TICKS_PER_S for name, ticks in by_name.items()}
+    process = process_after - process_before
+    # threads that ended inside the window are in the process's time but in neither snapshot
+    ended = process - sum(seconds.values())
+    if ended * _TICKS_PER_S >= 0.5:
+        seconds["threads ended in the window"] = ended
     per_record = {name: s / records for name, s in seconds.items()}
-    per_record["total"] = (process_after - process_before) / _TICKS_PER_S / records
+    per_record["total"] = process / records
     per_record["records"] = records
     return per_record
 
