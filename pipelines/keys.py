@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -97,14 +98,23 @@ def _read_existing(path: Path, env_var: str) -> str:
 def _read_or_create(path: Path, env_var: str) -> str:
     path = path.expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return _read(path)
+    # Written whole to a file of its own, then linked into place: link() fails if the file exists,
+    # so of two processes starting together one creates it and the other reads it, and no process
+    # ever sees it created but not yet written (an empty key file is refused).
+    key = secrets.token_hex(_KEY_BYTES)
+    fd, draft = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
     try:
-        # O_EXCL: of two processes starting together, one creates and the other reads.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(draft, path)
     except FileExistsError:
         return _read(path)
-    key = secrets.token_hex(_KEY_BYTES)
-    with os.fdopen(fd, "w") as out:
-        out.write(key + "\n")
+    finally:
+        os.unlink(draft)
     _log.info(
         "generated the key of API-key digests in %s (mode 0600); every worker or bridge feeding the same "
         "database must use the same key: copy that file to their key file, or set %s to its contents",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -74,3 +76,31 @@ def test_a_key_file_others_can_read_is_warned_about(tmp_path: Path, caplog: pyte
     path.chmod(0o644)
     assert load_key(SecretStr(""), False, path, ENV) == b"a" * 64
     assert "readable by group or others" in caplog.text
+
+
+def _start(path: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        results.put(load_key(SecretStr(""), False, Path(path), "TYKPULSE_KEY_HASH_SALT").decode())
+    except Exception as exc:  # reported to the test, which fails on it
+        results.put(f"error: {exc}")
+
+
+def test_processes_starting_together_all_get_the_one_key_created(tmp_path: Path) -> None:
+    """Seen in CI: a worker read the key file another had created but not yet written ("empty")."""
+    context = multiprocessing.get_context("fork")
+    starters = 6
+    for attempt in range(25):
+        path = tmp_path / str(attempt) / KEY_FILE_NAME
+        barrier, results = context.Barrier(starters), context.Queue()
+        processes = [
+            context.Process(target=_start, args=(str(path), barrier, results)) for _ in range(starters)
+        ]
+        for process in processes:
+            process.start()
+        keys = [results.get(timeout=30) for _ in processes]
+        for process in processes:
+            process.join(timeout=30)
+        assert len(set(keys)) == 1, keys
+        assert keys[0] == path.read_text().strip()
+        assert sorted(p.name for p in path.parent.iterdir()) == [KEY_FILE_NAME]  # no draft left behind
