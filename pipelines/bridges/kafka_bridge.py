@@ -32,7 +32,6 @@ import zmq
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.kafka_record import read_envelope, to_records
 from pipelines.firehose.sequence import SequenceTracker, Verdict
 from pipelines.firehose.subscriber import FirehoseSubscriber
@@ -101,15 +100,7 @@ class KafkaBridge:
     async def _run(self, stop: threading.Event) -> BridgeSummary:
         producer = self._producer()
         await producer.start()
-        subscriber = FirehoseSubscriber(
-            self.context,
-            [parse_endpoint(e) for e in self.firehose.firehose],
-            topics=self.firehose.topics,
-            rcvhwm=self.firehose.rcvhwm,
-            rcvbuf_bytes=self.firehose.rcvbuf_bytes,
-            max_message_bytes=self.firehose.max_message_bytes,
-            curve=self.curve,
-        )
+        subscriber = FirehoseSubscriber.from_settings(self.context, self.firehose, self.curve)
         stop_receiving = threading.Event()
         receiver = threading.Thread(
             target=self._receive,

@@ -27,15 +27,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from pipelines.firehose.endpoints import Endpoint, attach
+from pipelines.firehose.endpoints import Endpoint, attach, parse_endpoint
 from pipelines.firehose.protocol import MAX_MESSAGE_BYTES, SUBSCRIBE_ALL
 from pipelines.observe.throttle import LogThrottle
 from pipelines.security.curve import BoundEndpoints, CurveSession
+
+if TYPE_CHECKING:
+    from pipelines.settings import FirehoseSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,21 @@ class FirehoseSubscriber:
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def from_settings(
+        cls, context: zmq.Context[Any], settings: FirehoseSettings, curve: CurveSession | None = None
+    ) -> FirehoseSubscriber:
+        """The subscriber a command's firehose options describe (the worker's and the Kafka bridge's)."""
+        return cls(
+            context,
+            [parse_endpoint(e) for e in settings.firehose],
+            topics=settings.topics,
+            rcvhwm=settings.rcvhwm,
+            rcvbuf_bytes=settings.rcvbuf_bytes,
+            max_message_bytes=settings.max_message_bytes,
+            curve=curve,
+        )
 
     def _open(
         self,

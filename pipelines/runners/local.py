@@ -24,7 +24,6 @@ import zmq
 
 from pipelines.delivery import Delivery
 from pipelines.errors import PipelineError
-from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.subscriber import FirehoseSubscriber
 from pipelines.ingest import Ingestor, build_ingestor
 from pipelines.journal import Journal, RunSummary
@@ -81,15 +80,7 @@ class LocalRunner:
     def run(self, stop: threading.Event) -> RunSummary:
         """Run until `stop` is set, then drain, flush and return what happened."""
         self.journal.open()
-        subscriber = FirehoseSubscriber(
-            self.context,
-            [parse_endpoint(e) for e in self.firehose.firehose],
-            topics=self.firehose.topics,
-            rcvhwm=self.firehose.rcvhwm,
-            rcvbuf_bytes=self.firehose.rcvbuf_bytes,
-            max_message_bytes=self.firehose.max_message_bytes,
-            curve=self.curve,
-        )
+        subscriber = FirehoseSubscriber.from_settings(self.context, self.firehose, self.curve)
         log.info("worker subscribed endpoints=%s", subscriber.addresses)
         stop_receiving = threading.Event()
         receiver = threading.Thread(
