@@ -13,6 +13,15 @@ counted rejections (pipelines.firehose.codec.Rejection) instead.
 
 from __future__ import annotations
 
+from typing import Final
+
+import msgspec
+
+# What decoding hostile bytes with msgspec can raise: RecursionError is msgspec's answer to input
+# nested deeper than the interpreter's recursion limit (a 5 KB payload of nested arrays is enough),
+# so every decode of received bytes catches it with the rest and counts a rejection.
+DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+
 
 class PipelineError(Exception):
     """Root of every error raised by the pipelines package."""

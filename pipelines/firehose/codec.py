@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from pipelines.errors import DECODE_ERRORS
 from pipelines.firehose import analytics_columns
 from pipelines.firehose.analytics_columns import MessageColumns
 from pipelines.firehose.protocol import (
@@ -47,7 +48,7 @@ from pipelines.firehose.protocol import (
 # msgspec raises ValidationError/DecodeError, but invalid UTF-8 inside a
 # msgpack string surfaces as UnicodeDecodeError and nesting deeper than its
 # limit as RecursionError; all of them mean "bad input".
-_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+
 _DETAIL_LIMIT: Final = 200
 _TOPIC_MEMO_LIMIT: Final = 4096
 # JSON tokens that matter for counting top-level elements: a whole string (so
@@ -178,7 +179,7 @@ class MessageDecoder:
     def _decode_envelope(self, data: bytes) -> Envelope | Rejection:
         try:
             env = self._envelope.decode(data)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return Rejection(RejectReason.BAD_ENVELOPE, _clip(str(exc)))
         problem = _envelope_problem(env, self.limits)
         if problem is not None:
@@ -198,7 +199,7 @@ class MessageDecoder:
             return _count_mismatch(env, str(length))
         try:
             records: list[Any] = self._batch[env.enc][kind].decode(payload)
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             return self._decode_each(topic, kind, name, env, payload)
         if len(records) != env.count:
             return _count_mismatch(env, str(len(records)))
@@ -215,7 +216,7 @@ class MessageDecoder:
             return _count_mismatch(env, "more")
         try:
             raws = self._raw_list[env.enc].decode(payload)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return _message_rejection(env, RejectReason.BAD_PAYLOAD, _clip(str(exc)))
         if len(raws) != env.count:
             return _count_mismatch(env, str(len(raws)))
@@ -225,7 +226,7 @@ class MessageDecoder:
         for index, raw in enumerate(raws):
             try:
                 records.append(single.decode(raw))
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 detail = _clip(f"record {index}: {exc}")
                 reason = (
                     RejectReason.MISSING_FIELD
