@@ -14,6 +14,7 @@ from typing import Final
 
 import msgspec
 
+from pipelines.errors import DECODE_ERRORS
 from pipelines.firehose.protocol import MAX_NODE_BYTES
 
 
@@ -54,7 +55,7 @@ def issuing_node(command: str, payload: str, publisher: str) -> str:
         return publisher
     try:
         node = origin(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:  # deep nesting included: a payload nothing checked before the flush
         return publisher
     # the same bound as an envelope's node: a payload cannot make a key column unbounded
     if not node or len(node.encode()) > MAX_NODE_BYTES:

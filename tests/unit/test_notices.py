@@ -11,9 +11,10 @@ import pytest
 
 from pipelines.firehose.protocol import NoticeRecord, RejectReason
 from pipelines.ingest import Ingestor
+from pipelines.rollups import compute
 from pipelines.security.notices import NoticeVerifier, load_public_key, notice_check, sign_sha256
 from tests.conftest import T0_NS
-from tests.helpers import message
+from tests.helpers import analytics, message
 
 pytestmark = pytest.mark.unit
 
@@ -118,3 +119,22 @@ def test_the_secret_never_appears_in_rejection_details_or_logs(caplog: pytest.Lo
         ingestor, _ = run(notice_check(SECRET, PUBLIC_KEY))
     assert ingestor.stats.rejected
     assert SECRET not in caplog.text
+
+
+@pytest.mark.parametrize("command", ["NoticeGatewayConfigResponse", "NoticeGatewayDRLNotification"])
+@pytest.mark.parametrize("payload", ["[" * 100_000 + "]" * 100_000, '{"ID":' + "[" * 100_000, '{"ID": 1}'])
+def test_a_payload_that_does_not_name_a_gateway_is_counted_under_its_publisher(
+    command: str, payload: str
+) -> None:
+    # Found by attack: JSON nested 100 000 deep made the payload's parse raise RecursionError in the
+    # flush, so the worker stopped, and again at every restart as the log replayed the notice.
+    ingestor = Ingestor(clock=lambda: T0_NS)
+    ingestor.ingest(
+        message("tyk.analytics", [analytics(T0_NS)] * 5, node="gw-good", seq=0), received_ns=T0_NS
+    )
+    record = {"command": command, "timestamp": T0_NS, "payload": payload, "signature": "", "algorithm": 5}
+    ingestor.ingest(message(f"tyk.notice.{command}", [record], node="bridge-1", seq=0), received_ns=T0_NS)
+    batch = ingestor.take()
+    assert batch.notices["node_id"].to_list() == ["bridge-1"]
+    assert batch.analytics.height == 5
+    assert compute(batch)["traffic"].column("requests").to_pylist() == [5]
