@@ -54,7 +54,11 @@ _TOPIC_MEMO_LIMIT: Final = 4096
 # JSON tokens that matter for counting top-level elements: a whole string (so
 # brackets and commas inside it are skipped), or one structural character.
 # Everything else (numbers, literals, colons, whitespace) is skipped by finditer.
-_JSON_TOKENS: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]')
+# A string token matches from *every* quote: an unterminated one runs to the end
+# of the payload (possessive, so nothing is retried). A string pattern that could
+# fail was rescanned by finditer from each following quote: quadratic, 19 s for
+# 80 KB of '"\\' and days at the 16 MiB limit; now 0.1 s for 16 MB.
+_JSON_TOKENS: Final = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)|[\[\]{},]', re.DOTALL)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import msgpack
 import pytest
 
 from pipelines.firehose.codec import (
+    _JSON_TOKENS,
     DecodedMessage,
     Limits,
     MessageDecoder,
@@ -174,6 +175,37 @@ def test_a_json_count_mismatch_is_counted_before_records_are_split() -> None:
 )
 def test_json_elements_are_counted_at_the_top_level(payload: bytes, limit: int, exceeds: bool) -> None:
     assert json_array_exceeds(payload, limit) is exceeds
+
+
+HOSTILE_STRINGS = [
+    b"[" + b'"\\' * 1000,  # every quote escaped but the first: no string ever closes
+    b"[" + b'"\\' * 1000 + b"\\",  # ending in a lone backslash
+    b'["' + b"a" * 1000,
+    b"[" + b'"' * 999,  # an odd number of quotes
+    b'["\\' + b"\n" * 1000,  # escaped raw newlines (invalid JSON; the decoder says so)
+]
+
+
+@pytest.mark.parametrize("payload", HOSTILE_STRINGS)
+def test_every_quote_starts_a_string_token(payload: bytes) -> None:
+    # The counting scan is linear only if a string token never fails to match at a
+    # quote: finditer retried a failed one from every later quote, each retry scanning
+    # to the end (quadratic: 80 KB took 19 s, 16 MiB days of CPU).
+    quotes = [i for i, byte in enumerate(payload) if byte == ord('"')]
+    assert quotes
+    assert all(_JSON_TOKENS.match(payload, i) is not None for i in quotes)
+    tokens = list(_JSON_TOKENS.finditer(payload))
+    assert tokens[-1].end() == len(payload) or payload.endswith(b'"')
+    assert len(tokens) <= len(quotes) + 1
+
+
+def test_a_hostile_json_string_is_rejected_after_one_pass() -> None:
+    payload = b"[" + b'"\\' * 150_000  # 300 KB
+    # one pass: the bracket, then one string token to the end; nothing is rescanned
+    assert [m.span() for m in _JSON_TOKENS.finditer(payload)] == [(0, 1), (1, len(payload))]
+    raw = [b"tyk.analytics", envelope(count=1, enc="json"), payload]
+    result = rejected(DECODER.decode(raw), RejectReason.BAD_PAYLOAD)
+    assert result.count == 1
 
 
 @pytest.mark.parametrize(
