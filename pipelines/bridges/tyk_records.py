@@ -26,7 +26,7 @@ from typing import Any, Final
 import msgspec
 
 from pipelines.bridges.key_digest import KeyDigester
-from pipelines.errors import TykDecodeError
+from pipelines.errors import DECODE_ERRORS, TykDecodeError
 
 NS: Final = 1_000_000_000
 GO_ZERO_TIME: Final = (-62_135_596_800, 0)  # Go's time.Time{}: 0001-01-01T00:00:00Z
@@ -149,14 +149,13 @@ class TykAnalyticsRecord(msgspec.Struct, kw_only=True):
 
 
 _MSGPACK_DECODER: Final = msgspec.msgpack.Decoder(TykAnalyticsRecord)
-_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
 
 def decode_msgpack(element: bytes) -> TykAnalyticsRecord:
     """One Redis list element of `analytics-tyk-system-analytics[_N]`; TykDecodeError if it is not one."""
     try:
         return _MSGPACK_DECODER.decode(element)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:  # RecursionError included: an element nested thousands deep
         raise TykDecodeError(encoding="msgpack", reason=str(exc)) from exc
 
 

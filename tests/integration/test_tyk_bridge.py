@@ -14,18 +14,26 @@ import functools
 import json
 import math
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import clickhouse_connect
+import msgspec
 import pytest
 import redis
 
+from pipelines.bridges.key_digest import KeyDigester
+from pipelines.bridges.publishing import BridgePublisher
+from pipelines.bridges.tyk_lists import AnalyticsListStore, analytics_lists
+from pipelines.bridges.tyk_records import FirehoseConverter
+from pipelines.bridges.tyk_redis import TykRedisBridge
 from tests.harness.processes import free_port, stop_process
 from tests.harness.redis import RedisServer
 from tests.harness.tykpulse import tykpulse as harness_tykpulse
+from tests.integration.test_tyk_notice_digests import CapturingPublisher
 
 pytestmark = pytest.mark.integration
 
@@ -251,3 +259,62 @@ def test_notifications_became_config_changes(bridged: dict[str, Any]) -> None:
         for m in NOTIFICATIONS["messages"]
     )
     assert {(command, node): n for command, node, n in rows} == dict(expected)
+
+
+# ---------------------------------------------------------------- hostile elements (in-process bridge)
+
+HOSTILE_DB = "/9"
+
+
+@pytest.fixture
+def hostile_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + HOSTILE_DB)
+    c.flushdb()
+    try:
+        yield c
+    finally:
+        c.flushdb()
+        c.close()
+
+
+def good_msgpack(i: int) -> bytes:
+    now = int(time.time())
+    return msgspec.msgpack.encode(
+        {
+            "APIKey": f"rawkey{i}",
+            "OrgID": "o",
+            "APIID": "a",
+            "ResponseCode": 200,
+            "Path": f"/good{i}",
+            "TimeStamp": [now, 0],
+        }
+    )
+
+
+def drain_in_process(client: redis.Redis) -> tuple[TykRedisBridge, CapturingPublisher]:
+    """One drain of every analytics list by an in-process bridge publishing into a capture, then a release."""
+    publisher = CapturingPublisher()
+    bridge = TykRedisBridge(
+        AnalyticsListStore(client, analytics_lists()),
+        cast(BridgePublisher, publisher),
+        FirehoseConverter(KeyDigester(b"salt")),
+    )
+    bridge.drain_once(threading.Event())
+    bridge.release_due(time.time_ns() + 10**12)
+    return bridge, publisher
+
+
+def published_paths(publisher: CapturingPublisher) -> list[str]:
+    return [r["path"] for topic, records in publisher.published if topic == "tyk.analytics" for r in records]
+
+
+def test_an_element_nested_too_deep_is_counted_and_its_neighbours_published(
+    hostile_client: redis.Redis,
+) -> None:
+    # a map whose one value is 5 000 nested 1-element arrays: RecursionError inside msgspec (5 KB)
+    deep = b"\x81" + msgspec.msgpack.encode("X") + b"\x91" * 5000 + b"\xc0"
+    hostile_client.rpush("analytics-tyk-system-analytics", good_msgpack(1), deep, good_msgpack(2))
+    bridge, publisher = drain_in_process(hostile_client)
+    assert published_paths(publisher) == ["/good1", "/good2"]
+    assert (bridge.stats.moved, bridge.stats.published, bridge.stats.undecodable) == (3, 2, 1)
+    assert not analytics_keys(hostile_client)  # nothing left stuck in a processing list
