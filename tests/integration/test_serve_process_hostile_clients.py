@@ -118,3 +118,34 @@ def test_db_serve_cancels_a_gone_reader_and_logs_no_credential(tmp_path: Path) -
     assert "cancelling ticket=" in log
     assert RIGHT not in log
     assert WRONG not in log
+
+
+def test_db_serve_refuses_an_empty_writer_password_at_start(tmp_path: Path) -> None:
+    """`TYKPULSE_WRITER_PASSWORD=` (or `--writer-password ""`) made a writer with no password.
+
+    Any local user then had write access and the engine's file() reads; now the command refuses
+    to start, with a usage error naming the option, and never listens.
+    """
+    port = free_port()
+    command = tykpulse(
+        "db", "serve", "--path", str(tmp_path / "db"), "--listen", f"127.0.0.1:{port}", "--no-schema",
+    )  # fmt: skip
+    for env_value, extra in (("", ()), (None, ("--writer-password", ""))):
+        env = {k: v for k, v in os.environ.items() if k != "TYKPULSE_WRITER_PASSWORD"}
+        if env_value is not None:
+            env["TYKPULSE_WRITER_PASSWORD"] = env_value
+        server = subprocess.Popen(
+            [*command, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+        )
+        try:
+            out, _ = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            # the old code started serving: prove what that meant, then fail
+            status, _ = request(port, "POST", "/", b"CREATE TABLE default.w (x UInt8) ENGINE = Memory",
+                                **{"X-ClickHouse-User": "tykpulse", "X-ClickHouse-Key": ""})  # fmt: skip
+            assert stop_process(server, 30)
+            pytest.fail(f"db serve started with an empty writer password (password-less CREATE: {status})")
+        text = out.decode(errors="replace")
+        assert server.returncode == 2, text  # click's usage error
+        assert "--writer-password" in text, text
+        assert "empty" in text, text

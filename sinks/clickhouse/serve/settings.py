@@ -87,6 +87,19 @@ class ServeSettings(BaseSettings):
 
     _split = field_validator("serve_allowed_origins", "serve_allowed_hosts", mode="before")(split_names)
 
+    @field_validator("writer_password")
+    @classmethod
+    def _writer_password_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        # an empty password would be a writer anyone on the host can be (writes, DDL, file() reads):
+        # refused at start rather than taken as "no writer", which is what leaving it unset means
+        if value is not None and not value.get_secret_value():
+            msg = (
+                "--writer-password (TYKPULSE_WRITER_PASSWORD) is set but empty: an empty password would let "
+                "anyone who reaches the port write; set a password, or unset it to serve read-only"
+            )
+            raise ValueError(msg)
+        return value
+
     def reader_limits(self) -> ReaderLimits:
         return ReaderLimits(
             max_execution_time=self.serve_reader_max_execution_s,
