@@ -12,7 +12,10 @@ compare every field with the manifest and with the generated `_pb2`.
 
 Field numbers are the .proto's (facts, no code copied). Semantics follow
 proto3: absent fields are zero, unknown fields are skipped, the last value of
-a repeated scalar occurrence wins. What protobuf cannot carry compared with
+a repeated scalar occurrence wins. Stricter than Go's decoder, which truncates:
+a varint over 64 bits, or an integer outside its field's type (an int32 field
+holding 2**40), makes the record malformed (pipelines.bridges.int_ranges), so
+nothing unbounded reaches the publisher. What protobuf cannot carry compared with
 msgpack: `Latency.Gateway`, `CollectionName`, nil-vs-empty `Tags` (absent
 decodes as None, like the pump's decoder), GraphQL error paths (messages only).
 """
@@ -23,6 +26,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
+from pipelines.bridges.int_ranges import INT32, UINT32, IntRange
 from pipelines.bridges.tyk_records import (
     GoTime,
     TykAnalyticsRecord,
@@ -39,6 +43,7 @@ from pipelines.bridges.tyk_records import (
 from pipelines.errors import TykDecodeError
 
 _U64: Final = 1 << 64
+_U64_MAX: Final = _U64 - 1
 _DOUBLE: Final = struct.Struct("<d")
 
 # A parsed field value: an int (varint), a (start, end) span into the buffer (length-delimited)
@@ -64,6 +69,8 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
+            if result > _U64_MAX:  # a 10th byte over 1: 65 to 70 bits, which no proto type holds
+                _fail("varint over 64 bits")
             return result, pos
         shift += 7
         if shift >= 70:
@@ -125,7 +132,33 @@ def _fields(buf: bytes, span: Span) -> Fields:
 def _int64(_buf: bytes, value: Any) -> int:
     if type(value) is not int:
         _fail("expected a varint")
-    return value - _U64 if value >= 1 << 63 else value
+    return value - _U64 if value >= 1 << 63 else value  # a varint is at most 64 bits (_varint)
+
+
+def _ranged(kind: IntRange) -> Reader:
+    """A reader of an int64 varint that must also fit `kind` (the .proto's int32, uint32)."""
+
+    def read(buf: bytes, value: Any) -> int:
+        number = _int64(buf, value)
+        problem = kind.reason(number)
+        if problem is not None:
+            _fail(problem)
+        return number
+
+    return read
+
+
+def _uint32(buf: bytes, value: Any) -> int:
+    # uint32 travels unsigned: the varint itself (not its int64 reading) must fit
+    if type(value) is not int:
+        _fail("expected a varint")
+    problem = UINT32.reason(value)
+    if problem is not None:
+        _fail(problem)
+    return value
+
+
+_int32: Final = _ranged(INT32)
 
 
 def _bool(buf: bytes, value: Any) -> bool:
@@ -170,7 +203,7 @@ def _map_entry(buf: bytes, value: Any, read_value: Reader, empty: Any) -> tuple[
 
 
 def _timestamp(buf: bytes, value: Any) -> GoTime:
-    ts = _message(buf, value, {1: ("seconds", _int64), 2: ("nanos", _int64)})
+    ts = _message(buf, value, {1: ("seconds", _int64), 2: ("nanos", _int32)})
     return ts.get("seconds", 0), ts.get("nanos", 0)
 
 
@@ -207,7 +240,7 @@ def _city(buf: bytes, value: Any) -> TykCity:
             key, name = _map_entry(buf, field, _text, "")
             names[key] = name
         elif number == 2:
-            geoname_id = _int64(buf, field) & 0xFFFFFFFF  # uint32
+            geoname_id = _uint32(buf, field)
     return TykCity(geoname_id=geoname_id, names=names or None)
 
 
@@ -235,7 +268,7 @@ def _graphql(buf: bytes, value: Any) -> TykGraphQLStats:
             key, fields = _map_entry(buf, field, lambda b, v: _repeated_text(b, v, 1), [])
             types[key] = fields
         elif number == 3:
-            stats.operation_type = _int64(buf, field)
+            stats.operation_type = _int32(buf, field)
         elif number == 4:
             stats.variables = _text(buf, field)
         elif number == 5:
@@ -259,11 +292,11 @@ _TOP: Final[Readers] = {
     4: ("raw_path", _text),
     5: ("content_length", _int64),
     6: ("user_agent", _text),
-    7: ("day", _int64),
-    8: ("month", _int64),
-    9: ("year", _int64),
-    10: ("hour", _int64),
-    11: ("response_code", _int64),
+    7: ("day", _int32),
+    8: ("month", _int32),
+    9: ("year", _int32),
+    10: ("hour", _int32),
+    11: ("response_code", _int32),
     12: ("api_key", _text),
     13: ("timestamp", _timestamp),
     14: ("api_version", _text),

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import msgspec
 
+from pipelines.bridges.int_ranges import Int64, UInt64
 from pipelines.bridges.key_digest import KeyDigester
 from pipelines.errors import DECODE_ERRORS, TykDecodeError
 
@@ -36,7 +37,7 @@ _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _KEY_TAG: Final = "key-"
 
 # Go time.Time in msgpack v2: a 2-element array [unix seconds, nanoseconds].
-GoTime = tuple[int, int]
+GoTime = tuple[Int64, Int64]
 
 
 def _go(name: str, default: Any) -> Any:
@@ -44,16 +45,16 @@ def _go(name: str, default: Any) -> Any:
 
 
 class TykLatency(msgspec.Struct):
-    total: int = _go("Total", 0)
-    upstream: int = _go("Upstream", 0)
-    gateway: int = _go("Gateway", 0)  # not in the .proto: 0 for protobuf records
+    total: Int64 = _go("Total", 0)
+    upstream: Int64 = _go("Upstream", 0)
+    gateway: Int64 = _go("Gateway", 0)  # not in the .proto: 0 for protobuf records
 
 
 class TykNetworkStats(msgspec.Struct):
-    open_connections: int = _go("OpenConnections", 0)
-    closed_connections: int = _go("ClosedConnection", 0)  # singular in Go and msgpack
-    bytes_in: int = _go("BytesIn", 0)
-    bytes_out: int = _go("BytesOut", 0)
+    open_connections: Int64 = _go("OpenConnections", 0)
+    closed_connections: Int64 = _go("ClosedConnection", 0)  # singular in Go and msgpack
+    bytes_in: Int64 = _go("BytesIn", 0)
+    bytes_out: Int64 = _go("BytesOut", 0)
 
 
 class TykCountry(msgspec.Struct):
@@ -61,7 +62,7 @@ class TykCountry(msgspec.Struct):
 
 
 class TykCity(msgspec.Struct):
-    geoname_id: int = _go("GeoNameID", 0)
+    geoname_id: UInt64 = _go("GeoNameID", 0)
     names: dict[str, str] | None = _go("Names", None)
 
 
@@ -87,7 +88,7 @@ class TykGraphQLStats(msgspec.Struct):
     root_fields: list[str] | None = _go("RootFields", None)
     types: dict[str, list[str]] | None = _go("Types", None)
     errors: list[TykGraphError] | None = _go("Errors", None)
-    operation_type: int = _go("OperationType", 0)
+    operation_type: Int64 = _go("OperationType", 0)
     has_errors: bool = _go("HasErrors", False)
     is_graphql: bool = _go("IsGraphQL", False)
 
@@ -106,13 +107,13 @@ class TykAnalyticsRecord(msgspec.Struct, kw_only=True):
     host: str = _go("Host", "")
     path: str = _go("Path", "")
     raw_path: str = _go("RawPath", "")
-    content_length: int = _go("ContentLength", 0)
+    content_length: Int64 = _go("ContentLength", 0)
     user_agent: str = _go("UserAgent", "")
-    day: int = _go("Day", 0)
-    month: int = _go("Month", 0)
-    year: int = _go("Year", 0)
-    hour: int = _go("Hour", 0)
-    response_code: int = _go("ResponseCode", 0)
+    day: Int64 = _go("Day", 0)
+    month: Int64 = _go("Month", 0)
+    year: Int64 = _go("Year", 0)
+    hour: Int64 = _go("Hour", 0)
+    response_code: Int64 = _go("ResponseCode", 0)
     api_key: str = _go("APIKey", "")
     timestamp: GoTime = _go("TimeStamp", GO_ZERO_TIME)
     api_version: str = _go("APIVersion", "")
@@ -120,7 +121,7 @@ class TykAnalyticsRecord(msgspec.Struct, kw_only=True):
     api_id: str = _go("APIID", "")
     org_id: str = _go("OrgID", "")
     oauth_id: str = _go("OauthID", "")
-    request_time: int = _go("RequestTime", 0)
+    request_time: Int64 = _go("RequestTime", 0)
     raw_request: str = _go("RawRequest", "")
     raw_response: str = _go("RawResponse", "")
     ip_address: str = _go("IPAddress", "")

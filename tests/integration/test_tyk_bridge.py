@@ -318,3 +318,39 @@ def test_an_element_nested_too_deep_is_counted_and_its_neighbours_published(
     assert published_paths(publisher) == ["/good1", "/good2"]
     assert (bridge.stats.moved, bridge.stats.published, bridge.stats.undecodable) == (3, 2, 1)
     assert not analytics_keys(hostile_client)  # nothing left stuck in a processing list
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            return bytes([*out, low])
+        out.append(low | 0x80)
+
+
+def _pb_field(number: int, wire: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | wire) + (_varint(len(payload)) + payload if wire == 2 else payload)
+
+
+def pb_record(path: str, **varints: int) -> bytes:
+    """A protobuf record: org o, api a, response 200, now, with `varints` as {field number: value}."""
+    now = int(time.time())
+    data = _pb_field(12, 2, path.encode()) + _pb_field(17, 2, b"o") + _pb_field(16, 2, b"a")
+    data += _pb_field(3, 2, path.encode()) + _pb_field(13, 2, _pb_field(1, 0, _varint(now)))
+    fields = {11: 200} | {int(k.lstrip("f")): v for k, v in varints.items()}
+    return data + b"".join(_pb_field(n, 0, _varint(v)) for n, v in fields.items())
+
+
+def test_protobuf_integers_beyond_their_field_type_are_counted(hostile_client: redis.Redis) -> None:
+    elements = [
+        pb_record("/good1"),
+        pb_record("/bad1", f5=2**70 - 1),  # ContentLength: a 70-bit varint (OverflowError at publish before)
+        pb_record("/bad2", f11=2**40),  # ResponseCode is an int32
+        pb_record("/good2", f5=2**64 - 1),  # ContentLength -1: int64 as two's complement, in range
+    ]
+    hostile_client.rpush("analytics-tyk-system-analytics_protobuf", *elements)
+    bridge, publisher = drain_in_process(hostile_client)
+    assert published_paths(publisher) == ["/good1", "/good2"]
+    assert (bridge.stats.moved, bridge.stats.published, bridge.stats.undecodable) == (4, 2, 2)
+    assert not analytics_keys(hostile_client)

@@ -175,11 +175,34 @@ def test_protobuf_truncations_are_decode_errors_or_prefixes() -> None:
         (b"\x08\x01", "Host (string) sent as a varint"),
         (b"\x0b", "group wire type"),
         (b"\x00\x01", "field number 0"),
+        (b"\x28" + b"\xff" * 9 + b"\x7f", "ContentLength (int64) a 70-bit varint"),
+        (b"\x28" + b"\xff" * 9 + b"\x02", "ContentLength (int64) a 65-bit varint"),
+        (b"\x58\x80\x80\x80\x80\x10", "ResponseCode (int32) 2**32"),
+        (b"\x58\x80\x80\x80\x80\x08", "ResponseCode (int32) 2**31"),
+        (b"\xba\x01\x08\x12\x06\x10\x80\x80\x80\x80\x10", "Geo.City.GeoNameID (uint32) 2**32"),
     ],
 )
 def test_protobuf_malformed(data: bytes, why: str) -> None:
     with pytest.raises(TykDecodeError):
         decode_protobuf(data)
+
+
+def test_protobuf_integer_fields_take_their_whole_range() -> None:
+    int64_min = b"\x28" + b"\x80" * 9 + b"\x01"  # ContentLength = -2**63: ten bytes, 64 bits
+    int32_min = b"\x58" + b"\x80\x80\x80\x80\xf8\xff\xff\xff\xff\x01"  # ResponseCode = -2**31
+    rec = decode_protobuf(int64_min + int32_min)
+    assert (rec.content_length, rec.response_code) == (-(2**63), -(2**31))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("ContentLength", 2**63), ("ResponseCode", 2**64 - 1), ("GeoNameID", -1)]
+)
+def test_msgpack_integers_outside_go_types_are_decode_errors(field: str, value: int) -> None:
+    record: dict[str, Any] = {field: value}
+    if field == "GeoNameID":
+        record = {"Geo": {"City": record}}
+    with pytest.raises(TykDecodeError):
+        decode_msgpack(msgspec.msgpack.encode(record))
 
 
 def test_protobuf_unknown_fields_are_skipped() -> None:
