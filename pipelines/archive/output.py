@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.archive.sanitize import Sanitizer
+from pipelines.errors import DECODE_ERRORS
 from pipelines.firehose.protocol import (
     ENCODING_JSON,
     ENCODINGS,
@@ -31,7 +32,6 @@ from pipelines.wal.format import WalRecord
 from sinks.clickhouse.archive import ARCHIVE_SCHEMA, ARCHIVE_TABLE, EventsArchive
 from sinks.clickhouse.sink import ClickHouseSink
 
-_DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 _MAX_SECONDS: Final = 2**32 - 1
 
 
@@ -91,7 +91,7 @@ class EventsArchiveOutput:
                 return None
             decode = msgspec.json.decode if env.enc == ENCODING_JSON else msgspec.msgpack.decode
             payload = decode(frames[2])
-        except (*_DECODE_ERRORS, UnicodeDecodeError):
+        except DECODE_ERRORS:  # deep nesting included: the ingestor rejected it, the archive skips it
             self.skipped += 1
             return None
         parsed = parse_topic(topic)

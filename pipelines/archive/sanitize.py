@@ -1,14 +1,23 @@
 """What the archive keeps of a record: everything except credentials.
 
-Raw API keys never reach the archive. Before a message is archived:
+Raw API keys never reach the archive. The archive keeps every message whose
+payload decodes, records a worker rejected included, so the rules go by field
+name, whatever the record's kind and spelling (Tyk's Go names such as
+`APIKey` and `RawRequest` as well as the protocol's), at every depth:
 
-| where                                   | what happens                                         |
-|-----------------------------------------|------------------------------------------------------|
-| analytics `api_key`, event `key`        | replaced by `h:<16 hex>`, the worker's 64-bit hash    |
-| analytics `tags` `key-<key>`            | `key-h:<16 hex>`                                     |
-| analytics `raw_request`, `raw_response` | dropped (whole HTTP messages: they carry credentials) |
-| notice `KeySpaceUpdateNotification`     | each key of the comma-separated payload hashed;      |
-|                                         | the signature blanked (it no longer matches)         |
+| where                                        | what happens                                    |
+|----------------------------------------------|-------------------------------------------------|
+| a field whose name holds `key`, `token`,     | a string becomes `h:<16 hex>`, the worker's      |
+| `secret`, `password`, `passwd`, `credential` | 64-bit hash; any other value becomes nil         |
+| (any case, `_`/`-`/`.` ignored): `api_key`,  |                                                  |
+| an event's `key`, `APIKey`, `KeyID`, ...     |                                                  |
+| `raw_request`, `raw_response`,               | dropped (whole HTTP messages or headers: they   |
+| `OriginatingRequest`, `Authorization`,       | carry credentials)                               |
+| `Cookie`, `Set-Cookie` (any spelling)        |                                                  |
+| analytics `tags` `key-<key>`                 | `key-h:<16 hex>`                                 |
+| notice `KeySpaceUpdateNotification`          | each key of the comma-separated payload hashed;  |
+|                                              | the signature blanked (it no longer matches)     |
+| maps nested deeper than 16 levels            | dropped (no Tyk record is that deep)             |
 
 The hash is the one the rollups use (pipelines.keys, salted with
 TYKPULSE_KEY_HASH_SALT), so `rebuild` recovers exactly the key hashes the
@@ -18,6 +27,8 @@ window merge with the untouched ones.
 
 from __future__ import annotations
 
+import enum
+import functools
 from typing import Any, Final
 
 from pipelines.firehose.protocol import TopicKind
@@ -25,7 +36,19 @@ from pipelines.keys import KeyHasher
 
 HASHED_PREFIX: Final = "h:"
 _HASHED_LENGTH: Final = len(HASHED_PREFIX) + 16
-_DROPPED_FIELDS: Final = ("raw_request", "raw_response")
+_DROPPED_NAMES: Final = frozenset(
+    {
+        "rawrequest",
+        "rawresponse",
+        "originatingrequest",
+        "authorization",
+        "proxyauthorization",
+        "cookie",
+        "setcookie",
+    }
+)
+_SECRET_WORDS: Final = ("key", "token", "secret", "password", "passwd", "credential")
+_MAX_DEPTH: Final = 16
 _KEY_TAG: Final = "key-"
 KEYSPACE_NOTICE: Final = "KeySpaceUpdateNotification"
 
@@ -46,6 +69,22 @@ class ArchivedKeyHasher(KeyHasher):
         return super().hash(key)
 
 
+class _Rule(enum.Enum):
+    KEEP = enum.auto()
+    HASH = enum.auto()
+    DROP = enum.auto()
+
+
+@functools.lru_cache(maxsize=4096)  # names come from the wire: bounded
+def _rule(name: str) -> _Rule:
+    normalized = name.lower().replace("_", "").replace("-", "").replace(".", "")
+    if normalized in _DROPPED_NAMES:
+        return _Rule.DROP
+    if any(word in normalized for word in _SECRET_WORDS):
+        return _Rule.HASH
+    return _Rule.KEEP
+
+
 class Sanitizer:
     def __init__(self, hasher: KeyHasher) -> None:
         self.hasher = hasher
@@ -56,27 +95,36 @@ class Sanitizer:
         for record in records:
             if not isinstance(record, dict):
                 continue
-            record = dict(record)
+            record = self._map(record, 0)
             if kind is TopicKind.ANALYTICS:
                 self._analytics(record)
-            elif kind is TopicKind.EVENT:
-                self._hash_field(record, "key")
             elif kind is TopicKind.NOTICE:
                 self._notice(record)
             clean.append(record)
         return clean
 
-    def _hash_field(self, record: dict[str, Any], field: str) -> None:
-        value = record.get(field)
-        if isinstance(value, str):
-            record[field] = hashed_key(self.hasher, value)
-        elif value is not None:
-            record[field] = ""
+    def _map(self, value: dict[Any, Any], depth: int) -> dict[Any, Any]:
+        clean: dict[Any, Any] = {}
+        for name, item in value.items():
+            rule = _rule(name) if isinstance(name, str) else _Rule.KEEP
+            if rule is _Rule.DROP:
+                continue
+            if rule is _Rule.HASH:
+                # not a string: None, which fails a string field's check as the original did, so a
+                # rebuild rejects exactly the records the first pass rejected
+                clean[name] = hashed_key(self.hasher, item) if isinstance(item, str) else None
+            else:
+                clean[name] = self._value(item, depth + 1)
+        return clean
+
+    def _value(self, value: Any, depth: int) -> Any:
+        if isinstance(value, dict):
+            return self._map(value, depth) if depth < _MAX_DEPTH else None
+        if isinstance(value, list):
+            return [self._value(item, depth + 1) for item in value] if depth < _MAX_DEPTH else None
+        return value
 
     def _analytics(self, record: dict[str, Any]) -> None:
-        self._hash_field(record, "api_key")
-        for field in _DROPPED_FIELDS:
-            record.pop(field, None)
         tags = record.get("tags")
         if isinstance(tags, list):
             record["tags"] = [self._tag(t) for t in tags]

@@ -150,6 +150,61 @@ def test_the_archive_holds_every_message_once_without_a_raw_key(
     assert "TTL toDateTime(received) + toIntervalDay(7)" in ttl[0][0]
 
 
+def test_credentials_under_any_name_or_depth_never_reach_the_archive_and_deep_nesting_is_skipped(
+    sink: ClickHouseSink, tmp_path: Path
+) -> None:
+    # Found by attack: the archive keeps every message whose payload decodes, rejected records too,
+    # and credentials were removed from the protocol's field names only, so a record in Tyk's Go
+    # names (`APIKey`, `RawRequest`) was stored with its raw key; and a payload nested past the
+    # recursion limit (rejected by the ingestor) raised RecursionError out of the archive's flush.
+    now = time.time_ns()
+    bearer = f"GET / HTTP/1.1\r\nAuthorization: Bearer {RAW}-1\r\nCookie: s={RAW}-2\r\n\r\n"
+    go_names = {"TimeStamp": [now // 10**9, 0], "OrgID": "org1", "APIID": "api1", "ResponseCode": 200}
+    go_names |= {"APIKey": f"{RAW}-3", "RawRequest": bearer, "RawResponse": bearer, "KeyID": f"{RAW}-4"}
+    spelled = analytics(now, key=f"{RAW}-5", **{"Api-Key": f"{RAW}-6", "ACCESS_TOKEN": f"{RAW}-7"})
+    spelled["meta"] = {"headers": [{"Authorization": f"Basic {RAW}-8"}], "client.secret": f"{RAW}-9"}
+    spelled["deep"] = {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"j": {"k": {"l": {"m": {
+        "n": {"o": {"p": {"q": {"password": f"{RAW}-10"}}}}}}}}}}}}}}}}}}  # fmt: skip
+    failure = event("AuthFailure", now, key=f"{RAW}-11") | {
+        "OriginatingRequest": "R0VUIC8gSFRUUC8xLjEKQXV0aG9yaXphdGlvbjog" + RAW,
+        "Token": f"{RAW}-12",
+        "Message": "Auth Failure",
+    }
+    deep = [b"tyk.analytics", message("tyk.analytics", [], node="gw3", seq=0)[1], b"\x91" * 5000 + b"\xc0"]
+    messages = [
+        message("tyk.analytics", [go_names], node="gw1", seq=0),
+        message("tyk.analytics", [spelled], node="gw1", seq=1),
+        message("tyk.event.AuthFailure", [failure], node="gw2", seq=0),
+        deep,
+    ]
+    flusher = archiving_flusher(sink, tmp_path / "wal")
+    for frames in messages:
+        assert flusher.writer.append(frames, now)
+    flusher.writer.commit()
+    drain(flusher)
+    flusher.close()
+    table = f"{sink.database}.{ARCHIVE_TABLE}"
+    rows = sink.client.query(
+        f"SELECT node, payload FROM {table} ORDER BY node", column_formats={"payload": "bytes"}
+    ).result_rows
+    assert [node for node, _ in rows] == ["gw1", "gw1", "gw2"]  # the deep one skipped, not a crash
+    for _, payload in rows:
+        assert RAW.encode() not in payload
+    hasher = KeyHasher(SALT.encode())
+    records = {node + str(i): msgspec.msgpack.decode(p)[0] for i, (node, p) in enumerate(rows)}
+    go, kept, auth = records["gw10"], records["gw11"], records["gw22"]
+    assert go["APIKey"] == hashed_key(hasher, f"{RAW}-3")
+    assert go["OrgID"] == "org1"
+    assert "RawRequest" not in go
+    assert "RawResponse" not in go
+    assert kept["api_key"] == hashed_key(hasher, f"{RAW}-5")
+    assert kept["org_id"] == "org1"
+    assert kept["meta"]["headers"] == [{}]
+    assert auth["key"] == hashed_key(hasher, f"{RAW}-11")
+    assert "OriginatingRequest" not in auth
+    assert auth["Message"] == "Auth Failure"
+
+
 def test_archived_keys_read_back_as_the_hashes_the_rollups_used() -> None:
     live = KeyHasher(b"s")
     archived = ArchivedKeyHasher(b"s")
