@@ -32,7 +32,9 @@ import msgspec
 import redis
 import redis.client
 
+from pipelines.bridges.int_ranges import Int64
 from pipelines.bridges.key_digest import KEY_DIGEST_PREFIX, KeyDigester
+from pipelines.errors import DECODE_ERRORS
 from pipelines.firehose.protocol import notice_topic, parse_topic
 from pipelines.security.notices import ALGORITHM_SHA256, sign_sha256
 
@@ -68,7 +70,7 @@ class _Notification(msgspec.Struct):
     command: str
     payload: str = ""
     signature: str = ""
-    algorithm: int = 0
+    algorithm: Int64 = 0  # unbounded, 10**22 decoded and then failed the firehose's msgpack at publish
 
 
 _DECODER: Final = msgspec.json.Decoder(_Notification)
@@ -130,7 +132,7 @@ def notice_from_wire(
     """
     try:
         note = _DECODER.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:  # RecursionError included: JSON nested thousands deep
         return f"not a Tyk notification: {exc}"
     topic = notice_topic(note.command)
     if parse_topic(topic) is None:

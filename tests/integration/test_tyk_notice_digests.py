@@ -87,3 +87,40 @@ def test_keyspace_notices_from_redis_carry_digests(client: redis.Redis) -> None:
     verifier = NoticeVerifier(FIXTURES["node_secret"])
     verdicts = sorted(verifier.verify(msgspec.convert(r, NoticeRecord)) is None for r in keyspace)
     assert verdicts == [False, True]  # the genuine one re-signed, the forged one not
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b'{"command":"ApiUpdated","payload":"evil","algorithm":99999999999999999999999}',  # OverflowError
+        b'{"command":"ApiUpdated","payload":"deep","x":' + b"[" * 5000 + b"]" * 5000 + b"}",  # RecursionError
+    ],
+    ids=["huge_algorithm", "nested_5000_deep"],
+)
+def test_hostile_notifications_are_counted_and_the_good_ones_published(
+    client: redis.Redis, hostile: bytes
+) -> None:
+    channel = "tyk.cluster.notifications.hostile"
+    listener = NotificationListener(client, channel)
+    publisher = CapturingPublisher()
+    bridge = TykRedisBridge(
+        AnalyticsListStore(client, analytics_lists("analytics-", "hostile", "")),
+        cast(BridgePublisher, publisher),
+        FirehoseConverter(KeyDigester(b"deployment-key")),
+        notifications=listener,
+    )
+    good = b'{"command":"ApiUpdated","payload":"good","algorithm":0}'
+    wire = [good, hostile, good]
+    try:
+        listener.poll(0.1)
+        for data in wire:
+            assert client.publish(channel, data) == 1
+        stop = threading.Event()
+        deadline = time.monotonic() + 10
+        while bridge.stats.notices + bridge.stats.bad_notices < len(wire) and time.monotonic() < deadline:
+            bridge.forward_notifications(0.1, stop)
+    finally:
+        listener.close()
+    assert (bridge.stats.notices, bridge.stats.bad_notices) == (2, 1)
+    payloads = [r["payload"] for topic, rs in publisher.published for r in rs]
+    assert payloads == ["good", "good"]
