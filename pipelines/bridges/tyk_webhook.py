@@ -37,6 +37,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from pipelines.bridges.int_ranges import INT64
 from pipelines.bridges.key_digest import KeyDigester
 from pipelines.firehose.protocol import event_topic, parse_topic
 from pipelines.firehose.timestamps import parse_rfc3339_ns
@@ -209,4 +210,26 @@ def webhook_event(
         "key": digester.digest(_text(obj.get("key"))),
     }
     record.update({f: obj[f] for f in _PASSTHROUGH if isinstance(obj.get(f), str | int | float | bool)})
+    problem = _unpublishable(record)
+    if problem is not None:
+        return problem
     return WebhookEvent(topic, record)
+
+
+def _unpublishable(record: Mapping[str, Any]) -> WebhookRejection | None:
+    """Why the firehose's msgpack could not carry `record`, checked before Tyk is told it was accepted.
+
+    JSON numbers are unbounded and JSON escapes can spell lone surrogates (`"\\ud800"`), which
+    UTF-8 cannot encode: either would fail the publish of the whole batch the event joined.
+    """
+    for name, value in record.items():
+        if type(value) is int:
+            reason = INT64.reason(value)
+            if reason is not None:
+                return WebhookRejection("out_of_range", f"{name}: {reason}")
+        elif isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return WebhookRejection("bad_body", f"{name}: a lone surrogate, not encodable as UTF-8")
+    return None

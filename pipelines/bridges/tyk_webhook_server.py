@@ -11,11 +11,14 @@ Routes: `POST|PUT|PATCH <path>` (default /tyk/events) accepts one event;
 `GET /stats` returns the counters.
 
 Answers: 200 accepted; 400 body not an event (`bad_body`, `bad_event`,
-`too_deep`: JSON nested over 64 levels); 401 wrong or missing shared secret;
+`too_deep`: JSON nested over 64 levels, `out_of_range`: an integer msgpack
+cannot carry as int64); 401 wrong or missing shared secret;
 413 body too large (checked while reading, before parsing); 503 no worker subscribed
 (the event would be dropped: Tyk logs the failure). Tyk never retries a
 webhook, so delivery from Tyk is at most once; from the receiver on, an
-accepted event is published within `flush_ms` unless the process dies first.
+accepted event is published within `flush_ms` unless the process dies first;
+one the publisher still refuses is counted (`publish_failed`) and logged, and
+costs only itself, not the batch it was flushed with.
 Every rejection is counted by reason in /stats; each reason is logged at most
 once per 10 s (with how many were held back).
 
@@ -153,11 +156,31 @@ class WebhookReceiver:
         size = self.settings.message_records
         for topic, records in pending.items():
             for start in range(0, len(records), size):
-                chunk = records[start : start + size]
-                if self.publisher.publish(topic, chunk, self.abandon):
-                    self.stats.published += len(chunk)
-                else:
-                    self.stats.rejected["abandoned_at_shutdown"] += len(chunk)
+                self._publish_chunk(topic, records[start : start + size])
+
+    def _publish_chunk(self, topic: str, chunk: list[dict[str, Any]]) -> None:
+        """Publish `chunk`; a message that cannot be sent is retried one event at a time, so an event
+        that slipped past validation costs only itself, counted (`publish_failed`) and logged."""
+        try:
+            sent = self.publisher.publish(topic, chunk, self.abandon)
+        except Exception as exc:  # Tyk was told these were accepted: never drop them silently
+            if len(chunk) > 1:
+                for record in chunk:
+                    self._publish_chunk(topic, [record])
+                return
+            self.stats.rejected["publish_failed"] += 1
+            log.error(  # one line per event, no trace: the reason is in the message
+                "webhook event accepted but not published topic=%s error=%s: %s total=%d",
+                topic,
+                type(exc).__name__,
+                str(exc)[:200],
+                self.stats.rejected["publish_failed"],
+            )
+            return
+        if sent:
+            self.stats.published += len(chunk)
+        else:
+            self.stats.rejected["abandoned_at_shutdown"] += len(chunk)
 
     def tick(self) -> bool:
         self.publisher.maybe_heartbeat()
@@ -213,7 +236,13 @@ class WebhookServer:
         if self.receiver.pending_count and self.loop is not None:
             pending = self.receiver.take_pending()
             future = self.loop.run_in_executor(self.receiver.zmq_thread, self.receiver.publish, pending)
+            future.add_done_callback(self._published)
             self._publishing.append(future)
+
+    def _published(self, future: asyncio.Future[None]) -> None:
+        # publish() counts what it cannot send; anything escaping it is a bug, logged, never silent
+        if not future.cancelled() and future.exception() is not None:
+            log.error("webhook publish failed", exc_info=future.exception())
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)

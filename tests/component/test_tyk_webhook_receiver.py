@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from pipelines.bridges.key_digest import KeyDigester
 from pipelines.bridges.publishing import BridgePublisher
 from pipelines.bridges.tyk_webhook_server import (
+    WebhookReceiver,
     WebhookStats,
     check_exposure,
     exposure_error,
@@ -201,3 +202,76 @@ def test_a_deep_body_is_a_400_and_the_next_post_is_served(
     assert len([line for line in logged if "reason=too_deep" in line]) == 1  # throttled: one per period
     assert not any(r.exc_info for r in caplog.records)
     assert "Traceback" not in caplog.text
+
+
+def _events_received(sub: zmq.Socket[Any], count: int) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    while len(records) < count:
+        assert sub.poll(5000), f"got {len(records)} of {count} events"
+        records += msgspec.msgpack.decode(sub.recv_multipart()[2])
+    return records
+
+
+def test_unpublishable_values_are_400s_and_the_good_events_around_them_are_published(
+    receiver: dict[str, Any], zmq_context: zmq.Context[Any]
+) -> None:
+    port = receiver["port"]
+    sub = zmq_context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"tyk.event.")
+    sub.connect(receiver["zmq"])
+    ok = {"X-Tykpulse-Secret": SECRET, "Content-Type": "application/json"}
+
+    def post(i: int, extra: str = "") -> tuple[int, dict[str, Any]]:
+        body = f'{{"event":"AuthFailure","key":"rawkey{i}","message":"good {i}"{extra}}}'
+        result: tuple[int, dict[str, Any]] = request(port, "POST", "/tyk/events", body, ok)
+        return result
+
+    try:
+        while request(port, "GET", "/healthz")[0] != 200:
+            sub.poll(20)
+        # msgpack cannot carry the number, UTF-8 cannot carry the lone surrogate: before, both were
+        # answered 200 and the flush holding them failed with OverflowError / UnicodeEncodeError,
+        # silently dropping every event batched with them
+        assert post(1) == (200, {"accepted": 1})
+        status, reply = post(2, ',"response_code":99999999999999999999999')
+        assert (status, reply["rejected"]) == (400, "out_of_range")
+        assert "response_code" in reply["detail"]
+        assert post(3) == (200, {"accepted": 1})
+        status, reply = post(4, ',"reason":"\\ud800"')
+        assert (status, reply["rejected"]) == (400, "bad_body")
+        assert post(5, ',"response_code":-9223372036854775808') == (200, {"accepted": 1})
+        records = _events_received(sub, 3)
+        assert [r["message"] for r in records] == ["good 1", "good 3", "good 5"]
+        stats = request(port, "GET", "/stats")[1]
+        assert (stats["accepted"], stats["published"]) == (3, 3)
+        assert stats["rejected"] == {"out_of_range": 1, "bad_body": 1}
+    finally:
+        sub.close()
+
+
+def test_an_event_the_publisher_refuses_is_counted_logged_and_spares_its_batch(
+    zmq_context: zmq.Context[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = TykWebhookSettings(listen="127.0.0.1:0", key_hash_salt="salt", message_records=10)
+    publisher = BridgePublisher(
+        FirehosePublisher(zmq_context, [parse_endpoint("@tcp://127.0.0.1:0")], node="webhook-test")
+    )
+    sub = zmq_context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"tyk.event.")
+    sub.connect(publisher.publisher.addresses[0])
+    receiver = WebhookReceiver(settings, publisher)
+    try:
+        assert publisher.wait_for_subscriber("tyk.event.X", 10)
+        # what validation should never let through, handed to the flush as if it had
+        batch = [{"event": "X", "n": 1}, {"event": "X", "n": 2**70}, {"event": "X", "n": 3}]
+        receiver.publish({"tyk.event.X": batch})
+        assert [r["n"] for r in _events_received(sub, 2)] == [1, 3]
+    finally:
+        sub.close()
+        receiver.zmq_thread.shutdown()
+        publisher.close(0)
+    assert (receiver.stats.published, dict(receiver.stats.rejected)) == (2, {"publish_failed": 1})
+    [line] = [r.getMessage() for r in caplog.records if "not published" in r.getMessage()]
+    assert "OverflowError" in line

@@ -110,6 +110,10 @@ def test_unescape_is_exactly_go_html_template() -> None:
         (b'{"event": "X", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "too_deep"),
         (b"[" * 5000, "too_deep"),
         (b'{"tykpulse_template":1,"event":"X","x":' + b"{&#34;a&#34;:" * 100 + b"1" + b"}" * 101, "too_deep"),
+        (b'{"event": "X", "response_code": 99999999999999999999999}', "out_of_range"),
+        (b'{"event": "X", "days_remaining": -9223372036854775809}', "out_of_range"),
+        (b'{"event": "X", "message": "\\ud800"}', "bad_body"),
+        (b'{"event": "X", "org_id": "\\udfff"}', "bad_body"),
     ],
 )
 def test_rejections(body: bytes, reason: str) -> None:
