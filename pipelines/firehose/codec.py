@@ -37,6 +37,7 @@ from pipelines.firehose.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_NODE_BYTES,
     MAX_RECORDS_PER_MESSAGE,
+    MESSAGE_FRAMES,
     PROTOCOL_VERSION,
     RECORD_TYPES,
     Envelope,
@@ -58,6 +59,13 @@ _TOPIC_MEMO_LIMIT: Final = 4096
 # of the payload (possessive, so nothing is retried). A string pattern that could
 # fail was rescanned by finditer from each following quote: quadratic, 19 s for
 # 80 KB of '"\\' and days at the 16 MiB limit; now 0.1 s for 16 MB.
+# The stand-in for a message a subscriber discarded on receipt, too many frames or
+# too many bytes (pipelines.firehose.subscriber): four frames, so never a valid
+# message, under a topic no publisher can subscribe to; decode() turns it into the
+# rejection it names, so it is counted like any other, wherever it is decoded
+# (after the write-ahead log too, which logs the stand-in, not the message).
+DISCARDED_TOPIC: Final = b"\x00discarded"
+_DISCARD_REASONS: Final = frozenset({RejectReason.FRAME_COUNT, RejectReason.MESSAGE_TOO_LARGE})
 _JSON_TOKENS: Final = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)|[\[\]{},]', re.DOTALL)
 
 
@@ -145,7 +153,9 @@ class MessageDecoder:
         }
 
     def decode(self, frames: Sequence[bytes]) -> DecodedMessage | Rejection:
-        if len(frames) != 3:
+        if len(frames) != MESSAGE_FRAMES:
+            if len(frames) == 4 and frames[0] == DISCARDED_TOPIC:
+                return _discarded_rejection(frames)
             return Rejection(RejectReason.FRAME_COUNT, f"expected 3 frames, got {len(frames)}")
         topic_bytes, envelope_bytes, payload = frames
         size = len(topic_bytes) + len(envelope_bytes) + len(payload)
@@ -241,6 +251,17 @@ class MessageDecoder:
         if kind in (TopicKind.EVENT, TopicKind.NOTICE):
             _drop_mismatched_names(message)
         return message
+
+
+def discarded_message(reason: RejectReason, detail: str) -> list[bytes]:
+    """The stand-in a subscriber yields for a message it discarded (see DISCARDED_TOPIC)."""
+    return [DISCARDED_TOPIC, reason.value.encode(), detail.encode(), b""]
+
+
+def _discarded_rejection(frames: Sequence[bytes]) -> Rejection:
+    named = bytes(frames[1]).decode("ascii", errors="replace")
+    reason = RejectReason(named) if named in _DISCARD_REASONS else RejectReason.FRAME_COUNT
+    return Rejection(reason, _clip(bytes(frames[2]).decode("utf-8", errors="replace")))
 
 
 def msgpack_array_length(payload: bytes) -> int | None:

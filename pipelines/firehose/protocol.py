@@ -23,6 +23,7 @@ NOTICE_PREFIX: Final = "tyk.notice."
 SUBSCRIBE_ALL: Final = "tyk."
 
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+MESSAGE_FRAMES: Final = 3  # topic, envelope, payload
 MAX_RECORDS_PER_MESSAGE: Final = 100_000
 MAX_NODE_BYTES: Final = 128
 MAX_FUTURE_NS: Final = 24 * 3600 * 1_000_000_000

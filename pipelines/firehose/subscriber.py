@@ -19,6 +19,14 @@ second connect to an endpoint it still lists). An endpoint libzmq is
 reconnecting is left alone: disconnecting it then aborted the process
 (fq.cpp `!_more`). A publisher that connects to a bound endpoint reconnects on
 its own.
+
+That limit is per frame. A message is read frame by frame (what recv_multipart
+does, at the same cost), and one with more frames than the protocol's three, or
+more bytes in all than the limit, is read to its end without keeping the rest
+(`discarded` counts them): never logged or decoded whole. A small stand-in
+(codec.discarded_message) takes its place, which the decoder counts as a
+frame_count or message_too_large rejection, like any other. libzmq itself still
+holds a multipart message whole before its first frame can be read.
 """
 
 from __future__ import annotations
@@ -27,13 +35,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from pipelines.firehose.codec import discarded_message
 from pipelines.firehose.endpoints import Endpoint, attach, parse_endpoint
-from pipelines.firehose.protocol import MAX_MESSAGE_BYTES, SUBSCRIBE_ALL
+from pipelines.firehose.protocol import MAX_MESSAGE_BYTES, MESSAGE_FRAMES, SUBSCRIBE_ALL, RejectReason
 from pipelines.observe.throttle import LogThrottle
 from pipelines.security.curve import BoundEndpoints, CurveSession
 
@@ -49,6 +58,8 @@ DEFAULT_RCVHWM = 200_000
 DEFAULT_RCVBUF_BYTES = 4 << 20
 # libzmq schedules its own reconnect at once (ZMQ_RECONNECT_IVL, 100 ms by default)
 RETRY_GRACE_S = 1.0
+_NOBLOCK: Final = zmq.NOBLOCK
+_RCVMORE: Final = zmq.RCVMORE
 _WATCHED_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECT_DELAYED
 
 
@@ -71,6 +82,8 @@ class FirehoseSubscriber:
         self.poller = zmq.Poller()
         self.addresses: list[str] = []
         self.disconnects = 0
+        # messages discarded on receipt (too many frames or bytes); each yields a stand-in
+        self.discarded = 0
         # monitor socket -> (its SUB socket, the addresses that socket connects to)
         self._monitors: dict[zmq.Socket[Any], tuple[zmq.Socket[Any], list[str]]] = {}
         # (socket, address) dropped, and when to connect again unless libzmq retries first
@@ -154,10 +167,39 @@ class FirehoseSubscriber:
         while ready and received < max_messages:
             for socket in list(ready):
                 try:
-                    yield socket.recv_multipart(zmq.NOBLOCK)
+                    yield self._recv(socket)
                     received += 1
                 except zmq.Again:
                     del ready[socket]
+
+    def _recv(self, socket: zmq.Socket[Any]) -> list[bytes]:
+        """One message (zmq.Again when none is ready), bounded in frames and in bytes."""
+        recv, option = socket.recv, socket.getsockopt  # bound once: this is per message
+        frame = recv(_NOBLOCK)
+        frames = [frame]
+        size = len(frame)
+        limit = self.max_message_bytes
+        while option(_RCVMORE):
+            if len(frames) == MESSAGE_FRAMES:
+                return self._discard(socket, RejectReason.FRAME_COUNT, len(frames), size)
+            frame = recv(_NOBLOCK)
+            frames.append(frame)
+            size += len(frame)
+            if 0 < limit < size:
+                return self._discard(socket, RejectReason.MESSAGE_TOO_LARGE, len(frames), size)
+        return frames  # one frame alone is bounded by MAXMSGSIZE
+
+    def _discard(self, socket: zmq.Socket[Any], reason: RejectReason, count: int, size: int) -> list[bytes]:
+        """Read the rest of the message without keeping it; its stand-in for the decoder to count."""
+        while socket.getsockopt(zmq.RCVMORE):
+            size += len(socket.recv(zmq.NOBLOCK, copy=False))  # a Frame, not copied into bytes
+            count += 1
+        self.discarded += 1
+        detail = (
+            f"{count} frames, {size} bytes, discarded on receipt "
+            f"(at most {MESSAGE_FRAMES} frames and {self.max_message_bytes} bytes)"
+        )
+        return discarded_message(reason, detail)
 
     def _on_events(self, monitor: zmq.Socket[Any]) -> None:
         socket, connected = self._monitors[monitor]

@@ -18,6 +18,7 @@ from pipelines.firehose.endpoints import parse_endpoint
 from pipelines.firehose.proxy import FirehoseProxy, run_in_thread
 from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.firehose.subscriber import FirehoseSubscriber
+from pipelines.ingest import Ingestor
 from pipelines.wal.writer import WalWriter
 from tests.conftest import T0_NS
 from tests.harness.processes import free_port
@@ -270,3 +271,43 @@ def test_the_connection_s_kernel_receive_buffer_is_the_one_configured(
         assert held == 2 * rcvbuf_bytes  # Linux doubles it for its bookkeeping
     else:
         assert held < 512 << 10  # TCP's autotuning starts from tcp_rmem's default
+
+
+# -- messages over the limits in frames or bytes in all: discarded as they are read ------------
+
+
+def test_a_message_over_the_frame_count_or_total_bytes_is_discarded_and_counted(
+    zmq_context: zmq.Context[Any], port: int, tmp_path: Path
+) -> None:
+    limit = 1 << 20
+    publisher = FirehosePublisher(zmq_context, [parse_endpoint(f"@tcp://127.0.0.1:{port}")], node="gw1")
+    subscriber = FirehoseSubscriber(
+        zmq_context, [parse_endpoint(f"tcp://127.0.0.1:{port}")], max_message_bytes=limit
+    )
+    writer = WalWriter(tmp_path / "wal")
+    writer.open(0)
+    ingestor = Ingestor(clock=lambda: T0_NS)
+    big = b"x" * (limit - 1024)  # every frame under MAXMSGSIZE: libzmq lets each one through
+    try:
+        assert publisher.wait_for_subscribers(10)
+        publisher.socket.send_multipart([b"tyk.analytics", *[big] * 20])  # 20 MiB in 21 frames
+        publisher.socket.send_multipart([*_frames(publisher, 0), b"", b"x"])  # 5 small frames
+        publisher.socket.send_multipart([b"tyk.analytics", big, big])  # 3 frames, 2 MiB
+        publisher.socket.send_multipart(_frames(publisher, 1))
+        got = collect(subscriber, 4)
+        for frames in got:  # what the worker does: log, then decode
+            writer.append(frames, T0_NS)
+            ingestor.ingest(frames)
+        writer.commit()
+    finally:
+        writer.close()
+        publisher.close(0)
+        subscriber.close()
+    assert len(got) == 4
+    assert got[3] == _frames(publisher, 1)  # the firehose goes on: the good message is whole
+    assert all(sum(map(len, frames)) < 1024 for frames in got[:3])  # nothing kept of the others
+    assert subscriber.discarded == 3
+    assert ingestor.stats.rejected == {"message_too_large": 2, "frame_count": 1}
+    assert ingestor.stats.messages == 1  # the good one, decoded
+    wal_bytes = sum(f.stat().st_size for f in (tmp_path / "wal").rglob("*") if f.is_file())
+    assert wal_bytes < 64 << 10

@@ -12,10 +12,12 @@ import pytest
 
 from pipelines.firehose.codec import (
     _JSON_TOKENS,
+    DISCARDED_TOPIC,
     DecodedMessage,
     Limits,
     MessageDecoder,
     Rejection,
+    discarded_message,
     json_array_exceeds,
     msgpack_array_length,
 )
@@ -71,6 +73,22 @@ def test_json_encoding_decodes_the_same_records() -> None:
 @pytest.mark.parametrize("count", [0, 2, 4])
 def test_wrong_frame_count_is_rejected(count: int) -> None:
     rejected(DECODER.decode([b"tyk.analytics"] * count), RejectReason.FRAME_COUNT)
+
+
+@pytest.mark.parametrize("reason", [RejectReason.FRAME_COUNT, RejectReason.MESSAGE_TOO_LARGE])
+def test_a_message_discarded_on_receipt_is_rejected_with_its_reason(reason: RejectReason) -> None:
+    stand_in = discarded_message(reason, "61 frames, 943718400 bytes, discarded on receipt")
+    result = rejected(DECODER.decode(stand_in), reason)
+    assert result.detail == "61 frames, 943718400 bytes, discarded on receipt"
+    assert result.position is None  # nothing of the envelope was kept
+
+
+def test_a_forged_discard_stand_in_is_still_a_frame_count_rejection() -> None:
+    # sent by a peer: four frames, so it is a frame_count rejection whatever it names
+    result = rejected(
+        DECODER.decode([DISCARDED_TOPIC, b"bad_record", b"\xff" * 500, b""]), RejectReason.FRAME_COUNT
+    )
+    assert len(result.detail) <= 203
 
 
 def test_message_over_the_size_limit_is_rejected() -> None:
