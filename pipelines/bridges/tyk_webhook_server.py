@@ -12,7 +12,7 @@ Routes: `POST|PUT|PATCH <path>` (default /tyk/events) accepts one event;
 
 Answers: 200 accepted; 400 body not an event (`bad_body`, `bad_event`,
 `too_deep`: JSON nested over 64 levels, `out_of_range`: an integer msgpack
-cannot carry as int64); 401 wrong or missing shared secret;
+cannot carry as int64; `bad_target`: a request target that is not a URL); 401 wrong or missing shared secret;
 413 body too large (checked while reading, before parsing); 503 no worker subscribed
 (the event would be dropped: Tyk logs the failure). Tyk never retries a
 webhook, so delivery from Tyk is at most once; from the receiver on, an
@@ -103,7 +103,10 @@ class WebhookReceiver:
         self.zmq_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tyk-webhook-zmq")
 
     def handle(self, request: h11.Request, body: bytes, too_large: bool) -> Reply:
-        target = urlsplit(request.target.decode("latin-1"))
+        try:
+            target = urlsplit(request.target.decode("latin-1"))
+        except ValueError as exc:  # e.g. `//[x/tyk/events`: an authority with an unclosed IPv6 bracket
+            return self._reject(400, "bad_target", f"{request.target[:64]!r}: {exc}")
         if request.method == b"GET" and target.path in ("/healthz", "/stats"):
             if target.path == "/stats":
                 return Reply(200, self.stats.as_dict())

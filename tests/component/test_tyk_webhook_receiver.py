@@ -275,3 +275,35 @@ def test_an_event_the_publisher_refuses_is_counted_logged_and_spares_its_batch(
     assert (receiver.stats.published, dict(receiver.stats.rejected)) == (2, {"publish_failed": 1})
     [line] = [r.getMessage() for r in caplog.records if "not published" in r.getMessage()]
     assert "OverflowError" in line
+
+
+def read_response(s: socket.socket) -> bytes:
+    """One whole response (head and a content-length body) from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(line.split(b":")[1] for line in head.split(b"\r\n") if line.startswith(b"content-length"))
+    )
+    while len(body) < length:
+        chunk = s.recv(4096)
+        assert chunk, f"connection closed after {data!r}"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_target_that_is_not_a_url_is_a_400_and_the_connection_still_serves(
+    receiver: dict[str, Any],
+) -> None:
+    # urlsplit raised ValueError (unclosed IPv6 bracket) and the connection was closed without a reply
+    with socket.create_connection(("127.0.0.1", receiver["port"]), timeout=5) as s:
+        s.sendall(b"POST //[x/tyk/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        reply = read_response(s)
+        assert reply.startswith(b"HTTP/1.1 400 ")
+        assert b'"bad_target"' in reply
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s).startswith(b"HTTP/1.1 503 ")  # same connection, next request answered
+    assert request(receiver["port"], "GET", "/stats")[1]["rejected"] == {"bad_target": 1}
