@@ -10,6 +10,13 @@ boundaries after it are unknown. The reader then skips to the next segment
 (or to the end of the range if there is none), counts the positions skipped
 as `damaged`, and the flusher goes on; the messages lost this way show up as
 sequence gaps (lost_messages) downstream, never as silently missing data.
+
+A record's position is not trusted for its checksum alone: within a segment
+positions follow one another from the segment's first. A record out of that
+sequence (behind it, or at or past the range's end or the next segment's
+first) is stepped over and counted as damaged, and the records after it are
+read on; a forward jump within those bounds counts the positions it skips.
+Only records with start <= position < end are ever returned.
 """
 
 from __future__ import annotations
@@ -67,6 +74,18 @@ class _Cursor:
     position: int
     segment_first: int
     offset: int
+    expected: int  # the position the record at `offset` must have
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Scan:
+    """One segment being scanned: records from `expected` on, none at or past `bound`."""
+
+    path: Path
+    segment_first: int
+    expected: int
+    bound: int
+    checksum: Checksum
 
 
 class WalReader:
@@ -74,6 +93,8 @@ class WalReader:
         self.directory = directory
         self._cursor: _Cursor | None = None
         self.damaged_total = 0
+        # records stepped over for a position out of sequence (part of damaged_total)
+        self.out_of_sequence_total = 0
         # each segment's checksum, from its header (segments are few; forgotten when deleted)
         self._checksums: dict[Path, Checksum] = {}
 
@@ -91,6 +112,7 @@ class WalReader:
         """Read on from result.end to `end`, as if the first read had gone that far."""
         position = result.end
         damaged = 0
+        out_of_sequence = self.out_of_sequence_total
         for item in self._records_from(position, end):
             if isinstance(item, int):
                 damaged += item - position
@@ -103,6 +125,7 @@ class WalReader:
             if max_bytes is not None and result.bytes >= max_bytes:
                 break
         result.end = position
+        damaged += self.out_of_sequence_total - out_of_sequence
         result.damaged += damaged
         self.damaged_total += damaged
 
@@ -115,11 +138,13 @@ class WalReader:
                 log.error("WAL has no segment holding position=%d; skipping to end=%d", position, end)
                 yield end
                 return
-            path, segment_first, offset, next_first = located
+            path, segment_first, offset, expected, next_first = located
+            bound = end if next_first is None else min(next_first, end)
             with path.open("rb", buffering=1 << 20) as stream:
                 checksum = self._checksum(path, stream)
                 stream.seek(offset)
-                position = yield from self._scan(stream, path, segment_first, position, end, checksum)
+                scan = _Scan(path, segment_first, expected, bound, checksum)
+                position = yield from self._scan(stream, scan, position, end)
             if position >= end:
                 return
             # The segment ended (cleanly or damaged) before `end`: go on in the next one.
@@ -143,39 +168,50 @@ class WalReader:
         return checksum
 
     def _scan(
-        self,
-        stream: IO[bytes],
-        path: Path,
-        segment_first: int,
-        position: int,
-        end: int,
-        checksum: Checksum,
+        self, stream: IO[bytes], scan: _Scan, position: int, end: int
     ) -> Generator[WalRecord | int, None, int]:
         offset = stream.tell()
+        expected = scan.expected
         while position < end:
             try:
-                record = read_record(stream, checksum)
+                record = read_record(stream, scan.checksum)
             except RecordError as exc:
-                log.error("WAL record unreadable segment=%s offset=%d reason=%s", path.name, offset, exc)
+                log.error("WAL record unreadable segment=%s offset=%d reason=%s", scan.path.name, offset, exc)
                 record = None
             if record is None:
                 break
-            offset = stream.tell()
-            if record.position < position:
+            record_offset, offset = offset, stream.tell()
+            if record.position != expected and not expected < record.position < scan.bound:
+                # behind the sequence, or where no record of this segment and range can be
+                self.out_of_sequence_total += 1
+                log.error(
+                    "WAL record out of sequence, skipped segment=%s offset=%d expected=%d found=%d",
+                    scan.path.name,
+                    record_offset,
+                    expected,
+                    record.position,
+                )
                 continue
+            expected = record.position + 1
+            if record.position < position:
+                continue  # before the range: scanning from the segment's start
             if record.position != position:
                 log.error(
-                    "WAL position jump segment=%s expected=%d found=%d", path.name, position, record.position
+                    "WAL position jump segment=%s expected=%d found=%d",
+                    scan.path.name,
+                    position,
+                    record.position,
                 )
                 yield record.position
                 position = record.position
             yield record
             position += 1
-        self._cursor = _Cursor(position, segment_first, offset)
+        self._cursor = _Cursor(position, scan.segment_first, offset, expected)
         return position
 
-    def _locate(self, position: int) -> tuple[Path, int, int, int | None] | None:
-        """(segment path, its first position, byte offset to scan from, next segment's first)."""
+    def _locate(self, position: int) -> tuple[Path, int, int, int, int | None] | None:
+        """(segment path, its first position, byte offset to scan from, the position of the
+        record there, next segment's first)."""
         segments = list_segments(self.directory)
         index = max((i for i, (first, _) in enumerate(segments) if first <= position), default=None)
         if index is None:
@@ -184,8 +220,8 @@ class WalReader:
         next_first = segments[index + 1][0] if index + 1 < len(segments) else None
         cursor = self._cursor
         if cursor is not None and cursor.segment_first == first and cursor.position == position:
-            return path, first, cursor.offset, next_first
+            return path, first, cursor.offset, cursor.expected, next_first
         with path.open("rb") as stream:
             if read_segment_header(stream.read(SEGMENT_HEADER.size)) is None:
-                return path, first, 0, next_first
-        return path, first, SEGMENT_HEADER.size, next_first
+                return path, first, 0, first, next_first
+        return path, first, SEGMENT_HEADER.size, first, next_first

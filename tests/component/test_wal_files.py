@@ -16,7 +16,14 @@ from pipelines.wal.checkpoint import (
     new_checkpoint,
     store_checkpoint,
 )
-from pipelines.wal.format import SEGMENT_HEADER, WalRecord, list_segments
+from pipelines.wal.format import (
+    SEGMENT_HEADER,
+    WalRecord,
+    encode_record,
+    list_segments,
+    segment_header,
+    segment_name,
+)
 from pipelines.wal.pressure import PressureLevel, WalStats
 from pipelines.wal.reader import WalReader
 from pipelines.wal.writer import FsyncPolicy, WalLockedError, WalWriter, read_all, write_all
@@ -180,6 +187,58 @@ def test_a_damaged_record_in_a_closed_segment_is_skipped_and_counted(tmp_path: P
     assert 0 < read.damaged <= second_first
     assert positions == sorted(set(positions))
     w.close()
+
+
+def hostile_segment(directory: Path, positions: list[int], first: int = 0) -> None:
+    """A segment of CRC-valid records with the given positions (as a hostile writer could make)."""
+    data = segment_header(first)
+    for position in positions:
+        data += encode_record(position, 1, [b"t", b"e", b"p%d" % position])[0]
+    (directory / segment_name(first)).write_bytes(data)
+
+
+FAR = 10**15
+
+
+@pytest.mark.parametrize(
+    ("positions", "returned", "damaged"),
+    [
+        ([0, 1, FAR, 3, 4], [0, 1, 3, 4], 2),  # in place of 2: it is missing, and the record is damage
+        ([0, 1, FAR, 2, 3, 4], [0, 1, 2, 3, 4], 1),  # inserted: every real record is read
+        ([0, 1, 0, 2, 3, 4], [0, 1, 2, 3, 4], 1),  # behind the sequence
+        ([0, 1, 7, 2, 3, 4], [0, 1, 2, 3, 4], 1),  # past the range asked for
+        ([0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 4], 0),
+    ],
+)
+def test_a_record_out_of_sequence_is_damage_and_never_returned_outside_the_range(
+    tmp_path: Path, positions: list[int], returned: list[int], damaged: int
+) -> None:
+    hostile_segment(tmp_path, positions)
+    reader = WalReader(tmp_path)
+    read = reader.read(0, 5)
+    assert [r.position for r in read.records] == returned
+    assert [bytes(r.frames[2]) for r in read.records] == [b"p%d" % p for p in returned]
+    assert read.end == 5
+    assert read.damaged == damaged
+    assert reader.damaged_total == damaged
+
+
+def test_out_of_sequence_records_are_skipped_when_ranges_are_read_one_after_the_other(tmp_path: Path) -> None:
+    hostile_segment(tmp_path, [0, 1, FAR, 2, 3, 1, 4, 5])
+    reader = WalReader(tmp_path)
+    reads = [reader.read(start, start + 2) for start in (0, 2, 4)]  # the cursor carries on
+    assert [[r.position for r in read.records] for read in reads] == [[0, 1], [2, 3], [4, 5]]
+    assert reader.damaged_total == 2
+    assert reader.out_of_sequence_total == 2
+
+
+def test_a_record_past_the_next_segment_s_first_is_damage(tmp_path: Path) -> None:
+    hostile_segment(tmp_path, [0, 1, 6, 2])
+    hostile_segment(tmp_path, [4, 5, 6], first=4)
+    read = WalReader(tmp_path).read(0, 7)
+    # 6 cannot be in the first segment, whose successor starts at 4; 3 is missing
+    assert [r.position for r in read.records] == [0, 1, 2, 4, 5, 6]
+    assert read.damaged == 2
 
 
 def test_release_deletes_only_flushed_closed_segments(tmp_path: Path) -> None:
