@@ -12,12 +12,14 @@ import base64
 import http.client
 import os
 import random
+import resource
 import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
+import clickhouse_connect
 import pytest
 
 from tests.harness.processes import free_port, stop_process
@@ -149,3 +151,72 @@ def test_db_serve_refuses_an_empty_writer_password_at_start(tmp_path: Path) -> N
         assert server.returncode == 2, text  # click's usage error
         assert "--writer-password" in text, text
         assert "empty" in text, text
+
+
+FLOOD_NOFILE = 400  # the serving process's descriptor limit in the flood test
+FLOOD_CAP = 64  # --serve-max-connections in the flood test
+FLOOD = 500  # idle and slowloris connections held: more than the cap, and than the descriptor limit
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _limit_descriptors() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FLOOD_NOFILE, FLOOD_NOFILE))
+
+
+def test_db_serve_keeps_the_writer_in_under_a_connection_flood(tmp_path: Path) -> None:
+    """Idle and one-byte-at-a-time connections, more than the cap and the descriptor limit.
+
+    Before the cap, each held a thread and a descriptor for ever: past the limit accept() failed with
+    EMFILE, the accept loop spun a core, and the writer could not get in. Now the server keeps at most
+    FLOOD_CAP of them, the writer's insert through clickhouse-connect lands, its thread count stays
+    within the cap, and it does not spin.
+    """
+    port = free_port()
+    env = {**os.environ, "TYKPULSE_WRITER_PASSWORD": RIGHT, "TYKPULSE_SERVE_MAX_CONNECTIONS": str(FLOOD_CAP)}
+    command = tykpulse(
+        "db", "serve", "--path", str(tmp_path / "db"), "--listen", f"127.0.0.1:{port}", "--no-schema"
+    )
+    server = subprocess.Popen(command, env=env, preexec_fn=_limit_descriptors)
+    flood: list[socket.socket] = []
+    try:
+        wait_for_endpoint(port, server)
+        as_writer(port, "CREATE TABLE default.t (x UInt64) ENGINE = MergeTree ORDER BY x")
+        threads_before = _threads(server.pid)
+        for i in range(FLOOD):
+            sock = socket.socket()
+            sock.settimeout(2)
+            try:
+                sock.connect(("127.0.0.1", port))
+                if i % 2:
+                    sock.send(b"GET /?query=SELECT")  # slowloris: a request line that never ends
+            except OSError:
+                sock.close()
+                continue
+            flood.append(sock)
+        time.sleep(1)
+        cpu_before = _cpu_s(server.pid)
+        time.sleep(2)
+        cpu_s = _cpu_s(server.pid) - cpu_before
+        client = clickhouse_connect.get_client(
+            host="127.0.0.1", port=port, username="tykpulse", password=RIGHT,
+            connect_timeout=5, send_receive_timeout=20,
+        )  # fmt: skip
+        client.insert("default.t", [[1], [2], [3]], column_names=["x"])
+        assert as_writer(port, "SELECT count() FROM default.t") == b"3\n"
+        threads = _threads(server.pid)
+        client.close()
+        assert threads <= threads_before + FLOOD_CAP + 8, (threads_before, threads)
+        assert cpu_s < 1.0, f"the server used {cpu_s:.2f} s of CPU in 2 s with idle connections"
+    finally:
+        for sock in flood:
+            sock.close()
+        assert stop_process(server, 30)

@@ -31,7 +31,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -52,6 +52,8 @@ from sinks.clickhouse.serve.statements import (
 log = logging.getLogger(__name__)
 
 QUEUE_TIMEOUT_S: Final = 30.0
+# how often a query waiting for a slot looks whether it was cancelled (its client gone)
+SLOT_POLL_S: Final = 0.1
 # distinct reader settings kept open at once; clients send the same settings every time
 MAX_IDLE_READER_HANDLES: Final = 32
 # reader statements whose gate verdict is remembered (only admitted ones)
@@ -142,22 +144,43 @@ class ChdbEngine:
         except Exception as exc:  # chdb.connect: RuntimeError for a second path in this process
             raise ServeError.from_engine(exc) from exc
 
-    def run(self, query: HttpQuery, *, role: Role, user: str, ticket: Ticket | None = None) -> Outcome:
-        """Run `query`; a reader's under `ticket`, so that `cancel(ticket)` can stop it."""
+    def run(
+        self,
+        query: HttpQuery,
+        *,
+        role: Role,
+        user: str,
+        ticket: Ticket | None = None,
+        while_running: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    ) -> Outcome:
+        """Run `query`; a reader's under `ticket`, so that `cancel(ticket)` can stop it.
+
+        `while_running()` is entered once the query holds its slot and left when it gives it back.
+        """
         if self._closed:
             msg = "The endpoint is shutting down"
             raise ServeError(UNKNOWN_EXCEPTION, msg)
+        ticket = ticket or Ticket()
         slots = self._slots[role]
-        if not slots.acquire(timeout=QUEUE_TIMEOUT_S):
-            msg = "Too many simultaneous queries"
-            raise ServeError(TOO_MANY_SIMULTANEOUS_QUERIES, msg)
+        self._take_slot(slots, ticket)
         try:
-            if role is Role.READER:
-                return self._read(query, ticket or Ticket())
-            with self._borrow_writer(query, user) as handle:
-                return self._execute(handle, query, in_session=query.session_id is not None)
+            with while_running():
+                if role is Role.READER:
+                    return self._read(query, ticket)
+                with self._borrow_writer(query, user) as handle:
+                    return self._execute(handle, query, in_session=query.session_id is not None)
         finally:
             slots.release()
+
+    @staticmethod
+    def _take_slot(slots: threading.BoundedSemaphore, ticket: Ticket) -> None:
+        """Wait up to QUEUE_TIMEOUT_S for a slot; a cancelled ticket stops the wait at once."""
+        deadline = time.monotonic() + QUEUE_TIMEOUT_S
+        while not slots.acquire(timeout=SLOT_POLL_S):
+            ticket.check()
+            if time.monotonic() >= deadline:
+                msg = "Too many simultaneous queries"
+                raise ServeError(TOO_MANY_SIMULTANEOUS_QUERIES, msg)
 
     def _read(self, query: HttpQuery, ticket: Ticket) -> Outcome:
         settings = reader_settings(query.settings, self.reader_limits)

@@ -35,7 +35,7 @@ import contextlib
 import logging
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
@@ -44,6 +44,7 @@ from sinks.clickhouse.serve.access import Access
 from sinks.clickhouse.serve.blocks import compress_blocks
 from sinks.clickhouse.serve.body import Framing, framing, may_have_body, read_body
 from sinks.clickhouse.serve.codecs import encode_body
+from sinks.clickhouse.serve.connections import CappedRequestHandler, CappedThreadingHTTPServer
 from sinks.clickhouse.serve.disconnect import client_gone, run_watched
 from sinks.clickhouse.serve.engine import ChdbEngine, Outcome, summary_header
 from sinks.clickhouse.serve.errors import UNKNOWN_EXCEPTION, ServeError
@@ -87,7 +88,7 @@ def _content_type(fmt: str | None) -> str:
     return "application/octet-stream"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "tykpulse-clickhouse-http"
     timeout = IDLE_KEEPALIVE_S
@@ -143,6 +144,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             creds = credentials(headers, params)
             role = self.server.access.role(creds, readonly_request=is_readonly(method, params))
+            if role is Role.WRITER:
+                # the writer's connections are never closed to make room for others (connections.py)
+                self.server.cap.protect(self.cap_connection)
             body = self._read_body(frame)
             query = parse_query(
                 method, params, headers, body, max_decompressed=self.server.max_decompressed_bytes
@@ -189,13 +193,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _run(self, query: HttpQuery, role: Role, creds: Credentials) -> Outcome | None:
         """The query's outcome; None for a reader whose client went away (its query not run, or cancelled)."""
         engine = self.server.engine
+        cap, connection = self.server.cap, self.cap_connection
+
+        def running() -> contextlib.AbstractContextManager[None]:
+            # not evictable while it holds a query slot (not while it waits for one)
+            return cap.running(connection)
+
         if role is not Role.READER:
-            return engine.run(query, role=role, user=creds.user)
+            return engine.run(query, role=role, user=creds.user, while_running=running)
         if client_gone(self.connection):
             log.debug("client closed the connection before its query ran query_id=%s", query.query_id)
             return None
         return run_watched(
-            lambda ticket: engine.run(query, role=role, user=creds.user, ticket=ticket),
+            lambda ticket: engine.run(
+                query, role=role, user=creds.user, ticket=ticket, while_running=running
+            ),
             engine.cancel,
             self.connection,
         )
@@ -270,8 +282,7 @@ def _rows_written(outcome: Outcome) -> int:
     return int(written) if written.isdigit() else 0
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(CappedThreadingHTTPServer):
     # a restarted endpoint must be able to take its port back at once
     allow_reuse_address = True
 
@@ -283,6 +294,7 @@ class _Server(ThreadingHTTPServer):
         *,
         max_request_bytes: int,
         max_decompressed_bytes: int,
+        max_connections: int,
         stats: ServeStats,
     ) -> None:
         self.engine = engine
@@ -290,7 +302,7 @@ class _Server(ThreadingHTTPServer):
         self.stats = stats
         self.max_request_bytes = max_request_bytes
         self.max_decompressed_bytes = max_decompressed_bytes
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, max_connections=max_connections)
 
 
 class ClickHouseHttpServer:
@@ -324,6 +336,10 @@ class ClickHouseHttpServer:
         """The HTTP thread is alive (the health of `db serve`)."""
         return self._thread is not None and self._thread.is_alive()
 
+    def connection_readings(self) -> dict[str, float]:
+        """Connections open now and at most, and those the cap closed (connections.py); {} before start."""
+        return self._server.cap.readings() if self._server is not None else {}
+
     @property
     def address(self) -> tuple[str, int]:
         if self._server is None:
@@ -355,6 +371,7 @@ class ClickHouseHttpServer:
                 access,
                 max_request_bytes=self.settings.serve_max_request_mb << 20,
                 max_decompressed_bytes=self.settings.serve_max_decompressed_mb << 20,
+                max_connections=self.settings.serve_max_connections,
                 stats=self.stats,
             )
         except OSError as exc:

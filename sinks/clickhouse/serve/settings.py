@@ -81,6 +81,13 @@ class ServeSettings(BaseSettings):
         gt=0,
         description="Open HTTP sessions kept per user; the writer's sessions have their own budget.",
     )
+    serve_max_connections: int = Field(
+        default=256,
+        gt=0,
+        description="Open client connections kept at most; when full, a new one closes the connection that "
+        "has waited longest for its next request (never a writer's, nor one whose query runs), or is "
+        "closed itself.",
+    )
     serve_max_session_timeout_s: int = Field(
         default=300, gt=0, description="Longest session_timeout a read-only session may ask for, seconds."
     )
