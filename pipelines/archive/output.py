@@ -2,7 +2,10 @@
 
 Every message whose envelope and payload decode is archived, heartbeats
 excepted (they carry no events), with its records sanitized (API keys hashed,
-pipelines.archive.sanitize) and re-encoded as msgpack. The rows are written in
+pipelines.archive.sanitize) and re-encoded as msgpack. With notice signatures
+verified, a notice that fails is left out: the worker rejected it, and the
+archive's copy could not be checked again by `rebuild` or the worker a `replay`
+feeds (a KeySpaceUpdateNotification's signature is blanked with its keys). The rows are written in
 the same flush and under the same token as the rollups, so the archive holds
 each logged message exactly once.
 """
@@ -23,11 +26,13 @@ from pipelines.firehose.protocol import (
     ENCODINGS,
     PROTOCOL_VERSION,
     Envelope,
+    NoticeRecord,
     TopicKind,
     parse_topic,
 )
 from pipelines.firehose.timestamps import INVALID_NS, to_ns_array
 from pipelines.keys import KeyHasher
+from pipelines.security.notices import NoticeVerifier
 from pipelines.wal.format import WalRecord
 from sinks.clickhouse.archive import ARCHIVE_SCHEMA, ARCHIVE_TABLE, EventsArchive
 from sinks.clickhouse.sink import ClickHouseSink
@@ -38,9 +43,17 @@ _MAX_SECONDS: Final = 2**32 - 1
 class EventsArchiveOutput:
     name = ARCHIVE_TABLE
 
-    def __init__(self, sink: ClickHouseSink, hasher: KeyHasher, *, ttl_days: int = 30) -> None:
+    def __init__(
+        self,
+        sink: ClickHouseSink,
+        hasher: KeyHasher,
+        *,
+        ttl_days: int = 30,
+        notices: NoticeVerifier | None = None,
+    ) -> None:
         self.archive = EventsArchive(sink, ttl_days)
         self.sanitizer = Sanitizer(hasher)
+        self.notices = notices
         self._envelope = msgspec.msgpack.Decoder(Envelope)
         self._encoder = msgspec.msgpack.Encoder()
         self.skipped = 0
@@ -67,6 +80,8 @@ class EventsArchiveOutput:
         if decoded is None:
             return None
         topic, kind, env, payload = decoded
+        if kind is TopicKind.NOTICE and self.notices is not None:
+            payload = [r for r in payload if not _forged(self.notices, r)]
         records = self.sanitizer.records(kind, payload)
         first, last = _event_span(records, record.received_ns)
         return (
@@ -102,6 +117,16 @@ class EventsArchiveOutput:
         if parsed[0] is TopicKind.HEARTBEAT:
             return None
         return topic, parsed[0], env, payload
+
+
+def _forged(verifier: NoticeVerifier, record: Any) -> bool:
+    """A notice the worker rejected for its signature (one that is not a notice at all it rejected
+    anyway, and so does anything that reads the archive)."""
+    try:
+        notice = msgspec.convert(record, NoticeRecord)
+    except msgspec.ValidationError:
+        return False
+    return verifier.verify(notice) is not None
 
 
 def _event_span(records: list[dict[str, Any]], received_ns: int) -> tuple[int, int]:

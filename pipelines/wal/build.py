@@ -11,6 +11,7 @@ from pipelines.ingest import NoticeCheck, build_ingestor
 from pipelines.journal import Journal
 from pipelines.keys import KeyHasher
 from pipelines.memory_journal import MemoryJournal
+from pipelines.security.notices import NoticeVerifier
 from pipelines.settings import ArchiveSettings, FirehoseSettings, WalSettings, WorkerSettings
 from pipelines.wal.checkpoint import Checkpoint, load_checkpoint, new_checkpoint
 from pipelines.wal.deadletter import DEAD_LETTER_FILE, DeadLetters
@@ -114,7 +115,7 @@ def build_journal(
     clickhouse: ClickHouseSettings,
     sink: ClickHouseSink,
     *,
-    notice_check: NoticeCheck | None = None,
+    notice_check: NoticeVerifier | None = None,
 ) -> Journal:
     """The journal `tykpulse run` uses: the log in wal_directory() (archive if enabled), or memory (--no-wal).
 
@@ -134,7 +135,7 @@ def build_journal(
     output = None
     if archive.archive:
         hasher = KeyHasher(worker.key_hash_salt.get_secret_value().encode())
-        output = EventsArchiveOutput(sink, hasher, ttl_days=archive.archive_ttl_days)
+        output = EventsArchiveOutput(sink, hasher, ttl_days=archive.archive_ttl_days, notices=notice_check)
     return build_flusher(
         firehose, worker, wal, sink, directory=directory, archive=output, notice_check=notice_check
     )

@@ -23,6 +23,7 @@ from pipelines.archive.sanitize import ArchivedKeyHasher, hashed_key
 from pipelines.archive.timerange import TimeRange
 from pipelines.delivery import RetryPolicy
 from pipelines.keys import KeyHasher
+from pipelines.security.notices import NoticeVerifier, sign_sha256
 from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
 from pipelines.simulate.verify import fetch_view
 from pipelines.wal.build import build_flusher
@@ -86,11 +87,15 @@ def workload(h0: int) -> list[list[bytes]]:
     return out
 
 
-def archiving_flusher(sink: ClickHouseSink, wal_dir: Path) -> DurableFlusher:
+def archiving_flusher(
+    sink: ClickHouseSink, wal_dir: Path, notices: NoticeVerifier | None = None
+) -> DurableFlusher:
     worker = WorkerSettings(key_hash_salt=SecretStr(SALT))
     wal = WalSettings(wal_dir=str(wal_dir), sink_retry_initial_s=0.01, wal_flush_max_bytes=20_000)
-    archive = EventsArchiveOutput(sink, KeyHasher(SALT.encode()), ttl_days=7)
-    flusher = build_flusher(FirehoseSettings(), worker, wal, sink, directory=wal_dir, archive=archive)
+    archive = EventsArchiveOutput(sink, KeyHasher(SALT.encode()), ttl_days=7, notices=notices)
+    flusher = build_flusher(
+        FirehoseSettings(), worker, wal, sink, directory=wal_dir, archive=archive, notice_check=notices
+    )
     flusher.open()
     return flusher
 
@@ -203,6 +208,42 @@ def test_credentials_under_any_name_or_depth_never_reach_the_archive_and_deep_ne
     assert auth["key"] == hashed_key(hasher, f"{RAW}-11")
     assert "OriginatingRequest" not in auth
     assert auth["Message"] == "Auth Failure"
+
+
+def test_a_notice_rejected_for_its_signature_is_not_archived(sink: ClickHouseSink, tmp_path: Path) -> None:
+    # The archive's copy cannot be verified again (a KeySpaceUpdateNotification's signature is
+    # blanked with its keys), so `rebuild` and `replay` trust it: a forged notice must not be in it.
+    now, secret = time.time_ns(), "node-secret"
+
+    def signed(command: str, payload: str, signature: str | None = None) -> dict[str, Any]:
+        return notice(command, now, payload) | {
+            "signature": signature or sign_sha256(command, payload, secret)
+        }
+
+    keys = f"{RAW}-1,{RAW}-2"
+    messages = [
+        message(
+            "tyk.notice.ApiUpdated", [signed("ApiUpdated", "api1"), signed("ApiUpdated", "api2", "0" * 64)]
+        ),
+        message("tyk.notice.KeySpaceUpdateNotification", [signed("KeySpaceUpdateNotification", keys)], seq=1),
+        message("tyk.notice.PolicyChanged", [signed("PolicyChanged", "p", "forged")], seq=2),
+    ]
+    flusher = archiving_flusher(sink, tmp_path / "wal", NoticeVerifier(secret))
+    for frames in messages:
+        assert flusher.writer.append(frames, now)
+    flusher.writer.commit()
+    drain(flusher)
+    flusher.close()
+    rows = sink.client.query(
+        f"SELECT seq, records, payload FROM {sink.database}.{ARCHIVE_TABLE} ORDER BY seq",
+        column_formats={"payload": "bytes"},
+    ).result_rows
+    archived = [(seq, count, [r["payload"] for r in msgspec.msgpack.decode(p)]) for seq, count, p in rows]
+    hasher = KeyHasher(SALT.encode())
+    hashed = ",".join(hashed_key(hasher, k) for k in keys.split(","))
+    assert archived == [(0, 1, ["api1"]), (1, 1, [hashed]), (2, 0, [])]
+    counted = sink.query_rows(f"SELECT sum(changes) FROM {sink.database}.config_changes_1m")
+    assert counted == [(2,)]  # what the worker kept is what the archive holds
 
 
 def test_archived_keys_read_back_as_the_hashes_the_rollups_used() -> None:
