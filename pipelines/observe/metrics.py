@@ -98,7 +98,10 @@ _WAL_GAUGES: Final = {
 }
 _WAL_COUNTERS: Final = {
     "fsyncs": ("tykpulse_wal_fsyncs", "fsync calls on the log."),
-    "damaged_records": ("tykpulse_wal_damaged_records", "Log records skipped for a bad checksum."),
+    "damaged_records": (
+        "tykpulse_wal_damaged_records",
+        "Log records skipped as damaged (bad checksum, position out of sequence).",
+    ),
     "dead_lettered_rows": ("tykpulse_dead_lettered_rows", "Rows ClickHouse refused for good, to the file."),
 }
 _WAL_DROPS: Final = ("full", "io_error", "unloggable")
