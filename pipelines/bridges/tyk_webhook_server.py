@@ -13,8 +13,12 @@ Routes: `POST|PUT|PATCH <path>` (default /tyk/events) accepts one event;
 Answers: 200 accepted; 400 body not an event (`bad_body`, `bad_event`,
 `too_deep`: JSON nested over 64 levels, `out_of_range`: an integer msgpack
 cannot carry as int64; `bad_target`: a request target that is not a URL); 401 wrong or missing shared secret;
-413 body too large (checked while reading, before parsing); 503 no worker subscribed
-(the event would be dropped: Tyk logs the failure). Tyk never retries a
+413 body too large (from Content-Length, or while reading, before parsing; the
+rest of the body is not read: the connection is closed after the answer); 408
+head and body not received within `request_timeout_s` (one deadline for the
+whole request, however slowly it dribbles in; 120 s idle between keep-alive
+requests); 503 no worker subscribed (the event would be dropped: Tyk logs the
+failure), or over `max_connections` connections at once (answered and closed). Tyk never retries a
 webhook, so delivery from Tyk is at most once; from the receiver on, an
 accepted event is published within `flush_ms` unless the process dies first;
 one the publisher still refuses is counted (`publish_failed`) and logged, and
@@ -36,6 +40,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hmac
+import http
 import json
 import logging
 import threading
@@ -56,7 +61,10 @@ from sinks.options import is_loopback
 
 log = logging.getLogger(__name__)
 
-_IDLE_TIMEOUT_S: Final = 120.0
+_IDLE_TIMEOUT_S: Final = 120.0  # between requests on a keep-alive connection
+# After refusing a body over the limit: what is discarded, at most, so the client can read the answer.
+_LINGER_S: Final = 1.0
+_LINGER_BYTES: Final = 256 * 1024
 _TICK_S: Final = 0.1
 _SHUTDOWN_DRAIN_S: Final = 10.0
 _ACCEPT_METHODS: Final = frozenset({b"POST", b"PUT", b"PATCH"})
@@ -75,6 +83,10 @@ class WebhookStats:
         """The counters for the metrics endpoint (read from another thread, so `rejected` is copied)."""
         rejected = {reason: float(count) for reason, count in dict(self.rejected).items()}
         return {"accepted": self.accepted, "published": self.published, "rejected": rejected}
+
+
+class _SlowRequestError(Exception):
+    """A request's head and body did not arrive within request_timeout_s."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -199,6 +211,7 @@ class WebhookServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._publishing: list[asyncio.Future[None]] = []
+        self._connections = 0  # being served now (max_connections)
 
     async def run(self, stop: threading.Event) -> None:
         self.loop = asyncio.get_running_loop()
@@ -248,6 +261,15 @@ class WebhookServer:
             log.error("webhook publish failed", exc_info=future.exception())
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._connections >= self.receiver.settings.max_connections:
+            limit = self.receiver.settings.max_connections
+            reply = self.receiver._reject(503, "too_many_connections", f"over {limit} connections at once")
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                writer.write(_closing_reply(reply))
+                await asyncio.wait_for(writer.drain(), 2.0)
+            await self._close(writer)
+            return
+        self._connections += 1
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
             await self._serve(conn, reader, writer)
@@ -256,49 +278,124 @@ class WebhookServer:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 with contextlib.suppress(h11.LocalProtocolError, ConnectionError):
                     await self._send(conn, writer, Reply(exc.error_status_hint, {"rejected": "bad_http"}))
+        except _SlowRequestError:
+            timeout = self.receiver.settings.request_timeout_s
+            reply = self.receiver._reject(
+                408, "request_timeout", f"request not received within {timeout:g} s"
+            )
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                writer.write(_closing_reply(reply))
+                await asyncio.wait_for(writer.drain(), 2.0)
         except (TimeoutError, ConnectionError):
             pass
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 2.0)
+            self._connections -= 1
+            await self._close(writer)
+
+    @staticmethod
+    async def _close(writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 2.0)
 
     async def _serve(
         self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        loop = asyncio.get_running_loop()
         request: h11.Request | None = None
         body = bytearray()
-        too_large = False
         limit = self.receiver.settings.max_body_bytes
+        timeout_s = self.receiver.settings.request_timeout_s
+        started: float | None = None  # when the first bytes of the request being read arrived
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await asyncio.wait_for(reader.read(65_536), _IDLE_TIMEOUT_S))
+                if started is None:  # between requests: the keep-alive idle timeout
+                    data = await asyncio.wait_for(reader.read(65_536), _IDLE_TIMEOUT_S)
+                    started = loop.time()
+                else:  # within a request: one deadline for head and body, however they dribble in
+                    try:
+                        data = await asyncio.wait_for(
+                            reader.read(65_536), max(0.0, started + timeout_s - loop.time())
+                        )
+                    except TimeoutError:
+                        raise _SlowRequestError from None
+                conn.receive_data(data)
             elif isinstance(event, h11.Request):
-                request, body, too_large = event, bytearray(), False
-            elif isinstance(event, h11.Data):
-                too_large = too_large or len(body) + len(event.data) > limit
-                if not too_large:
-                    body += event.data
+                request, body = event, bytearray()
+                if _declared_length(event) > limit:
+                    await self._refuse_large(conn, reader, writer, event)
+                    return
+            elif isinstance(event, h11.Data) and request is not None:
+                if len(body) + len(event.data) > limit:
+                    await self._refuse_large(conn, reader, writer, request)
+                    return
+                body += event.data
             elif isinstance(event, h11.EndOfMessage) and request is not None:
-                reply = self.receiver.handle(request, bytes(body), too_large)
+                reply = self.receiver.handle(request, bytes(body), too_large=False)
                 if reply.status == 200 and "accepted" in reply.body:
                     self._schedule_flush()
                 await self._send(conn, writer, reply)
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
+                started = None
             else:  # ConnectionClosed, or PAUSED (cannot happen: each cycle is answered before the next)
                 return
 
+    async def _refuse_large(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: h11.Request,
+    ) -> None:
+        """Answer a body over the limit (413, or whatever the head already earns) without reading the rest:
+        reply, close our side, then discard at most _LINGER_BYTES for _LINGER_S so the client can read
+        the answer before the connection is reset, and let the caller close."""
+        await self._send(conn, writer, self.receiver.handle(request, b"", too_large=True), close=True)
+        if writer.can_write_eof():
+            writer.write_eof()
+        deadline = asyncio.get_running_loop().time() + _LINGER_S
+        discarded = 0
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while discarded < _LINGER_BYTES:
+                remaining = deadline - asyncio.get_running_loop().time()
+                chunk = await asyncio.wait_for(reader.read(65_536), max(0.0, remaining))
+                if not chunk:
+                    return
+                discarded += len(chunk)
+
     @staticmethod
-    async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply) -> None:
+    async def _send(
+        conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply, *, close: bool = False
+    ) -> None:
         payload = json.dumps(reply.body).encode()
         headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
+        if close:
+            headers.append(("connection", "close"))
         writer.write(conn.send(h11.Response(status_code=reply.status, headers=headers)) or b"")
         writer.write(conn.send(h11.Data(data=payload)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
         await writer.drain()
+
+
+def _declared_length(request: h11.Request) -> int:
+    """The request's Content-Length (h11 has checked it is digits), 0 when it has none (chunked)."""
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)
+    return 0
+
+
+def _closing_reply(reply: Reply) -> bytes:
+    """A whole response for a connection h11 cannot answer on (no request parsed yet), then closed."""
+    payload = json.dumps(reply.body).encode()
+    head = (
+        f"HTTP/1.1 {reply.status} {http.HTTPStatus(reply.status).phrase}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(payload)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + payload
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -76,6 +76,15 @@ class TykWebhookSettings(EnvSettings):
         description="Key file used when no salt is set, created (0600) at first start.",
     )
     max_body_bytes: int = Field(default=1_048_576, gt=0, description="Largest webhook body accepted.")
+    request_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a request's head and body may take to arrive; a slower one is answered 408 "
+        "and closed.",
+    )
+    max_connections: int = Field(
+        default=1024, ge=1, description="Most connections served at once; more are answered 503 and closed."
+    )
     flush_ms: int = Field(default=20, ge=0, description="Events are batched per name for at most this long.")
     message_records: int = Field(
         default=500, ge=1, le=MAX_RECORDS_PER_MESSAGE, description="Most events per firehose message."

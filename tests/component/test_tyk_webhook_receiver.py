@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -46,10 +47,20 @@ SECRET = "component-secret"
 
 @pytest.fixture
 def receiver(zmq_context: zmq.Context[Any]) -> Iterator[dict[str, Any]]:
+    with running_receiver(zmq_context) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_receiver(zmq_context: zmq.Context[Any], **overrides: Any) -> Iterator[dict[str, Any]]:
     port = free_port()
-    settings = TykWebhookSettings(
-        listen=f"127.0.0.1:{port}", secret=SECRET, key_hash_salt="salt", max_body_bytes=4096, flush_ms=5
-    )
+    options: dict[str, Any] = {
+        "secret": SECRET,
+        "key_hash_salt": "salt",
+        "max_body_bytes": 4096,
+        "flush_ms": 5,
+    }
+    settings = TykWebhookSettings(listen=f"127.0.0.1:{port}", **(options | overrides))
     publisher = BridgePublisher(
         FirehosePublisher(zmq_context, [parse_endpoint("@tcp://127.0.0.1:0")], node="webhook-test")
     )
@@ -243,7 +254,10 @@ def test_unpublishable_values_are_400s_and_the_good_events_around_them_are_publi
         assert post(5, ',"response_code":-9223372036854775808') == (200, {"accepted": 1})
         records = _events_received(sub, 3)
         assert [r["message"] for r in records] == ["good 1", "good 3", "good 5"]
-        stats = request(port, "GET", "/stats")[1]
+        deadline = time.monotonic() + 5
+        while (stats := request(port, "GET", "/stats")[1])["published"] < 3:  # counted after the send
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         assert (stats["accepted"], stats["published"]) == (3, 3)
         assert stats["rejected"] == {"out_of_range": 1, "bad_body": 1}
     finally:
@@ -307,3 +321,104 @@ def test_a_target_that_is_not_a_url_is_a_400_and_the_connection_still_serves(
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(s).startswith(b"HTTP/1.1 503 ")  # same connection, next request answered
     assert request(receiver["port"], "GET", "/stats")[1]["rejected"] == {"bad_target": 1}
+
+
+def test_a_request_dribbled_in_is_answered_408_at_its_deadline(zmq_context: zmq.Context[Any]) -> None:
+    # slowloris: before, the 120 s timeout applied to each read, so a byte every few seconds held the
+    # connection (and its task) open for as long as the client liked
+    with running_receiver(zmq_context, request_timeout_s=1.0) as running:
+        with socket.create_connection(("127.0.0.1", running["port"]), timeout=10) as s:
+            started = time.monotonic()
+            head = b"POST /tyk/events HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100
+            s.setblocking(False)
+            reply = b""
+            for byte in head:  # a byte every 0.1 s: each read is quick, the request never completes
+                with contextlib.suppress(BlockingIOError):
+                    reply = s.recv(4096)
+                if reply or time.monotonic() - started > 8:
+                    break
+                with contextlib.suppress(OSError):
+                    s.send(bytes([byte]))
+                time.sleep(0.1)
+            s.setblocking(True)
+            reply = reply or read_response(s)
+            assert reply.startswith(b"HTTP/1.1 408 "), reply
+            assert time.monotonic() - started < 5
+            assert b'"request_timeout"' in reply + read_rest(s)
+        assert request(running["port"], "GET", "/stats")[1]["rejected"] == {"request_timeout": 1}
+
+
+def read_rest(s: socket.socket) -> bytes:
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := s.recv(4096):
+            data += chunk
+    return data
+
+
+def test_connections_beyond_the_cap_are_refused_503(zmq_context: zmq.Context[Any]) -> None:
+    with running_receiver(zmq_context, max_connections=3) as running:
+        port = running["port"]
+        refused = 0
+
+        def occupy() -> socket.socket:
+            """A keep-alive connection the receiver serves (a slot may still be held by a closed one)."""
+            nonlocal refused
+            while True:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                try:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    if b'"subscribed"' in read_response(s):
+                        return s
+                except ConnectionError:  # refused before the request was read: may arrive as a reset
+                    pass
+                refused += 1
+                s.close()
+                time.sleep(0.05)
+
+        idle = [occupy() for _ in range(3)]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+                reply = read_response(extra)
+                refused += 1
+                assert reply.startswith(b"HTTP/1.1 503 ")
+                assert b'"too_many_connections"' in reply
+                assert extra.recv(100) == b""  # closed
+        finally:
+            for s in idle:
+                s.close()
+        deadline = time.monotonic() + 5
+        while True:  # until the receiver has seen the idle ones close
+            try:
+                reply = request(port, "GET", "/stats")
+            except ConnectionError:  # refused before the request was read: may arrive as a reset
+                reply = (503, {})
+            if reply[0] != 503:
+                break
+            refused += 1
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert reply[1]["rejected"] == {"too_many_connections": refused}
+
+
+def test_an_oversized_body_is_refused_without_reading_it(receiver: dict[str, Any]) -> None:
+    # before, the body was read (and discarded) to its end before the 413: here it never ends
+    with socket.create_connection(("127.0.0.1", receiver["port"]), timeout=5) as s:
+        head = f"POST /tyk/events HTTP/1.1\r\nHost: x\r\nX-Tykpulse-Secret: {SECRET}\r\n"
+        s.sendall(head.encode() + b"Content-Length: 100000000\r\n\r\n" + b"x" * 8192)
+        reply = read_response(s)
+        assert reply.startswith(b"HTTP/1.1 413 ")
+        assert b"connection: close" in reply.lower()
+        assert read_rest(s) == b""  # closed by the receiver, the body never read to its end
+    for chunked in (False, True):  # a body that only turns out too large while it arrives
+        with socket.create_connection(("127.0.0.1", receiver["port"]), timeout=5) as s:
+            framing = b"Transfer-Encoding: chunked\r\n\r\n" if chunked else b"Content-Length: 100\r\n\r\n"
+            s.sendall(head.encode() + framing)
+            if chunked:
+                s.sendall(b"2000\r\n" + b"x" * 8192 + b"\r\n")
+                reply = read_response(s)
+                assert reply.startswith(b"HTTP/1.1 413 ")
+            else:
+                s.sendall(b"x" * 100)
+                assert read_response(s).startswith(b"HTTP/1.1 503 ")  # within the limit: read, handled
+    assert request(receiver["port"], "GET", "/stats")[1]["rejected"] == {"too_large": 2, "no_subscriber": 1}
