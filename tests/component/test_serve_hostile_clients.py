@@ -12,6 +12,7 @@ real server (the one `tykpulse db serve` runs) on a real engine.
 from __future__ import annotations
 
 import base64
+import gzip
 import http.client
 import logging
 import random
@@ -405,3 +406,75 @@ def test_multipart_requests_are_refused(
     assert (status, headers["x-clickhouse-exception-code"]) == (501, "48"), body
     assert b"multipart/form-data" in body
     assert_usable(server)
+
+
+RESULT_MIB = 10  # each unread reader's result
+BUDGET_MIB = 25  # room for two of them
+
+
+def test_readers_hold_a_bounded_total_of_bodies_and_results(tmp_path: Path) -> None:
+    """Results written to clients that do not read, and gzip bodies, count against one budget.
+
+    Before it, bodies were read and inflated before any slot was taken and results were held while
+    written to a client that never reads: the audit took the process from 0.4 to 4.6 GB RSS. Now the
+    server's own count of what readers hold never passes the budget, a result that does not fit is
+    refused with 503, and the writer is not held up by any of it.
+    """
+    settings = ServeSettings(
+        serve_listen="127.0.0.1:0",
+        writer_password=SecretStr(RIGHT),
+        serve_reader_max_inflight_mb=BUDGET_MIB,
+        serve_max_decompressed_mb=8,
+    )
+    with ClickHouseHttpServer(tmp_path / "db", settings) as srv:
+        sql = f"SELECT repeat('x', 1000000) FROM numbers({RESULT_MIB})".encode()
+        head = f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(sql)}\r\n\r\n".encode()
+        unread: list[socket.socket] = []
+        for _ in range(6):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(srv.address)
+            sock.sendall(head + sql)
+            unread.append(sock)
+
+        def settled() -> bool:
+            readings = srv.stats.readings()
+            queries, errors = readings["queries"], readings["errors"]
+            assert isinstance(queries, dict)
+            assert isinstance(errors, dict)
+            return queries.get("reader/ok", 0) + errors.get("503", 0) == len(unread)
+
+        wait_until(settled, "every unread reader answered or refused", 20)
+        errors = srv.stats.readings()["errors"]
+        assert isinstance(errors, dict)
+        assert errors.get("503", 0) >= len(unread) - 2, errors  # before: all 6 results held, no 503
+        held = srv.reader_budget_readings()
+        assert held["refused"] >= len(unread) - 2
+        assert (
+            held["in_flight_bytes"] >= 2 * RESULT_MIB * 1_000_000
+        )  # two results held while written, counted
+        assert held["peak_bytes"] <= BUDGET_MIB << 20
+        # the writer is not counted and not held up
+        as_writer(srv, "CREATE TABLE default.t (x UInt64) ENGINE = MergeTree ORDER BY x")
+        as_writer(srv, "INSERT INTO default.t VALUES (1), (2)")
+        assert as_writer(srv, "SELECT count() FROM default.t") == b"2\n"
+        for sock in unread:
+            sock.close()
+        wait_until(lambda: srv.reader_budget_readings()["in_flight_bytes"] == 0, "the results released", 40)
+
+        # gzip bodies of 7 MiB inflated each: reserved before they are read, so never all at once
+        inflated = b"SELECT 1 /* " + b"x" * (7 << 20) + b" */"
+        packed = gzip.compress(inflated)
+        head = (
+            f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Encoding: gzip\r\n"
+            f"Content-Length: {len(packed)}\r\n\r\n"
+        ).encode()
+        bombs = [socket.create_connection(srv.address, timeout=60) for _ in range(8)]
+        for sock in bombs:
+            sock.sendall(head + packed)
+        for sock in bombs:
+            # answered (a statement this long is the engine's syntax error), not refused: they waited
+            assert not sock.recv(64).startswith(b"HTTP/1.1 503"), "a gzip reader refused"
+            sock.close()
+        readings = srv.reader_budget_readings()
+        assert 8 << 20 < readings["peak_bytes"] <= BUDGET_MIB << 20, readings

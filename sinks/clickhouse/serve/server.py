@@ -43,11 +43,12 @@ from urllib.parse import parse_qsl, urlsplit
 from sinks.clickhouse.serve.access import Access
 from sinks.clickhouse.serve.blocks import compress_blocks
 from sinks.clickhouse.serve.body import Framing, framing, may_have_body, read_body
+from sinks.clickhouse.serve.budget import ByteBudget, Reservation
 from sinks.clickhouse.serve.codecs import encode_body
 from sinks.clickhouse.serve.connections import CappedRequestHandler, CappedThreadingHTTPServer
 from sinks.clickhouse.serve.disconnect import client_gone, run_watched
-from sinks.clickhouse.serve.engine import ChdbEngine, Outcome, summary_header
-from sinks.clickhouse.serve.errors import UNKNOWN_EXCEPTION, ServeError
+from sinks.clickhouse.serve.engine import QUEUE_TIMEOUT_S, ChdbEngine, Outcome, summary_header
+from sinks.clickhouse.serve.errors import TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_EXCEPTION, ServeError
 from sinks.clickhouse.serve.handles import Role
 from sinks.clickhouse.serve.redact import redact
 from sinks.clickhouse.serve.request import (
@@ -131,6 +132,7 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
         client_query_id = ""
         role: Role | None = None
         stats = self.server.stats
+        reservation: Reservation | None = None
         try:
             self._allowed_origin = self.server.access.check_browser(headers, self._local_address())
             client_query_id = query_id(params)
@@ -147,10 +149,16 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
             if role is Role.WRITER:
                 # the writer's connections are never closed to make room for others (connections.py)
                 self.server.cap.protect(self.cap_connection)
+            if role is Role.READER:
+                # before the body is read or decoded: readers' requests hold a bounded total (budget.py)
+                reservation = self._reserve(self._may_hold(frame, headers, params))
             body = self._read_body(frame)
             query = parse_query(
                 method, params, headers, body, max_decompressed=self.server.max_decompressed_bytes
             )
+            if reservation is not None:
+                reservation.resize(len(query.sql) if query is not None else 0)
+            del body
             if query is None:
                 self._reply_ok()
                 return
@@ -159,6 +167,8 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
                 stats.cancelled()
                 self.close_connection = True
                 return
+            if reservation is not None:
+                self._hold_result(reservation, outcome, query.response_encoding, query.block_compression)
             # counted before the reply, so a client that has its answer also finds it counted
             stats.answered(role, _rows_written(outcome))
             self._reply_outcome(outcome, query.query_id, query.response_encoding, query.block_compression)
@@ -171,9 +181,32 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
             stats.refused(error.status, role)
             self._reply_error(error, client_query_id)
         finally:
+            if reservation is not None:
+                reservation.release()
             self._expect_continue = False
             if self._body_pending:
                 self.close_connection = True
+
+    def _may_hold(self, frame: Framing, headers: dict[str, str], params: dict[str, str]) -> int:
+        """Bytes a reader's request may hold while its body is read and decoded."""
+        sent = self.server.max_request_bytes if frame.chunked else frame.length
+        encoded = headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+        decoded = encoded or params.get("decompress", "0") not in ("", "0")
+        return sent + (self.server.max_decompressed_bytes if decoded and not frame.empty else 0)
+
+    def _reserve(self, size: int) -> Reservation:
+        reservation = self.server.reader_budget.reserve(size, QUEUE_TIMEOUT_S)
+        if reservation is None:
+            raise _budget_full()
+        return reservation
+
+    def _hold_result(
+        self, reservation: Reservation, outcome: Outcome, encoding: str | None, block_compression: str | None
+    ) -> None:
+        # the result (and its compressed copy) stays in memory until the client has read it all
+        size = len(outcome.body) * (2 if encoding is not None or block_compression is not None else 1)
+        if not reservation.resize(size):
+            raise _budget_full()
 
     def _local_address(self) -> str:
         return str(self.connection.getsockname()[0])
@@ -277,6 +310,14 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _budget_full() -> ServeError:
+    msg = (
+        "Readers' requests in flight hold the whole --serve-reader-max-inflight-mb budget; "
+        "retry later or ask for a smaller result"
+    )
+    return ServeError(TOO_MANY_SIMULTANEOUS_QUERIES, msg, status=503)
+
+
 def _rows_written(outcome: Outcome) -> int:
     written = outcome.summary.get("written_rows", "0")
     return int(written) if written.isdigit() else 0
@@ -295,8 +336,10 @@ class _Server(CappedThreadingHTTPServer):
         max_request_bytes: int,
         max_decompressed_bytes: int,
         max_connections: int,
+        reader_inflight_bytes: int,
         stats: ServeStats,
     ) -> None:
+        self.reader_budget = ByteBudget(reader_inflight_bytes)
         self.engine = engine
         self.access = access
         self.stats = stats
@@ -340,6 +383,10 @@ class ClickHouseHttpServer:
         """Connections open now and at most, and those the cap closed (connections.py); {} before start."""
         return self._server.cap.readings() if self._server is not None else {}
 
+    def reader_budget_readings(self) -> dict[str, float]:
+        """Bytes readers' requests hold now and at most, the limit, refusals (budget.py); {} before start."""
+        return self._server.reader_budget.readings() if self._server is not None else {}
+
     @property
     def address(self) -> tuple[str, int]:
         if self._server is None:
@@ -372,6 +419,7 @@ class ClickHouseHttpServer:
                 max_request_bytes=self.settings.serve_max_request_mb << 20,
                 max_decompressed_bytes=self.settings.serve_max_decompressed_mb << 20,
                 max_connections=self.settings.serve_max_connections,
+                reader_inflight_bytes=self.settings.serve_reader_max_inflight_mb << 20,
                 stats=self.stats,
             )
         except OSError as exc:

@@ -81,6 +81,13 @@ class ServeSettings(BaseSettings):
         gt=0,
         description="Open HTTP sessions kept per user; the writer's sessions have their own budget.",
     )
+    serve_reader_max_inflight_mb: int = Field(
+        default=512,
+        gt=0,
+        description="Memory read-only requests may hold at once, MiB: bodies (reserved before they are read, "
+        "with serve_max_decompressed_mb when compressed) and results until sent; past it readers wait, "
+        "and a result that does not fit gets 503. Writers are not counted.",
+    )
     serve_max_connections: int = Field(
         default=256,
         gt=0,
