@@ -175,6 +175,21 @@ WRITES_OR_CONTROLS = [
     ("SELECT * FROM system.disks", ACCESS_DENIED),
     ("SELECT 1 WHERE 1 IN system.processes", ACCESS_DENIED),
     ("SELECT * FROM tykpulse.traffic_1m AS t JOIN system.processes AS p ON 1", ACCESS_DENIED),
+    # the IgnoreSet forms of IN also read the table on their right
+    ("SELECT inIgnoreSet(1, system.processes)", ACCESS_DENIED),
+    ("SELECT notInIgnoreSet(1, system.processes)", ACCESS_DENIED),
+    ("SELECT nullInIgnoreSet(1, system.processes)", ACCESS_DENIED),
+    ("SELECT notNullInIgnoreSet(1, system.processes)", ACCESS_DENIED),
+    ("SELECT globalInIgnoreSet(1, system.processes)", ACCESS_DENIED),
+    ("SELECT globalNotInIgnoreSet(1, system.processes)", ACCESS_DENIED),
+    ("SELECT globalNullInIgnoreSet(1, system.processes)", ACCESS_DENIED),
+    ("SELECT globalNotNullInIgnoreSet(1, system.processes)", ACCESS_DENIED),
+    # SHOW forms that read system tables not on the list (their tree is `ShowTables` like SHOW TABLES)
+    ("SHOW MERGES", ACCESS_DENIED),
+    ("show /* x */ merges", ACCESS_DENIED),
+    ("SHOW FILESYSTEM CACHES", ACCESS_DENIED),
+    ("SHOW DICTIONARIES", ACCESS_DENIED),
+    ("SHOW DICTIONARIES FROM system", ACCESS_DENIED),
 ]
 
 
@@ -241,6 +256,8 @@ ADMITTED = [
     "SELECT table_name FROM information_schema.tables WHERE table_schema = 'tykpulse'",
     "SHOW TABLES FROM tykpulse",
     "SHOW DATABASES",
+    "SHOW FULL TABLES FROM tykpulse LIKE 'traffic%'",
+    "SHOW TABLES LIKE 'SHOW MERGES'",
     "DESCRIBE TABLE tykpulse.traffic_1m",
     "EXISTS TABLE tykpulse.traffic_1m",
     "SHOW CREATE TABLE tykpulse.traffic_1m",

@@ -44,7 +44,7 @@ def admit(handle: Handle, sql: bytes, params: dict[str, str], database: str) -> 
         tree = parse_tree(tree_text.decode())
     except (SyntaxTreeError, UnicodeDecodeError) as exc:
         raise ServeError(ACCESS_DENIED, f"Statement could not be checked: {exc}") from exc
-    check_statement(tree, database)
+    check_statement(tree, database, canonical)
     return canonical.encode(), tree
 
 

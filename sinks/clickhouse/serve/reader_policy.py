@@ -20,6 +20,7 @@ and the limits applied before it (see handles.py).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Final, NoReturn
 
@@ -32,7 +33,7 @@ ALLOWED_STATEMENTS: Final = frozenset(
     {
         "SelectWithUnionQuery",
         "SelectIntersectExceptQuery",
-        "ShowTables",  # also SHOW DATABASES, SHOW DICTIONARIES, SHOW SETTINGS
+        "ShowTables",  # also SHOW DATABASES, SETTINGS, CLUSTERS... only those in SHOW_TABLES_KINDS
         "ShowColumns",
         "ShowCreateTableQuery",
         "ShowCreateViewQuery",
@@ -122,7 +123,34 @@ OPEN_DATABASES: Final = frozenset({"information_schema", "INFORMATION_SCHEMA"})
 
 # `x IN table` reads the table named on the right.
 _IN_FUNCTIONS: Final = frozenset(
-    {"in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn", "globalNullIn", "globalNotNullIn"}
+    {
+        "in",
+        "notIn",
+        "nullIn",
+        "notNullIn",
+        "inIgnoreSet",
+        "notInIgnoreSet",
+        "nullInIgnoreSet",
+        "notNullInIgnoreSet",
+        "globalIn",
+        "globalNotIn",
+        "globalNullIn",
+        "globalNotNullIn",
+        "globalInIgnoreSet",
+        "globalNotInIgnoreSet",
+        "globalNullInIgnoreSet",
+        "globalNotNullInIgnoreSet",
+    }
+)
+
+# The syntax tree shows every SHOW of a system table as `ShowTables`; the canonical text tells which.
+# Allowed: those reading only what READABLE_SYSTEM_TABLES allows (tables, databases, settings,
+# clusters); not SHOW MERGES, SHOW FILESYSTEM CACHES, SHOW DICTIONARIES...
+SHOW_TABLES_KINDS: Final = frozenset(
+    {"TABLES", "DATABASES", "SETTINGS", "CHANGED SETTINGS", "CLUSTERS", "CLUSTER"}
+)
+_SHOW_KIND: Final = re.compile(
+    r"SHOW\s+(?:FULL\s+)?(?:TEMPORARY\s+)?(CHANGED\s+SETTINGS|FILESYSTEM\s+CACHES|[A-Z]+)\b"
 )
 
 # URL parameters a reader may pass as settings (besides the limits below).
@@ -225,9 +253,14 @@ def _lowered(name: str, value: str, ceiling: int) -> str:
     return str(wanted)
 
 
-def check_statement(root: Node, current_database: str) -> None:
-    """Refuse anything in the tree a reader may not do (raises ServeError ACCESS_DENIED)."""
+def check_statement(root: Node, current_database: str, canonical: str | None = None) -> None:
+    """Refuse anything in the tree a reader may not do (raises ServeError ACCESS_DENIED).
+
+    `canonical` is the statement's canonical text (formatQuery), needed to tell SHOW statements apart.
+    """
     _check_root(root)
+    if any(node.kind == "ShowTables" for node in root.walk()):
+        _check_show(canonical or "")
     for node in root.walk():
         _check_node(node, current_database)
 
@@ -272,6 +305,13 @@ def _check_root(root: Node) -> None:
         if len(inner) != 1:
             _refuse("this EXPLAIN")
         _check_root(inner[0])
+
+
+def _check_show(canonical: str) -> None:
+    match = _SHOW_KIND.search(canonical)
+    kind = " ".join(match.group(1).split()) if match else ""
+    if kind not in SHOW_TABLES_KINDS:
+        _refuse(f"SHOW {kind}".rstrip())
 
 
 def _check_node(node: Node, current_database: str) -> None:
