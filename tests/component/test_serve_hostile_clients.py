@@ -16,6 +16,7 @@ import gzip
 import http.client
 import logging
 import random
+import select
 import socket
 import struct
 import threading
@@ -28,7 +29,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from sinks.clickhouse.serve import ClickHouseHttpServer, Role, ServeError, ServeSettings
+from sinks.clickhouse.serve import ClickHouseHttpServer, Role, ServeError, ServeSettings, connections
 from sinks.clickhouse.serve.cancellation import Ticket
 from sinks.clickhouse.serve.engine import ChdbEngine, Outcome
 from sinks.clickhouse.serve.redact import REDACTED, redact
@@ -478,3 +479,68 @@ def test_readers_hold_a_bounded_total_of_bodies_and_results(tmp_path: Path) -> N
             sock.close()
         readings = srv.reader_budget_readings()
         assert 8 << 20 < readings["peak_bytes"] <= BUDGET_MIB << 20, readings
+
+
+def test_the_connection_cap_keeps_the_writer_and_closes_idle_and_trickling_clients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most serve_max_connections open; the writer's kept-alive connection is never the one closed.
+
+    Before the cap every connection kept its thread for ever, and a request head sent one byte at a
+    time stayed open as long as each byte came within 30 s.
+    """
+    monkeypatch.setattr(connections, "HEAD_TIMEOUT_S", 1.0)
+    cap = 8
+    settings = ServeSettings(
+        serve_listen="127.0.0.1:0", writer_password=SecretStr(RIGHT), serve_max_connections=cap
+    )
+    with ClickHouseHttpServer(tmp_path / "db", settings) as srv:
+        writer = http.client.HTTPConnection(*srv.address, timeout=30)
+        headers = {"X-ClickHouse-User": "tykpulse", "X-ClickHouse-Key": RIGHT}
+        writer.request("POST", "/", b"SELECT 1", headers)
+        assert writer.getresponse().read() == b"1\n"
+        kept = writer.sock
+        threads_before = threading.active_count()
+        idle = [socket.create_connection(srv.address, timeout=30) for _ in range(3 * cap)]
+        time.sleep(0.5)  # for the accept loop to take them all
+        assert threading.active_count() <= threads_before + cap, (threads_before, threading.active_count())
+        readings = srv.connection_readings()
+        assert readings["peak"] <= cap, readings
+        assert readings["evicted"] >= 2 * cap, readings
+        # the writer's connection, the oldest idle one, was kept: the same socket answers again
+        writer.request("POST", "/", b"SELECT 2", headers)
+        assert writer.getresponse().read() == b"2\n"
+        assert writer.sock is kept
+        writer.close()
+        for sock in idle:
+            sock.close()
+        # a request head trickled a byte at a time is closed at its deadline, though each byte is prompt
+        trickle = socket.create_connection(srv.address, timeout=30)
+        started = time.monotonic()
+        closed = False
+        for byte in b"GET /?query=SELECT%201 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"x" * 100:
+            try:
+                trickle.send(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.1)
+            if _closed_by_peer(trickle):
+                closed = True
+                break
+        elapsed = time.monotonic() - started
+        trickle.close()
+        assert closed, "a request head trickled for 15 s was never closed"
+        assert elapsed < 5
+        assert srv.connection_readings()["head_timed_out"] >= 1
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    if not poller.poll(0):
+        return False
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True

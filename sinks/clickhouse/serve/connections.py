@@ -197,8 +197,9 @@ class CappedThreadingHTTPServer(ThreadingHTTPServer):
         handler: type[BaseHTTPRequestHandler],
         *,
         max_connections: int,
-        head_timeout_s: float = HEAD_TIMEOUT_S,
+        head_timeout_s: float | None = None,
     ) -> None:
+        head_timeout_s = HEAD_TIMEOUT_S if head_timeout_s is None else head_timeout_s
         self.cap = ConnectionCap(max_connections, head_timeout_s=head_timeout_s)
         super().__init__(address, handler)
         self.cap.start()
