@@ -30,6 +30,7 @@ import pytest
 from pydantic import SecretStr
 
 from sinks.clickhouse.serve import ClickHouseHttpServer, Role, ServeError, ServeSettings, connections
+from sinks.clickhouse.serve.budget import ByteBudget
 from sinks.clickhouse.serve.cancellation import Ticket
 from sinks.clickhouse.serve.engine import ChdbEngine, Outcome
 from sinks.clickhouse.serve.redact import REDACTED, redact
@@ -544,3 +545,17 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return sock.recv(1) == b""
     except ConnectionResetError:
         return True
+
+
+def test_a_reader_closed_to_make_room_stops_waiting_for_the_budget() -> None:
+    """A waiting reservation ends as soon as its connection is dropped, not after 30 s of a held thread."""
+    budget = ByteBudget(10)
+    held = budget.reserve(10, 1)
+    assert held is not None
+    dropped = threading.Event()
+    threading.Timer(0.2, dropped.set).start()
+    started = time.monotonic()
+    assert budget.reserve(5, 30, abandoned=dropped.is_set) is None
+    assert time.monotonic() - started < 2
+    held.release()
+    assert budget.reserve(5, 1) is not None

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Final
+
+POLL_S: Final = 0.1
 
 
 class Reservation:
@@ -42,16 +46,21 @@ class ByteBudget:
     def _fits(self, more: int) -> bool:
         return self._in_flight == 0 or self._in_flight + more <= self.limit
 
-    def reserve(self, size: int, timeout_s: float) -> Reservation | None:
-        """Wait up to `timeout_s` for `size` bytes; None (counted as refused) when they never fit."""
+    def reserve(
+        self, size: int, timeout_s: float, *, abandoned: Callable[[], bool] = lambda: False
+    ) -> Reservation | None:
+        """Wait up to `timeout_s` for `size` bytes; None (counted as refused) when they never fit.
+
+        `abandoned()` is looked at every POLL_S while waiting: True stops the wait (the client is gone).
+        """
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while not self._fits(size):
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or abandoned():
                     self._refused += 1
                     return None
-                self._cond.wait(remaining)
+                self._cond.wait(min(remaining, POLL_S))
             self._take_locked(size)
         return Reservation(self, size)
 

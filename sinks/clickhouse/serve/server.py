@@ -195,7 +195,11 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
         return sent + (self.server.max_decompressed_bytes if decoded and not frame.empty else 0)
 
     def _reserve(self, size: int) -> Reservation:
-        reservation = self.server.reader_budget.reserve(size, QUEUE_TIMEOUT_S)
+        # a connection closed to make room (connections.py) stops waiting: its thread ends at once
+        connection = self.cap_connection
+        reservation = self.server.reader_budget.reserve(
+            size, QUEUE_TIMEOUT_S, abandoned=lambda: connection.dropped
+        )
         if reservation is None:
             raise _budget_full()
         return reservation
