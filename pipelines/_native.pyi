@@ -15,6 +15,11 @@ def record_crc(head: bytes, frames: Sequence[Buffer]) -> int:
     OverflowError for a frame of 4 GiB or more.
     """
 
+def find_record(data: bytes, start: int, first: int, bound: int, budget: int) -> int | None:
+    """The offset of the first intact record at or after `start` whose position is in [first, bound),
+    after a damaged record at offset 0 whose position was `first`; None if there is none, or once
+    `budget` bytes were checksummed (every offset is tried; the GIL is released for 1 MiB and more)."""
+
 # a dictionary-encoded string column: (distinct values, little-endian uint32 codes into them)
 Dictionary = tuple[list[str], bytes]
 # (timestamp_ns, org_id, api_id, response_code, latency_ms): the int columns as little-endian int64

@@ -66,6 +66,23 @@ fn record_crc(py: Python<'_>, head: &[u8], frames: Vec<Bound<'_, PyAny>>) -> PyR
         .map_err(|len| PyOverflowError::new_err(format!("a frame of {len} bytes cannot be logged")))
 }
 
+/// find_record(data, start, first, bound, budget) -> int | None: where reading resumes after damage.
+#[pyfunction]
+fn find_record(
+    py: Python<'_>,
+    data: &Bound<'_, PyBytes>,
+    start: usize,
+    first: u64,
+    bound: u64,
+    budget: usize,
+) -> Option<usize> {
+    let slice = data.as_bytes();
+    if slice.len() < RELEASE_GIL_BYTES {
+        return wal::find_record(slice, start, first, bound, budget);
+    }
+    py.allow_threads(|| wal::find_record(slice, start, first, bound, budget))
+}
+
 fn int64_bytes<'py>(py: Python<'py>, values: &[i64]) -> PyResult<Bound<'py, PyBytes>> {
     le_bytes(py, values, i64::to_le_bytes)
 }
@@ -267,6 +284,7 @@ fn traffic_rows<'py>(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32c_py, m)?)?;
     m.add_function(wrap_pyfunction!(record_crc, m)?)?;
+    m.add_function(wrap_pyfunction!(find_record, m)?)?;
     m.add_function(wrap_pyfunction!(traffic_rows, m)?)?;
     m.add_class::<PyMessageColumns>()?;
     m.add_class::<PyFlushColumns>()?;

@@ -25,9 +25,213 @@ pub fn record_crc<'a>(
     Ok(crc)
 }
 
+/// A record's header: body length (u32), CRC-32C of the body (u32).
+const RECORD_HEADER: usize = 8;
+/// The smallest body: position (u64), receive time (i64), frame count (u16).
+const BODY_HEADER: usize = 18;
+/// A record larger than this is damage, not data (`MAX_BODY_BYTES` in pipelines/wal/format.py).
+const MAX_BODY: usize = 1 << 30;
+
+/// The smallest record: a header and an empty body with no frames.
+const MIN_RECORD: usize = RECORD_HEADER + BODY_HEADER;
+
+/// The offset of the first intact record at or after `start` whose position lies in
+/// `first..bound`: where reading resumes after a damaged record that begins at offset 0 and
+/// had position `first`.
+///
+/// Record boundaries after damage are unknown, so every offset is tried; the length and
+/// position checks turn almost every one down before a checksum is computed. Positions follow
+/// one another within a segment, so a record `n` positions after `first` lies at least
+/// `n * MIN_RECORD` bytes in. Checksums and frame walks are charged to `budget` (bytes): bytes
+/// crafted to look like records (a payload holding fake headers) end the search, at a cost
+/// bounded by the budget, rather than taking time quadratic in the data.
+pub fn find_record(
+    data: &[u8],
+    start: usize,
+    first: u64,
+    bound: u64,
+    budget: usize,
+) -> Option<usize> {
+    let last = data.len().checked_sub(MIN_RECORD)?;
+    let mut search = Search {
+        data,
+        first,
+        bound,
+        budget,
+    };
+    for offset in start..=last {
+        match search.record_at(offset) {
+            Candidate::Record => return Some(offset),
+            Candidate::Not => {}
+            Candidate::OutOfBudget => return None,
+        }
+    }
+    None
+}
+
+enum Candidate {
+    Record,
+    Not,
+    OutOfBudget,
+}
+
+struct Search<'a> {
+    data: &'a [u8],
+    first: u64,
+    bound: u64,
+    budget: usize,
+}
+
+impl Search<'_> {
+    fn record_at(&mut self, offset: usize) -> Candidate {
+        let data = self.data;
+        let (Some(length), Some(crc)) = (read_u32(data, offset), read_u32(data, offset + 4)) else {
+            return Candidate::Not;
+        };
+        let length = length as usize;
+        let body_start = offset + RECORD_HEADER;
+        if !(BODY_HEADER..=MAX_BODY).contains(&length) || body_start + length > data.len() {
+            return Candidate::Not;
+        }
+        let Some(position) = read_u64(data, body_start) else {
+            return Candidate::Not;
+        };
+        let reachable = self.first.saturating_add((offset / MIN_RECORD) as u64);
+        if position < self.first || position >= self.bound || position > reachable {
+            return Candidate::Not;
+        }
+        let Some(left) = self.budget.checked_sub(length) else {
+            return Candidate::OutOfBudget;
+        };
+        self.budget = left;
+        let body = &data[body_start..body_start + length];
+        if crc32c(0, body) != crc {
+            return Candidate::Not;
+        }
+        match frames_fill(body, &mut self.budget) {
+            Some(true) => Candidate::Record,
+            Some(false) => Candidate::Not,
+            None => Candidate::OutOfBudget,
+        }
+    }
+}
+
+/// Whether the body's frames (count, then length-prefixed frames) end exactly at its end;
+/// None when walking them would exceed the budget (4 bytes per frame).
+fn frames_fill(body: &[u8], budget: &mut usize) -> Option<bool> {
+    let count = usize::from(u16::from_le_bytes([body[16], body[17]]));
+    *budget = budget.checked_sub(count * 4)?;
+    let mut offset = BODY_HEADER;
+    for _ in 0..count {
+        let Some(length) = read_u32(body, offset) else {
+            return Some(false);
+        };
+        offset += 4 + length as usize;
+        if offset > body.len() {
+            return Some(false);
+        }
+    }
+    Some(offset == body.len())
+}
+
+fn read_u64(data: &[u8], offset: usize) -> Option<u64> {
+    data.get(offset..offset + 8)?
+        .try_into()
+        .ok()
+        .map(u64::from_le_bytes)
+}
+
+fn read_u32(data: &[u8], offset: usize) -> Option<u32> {
+    data.get(offset..offset + 4)?
+        .try_into()
+        .ok()
+        .map(u32::from_le_bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(position: u64, payload: &[u8]) -> Vec<u8> {
+        let mut head = position.to_le_bytes().to_vec();
+        head.extend_from_slice(&7i64.to_le_bytes());
+        head.extend_from_slice(&1u16.to_le_bytes());
+        let crc = record_crc(&head, [payload]).unwrap();
+        let mut body = head;
+        body.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        body.extend_from_slice(payload);
+        let mut out = (body.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    const BUDGET: usize = 1 << 20;
+
+    #[test]
+    fn find_record_steps_over_damage_to_the_next_intact_record() {
+        let (a, b, c) = (record(5, b"aaaa"), record(6, b"bbbb"), record(7, b"cccc"));
+        let mut data = [a.clone(), b.clone(), c].concat();
+        data[a.len() + 12] ^= 0x40; // a bit flip in b's body
+        assert_eq!(find_record(&data, 0, 5, u64::MAX, BUDGET), Some(0));
+        assert_eq!(
+            find_record(&data, 1, 5, u64::MAX, BUDGET),
+            Some(a.len() + b.len())
+        );
+    }
+
+    #[test]
+    fn find_record_keeps_to_the_positions_asked_for() {
+        let data = [record(5, b"x"), record(6, b"y")].concat();
+        let second = record(5, b"x").len();
+        assert_eq!(find_record(&data, 0, 6, u64::MAX, BUDGET), Some(second));
+        assert_eq!(find_record(&data, 0, 7, u64::MAX, BUDGET), None);
+        assert_eq!(find_record(&data, 0, 5, 5, BUDGET), None);
+    }
+
+    #[test]
+    fn find_record_turns_down_a_position_too_far_for_its_offset() {
+        // position 9 cannot lie one record after position 5: positions follow one another
+        let data = [record(5, b"x"), record(9, b"y")].concat();
+        assert_eq!(find_record(&data, 1, 5, u64::MAX, BUDGET), None);
+        let far = [vec![0u8; 4 * MIN_RECORD], record(9, b"y")].concat();
+        assert_eq!(
+            find_record(&far, 1, 5, u64::MAX, BUDGET),
+            Some(4 * MIN_RECORD)
+        );
+    }
+
+    #[test]
+    fn find_record_gives_up_when_its_budget_is_spent() {
+        let data = [vec![0u8; 100], record(5, &[7u8; 1_000])].concat();
+        assert_eq!(find_record(&data, 1, 5, u64::MAX, 2_000), Some(100));
+        assert_eq!(find_record(&data, 1, 5, u64::MAX, 500), None);
+    }
+
+    #[test]
+    fn find_record_turns_down_frames_that_do_not_fill_the_body() {
+        let mut good = record(5, b"abc");
+        // claim 2 frames: the checksum must still hold, so recompute it over the changed body
+        good[8 + 16] = 2;
+        let crc = crc32c(0, &good[8..]);
+        good[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(find_record(&good, 0, 5, u64::MAX, BUDGET), None);
+    }
+
+    #[test]
+    fn find_record_finds_nothing_in_noise_or_short_input() {
+        let noise: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        assert_eq!(find_record(&noise, 0, 0, u64::MAX, BUDGET), None);
+        assert_eq!(find_record(&[0u8; 10], 0, 0, u64::MAX, BUDGET), None);
+        assert_eq!(find_record(&[0u8; 10_000], 0, 0, u64::MAX, BUDGET), None);
+        let whole = record(3, b"z");
+        assert_eq!(
+            find_record(&whole[..whole.len() - 1], 0, 0, u64::MAX, BUDGET),
+            None
+        );
+    }
 
     #[test]
     fn known_answer() {

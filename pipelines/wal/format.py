@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Final
 
-from pipelines._native import crc32c, record_crc
+from pipelines._native import crc32c, find_record, record_crc
 
 MAGIC: Final = b"TPWAL02\n"
 # Segments of the first format: the same layout, records checksummed with zlib's CRC-32.
@@ -41,6 +41,7 @@ RECORD_HEADER: Final = struct.Struct("<II")
 BODY_HEADER: Final = struct.Struct("<QqH")
 FRAME_LENGTH: Final = struct.Struct("<I")
 # A record larger than this is taken as damage, not data (messages are limited to 16 MiB by default).
+# (native/src/wal.rs's find_record holds the same bound.)
 MAX_BODY_BYTES: Final = 1 << 30
 MAX_FRAMES: Final = 0xFFFF
 # CPython's zlib releases the GIL for buffers over 5 KiB. On the receive path, shared with
@@ -199,26 +200,64 @@ def read_record(stream: IO[bytes], checksum: Checksum = crc32c) -> WalRecord | N
     return decode_body(body, crc)
 
 
-def scan_segment(path: Path) -> Iterator[tuple[int, WalRecord | RecordError]]:
-    """(byte offset after the item, record or the error that ended the scan), in order.
+# Searching for the next record after damage checksums at most this many times the bytes searched.
+RESYNC_BUDGET: Final = 4
+# No position bound: the last segment's records may go on past any position read so far.
+NO_BOUND: Final = (1 << 64) - 1
 
-    Stops at the first torn or damaged record: nothing after it can be trusted
-    to be a record boundary.
+
+def resume_after_damage(
+    stream: IO[bytes], offset: int, checksum: Checksum, first: int, bound: int
+) -> int | None:
+    """Where reading resumes after the damaged record at `offset`: the next intact record whose
+    position is in [first, bound), the stream left there; None (stream at its end) if there is none.
+
+    Every offset after the damage is tried (natively, native/src/wal.rs): a candidate must have
+    a position it could have that far in, pass the checksum and have frames that fill its body.
+    The checksums are bounded by RESYNC_BUDGET times the bytes searched, so bytes crafted to look
+    like records (a payload holding fake record headers) end the search instead of stalling it.
+    Version-1 segments (zlib's CRC-32) are not searched: reading ends at their damage.
+    """
+    if checksum is not crc32c:
+        return None
+    stream.seek(offset)
+    rest = stream.read()
+    # start at 1: the record at `offset` itself is the damaged one
+    found = find_record(rest, 1, first, bound, RESYNC_BUDGET * len(rest) + (1 << 20))
+    if found is None:
+        return None
+    stream.seek(offset + found)
+    return offset + found
+
+
+def scan_segment(path: Path) -> Iterator[tuple[int, WalRecord | RecordError]]:
+    """(byte offset after the item, record or error), in order; an error's offset is where it begins.
+
+    After a torn or damaged record the scan resumes at the next intact record whose position
+    follows the last one read (resume_after_damage): an error is the last item only when
+    nothing intact follows it.
     """
     with path.open("rb", buffering=1 << 20) as stream:
         header = stream.read(SEGMENT_HEADER.size)
-        if read_segment_header(header) is None:
+        first = read_segment_header(header)
+        if first is None:
             yield SEGMENT_HEADER.size, SegmentHeaderError("not a tykpulse WAL segment")
             return
         checksum = segment_checksum(header)
         offset = SEGMENT_HEADER.size
+        following = first  # the lowest position a record found after damage may have
         while True:
             try:
                 record = read_record(stream, checksum)
             except RecordError as exc:
                 yield offset, exc
-                return
+                resumed = resume_after_damage(stream, offset, checksum, following, NO_BOUND)
+                if resumed is None:
+                    return
+                offset = resumed
+                continue
             if record is None:
                 return
             offset = stream.tell()
+            following = max(following, record.position + 1)
             yield offset, record

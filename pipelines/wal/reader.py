@@ -5,11 +5,13 @@ cursor (segment, byte offset) so consecutive ranges do not rescan. Records
 are only read below the writer's `written` position, so a record being
 appended is never seen half-written.
 
-A damaged record (bad checksum) inside the log cannot be stepped over: record
-boundaries after it are unknown. The reader then skips to the next segment
-(or to the end of the range if there is none), counts the positions skipped
-as `damaged`, and the flusher goes on; the messages lost this way show up as
-sequence gaps (lost_messages) downstream, never as silently missing data.
+A damaged record (bad checksum) inside the log leaves the next record boundary
+unknown: the reader searches the rest of the segment for the next intact record
+whose position follows the sequence (format.resume_after_damage) and reads on
+from there; if there is none it skips to the next segment (or to the end of the
+range if there is none). The positions skipped are counted as `damaged` and the
+flusher goes on; the messages lost this way show up as sequence gaps
+(lost_messages) downstream, never as silently missing data.
 
 A record's position is not trusted for its checksum alone: within a segment
 positions follow one another from the segment's first. A record out of that
@@ -37,6 +39,7 @@ from pipelines.wal.format import (
     list_segments,
     read_record,
     read_segment_header,
+    resume_after_damage,
     segment_checksum,
 )
 
@@ -176,8 +179,18 @@ class WalReader:
             try:
                 record = read_record(stream, scan.checksum)
             except RecordError as exc:
-                log.error("WAL record unreadable segment=%s offset=%d reason=%s", scan.path.name, offset, exc)
-                record = None
+                resumed = resume_after_damage(stream, offset, scan.checksum, expected, scan.bound)
+                log.error(
+                    "WAL record unreadable segment=%s offset=%d reason=%s resumed_at=%s",
+                    scan.path.name,
+                    offset,
+                    exc,
+                    resumed,
+                )
+                if resumed is None:
+                    break
+                offset = resumed
+                continue
             if record is None:
                 break
             record_offset, offset = offset, stream.tell()

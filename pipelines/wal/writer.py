@@ -174,7 +174,11 @@ class WalWriter:
         self._lock_fd = fd
 
     def _recover_tail(self) -> int:
-        """Load the segment list; truncate the last segment after its last whole record."""
+        """Load the segment list; truncate the last segment after its last whole record.
+
+        Damage followed by intact records (a bit flip, a page lost in a power cut) stays where it
+        is: the records after it are kept, and readers step over it and count what it cost.
+        """
         for first, path in list_segments(self.directory):
             self._segments.append(_Segment(first, path, path.stat().st_size))
         if not self._segments:
@@ -185,11 +189,20 @@ class WalWriter:
         for offset, item in scan_segment(last.path):
             if isinstance(item, RecordError):
                 problem = item
-                break
-            if item.position != end:
+            elif item.position == end or (problem is not None and item.position > end):
+                if problem is not None:
+                    log.warning(
+                        "WAL damaged inside its last segment, records after it kept segment=%s "
+                        "positions_lost=%d reason=%s",
+                        last.path.name,
+                        item.position - end,
+                        problem,
+                    )
+                problem = None
+                good_offset, end = offset, item.position + 1
+            else:
+                # out of sequence with no damage before it: readers step over such a record too
                 problem = RecordError(f"position {item.position} where {end} was expected")
-                break
-            good_offset, end = offset, end + 1
         if problem is not None or last.size != good_offset:
             self._truncate(last, good_offset, problem)
         return end
@@ -370,7 +383,7 @@ def _is_version_1(segment: _Segment) -> bool:
 
 
 def read_all(directory: Path) -> list[WalRecord]:
-    """Every intact record in the log, in order (tests and tools; loads everything)."""
+    """Every intact record in the log, in segment order, damage stepped over (tests and tools)."""
     records: list[WalRecord] = []
     for _, path in list_segments(directory):
         records.extend(item for _, item in scan_segment(path) if not isinstance(item, RecordError))

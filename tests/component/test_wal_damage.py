@@ -1,0 +1,155 @@
+"""Damage inside a WAL segment costs the records it touches, not the rest of the segment.
+
+Ground truth is the bytes: a record counts as touched when any of its bytes differ from what the
+writer wrote; every untouched record must be read back whole, by the reader and after the writer
+reopens the segment, and the positions lost are counted as damaged.
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipelines.wal.format import SEGMENT_HEADER, list_segments
+from pipelines.wal.reader import WalReader
+from pipelines.wal.writer import WalWriter, read_all
+
+pytestmark = pytest.mark.component
+
+
+def frames(position: int, size: int) -> list[bytes]:
+    return [b"tyk.analytics", f"env-{position}".encode(), bytes((position + i) % 251 for i in range(size))]
+
+
+def write_segment(directory: Path, sizes: list[int]) -> list[tuple[int, int]]:
+    """One segment of records of the given payload sizes; each record's [start, end) in the file."""
+    writer = WalWriter(directory, segment_bytes=1 << 24, max_bytes=1 << 26)
+    writer.open(0)
+    extents, offset = [], SEGMENT_HEADER.size
+    for position, size in enumerate(sizes):
+        assert writer.append(frames(position, size), position)
+        writer.commit()
+        end = list_segments(directory)[-1][1].stat().st_size
+        extents.append((offset, end))
+        offset = end
+    writer.close()
+    return extents
+
+
+def damage(path: Path, regions: list[tuple[float, int, int]]) -> bytes:
+    """Overwrite each region: (start as a fraction of the records' bytes, length, fill byte; -1 flips)."""
+    data = bytearray(path.read_bytes())
+    original = bytes(data)
+    body = len(data) - SEGMENT_HEADER.size
+    for fraction, length, fill in regions:
+        start = SEGMENT_HEADER.size + int(fraction * body)
+        for i in range(start, min(start + length, len(data))):
+            data[i] = data[i] ^ 0x5A if fill < 0 else fill
+    path.write_bytes(bytes(data))
+    return original
+
+
+def untouched(extents: list[tuple[int, int]], before: bytes, after: bytes) -> list[int]:
+    return [p for p, (start, end) in enumerate(extents) if before[start:end] == after[start:end]]
+
+
+regions = st.lists(
+    st.tuples(st.floats(0, 0.999), st.integers(1, 300), st.integers(-1, 255)), min_size=1, max_size=4
+)
+sizes = st.lists(st.integers(0, 700), min_size=1, max_size=40)
+
+
+@given(sizes=sizes, regions=regions)
+def test_every_untouched_record_is_read_and_the_rest_counted(
+    sizes: list[int], regions: list[tuple[float, int, int]]
+) -> None:
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        extents = write_segment(directory, sizes)
+        path = list_segments(directory)[0][1]
+        before = damage(path, regions)
+        kept = untouched(extents, before, path.read_bytes())
+
+        read = WalReader(directory).read(0, len(sizes))
+
+        assert [r.position for r in read.records] == kept
+        assert [r.frames for r in read.records] == [frames(p, sizes[p]) for p in kept]
+        assert read.damaged == len(sizes) - len(kept)
+        assert read.end == len(sizes)
+
+
+@given(sizes=sizes, regions=regions)
+def test_the_writer_keeps_every_untouched_record_of_its_last_segment(
+    sizes: list[int], regions: list[tuple[float, int, int]]
+) -> None:
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        extents = write_segment(directory, sizes)
+        path = list_segments(directory)[0][1]
+        before = damage(path, regions)
+        kept = untouched(extents, before, path.read_bytes())
+
+        writer = WalWriter(directory, segment_bytes=1 << 24, max_bytes=1 << 26)
+        next_position = writer.open(0)
+        # the log goes on after the last record it still holds (a damaged tail is cut off)
+        assert next_position == (kept[-1] + 1 if kept else 0)
+        assert writer.append(frames(next_position, 5), 0)
+        writer.commit()
+        writer.close()
+
+        assert [r.position for r in read_all(directory)] == [*kept, next_position]
+        read = WalReader(directory).read(0, next_position + 1)
+        assert [r.position for r in read.records] == [*kept, next_position]
+        assert read.damaged == next_position - len(kept)
+
+
+def test_a_bit_flip_early_in_a_large_segment_costs_one_record(tmp_path: Path) -> None:
+    """The case that used to cost the segment: before resuming, 1 record kept of 2,000."""
+    extents = write_segment(tmp_path, [300] * 2_000)
+    path = list_segments(tmp_path)[0][1]
+    data = bytearray(path.read_bytes())
+    data[extents[1][0] + 20] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    read = WalReader(tmp_path).read(0, 2_000)
+    assert [r.position for r in read.records] == [0, *range(2, 2_000)]
+    assert read.damaged == 1
+
+    writer = WalWriter(tmp_path, segment_bytes=1 << 24, max_bytes=1 << 26)
+    assert writer.open(0) == 2_000
+    writer.close()
+    assert len(read_all(tmp_path)) == 1_999
+
+
+def fake_headers(size: int, position: int) -> bytes:
+    """A payload of fake record headers, each claiming a body that runs to the payload's end."""
+    count = size // 30
+    return b"".join(
+        struct.pack("<IIQqHI", size - i * 30 - 8, 0, position, 0, 1, size - i * 30 - 30) for i in range(count)
+    )
+
+
+def test_a_payload_of_fake_record_headers_ends_the_search_instead_of_stalling_it(tmp_path: Path) -> None:
+    """Without a bound, resuming past this payload checksums ~140 k candidate bodies of ~2 MiB each."""
+    writer = WalWriter(tmp_path, segment_bytes=1 << 24, max_bytes=1 << 26)
+    writer.open(0)
+    for position in range(6):
+        payload = fake_headers(4 << 20, 3) if position == 3 else b"p%d" % position
+        assert writer.append([b"tyk.analytics", b"env", payload], position)
+        writer.commit()
+    writer.close()
+    path = list_segments(tmp_path)[0][1]
+    data = bytearray(path.read_bytes())
+    data[SEGMENT_HEADER.size + 3 * 56 + 4] ^= 0x01  # record 3's checksum (records 0-2 are 56 bytes each)
+    path.write_bytes(bytes(data))
+
+    read = WalReader(tmp_path).read(0, 6)
+
+    # the search gave up inside record 3's payload: the rest of the segment is skipped and counted
+    assert [r.position for r in read.records] == [0, 1, 2]
+    assert read.damaged == 3
