@@ -43,7 +43,11 @@ Every long-running command also exports (ServiceMetrics, read from its running c
                    tykpulse_webhook_rejected_total{reason}
     proxy:         tykpulse_proxy_frames_total{side,direction}, tykpulse_proxy_bytes_total{side,direction}
     db serve:      tykpulse_serve_queries_total{role,outcome}, tykpulse_serve_errors_total{status},
-                   tykpulse_serve_cancelled_total, tykpulse_serve_rows_written_total
+                   tykpulse_serve_cancelled_total, tykpulse_serve_replies_abandoned_total,
+                   tykpulse_serve_rows_written_total,
+                   tykpulse_serve_connections_{open,peak}, tykpulse_serve_connections_closed_total{reason},
+                   tykpulse_serve_reader_in_flight_{,peak_,limit_}bytes,
+                   tykpulse_serve_reader_budget_refused_total
                    (`run` exports them too while it serves its own database)
     worker (Faust, through pipelines.observe.faust_sensor): tykpulse_kafka_records_consumed_total,
                    tykpulse_kafka_commits_total, tykpulse_kafka_rebalances_total,
@@ -334,7 +338,50 @@ DB_SERVE: Final = (
         values=SERVE_ERROR_STATUSES,
     ),
     Family("cancelled", "tykpulse_serve_cancelled", "Readers' queries dropped because the client went away."),
+    Family(
+        "abandoned",
+        "tykpulse_serve_replies_abandoned",
+        "Answers not delivered whole: the client closed, reset, or stopped reading for the socket timeout.",
+    ),
     Family("rows_written", "tykpulse_serve_rows_written", "Rows the writers' inserts wrote."),
+    Family("connections_open", "tykpulse_serve_connections_open", "HTTP connections open now.", "gauge"),
+    Family(
+        "connections_peak",
+        "tykpulse_serve_connections_peak",
+        "The most HTTP connections open at once (the cap is --serve-max-connections).",
+        "gauge",
+    ),
+    Family(
+        "connections_closed",
+        "tykpulse_serve_connections_closed",
+        "Connections the cap closed: evicted (the idle one waiting longest, to make room), refused "
+        "(full of running or writers' connections), head_timed_out (request head not whole in 10 s).",
+        labels=("reason",),
+        values=("evicted", "refused", "head_timed_out"),
+    ),
+    Family(
+        "reader_in_flight_bytes",
+        "tykpulse_serve_reader_in_flight_bytes",
+        "Bytes readers' requests hold now (bodies, statements, results not yet sent).",
+        "gauge",
+    ),
+    Family(
+        "reader_in_flight_peak_bytes",
+        "tykpulse_serve_reader_in_flight_peak_bytes",
+        "The most bytes readers' requests held at once.",
+        "gauge",
+    ),
+    Family(
+        "reader_in_flight_limit_bytes",
+        "tykpulse_serve_reader_in_flight_limit_bytes",
+        "What readers may hold in all (--serve-reader-max-inflight-mb).",
+        "gauge",
+    ),
+    Family(
+        "reader_budget_refused",
+        "tykpulse_serve_reader_budget_refused",
+        "Readers' requests answered 503 because what they would hold did not fit the budget.",
+    ),
 )
 COMMAND_FAMILIES: Final[Mapping[str, tuple[Family, ...]]] = {
     "alerts run": ALERTS,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import logging
+import socket
+import struct
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from sinks.clickhouse.serve import ClickHouseHttpServer, ServeSettings
+from tests.harness.tykpulse import wait_until
 
 pytestmark = pytest.mark.component
 
@@ -75,3 +79,63 @@ def test_every_answer_is_counted_by_role_outcome_and_status(server: ClickHouseHt
         "errors:404": 1,
         "rows_written": 3,
     }
+
+
+def evicted(server: ClickHouseHttpServer) -> float:
+    closed = server.readings()["connections_closed"]
+    assert isinstance(closed, dict)
+    return closed["evicted"]
+
+
+def test_the_connection_cap_and_the_readers_budget_are_counted_for_metrics(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    password = SecretStr(WRITER["X-ClickHouse-Key"])
+    settings = ServeSettings(
+        serve_listen="127.0.0.1:0",
+        writer_password=password,
+        serve_max_connections=2,
+        serve_reader_max_inflight_mb=8,
+    )
+    with ClickHouseHttpServer(tmp_path / "db", settings) as srv:
+        before = srv.readings()
+        assert before["reader_in_flight_limit_bytes"] == 8 << 20
+        assert before["connections_closed"] == {"evicted": 0.0, "refused": 0.0, "head_timed_out": 0.0}
+
+        # a client that does not read its 6 MB result holds it (more than the socket buffers take) ...
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        holder.connect(srv.address)
+        sql = b"SELECT repeat('x', 1000000) FROM numbers(6)"
+        holder.sendall(
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s" % (len(sql), sql)
+        )
+        wait_until(
+            lambda: srv.readings()["reader_in_flight_bytes"] >= 6_000_000, "the result held", timeout=30
+        )
+        # ... so another reader's 3 MB result does not fit the 8 MiB budget: refused at once
+        assert request(srv, "SELECT repeat('x', 1000000) FROM numbers(3)") == 503
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        holder.close()  # with a reset: the answer being sent is abandoned
+        wait_until(lambda: srv.readings()["reader_in_flight_bytes"] == 0, "the result released", timeout=30)
+        # three idle clients against a cap of two: the one waiting longest is closed to make room
+        idle = [socket.create_connection(srv.address, timeout=10) for _ in range(3)]
+        try:
+            wait_until(lambda: evicted(srv) >= 1, "an idle client evicted", timeout=30)
+            after = srv.readings()
+        finally:
+            for sock in idle:
+                sock.close()
+
+    changed = moved(before, after)
+    assert changed["reader_budget_refused"] == 1
+    assert changed["errors:503"] == 1
+    assert changed["connections_closed:evicted"] == 1
+    assert after["connections_peak"] == 2
+    assert after["connections_open"] == 2
+    assert after["reader_in_flight_peak_bytes"] >= 6_000_000
+    assert "connections_closed:refused" not in changed
+    # a client gone mid-answer is counted and logged in one line, not as a server error
+    assert changed["abandoned"] == 1
+    assert "errors:500" not in changed
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -387,6 +387,14 @@ def test_db_serve_counts_statements_refusals_and_rows_written(processes: Process
     assert value(samples, "tykpulse_serve_errors_total", status="403") == 1
     assert value(samples, "tykpulse_serve_errors_total", status="400") == 0
     assert value(samples, "tykpulse_serve_cancelled_total") == 0
+    assert value(samples, "tykpulse_serve_replies_abandoned_total") == 0
+    # the connection cap and readers' budget: the clients above, nothing closed or refused
+    assert 1 <= value(samples, "tykpulse_serve_connections_peak") <= 256
+    for reason in ("evicted", "refused", "head_timed_out"):
+        assert value(samples, "tykpulse_serve_connections_closed_total", reason=reason) == 0
+    assert value(samples, "tykpulse_serve_reader_in_flight_limit_bytes") == 512 << 20
+    assert value(samples, "tykpulse_serve_reader_in_flight_peak_bytes") > 0
+    assert value(samples, "tykpulse_serve_reader_budget_refused_total") == 0
     writer.close()
     reader.close()
     stopped_cleanly(processes, "db", runtime)

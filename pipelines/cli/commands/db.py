@@ -120,7 +120,7 @@ def serve(
         return alive, "ok: serving" if alive else "unhealthy: the HTTP thread stopped"
 
     try:
-        with serving(observe, ServiceWatch("db serve", server.stats.readings, health), "db serve"):
+        with serving(observe, ServiceWatch("db serve", server.readings, health), "db serve"):
             stop.wait()
     finally:
         server.close()

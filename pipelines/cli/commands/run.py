@@ -156,7 +156,7 @@ def command(
     metrics.enter_context(serving(observe, watch, "run"))
     server = serve_embedded(clickhouse, serve)
     if server is not None:
-        add_families(watch.registry, DB_SERVE, server.stats.readings)
+        add_families(watch.registry, DB_SERVE, server.readings)
     try:
         runner = LocalRunner(
             firehose,

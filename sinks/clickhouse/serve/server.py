@@ -171,7 +171,13 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
                 self._hold_result(reservation, outcome, query.response_encoding, query.block_compression)
             # counted before the reply, so a client that has its answer also finds it counted
             stats.answered(role, _rows_written(outcome))
-            self._reply_outcome(outcome, query.query_id, query.response_encoding, query.block_compression)
+            try:
+                self._reply_outcome(outcome, query.query_id, query.response_encoding, query.block_compression)
+            except OSError as exc:
+                # the client closed, reset, or stopped reading for the socket's timeout: no one to answer
+                stats.abandoned()
+                self.close_connection = True
+                log.info("a client went away before its answer was sent (%s)", type(exc).__name__)
         except ServeError as exc:
             stats.refused(exc.status, role)
             self._reply_error(exc, client_query_id)
@@ -382,6 +388,27 @@ class ClickHouseHttpServer:
     def serving(self) -> bool:
         """The HTTP thread is alive (the health of `db serve`)."""
         return self._thread is not None and self._thread.is_alive()
+
+    def readings(self) -> dict[str, float | dict[str, float]]:
+        """What /metrics and /status export: the answers (stats), the connection cap, readers' budget.
+
+        The cap's and the budget's readings are 0 before start (and the limit that of the settings).
+        """
+        readings = self.stats.readings()
+        cap = self.connection_readings()
+        budget = self.reader_budget_readings()
+        readings["connections_open"] = cap.get("open", 0.0)
+        readings["connections_peak"] = cap.get("peak", 0.0)
+        readings["connections_closed"] = {
+            reason: cap.get(reason, 0.0) for reason in ("evicted", "refused", "head_timed_out")
+        }
+        readings["reader_in_flight_bytes"] = budget.get("in_flight_bytes", 0.0)
+        readings["reader_in_flight_peak_bytes"] = budget.get("peak_bytes", 0.0)
+        readings["reader_in_flight_limit_bytes"] = budget.get(
+            "limit_bytes", float(self.settings.serve_reader_max_inflight_mb << 20)
+        )
+        readings["reader_budget_refused"] = budget.get("refused", 0.0)
+        return readings
 
     def connection_readings(self) -> dict[str, float]:
         """Connections open now and at most, and those the cap closed (connections.py); {} before start."""

@@ -20,6 +20,7 @@ class ServeStats:
         self._queries: collections.Counter[str] = collections.Counter()
         self._errors: collections.Counter[str] = collections.Counter()
         self._cancelled = 0
+        self._abandoned = 0
         self._rows_written = 0
 
     def answered(self, role: Role, rows_written: int) -> None:
@@ -40,11 +41,17 @@ class ServeStats:
         with self._lock:
             self._cancelled += 1
 
+    def abandoned(self) -> None:
+        """An answer not delivered whole: its client closed, reset, or stopped reading."""
+        with self._lock:
+            self._abandoned += 1
+
     def readings(self) -> dict[str, float | dict[str, float]]:
         with self._lock:
             return {
                 "queries": {key: float(count) for key, count in self._queries.items()},
                 "errors": {key: float(count) for key, count in self._errors.items()},
                 "cancelled": float(self._cancelled),
+                "abandoned": float(self._abandoned),
                 "rows_written": float(self._rows_written),
             }
