@@ -7,8 +7,7 @@ sequence numbers, same rejections):
     key        the envelope's `node` (UTF-8); empty when the envelope cannot be read
     value      frame 3, the payload
     headers    `tyk-topic` (frame 1) and `tyk-envelope` (frame 2, the msgpack envelope
-               verbatim: node, boot, seq, sent, count, enc); a message that did not
-               have three frames carries `tyk-frames` = its frame count instead
+               verbatim: node, boot, seq, sent, count, enc)
     timestamp  when the bridge received the message (CreateTime, ms): the receive
                time of the ingest_health views, identical on every replay
 
@@ -23,6 +22,13 @@ event, bench.kafka_workers), so bundles keep a worker's cost per firehose
 record, not per message; small messages (one event each) would otherwise
 bound a worker at a few thousand records/s. A bundle's timestamp is when
 its last message was received. Unbundled single-message records stay valid.
+
+A message that does not have three frames travels as a bundle of one (empty
+key), its frames as received: the worker rejects it for the reason it would
+on the ZeroMQ hop, e.g. a subscriber's stand-in for a message it discarded
+(too many bytes or frames) still counts as `message_too_large` or
+`frame_count`. (Bridges before this carried only the frame count, header
+`tyk-frames`, which is still read.)
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ def read_envelope(frame: bytes) -> Envelope | None:
 
 def to_record(frames: Sequence[bytes], envelope: Envelope | None) -> KafkaRecord:
     if len(frames) != 3:
-        return KafkaRecord(b"", b"", [(HEADER_FRAMES, str(len(frames)).encode())])
+        return _bundle(b"", [frames])
     topic, envelope_frame, payload = frames
     headers = [(HEADER_TOPIC, bytes(topic)), (HEADER_ENVELOPE, bytes(envelope_frame))]
     return KafkaRecord(_key(frames, envelope), payload, headers)
@@ -120,8 +126,12 @@ def _group_record(messages: Sequence[Message], group: list[int]) -> KafkaRecord:
     frames, envelope = messages[group[0]]
     if len(group) == 1:
         return to_record(frames, envelope)
-    value = _BUNDLE_ENCODER.encode([list(messages[i][0]) for i in group])
-    return KafkaRecord(_key(frames, envelope), value, [(HEADER_BUNDLE, str(len(group)).encode())])
+    return _bundle(_key(frames, envelope), [messages[i][0] for i in group])
+
+
+def _bundle(key: bytes, messages: Sequence[Sequence[bytes]]) -> KafkaRecord:
+    value = _BUNDLE_ENCODER.encode([list(frames) for frames in messages])
+    return KafkaRecord(key, value, [(HEADER_BUNDLE, str(len(messages)).encode())])
 
 
 def messages_of(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> list[list[bytes]]:
