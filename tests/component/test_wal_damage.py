@@ -54,7 +54,12 @@ def damage(path: Path, regions: list[tuple[float, int, int]]) -> bytes:
     return original
 
 
-def untouched(extents: list[tuple[int, int]], before: bytes, after: bytes) -> list[int]:
+def write_and_damage(directory: Path, sizes: list[int], regions: list[tuple[float, int, int]]) -> list[int]:
+    """Write one segment, damage it; the positions of the records whose bytes are untouched."""
+    extents = write_segment(directory, sizes)
+    path = list_segments(directory)[0][1]
+    before = damage(path, regions)
+    after = path.read_bytes()
     return [p for p, (start, end) in enumerate(extents) if before[start:end] == after[start:end]]
 
 
@@ -70,10 +75,7 @@ def test_every_untouched_record_is_read_and_the_rest_counted(
 ) -> None:
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
-        extents = write_segment(directory, sizes)
-        path = list_segments(directory)[0][1]
-        before = damage(path, regions)
-        kept = untouched(extents, before, path.read_bytes())
+        kept = write_and_damage(directory, sizes, regions)
 
         read = WalReader(directory).read(0, len(sizes))
 
@@ -89,10 +91,7 @@ def test_the_writer_keeps_every_untouched_record_of_its_last_segment(
 ) -> None:
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
-        extents = write_segment(directory, sizes)
-        path = list_segments(directory)[0][1]
-        before = damage(path, regions)
-        kept = untouched(extents, before, path.read_bytes())
+        kept = write_and_damage(directory, sizes, regions)
 
         writer = WalWriter(directory, segment_bytes=1 << 24, max_bytes=1 << 26)
         next_position = writer.open(0)
