@@ -383,6 +383,16 @@ DB_SERVE: Final = (
         "Readers' requests answered 503 because what they would hold did not fit the budget.",
     ),
 )
+SIMULATE: Final = (
+    Family(
+        "sent",
+        "tykpulse_simulate_records_sent",
+        "Records the simulated fleet published, by kind (analytics records, gateway events, notices).",
+        labels=("kind",),
+        values=("analytics", "events", "notices"),
+    ),
+    Family("messages", "tykpulse_simulate_messages_sent", "Firehose messages published (heartbeats too)."),
+)
 COMMAND_FAMILIES: Final[Mapping[str, tuple[Family, ...]]] = {
     "alerts run": ALERTS,
     "db serve": DB_SERVE,
@@ -390,6 +400,7 @@ COMMAND_FAMILIES: Final[Mapping[str, tuple[Family, ...]]] = {
     "bridge tyk": TYK_BRIDGE,
     "bridge tyk-webhook": WEBHOOK_BRIDGE,
     "proxy": PROXY,
+    "simulate": SIMULATE,
     "worker": FAUST_WORKER,
 }
 

@@ -100,6 +100,15 @@ class Fleet:
         self._next_gateway = 0
         self._secret = settings.node_secret.get_secret_value()
 
+    def readings(self) -> dict[str, float | dict[str, float]]:
+        """What `simulate` exports on /metrics and /status while it publishes (read from another thread)."""
+        summary = self.summary
+        sent = {"analytics": summary.analytics, "events": summary.events, "notices": summary.notices}
+        return {
+            "sent": {kind: float(count) for kind, count in sent.items()},
+            "messages": float(self.publisher.sent_messages),
+        }
+
     def run(self, stop: threading.Event) -> FleetSummary:
         s = self.settings
         started = time.monotonic()

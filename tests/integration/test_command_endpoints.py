@@ -92,6 +92,30 @@ def eventually(url: str, check: Any, what: str) -> Samples:
     return found[-1]
 
 
+def test_simulate_counts_what_it_publishes(processes: Processes, tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    _, url = start(
+        processes, tmp_path, "simulate", "simulate", "--bind", f"tcp://127.0.0.1:{free_port()}",
+        "--duration", "0", "--rate", "2000", "--wait-subscribers-s", "0", "--truth", str(truth),
+    )  # fmt: skip
+    samples = eventually(
+        url,
+        lambda s: value(s, "tykpulse_simulate_records_sent_total", kind="analytics") >= 2000,
+        "a second of analytics published",
+    )
+    check_endpoints(url, "simulate")
+    stopped_cleanly(processes, "simulate", tmp_path)
+    # the counts while it ran are a part of what it sent in all (its ground truth, written at the end)
+    meta = json.loads(truth.read_text())["meta"]
+    for kind in ("analytics", "events", "notices"):
+        sent = value(samples, "tykpulse_simulate_records_sent_total", kind=kind)
+        assert sent <= meta[f"sent_{kind}"], (kind, sent, meta)
+    analytics_sent = value(samples, "tykpulse_simulate_records_sent_total", kind="analytics")
+    assert analytics_sent >= 2000
+    # 100 records a message: at least that many messages, plus events, notices and heartbeats
+    assert value(samples, "tykpulse_simulate_messages_sent_total") >= analytics_sent / 100
+
+
 def test_proxy_counts_what_it_forwards(processes: Processes, tmp_path: Path) -> None:
     front, back = free_port(), free_port()
     _, url = start(

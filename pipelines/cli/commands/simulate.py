@@ -9,10 +9,12 @@ import click
 import zmq
 
 from pipelines.cli.curve import curve_session
+from pipelines.cli.observe import NO_FLUSHES, serving
 from pipelines.cli.options import pass_settings, settings_options
 from pipelines.cli.signals import stop_on_signals
 from pipelines.firehose.publisher import FirehosePublisher
-from pipelines.settings import CurveSettings, PublisherSettings, SimulatorSettings
+from pipelines.observe.service import ServiceWatch
+from pipelines.settings import CurveSettings, ObservabilitySettings, PublisherSettings, SimulatorSettings
 from pipelines.simulate.fleet import Fleet, scaled_clock
 
 log = logging.getLogger(__name__)
@@ -26,9 +28,13 @@ log = logging.getLogger(__name__)
     aliases={"record_rate": "--rate", "message_records": "--batch"},
 )
 @settings_options(CurveSettings)
-@pass_settings(PublisherSettings, SimulatorSettings, CurveSettings)
+@settings_options(ObservabilitySettings, exclude=NO_FLUSHES)
+@pass_settings(PublisherSettings, SimulatorSettings, CurveSettings, ObservabilitySettings)
 def command(
-    publisher_settings: PublisherSettings, settings: SimulatorSettings, curve_settings: CurveSettings
+    publisher_settings: PublisherSettings,
+    settings: SimulatorSettings,
+    curve_settings: CurveSettings,
+    observe: ObservabilitySettings,
 ) -> None:
     """Publish realistic Tyk traffic: analytics, gateway events, notices, heartbeats.
 
@@ -63,7 +69,8 @@ def command(
         settings.message_records,
         settings.gateways,
     )
-    summary = fleet.run(stop)
+    with serving(observe, ServiceWatch("simulate", fleet.readings), "simulate"):
+        summary = fleet.run(stop)
     publisher.close()
     if curve is not None:
         curve.close()
