@@ -57,7 +57,7 @@ def test_idle_and_slow_connections_cost_a_bounded_number_of_threads_and_scrapes_
             s.sendall(b"GET /hea")  # a request line that never ends
         time.sleep(0.5)
         assert threading.active_count() <= before + MAX_CONNECTIONS + 2
-        assert server.httpd.open_connections <= MAX_CONNECTIONS
+        assert server.httpd.cap.readings()["open"] <= MAX_CONNECTIONS
         assert healthz(server) == b"ok\n"
     finally:
         for s in idle + slow:
@@ -67,12 +67,12 @@ def test_idle_and_slow_connections_cost_a_bounded_number_of_threads_and_scrapes_
 def test_a_request_that_never_ends_is_closed_at_the_deadline(
     server: MetricsServer,
 ) -> None:
-    server.httpd.deadline_s = 1.0
+    server.httpd.cap.head_timeout_s = 1.0
     slow = connect(server)
     closed = threading.Event()
 
     def trickle() -> None:
-        # one byte every 0.2 s: each read is quick, so only a deadline over the whole request ends it
+        # one byte every 0.2 s: each read is quick, so only a deadline over the whole head ends it
         with contextlib.suppress(OSError):
             for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 1000:
                 slow.sendall(bytes([byte]))
@@ -81,8 +81,8 @@ def test_a_request_that_never_ends_is_closed_at_the_deadline(
 
     threading.Thread(target=trickle, daemon=True).start()
     try:
-        wait_until(lambda: server.httpd.closed_early >= 1, "the slow connection closed", timeout=30)
+        wait_until(lambda: server.httpd.cap.timed_out >= 1, "the slow connection closed", timeout=30)
         wait_until(closed.is_set, "the client seeing its connection closed", timeout=30)
-        assert server.httpd.open_connections == 0
+        assert server.httpd.cap.readings()["open"] == 0
     finally:
         slow.close()

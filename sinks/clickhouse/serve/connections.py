@@ -30,6 +30,7 @@ import errno
 import io
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -226,8 +227,12 @@ class CappedThreadingHTTPServer(ThreadingHTTPServer):
         super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # a connection the cap closed, or a client gone mid-reply: nothing to report
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+        # a connection the cap closed, or a client gone mid-reply, fails its read or write: nothing to
+        # report; anything else is a bug in the handler
+        if isinstance(sys.exc_info()[1], OSError):
+            log.debug("connection from %s ended with an error", client_address, exc_info=True)
+        else:
+            log.exception("error serving a request client=%s", client_address)
 
     def server_close(self) -> None:
         super().server_close()
