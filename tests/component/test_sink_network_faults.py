@@ -62,7 +62,10 @@ def test_the_log_written_during_a_fault_drains_into_embedded_clickhouse(
         flusher = make_flusher(wal_dir, unreachable)
         log_messages(flusher, range(120), base)
         flusher.flush()
-        assert flusher.stats.failed_attempts == 1
+        # open() tried the schema and failed; flush() tries again only if its 10 ms backoff has passed
+        # (on a loaded machine it has): one attempt or two, none written
+        assert flusher.stats.failed_attempts in (1, 2)
+        assert flusher.stats.flushes == 0
         assert flusher.backlog == 120
         flusher.close()
         unreachable.close()
