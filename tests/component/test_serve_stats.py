@@ -95,26 +95,26 @@ def test_the_connection_cap_and_the_readers_budget_are_counted_for_metrics(
         serve_listen="127.0.0.1:0",
         writer_password=password,
         serve_max_connections=2,
-        serve_reader_max_inflight_mb=8,
+        serve_reader_max_inflight_mb=16,
     )
     with ClickHouseHttpServer(tmp_path / "db", settings) as srv:
         before = srv.readings()
-        assert before["reader_in_flight_limit_bytes"] == 8 << 20
+        assert before["reader_in_flight_limit_bytes"] == 16 << 20
         assert before["connections_closed"] == {"evicted": 0.0, "refused": 0.0, "head_timed_out": 0.0}
 
-        # a client that does not read its 6 MB result holds it (more than the socket buffers take) ...
+        # a client that does not read its 10 MB result holds it (the socket buffers take ~4 MiB) ...
         holder = socket.socket()
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         holder.connect(srv.address)
-        sql = b"SELECT repeat('x', 1000000) FROM numbers(6)"
+        sql = b"SELECT repeat('x', 1000000) FROM numbers(10)"
         holder.sendall(
             b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s" % (len(sql), sql)
         )
         wait_until(
-            lambda: srv.readings()["reader_in_flight_bytes"] >= 6_000_000, "the result held", timeout=30
+            lambda: srv.readings()["reader_in_flight_bytes"] >= 10_000_000, "the result held", timeout=30
         )
-        # ... so another reader's 3 MB result does not fit the 8 MiB budget: refused at once
-        assert request(srv, "SELECT repeat('x', 1000000) FROM numbers(3)") == 503
+        # ... so another reader's 7 MB result does not fit the 16 MiB budget: refused at once
+        assert request(srv, "SELECT repeat('x', 1000000) FROM numbers(7)") == 503
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         holder.close()  # with a reset: the answer being sent is abandoned
         wait_until(lambda: srv.readings()["reader_in_flight_bytes"] == 0, "the result released", timeout=30)
@@ -133,7 +133,7 @@ def test_the_connection_cap_and_the_readers_budget_are_counted_for_metrics(
     assert changed["connections_closed:evicted"] == 1
     assert after["connections_peak"] == 2
     assert after["connections_open"] == 2
-    assert after["reader_in_flight_peak_bytes"] >= 6_000_000
+    assert after["reader_in_flight_peak_bytes"] >= 10_000_000
     assert "connections_closed:refused" not in changed
     # a client gone mid-answer is counted and logged in one line, not as a server error
     assert changed["abandoned"] == 1
