@@ -75,11 +75,16 @@ def render_service(status: dict[str, Any], console: Console) -> None:
     table = Table(show_header=False, box=None, padding=(0, 2))
     for name, value in status.get("totals", {}).items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k}={v:g}" for k, v in sorted(value.items())) or "0"
-        elif isinstance(value, float):
-            value = f"{value:g}"
+            value = ", ".join(f"{k}={_number(v)}" for k, v in sorted(value.items())) or "0"
+        elif isinstance(value, float | int):
+            value = _number(value)
         table.add_row(name, str(value))
     console.print(table)
+
+
+def _number(value: float) -> str:
+    """A counter whole (`:g` printed 12,345,678 rows as 1.23457e+07), anything else to 6 digits."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
 
 
 def render(status: dict[str, Any], console: Console) -> None:
