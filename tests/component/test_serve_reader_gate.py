@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sinks.clickhouse.serve import engine as engine_module
 from sinks.clickhouse.serve.engine import ChdbEngine, Outcome
 from sinks.clickhouse.serve.errors import ServeError
 from sinks.clickhouse.serve.gate import escape_parameter
@@ -357,3 +358,18 @@ def test_a_remembered_verdict_is_the_same_verdict(site: Site) -> None:
         assert site.refused(sql, database="tykpulse", t="system.processes") == ACCESS_DENIED
         assert site.refused(sql, database="system", t="processes") == ACCESS_DENIED
         assert site.refused(site.substitute("SELECT * FROM file('{SECRET}', 'RawBLOB')")) == ACCESS_DENIED
+
+
+def test_remembered_verdicts_are_bounded_in_bytes(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distinct long statements (up to max_query_size each) cannot grow the verdicts memory past its bound."""
+    monkeypatch.setattr(engine_module, "MAX_REMEMBERED_BYTES", 64 << 10)
+    filler = "x" * 20_000
+    for i in range(10):
+        outcome = site.read(f"SELECT '{filler}{i}' AS s")
+        assert outcome.body.endswith(f"{i}\n".encode())
+    count, held = site.engine.remembered()
+    assert 1 <= count < 10
+    assert held <= 64 << 10
+    # a short statement a dashboard repeats is remembered beside them
+    site.read("SELECT sum(hits) FROM tykpulse.traffic_1m")
+    assert site.engine.remembered()[0] >= 1

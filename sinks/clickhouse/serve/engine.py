@@ -56,11 +56,16 @@ QUEUE_TIMEOUT_S: Final = 30.0
 SLOT_POLL_S: Final = 0.1
 # distinct reader settings kept open at once; clients send the same settings every time
 MAX_IDLE_READER_HANDLES: Final = 32
-# reader statements whose gate verdict is remembered (only admitted ones)
+# reader statements whose gate verdict is remembered (only admitted ones), and the bytes they may hold:
+# a statement may be up to max_query_size (256 KiB) and is kept twice (as sent and canonical), so a
+# reader sending distinct long statements could otherwise hold ~0.5 GB here
 MAX_REMEMBERED_STATEMENTS: Final = 1024
+MAX_REMEMBERED_BYTES: Final = 16 << 20
 
 # (readonly level, *sorted settings)
 SettingsKey = tuple[object, ...]
+# (statement as sent, sorted query parameters, current database): what a gate verdict depends on
+AdmitKey = tuple[bytes, tuple[tuple[str, str], ...], str]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,9 +117,8 @@ class ChdbEngine:
         self.reader_limits = reader_limits or ReaderLimits()
         self._idle_writers: list[Handle] = []
         self._idle_readers: dict[SettingsKey, list[Handle]] = {}
-        self._admitted: collections.OrderedDict[tuple[object, ...], tuple[bytes, bool]] = (
-            collections.OrderedDict()
-        )
+        self._admitted: collections.OrderedDict[AdmitKey, tuple[bytes, bool]] = collections.OrderedDict()
+        self._admitted_bytes = 0
         self._lock = threading.Lock()
         self._slots = {
             Role.READER: threading.BoundedSemaphore(max_concurrent_readers),
@@ -211,11 +215,22 @@ class ChdbEngine:
                 return admitted
         sql, tree = admit(handle, query.sql, query.params, database)
         admitted = (sql, reads_only_settings(tree, database))
+        size = _remembered_size(key, admitted)
         with self._lock:
-            self._admitted[key] = admitted
-            while len(self._admitted) > MAX_REMEMBERED_STATEMENTS:
-                self._admitted.popitem(last=False)
+            if key not in self._admitted:
+                self._admitted[key] = admitted
+                self._admitted_bytes += size
+            while (
+                len(self._admitted) > MAX_REMEMBERED_STATEMENTS or self._admitted_bytes > MAX_REMEMBERED_BYTES
+            ):
+                evicted = self._admitted.popitem(last=False)
+                self._admitted_bytes -= _remembered_size(*evicted)
         return admitted
+
+    def remembered(self) -> tuple[int, int]:
+        """Statements whose verdict is remembered, and the bytes of their text."""
+        with self._lock:
+            return len(self._admitted), self._admitted_bytes
 
     @contextlib.contextmanager
     def _reader_handle(self, settings: dict[str, str], *, readonly: int) -> Iterator[Handle]:
@@ -341,3 +356,9 @@ class ChdbEngine:
 
 def summary_header(outcome: Outcome) -> str:
     return json.dumps(outcome.summary, separators=(",", ":"))
+
+
+def _remembered_size(key: AdmitKey, admitted: tuple[bytes, bool]) -> int:
+    """The bytes a remembered verdict holds: the statement as sent, its parameters, the canonical text."""
+    sql, params, _ = key
+    return len(sql) + sum(len(name) + len(value) for name, value in params) + len(admitted[0])
