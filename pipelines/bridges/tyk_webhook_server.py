@@ -264,7 +264,7 @@ class WebhookServer:
         if self._connections >= self.receiver.settings.max_connections:
             limit = self.receiver.settings.max_connections
             reply = self.receiver._reject(503, "too_many_connections", f"over {limit} connections at once")
-            with contextlib.suppress(ConnectionError, TimeoutError):
+            with contextlib.suppress(OSError):
                 writer.write(_closing_reply(reply))
                 await asyncio.wait_for(writer.drain(), 2.0)
             await self._close(writer)
@@ -276,17 +276,17 @@ class WebhookServer:
         except h11.RemoteProtocolError as exc:
             self.receiver.stats.rejected["bad_http"] += 1
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                with contextlib.suppress(h11.LocalProtocolError, ConnectionError):
+                with contextlib.suppress(h11.LocalProtocolError, OSError):
                     await self._send(conn, writer, Reply(exc.error_status_hint, {"rejected": "bad_http"}))
         except _SlowRequestError:
             timeout = self.receiver.settings.request_timeout_s
             reply = self.receiver._reject(
                 408, "request_timeout", f"request not received within {timeout:g} s"
             )
-            with contextlib.suppress(ConnectionError, TimeoutError):
+            with contextlib.suppress(OSError):
                 writer.write(_closing_reply(reply))
                 await asyncio.wait_for(writer.drain(), 2.0)
-        except (TimeoutError, ConnectionError):
+        except OSError:  # the client went away (reset, timed out, not connected): nothing to answer
             pass
         finally:
             self._connections -= 1
@@ -295,7 +295,7 @@ class WebhookServer:
     @staticmethod
     async def _close(writer: asyncio.StreamWriter) -> None:
         writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError):
+        with contextlib.suppress(OSError):
             await asyncio.wait_for(writer.wait_closed(), 2.0)
 
     async def _serve(
@@ -355,10 +355,13 @@ class WebhookServer:
         the answer before the connection is reset, and let the caller close."""
         await self._send(conn, writer, self.receiver.handle(request, b"", too_large=True), close=True)
         if writer.can_write_eof():
-            writer.write_eof()
+            try:
+                writer.write_eof()
+            except OSError:  # the client reset the connection already (ENOTCONN): nothing to linger for
+                return
         deadline = asyncio.get_running_loop().time() + _LINGER_S
         discarded = 0
-        with contextlib.suppress(TimeoutError, ConnectionError):
+        with contextlib.suppress(OSError):
             while discarded < _LINGER_BYTES:
                 remaining = deadline - asyncio.get_running_loop().time()
                 chunk = await asyncio.wait_for(reader.read(65_536), max(0.0, remaining))

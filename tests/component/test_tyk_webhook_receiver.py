@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -422,3 +423,23 @@ def test_an_oversized_body_is_refused_without_reading_it(receiver: dict[str, Any
                 s.sendall(b"x" * 100)
                 assert read_response(s).startswith(b"HTTP/1.1 503 ")  # within the limit: read, handled
     assert request(receiver["port"], "GET", "/stats")[1]["rejected"] == {"too_large": 2, "no_subscriber": 1}
+
+
+def test_clients_that_go_away_mid_answer_leave_no_error_in_the_log(
+    zmq_context: zmq.Context[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Oversized requests whose client reads a few bytes of the answer and closes (a reset): the
+    receiver's half-close could find the socket gone, and asyncio logged 'Unhandled exception in
+    client_connected_cb' (ENOTCONN) for it: a log any client could fill."""
+    with running_receiver(zmq_context) as running:
+        port = running["port"]
+        head = b"POST /tyk/events HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            with contextlib.suppress(OSError):
+                s.sendall(head + b"x" * (1_000 * (i % 200)))
+                s.recv(1 + i % 50)
+            s.close()  # with the rest of the answer unread: a reset
+        assert request(port, "GET", "/healthz")[0] == 503  # still serving (no subscriber here)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
