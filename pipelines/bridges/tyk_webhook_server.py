@@ -355,10 +355,7 @@ class WebhookServer:
         the answer before the connection is reset, and let the caller close."""
         await self._send(conn, writer, self.receiver.handle(request, b"", too_large=True), close=True)
         if writer.can_write_eof():
-            try:
-                writer.write_eof()
-            except OSError:  # the client reset the connection already (ENOTCONN): nothing to linger for
-                return
+            writer.write_eof()  # ENOTCONN when the client reset already: _connection's OSError handler
         deadline = asyncio.get_running_loop().time() + _LINGER_S
         discarded = 0
         with contextlib.suppress(OSError):
