@@ -117,7 +117,7 @@ class Ingestor:
             self._reject(received, Rejection(RejectReason.DUPLICATE, f"seq {env.seq}", env.node, 1))
             return
         if result.kind is TopicKind.NOTICE and self.notice_check is not None:
-            result.rejected.extend(self.notice_check(result))
+            result.rejected.extend(self._checked_notices(result, self.notice_check))
         with self._lock:
             pending = self._pending
             pending.add(
@@ -204,6 +204,23 @@ class Ingestor:
         if observation.lost:
             self._log_gap(rejection.node, boot, seq, observation.lost)
         self._reject(received, rejection)
+
+    @staticmethod
+    def _checked_notices(message: DecodedMessage, check: NoticeCheck) -> list[Rejection]:
+        """The check's rejections; should the check itself fail, the message's notices are
+        refused (counted), never the worker stopped: the same notice would come back at every
+        restart as the log replays it."""
+        try:
+            return check(message)
+        except Exception as exc:  # bad input must never stop the receive loop
+            refused = Rejection(
+                RejectReason.INTERNAL_ERROR,
+                f"notice check: {type(exc).__name__}: {exc}"[:200],
+                message.envelope.node,
+                len(message.records),
+            )
+            message.records = []
+            return [refused]
 
     def _reject(self, received: int, rejection: Rejection) -> None:
         with self._lock:

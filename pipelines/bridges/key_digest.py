@@ -45,13 +45,17 @@ class KeyDigester:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        if _IS_DIGEST.fullmatch(key):
-            value = key
-        else:
-            raw = key.encode("utf-8", "surrogatepass")
-            h = hashlib.blake2b(raw, digest_size=_DIGEST_BYTES, key=self._salt, person=_PERSON)
-            value = KEY_DIGEST_PREFIX + h.hexdigest()
+        value = self.digest_text(key)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = value
         return value
+
+    def digest_text(self, text: str) -> str:
+        """The digest of `text` without remembering it: for long one-off values (a whole
+        configuration), which the cache of keys would otherwise hold in full."""
+        if not text or _IS_DIGEST.fullmatch(text):
+            return text
+        raw = text.encode("utf-8", "surrogatepass")
+        h = hashlib.blake2b(raw, digest_size=_DIGEST_BYTES, key=self._salt, person=_PERSON)
+        return KEY_DIGEST_PREFIX + h.hexdigest()

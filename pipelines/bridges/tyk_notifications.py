@@ -5,17 +5,23 @@ Tyk publishes `{"command", "payload", "signature", "algorithm"}` as JSON text
 four fields as received, plus `timestamp`: Tyk's notifications carry none, so
 the bridge stamps the time it received the message.
 
-One exception: a `KeySpaceUpdateNotification` payload lists raw API keys (and
-OAuth tokens, client secrets; fact sheet §4.5), which must not cross the
-firehose or reach a WAL. Its entries keep Tyk's shape (comma-separated,
-`:`-suffixed) with every key replaced by its `kd1:` digest (KeyDigester, the
-same value analytics and events carry for that key). That changes the signed
-text, so Tyk's signature no longer matches. With the node secret, the bridge
-checks the gateway's algorithm-5 signature first and signs the digested
-payload the same way, so a worker with the node secret still verifies it;
-otherwise (no secret, a bad or RSA signature) the signature is blanked and
-such a worker rejects the notice as bad_signature, as it would an unverifiable
-one.
+The exceptions are the payloads that carry credentials, which must not cross
+the firehose or reach a WAL or the archive (fact sheet §4.3, §4.5):
+- `KeySpaceUpdateNotification` lists raw API keys (and OAuth tokens, client
+  secrets); `UserKeyReset` is one such entry (`<oldKey>.<newKey>:UserKeyReset`,
+  the MDCB user's key). Their entries keep Tyk's shape (comma-separated,
+  `:`-suffixed) with every key replaced by its `kd1:` digest (KeyDigester, the
+  same value analytics and events carry for that key).
+- `NoticeConfigUpdated` carries a whole tyk.conf (the gateway's secret, the
+  node secret, storage passwords) and `NoticeGatewayConfigResponse` a gateway's
+  configuration: its `Configuration` is replaced by its digest (two pushes of
+  the same configuration still compare equal); the addressing fields stay.
+That changes the signed text, so Tyk's signature no longer matches. With the
+node secret, the bridge checks the gateway's algorithm-5 signature first and
+signs the scrubbed payload the same way, so a worker with the node secret
+still verifies it; otherwise (no secret, a bad or RSA signature) the signature
+is blanked and such a worker rejects the notice as bad_signature, as it would
+an unverifiable one.
 
 Delivery: Redis pub/sub is at-most-once. A notification published while the
 bridge is disconnected from Redis is never seen; nothing can recover it.
@@ -24,8 +30,8 @@ bridge is disconnected from Redis is never seen; nothing can recover it.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -36,7 +42,7 @@ from pipelines.bridges.int_ranges import Int64
 from pipelines.bridges.key_digest import KEY_DIGEST_PREFIX, KeyDigester
 from pipelines.errors import DECODE_ERRORS
 from pipelines.firehose.protocol import notice_topic, parse_topic
-from pipelines.security.notices import ALGORITHM_SHA256, sign_sha256
+from pipelines.security.notices import ALGORITHM_SHA256, sha256_signature_valid, sign_sha256
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,9 @@ class _Notification(msgspec.Struct):
 
 
 _DECODER: Final = msgspec.json.Decoder(_Notification)
+_JSON_DECODER: Final = msgspec.json.Decoder()
+_JSON_ENCODER: Final = msgspec.json.Encoder()
+_CONFIGURATION: Final = "Configuration"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -113,12 +122,42 @@ def digest_keyspace_payload(payload: str, digester: KeyDigester) -> str:
     return ",".join(_digest_entry(entry, digester) for entry in payload.split(","))
 
 
+def digest_configuration(payload: str, digester: KeyDigester) -> str:
+    """A payload `{"Configuration": {...}, ...}` with the configuration replaced by its digest.
+
+    A payload that is not a JSON object is digested whole: whatever it holds, it was meant to
+    hold a configuration.
+    """
+    if not payload:
+        return payload
+    try:
+        obj = _JSON_DECODER.decode(payload)
+    except DECODE_ERRORS:  # RecursionError included
+        return digester.digest_text(payload)
+    if not isinstance(obj, dict):
+        return digester.digest_text(payload)
+    if _CONFIGURATION not in obj:
+        return payload
+    value = obj[_CONFIGURATION]
+    text = value if isinstance(value, str) else _JSON_ENCODER.encode(value).decode()
+    obj[_CONFIGURATION] = digester.digest_text(text)
+    return _JSON_ENCODER.encode(obj).decode()
+
+
+# The commands whose payload carries credentials, and how the bridge scrubs each (module docstring).
+_SCRUBBERS: Final[dict[str, Callable[[str, KeyDigester], str]]] = {
+    KEYSPACE_COMMAND: digest_keyspace_payload,
+    "UserKeyReset": digest_keyspace_payload,
+    "NoticeConfigUpdated": digest_configuration,
+    "NoticeGatewayConfigResponse": digest_configuration,
+}
+
+
 def _resigned(note: _Notification, payload: str, node_secret: str) -> tuple[str, int]:
     """(signature, algorithm) for the digested `payload`: re-signed only if the gateway's signature held."""
-    if node_secret and note.algorithm == ALGORITHM_SHA256:
-        expected = sign_sha256(note.command, note.payload, node_secret)
-        if hmac.compare_digest(expected, note.signature):
-            return sign_sha256(note.command, payload, node_secret), ALGORITHM_SHA256
+    held = note.algorithm == ALGORITHM_SHA256 and bool(node_secret)
+    if held and sha256_signature_valid(note.command, note.payload, node_secret, note.signature):
+        return sign_sha256(note.command, payload, node_secret), ALGORITHM_SHA256
     return "", note.algorithm
 
 
@@ -127,8 +166,8 @@ def notice_from_wire(
 ) -> Notice | str:
     """The firehose notice for one pub/sub message, or the reason it cannot be one.
 
-    `digester` replaces the keys of a KeySpaceUpdateNotification; `node_secret`
-    (Tyk's) lets the digested notice keep a valid signature (module docstring).
+    `digester` replaces the credentials of the payloads that carry them; `node_secret`
+    (Tyk's) lets the scrubbed notice keep a valid signature (module docstring).
     """
     try:
         note = _DECODER.decode(data)
@@ -137,8 +176,9 @@ def notice_from_wire(
     topic = notice_topic(note.command)
     if parse_topic(topic) is None:
         return f"command {note.command[:64]!r} cannot name a topic"
-    if note.command == KEYSPACE_COMMAND:
-        payload = digest_keyspace_payload(note.payload, digester)
+    scrub = _SCRUBBERS.get(note.command)
+    if scrub is not None:
+        payload = scrub(note.payload, digester)
         if payload != note.payload:
             signature, algorithm = _resigned(note, payload, node_secret)
             note = _Notification(note.command, payload, signature, algorithm)

@@ -41,6 +41,16 @@ def sign_sha256(command: str, payload: str, secret: str) -> str:
     return hashlib.sha256((command + payload + secret).encode()).hexdigest()
 
 
+def sha256_signature_valid(command: str, payload: str, secret: str, signature: str) -> bool:
+    """Whether `signature` is the algorithm-5 signature of command + payload (constant time).
+
+    Compared as bytes: hmac.compare_digest refuses str holding non-ASCII, and a signature
+    is whatever the sender wrote (a forged one in any script is simply wrong).
+    """
+    expected = sign_sha256(command, payload, secret).encode()
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
+
+
 def load_public_key(path: str) -> rsa.RSAPublicKey:
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
@@ -67,8 +77,8 @@ class NoticeVerifier:
         if notice.algorithm == ALGORITHM_SHA256:
             if not self._secret:
                 return "algorithm 5 but no node secret configured"
-            expected = sign_sha256(notice.command, notice.payload, self._secret)
-            return None if hmac.compare_digest(expected, notice.signature) else "SHA-256 signature mismatch"
+            valid = sha256_signature_valid(notice.command, notice.payload, self._secret, notice.signature)
+            return None if valid else "SHA-256 signature mismatch"
         if notice.algorithm == ALGORITHM_RSA:
             return self._verify_rsa(notice)
         return f"unknown algorithm {notice.algorithm}"

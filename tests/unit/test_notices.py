@@ -138,3 +138,30 @@ def test_a_payload_that_does_not_name_a_gateway_is_counted_under_its_publisher(
     assert batch.notices["node_id"].to_list() == ["bridge-1"]
     assert batch.analytics.height == 5
     assert compute(batch)["traffic"].column("requests").to_pylist() == [5]
+
+
+def test_a_signature_in_any_script_is_rejected_as_bad_not_raised() -> None:
+    # Found by the real-data audit: hmac.compare_digest(str, str) raised TypeError on a non-ASCII
+    # signature, which stopped the worker, and again at every restart as the log replayed it.
+    good = {"command": "ApiUpdated", "payload": "", "algorithm": 5, "timestamp": T0_NS}
+    good["signature"] = sign_sha256("ApiUpdated", "", SECRET)
+    forged = [{**good, "signature": "\u00e9" * 64}, {**good, "algorithm": 0, "signature": "\u4e2d"}]
+    ingestor = Ingestor(clock=lambda: T0_NS, notice_check=NoticeVerifier(SECRET, load_public_key(PUBLIC_KEY)))
+    ingestor.ingest(message("tyk.notice.ApiUpdated", [good, *forged, good]), received_ns=T0_NS)
+    assert ingestor.take().notices.height == 2
+    assert ingestor.stats.rejected == {RejectReason.BAD_SIGNATURE.value: 2}
+
+
+def test_a_failing_notice_check_refuses_the_notices_and_the_worker_goes_on() -> None:
+    def failing(_: Any) -> list[Any]:
+        msg = "verifier bug"
+        raise RuntimeError(msg)
+
+    ingestor = Ingestor(clock=lambda: T0_NS, notice_check=failing)
+    note = {"command": "ApiUpdated", "payload": "", "algorithm": 5, "timestamp": T0_NS, "signature": ""}
+    ingestor.ingest(message("tyk.notice.ApiUpdated", [note, note], seq=0), received_ns=T0_NS)
+    ingestor.ingest(message("tyk.analytics", [analytics(T0_NS)] * 3, seq=1), received_ns=T0_NS)
+    batch = ingestor.take()
+    assert batch.notices.height == 0
+    assert batch.analytics.height == 3
+    assert ingestor.stats.rejected == {RejectReason.INTERNAL_ERROR.value: 2}
