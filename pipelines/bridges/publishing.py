@@ -10,6 +10,11 @@ taken records out of Tyk's Redis, both would be silent loss, so:
 - `ZMQ_XPUB_NODROP` is set: at the high-water mark a send waits (up to
   `send_timeout_ms`, then retries while the bridge runs) instead of dropping.
   A slow worker slows the bridge down; Redis holds the backlog.
+- records are sent in messages under the workers' message limit
+  (`--max-message-bytes`): a worker refuses a larger message and ZeroMQ drops
+  the connection that carried it, so one oversized record would lose every
+  good record batched with it. A record over the limit on its own is counted
+  (`tykpulse_records_too_large_total`) and logged, never sent.
 
 Subscriptions reach the bridge through a proxy too (XSUB/XPUB forward them
 upstream). What this cannot cover: a worker that is subscribed but drops at
@@ -19,6 +24,7 @@ still queued inside ZeroMQ when the process is killed (see docs/tyk.md).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -28,12 +34,21 @@ from typing import Any
 import msgspec
 import zmq
 
-from pipelines.firehose.publisher import FirehosePublisher
+from pipelines.firehose.publisher import FirehosePublisher, MessageTooLargeError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SEND_TIMEOUT_MS = 1000
 _SUBSCRIBE, _UNSUBSCRIBE = b"\x01", b"\x00"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sent:
+    """What publish() did with its records."""
+
+    records: int  # published
+    too_large: int  # not published: alone over the firehose's message limit
+    stopped: bool  # `stop` was set before the rest could be sent
 
 
 class BridgePublisher:
@@ -46,6 +61,7 @@ class BridgePublisher:
         self.socket.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
         self.subscriptions: set[bytes] = set()
         self.blocked_sends = 0
+        self.too_large_records = 0
 
     def poll_subscriptions(self, timeout_ms: int = 0) -> None:
         """Apply every (un)subscription that arrived; wait up to timeout_ms for the first."""
@@ -80,12 +96,49 @@ class BridgePublisher:
 
     def publish(
         self, topic: str, records: Sequence[Mapping[str, Any] | msgspec.Struct], stop: threading.Event
-    ) -> bool:
-        """Send one message, waiting while subscribers are full; False if `stop` was set first.
+    ) -> Sent:
+        """Send `records` as one message, or as several where one would exceed the firehose's
+        message limit (split in halves, order kept); waits while subscribers are full.
 
-        The message's sequence number is only taken when the send succeeds, so a
-        wait never leaves a gap in the envelope's sequence.
+        A record that alone exceeds the limit is not sent: counted and logged (a subscriber would
+        refuse it, and ZeroMQ would drop its connection with everything queued behind it). A
+        message's sequence number is only taken when its send succeeds, so neither a wait nor a
+        split leaves a gap in the envelope's sequence.
         """
+        sent = too_large = 0
+        pending = [records]
+        while pending:
+            part = pending.pop()
+            try:
+                if not self._send(topic, part, stop):
+                    return Sent(sent, too_large, stopped=True)
+            except MessageTooLargeError as exc:
+                if len(part) > 1:
+                    half = len(part) // 2
+                    pending += [part[half:], part[:half]]
+                else:
+                    too_large += 1
+                    self._too_large(topic, exc)
+                continue
+            sent += len(part)
+        return Sent(sent, too_large, stopped=False)
+
+    def _too_large(self, topic: str, exc: MessageTooLargeError) -> None:
+        self.too_large_records += 1
+        if self.too_large_records == 1 or self.too_large_records % 1000 == 0:
+            log.error(
+                "record not published topic=%s: alone it makes a message of %d bytes, over the firehose "
+                "limit of %d (--max-message-bytes) total=%d",
+                topic,
+                exc.size,
+                exc.limit,
+                self.too_large_records,
+            )
+
+    def _send(
+        self, topic: str, records: Sequence[Mapping[str, Any] | msgspec.Struct], stop: threading.Event
+    ) -> bool:
+        """Send one message, waiting while subscribers are full; False if `stop` was set first."""
         while True:
             try:
                 self.publisher.publish(topic, records)

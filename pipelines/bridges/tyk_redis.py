@@ -68,6 +68,7 @@ class BridgeStats:
     moved: int = 0
     recovered: int = 0
     published: int = 0
+    too_large: int = 0
     undecodable: int = 0
     notices: int = 0
     bad_notices: int = 0
@@ -219,10 +220,11 @@ class TykRedisBridge:
         records = self._convert(held)
         size = self.config.message_records
         for start in range(0, len(records), size):
-            chunk = records[start : start + size]
-            if not self.publisher.publish(TOPIC_ANALYTICS, chunk, stop):
+            sent = self.publisher.publish(TOPIC_ANALYTICS, records[start : start + size], stop)
+            self.stats.published += sent.records
+            self.stats.too_large += sent.too_large
+            if sent.stopped:
                 return False
-            self.stats.published += len(chunk)
         return True
 
     def _convert(self, held: Sequence[HeldBatch]) -> list[dict[str, Any]]:
@@ -272,5 +274,6 @@ class TykRedisBridge:
             notice = self._held.popleft()
             by_topic[notice.topic].append(notice.record)
         for topic, records in by_topic.items():
-            if self.publisher.publish(topic, records, stop):
-                self.stats.notices += len(records)
+            sent = self.publisher.publish(topic, records, stop)
+            self.stats.notices += sent.records
+            self.stats.too_large += sent.too_large

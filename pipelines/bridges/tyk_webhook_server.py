@@ -74,15 +74,27 @@ _ACCEPT_METHODS: Final = frozenset({b"POST", b"PUT", b"PATCH"})
 class WebhookStats:
     accepted: int = 0
     published: int = 0
+    # accepted, then not published: alone over the firehose's message limit (BridgePublisher)
+    too_large: int = 0
     rejected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "published": self.published, "rejected": dict(self.rejected)}
+        return {
+            "accepted": self.accepted,
+            "published": self.published,
+            "too_large": self.too_large,
+            "rejected": dict(self.rejected),
+        }
 
     def readings(self) -> dict[str, float | dict[str, float]]:
         """The counters for the metrics endpoint (read from another thread, so `rejected` is copied)."""
         rejected = {reason: float(count) for reason, count in dict(self.rejected).items()}
-        return {"accepted": self.accepted, "published": self.published, "rejected": rejected}
+        return {
+            "accepted": self.accepted,
+            "published": self.published,
+            "too_large": self.too_large,
+            "rejected": rejected,
+        }
 
 
 class _SlowRequestError(Exception):
@@ -192,10 +204,10 @@ class WebhookReceiver:
                 self.stats.rejected["publish_failed"],
             )
             return
-        if sent:
-            self.stats.published += len(chunk)
-        else:
-            self.stats.rejected["abandoned_at_shutdown"] += len(chunk)
+        self.stats.published += sent.records
+        self.stats.too_large += sent.too_large
+        if sent.stopped:
+            self.stats.rejected["abandoned_at_shutdown"] += len(chunk) - sent.records - sent.too_large
 
     def tick(self) -> bool:
         self.publisher.maybe_heartbeat()

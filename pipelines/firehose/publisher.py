@@ -26,12 +26,30 @@ import zmq
 
 from pipelines.firehose.codec import MessageEncoder
 from pipelines.firehose.endpoints import Endpoint, attach
-from pipelines.firehose.protocol import DEFAULT_HEARTBEAT_INTERVAL_MS, ENCODING_MSGPACK, TOPIC_HEARTBEAT
+from pipelines.firehose.protocol import (
+    DEFAULT_HEARTBEAT_INTERVAL_MS,
+    ENCODING_MSGPACK,
+    MAX_MESSAGE_BYTES,
+    TOPIC_HEARTBEAT,
+)
 from pipelines.security.curve import BoundEndpoints, CurveSession
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SNDHWM = 100_000
+
+
+class MessageTooLargeError(ValueError):
+    """A message over the publisher's max_message_bytes: not sent, no sequence number taken.
+
+    Subscribers refuse such a message (ZMQ_MAXMSGSIZE drops the connection that carries it),
+    so sending it would lose it and whatever was queued behind it.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size} bytes over the firehose limit of {limit}")
+        self.size = size
+        self.limit = limit
 
 
 @dataclasses.dataclass(slots=True)
@@ -56,8 +74,10 @@ class FirehosePublisher:
         version: str = "",
         clock: Callable[[], int] = time.time_ns,
         curve: CurveSession | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.clock = clock
+        self.max_message_bytes = max_message_bytes
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.version = version
         self.encoder = MessageEncoder(encoding)
@@ -105,12 +125,18 @@ class FirehosePublisher:
         node: str | None = None,
         sent: int | None = None,
     ) -> NodeSequence:
-        """Send one message; returns the node state it was numbered with (seq already advanced)."""
+        """Send one message; returns the node state it was numbered with (seq already advanced).
+
+        Raises MessageTooLargeError, before anything is sent, for a message over max_message_bytes.
+        """
         self.bound.refresh()
         state = self._node(node)
         frames = self.encoder.encode(
             topic, node=state.node, boot=state.boot, seq=state.seq, sent=sent or self.clock(), records=records
         )
+        size = sum(len(frame) for frame in frames)
+        if size > self.max_message_bytes:
+            raise MessageTooLargeError(size, self.max_message_bytes)
         self.socket.send_multipart(frames, copy=False)
         state.seq += 1
         state.said_goodbye = False

@@ -36,11 +36,12 @@ Every long-running command also exports (ServiceMetrics, read from its running c
                    tykpulse_kafka_records_produced_total, tykpulse_kafka_produce_failures_total{reason},
                    tykpulse_queue_depth, tykpulse_queue_capacity
     bridge tyk:    tykpulse_tyk_records_moved_total, tykpulse_tyk_records_recovered_total,
-                   tykpulse_records_published_total, tykpulse_tyk_records_undecodable_total,
+                   tykpulse_records_published_total, tykpulse_records_too_large_total,
+                   tykpulse_tyk_records_undecodable_total,
                    tykpulse_notices_published_total, tykpulse_notices_rejected_total,
                    tykpulse_notices_dropped_total, tykpulse_redis_errors_total
     bridge tyk-webhook: tykpulse_webhook_events_accepted_total, tykpulse_records_published_total,
-                   tykpulse_webhook_rejected_total{reason}
+                   tykpulse_records_too_large_total, tykpulse_webhook_rejected_total{reason}
     proxy:         tykpulse_proxy_frames_total{side,direction}, tykpulse_proxy_bytes_total{side,direction}
     db serve:      tykpulse_serve_queries_total{role,outcome}, tykpulse_serve_errors_total{status},
                    tykpulse_serve_cancelled_total, tykpulse_serve_replies_abandoned_total,
@@ -246,10 +247,17 @@ KAFKA_BRIDGE: Final = (
     Family("queue_depth", "tykpulse_queue_depth", "Received chunks waiting for Kafka.", "gauge"),
     Family("queue_capacity", "tykpulse_queue_capacity", "Chunks held before ZeroMQ's HWM drops.", "gauge"),
 )
+# Both Tyk bridges (pipelines.bridges.publishing): records a worker would refuse, never sent.
+_TOO_LARGE: Final = Family(
+    "too_large",
+    "tykpulse_records_too_large",
+    "Records not published: alone over the firehose's message limit.",
+)
 TYK_BRIDGE: Final = (
     Family("moved", "tykpulse_tyk_records_moved", "Analytics records moved out of Tyk's lists."),
     Family("recovered", "tykpulse_tyk_records_recovered", "Parked records published again after a crash."),
     Family("published", "tykpulse_records_published", "Records published on the firehose."),
+    _TOO_LARGE,
     Family("undecodable", "tykpulse_tyk_records_undecodable", "Analytics elements that did not decode."),
     Family("notices", "tykpulse_notices_published", "Cluster notifications published as notices."),
     Family("bad_notices", "tykpulse_notices_rejected", "Cluster notifications dropped as malformed."),
@@ -261,6 +269,7 @@ WEBHOOK_REJECTIONS: Final = ("bad_http", "method", "no_subscriber", "not_found",
 WEBHOOK_BRIDGE: Final = (
     Family("accepted", "tykpulse_webhook_events_accepted", "Webhook events accepted."),
     Family("published", "tykpulse_records_published", "Records published on the firehose."),
+    _TOO_LARGE,
     Family(
         "rejected",
         "tykpulse_webhook_rejected",

@@ -92,6 +92,12 @@ class PublisherSettings(EnvSettings):
     heartbeat_interval_ms: int = Field(
         default=DEFAULT_HEARTBEAT_INTERVAL_MS, gt=0, description="Heartbeat period promised to consumers."
     )
+    max_message_bytes: int = Field(
+        default=MAX_MESSAGE_BYTES,
+        gt=0,
+        description="Largest message sent (the workers' and proxy's --max-message-bytes): records that would "
+        "make a larger one are split over several; a record larger alone is counted and not sent.",
+    )
 
     _split = field_validator("connect", "bind", mode="before")(split_names)
 

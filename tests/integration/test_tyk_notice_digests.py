@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from pipelines.bridges.key_digest import KeyDigester
-from pipelines.bridges.publishing import BridgePublisher
+from pipelines.bridges.publishing import BridgePublisher, Sent
 from pipelines.bridges.tyk_lists import AnalyticsListStore, analytics_lists
 from pipelines.bridges.tyk_notifications import NotificationListener
 from pipelines.bridges.tyk_records import FirehoseConverter
@@ -40,10 +40,10 @@ class CapturingPublisher:
     def has_subscriber(self, topic: str) -> bool:
         return True
 
-    def publish(self, topic: str, records: list[dict[str, Any]], stop: threading.Event) -> bool:
+    def publish(self, topic: str, records: list[dict[str, Any]], stop: threading.Event) -> Sent:
         # what ZeroMQ would carry: the records as encoded bytes
         self.published.append((topic, msgspec.msgpack.decode(msgspec.msgpack.encode(records))))
-        return True
+        return Sent(len(records), 0, stopped=False)
 
 
 @pytest.fixture

@@ -68,6 +68,7 @@ def _publisher(settings: PublisherSettings, curve: CurveSession | None) -> Bridg
         sndhwm=settings.sndhwm,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         curve=curve,
+        max_message_bytes=settings.max_message_bytes,
     )
     return BridgePublisher(publisher)
 

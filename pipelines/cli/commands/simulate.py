@@ -57,6 +57,7 @@ def command(
         sndhwm=publisher_settings.sndhwm,
         heartbeat_interval_ms=publisher_settings.heartbeat_interval_ms,
         curve=curve,
+        max_message_bytes=publisher_settings.max_message_bytes,
     )
     clock = scaled_clock(settings.time_scale, settings.duration_s)
     fleet = Fleet(settings, publisher, node_prefix=publisher_settings.node, clock=clock)
