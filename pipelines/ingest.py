@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from pipelines.firehose.codec import DecodedMessage, Limits, MessageDecoder, Rejection
 from pipelines.firehose.protocol import MAX_FUTURE_NS, MAX_PAST_NS, RejectReason, TopicKind
-from pipelines.firehose.sequence import SequenceTracker, Verdict
+from pipelines.firehose.sequence import MAX_GAP, Observation, SequenceTracker, Verdict
 from pipelines.keys import KeyHasher
 from pipelines.observe.throttle import LogThrottle
 from pipelines.settings import FirehoseSettings, WorkerSettings
@@ -135,9 +135,7 @@ class Ingestor:
             if self.pending_records >= self.max_pending_records:
                 self._room.clear()
         self.stats.messages += 1
-        self.stats.lost += observation.lost
-        if observation.lost:
-            self._log_gap(env.node, env.boot, env.seq, observation.lost)
+        self._count_gap(observation, env.node, env.boot, env.seq)
         for rejection in result.rejected:
             self.stats.rejected[rejection.reason.value] += rejection.count
             self._log_rejection(rejection)
@@ -157,19 +155,34 @@ class Ingestor:
         """
         return self._room.wait(timeout_s)
 
-    def _log_gap(self, node: str, boot: int, seq: int, lost: int) -> None:
-        held = self._throttle.allow("gap")
-        if held is not None:
-            log.warning(
-                "sequence gap node=%s boot=%d seq=%d lost=%d lost_total=%d (gaps not logged since the "
-                "last line: %d)",
-                node,
-                boot,
-                seq,
-                lost,
-                self.stats.lost,
-                held,
-            )
+    def _count_gap(self, observation: Observation, node: str, boot: int, seq: int) -> None:
+        self.stats.lost += observation.lost
+        if observation.lost:
+            held = self._throttle.allow("gap")
+            if held is not None:
+                log.warning(
+                    "sequence gap node=%s boot=%d seq=%d lost=%d lost_total=%d (gaps not logged since the "
+                    "last line: %d)",
+                    node,
+                    boot,
+                    seq,
+                    observation.lost,
+                    self.stats.lost,
+                    held,
+                )
+        elif observation.implausible_jump:
+            held = self._throttle.allow("jump")
+            if held is not None:
+                log.warning(
+                    "sequence jump node=%s boot=%d seq=%d: more than %d ahead of every seq seen, not "
+                    "counted as loss (another sender using this node's name?) (not logged since the "
+                    "last line: %d)",
+                    node,
+                    boot,
+                    seq,
+                    MAX_GAP,
+                    held,
+                )
 
     def _log_rejection(self, rejection: Rejection) -> None:
         held = self._throttle.allow(rejection.reason)
@@ -200,9 +213,7 @@ class Ingestor:
                 node=rejection.node, boot=boot, received_ns=received, lost=observation.lost
             )
         self.stats.rejected_messages += 1
-        self.stats.lost += observation.lost
-        if observation.lost:
-            self._log_gap(rejection.node, boot, seq, observation.lost)
+        self._count_gap(observation, rejection.node, boot, seq)
         self._reject(received, rejection)
 
     @staticmethod

@@ -144,6 +144,12 @@ def hostile_messages(now_ns: int, node: str = "evil") -> list[tuple[str, list[by
             1,
         ),
         (
+            "heartbeat for another node",
+            f(b"tyk.heartbeat", [{"node": "gw-victim", "timestamp": now_ns, "interval_ms": 3_600_000}]),
+            R.NODE_MISMATCH,
+            1,
+        ),
+        (
             "negative heartbeat interval",
             f(b"tyk.heartbeat", [{"node": "evil", "timestamp": now_ns, "interval_ms": -1}]),
             R.BAD_RECORD,

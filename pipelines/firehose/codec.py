@@ -218,8 +218,7 @@ class MessageDecoder:
         if len(records) != env.count:
             return _count_mismatch(env, str(len(records)))
         message = DecodedMessage(topic, kind, name, env, records)
-        if kind in (TopicKind.EVENT, TopicKind.NOTICE):
-            _drop_mismatched_names(message)
+        _drop_mismatched_names(message)
         return message
 
     def _decode_each(
@@ -248,8 +247,7 @@ class MessageDecoder:
                     else (RejectReason.BAD_RECORD)
                 )
                 message.rejected.append(Rejection(reason, detail, env.node))
-        if kind in (TopicKind.EVENT, TopicKind.NOTICE):
-            _drop_mismatched_names(message)
+        _drop_mismatched_names(message)
         return message
 
 
@@ -343,17 +341,30 @@ def _envelope_problem(env: Envelope, limits: Limits) -> tuple[RejectReason, str]
     return None
 
 
+# The record field that must repeat what the topic or envelope says, per kind.
+_NAMED_BY: Final = {
+    TopicKind.EVENT: ("event", RejectReason.EVENT_MISMATCH, "topic suffix"),
+    TopicKind.NOTICE: ("command", RejectReason.EVENT_MISMATCH, "topic suffix"),
+    TopicKind.HEARTBEAT: ("node", RejectReason.NODE_MISMATCH, "envelope node"),
+}
+
+
 def _drop_mismatched_names(message: DecodedMessage) -> None:
-    """Every record of an event/notice message must carry its topic's name."""
-    field = "event" if message.kind is TopicKind.EVENT else "command"
-    kept = [r for r in message.structs if getattr(r, field) == message.name]
+    """Every record of an event/notice message carries its topic's name; a heartbeat, its
+    envelope's node (a heartbeat naming another node would keep that node live, or stop it)."""
+    named_by = _NAMED_BY.get(message.kind)
+    if named_by is None:
+        return
+    field, reason, source = named_by
+    expected = message.envelope.node if message.kind is TopicKind.HEARTBEAT else message.name
+    kept = [r for r in message.structs if getattr(r, field) == expected]
     dropped = len(message.records) - len(kept)
     if dropped:
         message.records = kept
         message.rejected.append(
             Rejection(
-                RejectReason.EVENT_MISMATCH,
-                f"{dropped} record(s) whose {field} differs from topic suffix {message.name!r}",
+                reason,
+                f"{dropped} record(s) whose {field} differs from the {source} {_clip(expected)!r}",
                 message.envelope.node,
                 dropped,
             )

@@ -39,7 +39,8 @@ from typing import Final
 
 import msgspec
 
-from pipelines.firehose.protocol import Envelope
+from pipelines.errors import DECODE_ERRORS
+from pipelines.firehose.protocol import MAX_NODE_BYTES, Envelope
 
 HEADER_TOPIC: Final = "tyk-topic"
 HEADER_ENVELOPE: Final = "tyk-envelope"
@@ -61,11 +62,16 @@ class KafkaRecord:
 
 
 def read_envelope(frame: bytes) -> Envelope | None:
-    """The envelope of a message, or None when it does not decode (the worker rejects it)."""
+    """The envelope of a message, or None when it does not decode or its node is out of bounds
+    (the worker rejects it; a node of any length would otherwise key Kafka records and the
+    bridge's sequence tracking)."""
     try:
-        return _ENVELOPE.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        envelope = _ENVELOPE.decode(frame)
+    except DECODE_ERRORS:  # RecursionError included
         return None
+    if not envelope.node or len(envelope.node.encode()) > MAX_NODE_BYTES:
+        return None
+    return envelope
 
 
 def to_record(frames: Sequence[bytes], envelope: Envelope | None) -> KafkaRecord:

@@ -11,8 +11,12 @@ stale: a planned stop is not an outage; a message heard after it (or a new
 boot) makes the node live again.
 
 Memory is bounded: incarnations silent for `retention_s` are forgotten, and
-beyond `max_publishers` the longest-silent ones go first. `on_forget` lets
-the sequence tracker forget them too.
+beyond `max_publishers` those heard least go first, the most recently first
+heard among equals: a flood of envelopes under made-up names (each a new
+incarnation) cannot push out the publishers that were there before it, whose
+sequences would then restart and their losses go uncounted. `on_forget` lets
+the sequence tracker forget them too. Past LOGGED_ARRIVALS incarnations tracked,
+"first heard" lines are throttled (the flood would otherwise write one each).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Final
 
 import polars as pl
 
+from pipelines.observe.throttle import LogThrottle
 from pipelines.windows.batch import Batch
 from sinks.clickhouse.contract import DEFAULT_INTERVAL_MS, STALE_FACTOR
 
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_S: Final = 3600.0
 DEFAULT_MAX_PUBLISHERS: Final = 10_000
+LOGGED_ARRIVALS: Final = 256
 
 
 @dataclasses.dataclass(slots=True)
@@ -79,6 +85,7 @@ class PublisherLiveness:
         self.on_forget = on_forget
         self._by_key: dict[tuple[str, int], PublisherState] = {}
         self._newest_boot: dict[str, int] = {}
+        self._throttle = LogThrottle()
 
     def update(self, batch: Batch) -> None:
         """Fold in the accepted messages and heartbeats of one batch."""
@@ -114,11 +121,7 @@ class PublisherLiveness:
         state = self._by_key.get((node, boot))
         if state is None:
             state = self._by_key[(node, boot)] = PublisherState(node, boot, first, last)
-            previous = self._newest_boot.get(node)
-            if previous is not None and previous != boot:
-                log.info("publisher restarted node=%s boot=%d previous_boot=%d", node, boot, previous)
-            else:
-                log.info("publisher first heard node=%s boot=%d", node, boot)
+            self._log_arrival(node, boot, self._newest_boot.get(node))
         state.last_seen_ns = max(state.last_seen_ns, last)
         state.first_seen_ns = min(state.first_seen_ns, first)
         state.messages += messages
@@ -128,6 +131,23 @@ class PublisherLiveness:
         if state.stale:
             state.stale = False
             log.warning("publisher live again node=%s boot=%d", node, boot)
+
+    def _log_arrival(self, node: str, boot: int, previous: int | None) -> None:
+        held = 0 if len(self._by_key) <= LOGGED_ARRIVALS else self._throttle.allow("arrival")
+        if held is None:
+            return
+        if previous is not None and previous != boot:
+            log.info(
+                "publisher restarted node=%s boot=%d previous_boot=%d (not logged since the last: %d)",
+                node,
+                boot,
+                previous,
+                held,
+            )
+        else:
+            log.info(
+                "publisher first heard node=%s boot=%d (not logged since the last: %d)", node, boot, held
+            )
 
     def _supersede(self, node: str, boot: int) -> None:
         old = self._newest_boot.get(node)
@@ -159,7 +179,8 @@ class PublisherLiveness:
         if overflow > 0:
             going = set(forget)
             kept = sorted(
-                (s for k, s in self._by_key.items() if k not in going), key=lambda s: s.last_seen_ns
+                (s for k, s in self._by_key.items() if k not in going),
+                key=lambda s: (s.messages, -s.first_seen_ns),
             )
             forget += [(s.node, s.boot) for s in kept[:overflow]]
         for key in forget:

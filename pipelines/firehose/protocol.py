@@ -85,6 +85,7 @@ class RejectReason(enum.StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     PAST_TIMESTAMP = "past_timestamp"
     EVENT_MISMATCH = "event_mismatch"
+    NODE_MISMATCH = "node_mismatch"
     BAD_SIGNATURE = "bad_signature"
     DUPLICATE = "duplicate"
     INTERNAL_ERROR = "internal_error"

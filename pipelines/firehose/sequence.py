@@ -1,10 +1,22 @@
 """Per-publisher sequence tracking: loss and duplicates on a lossy PUB/SUB hop.
 
 For each (node, boot) the next message must carry seq = last + 1. A jump of k
-means k - 1 messages were lost; a seq at or below the last one is a duplicate.
-A new boot for a node is a new incarnation, not a loss. The first message seen
-from an incarnation is taken as its start: messages it sent before anyone
-listened are not knowable here.
+means k - 1 messages were lost; a seq already seen is a duplicate. A new boot
+for a node is a new incarnation, not a loss. The first message seen from an
+incarnation is taken as its start: messages it sent before anyone listened are
+not knowable here.
+
+What "seen" means is exact: the tracker keeps runs of consecutive seqs seen
+(at most MAX_RUNS per incarnation, the least recently extended dropped first),
+not "everything up to the highest". A message whose seq jumps ahead starts a
+run of its own; the gap before it is counted lost, but not taken as seen. So a
+sender that claims another publisher's node and boot with a far higher seq (the
+envelope is not authenticated, and CURVE admits keys, not node names) costs
+that publisher exactly the seqs it sends, and no more: the publisher's own next
+message extends its own run. With "everything up to the highest", one such
+message, even one refused as a whole, silenced the publisher for good, across
+restarts through the checkpoint. A jump of more than MAX_GAP (no publisher
+loses that many messages) is not counted as loss at all.
 
 Checkpoints keep the tracker as a list of SequencePosition, one format for
 every runner: the WAL's checkpoint.json stores it as JSON (the same fields as
@@ -19,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Iterable
+from typing import Final
 
 import msgspec
 
@@ -28,14 +41,41 @@ class Verdict(enum.Enum):
     DUPLICATE = "duplicate"
 
 
+# Runs of consecutive seqs remembered per incarnation: one in the normal case, one
+# more per loss or jump; the least recently extended goes first.
+MAX_RUNS: Final = 8
+# No publisher loses this many messages in one gap (12 hours at 100,000 messages/s);
+# a larger jump is a message from elsewhere, not a loss.
+MAX_GAP: Final = 1 << 32
+# Incarnations remembered at most (the workers' liveness tracking forgets them sooner).
+MAX_INCARNATIONS: Final = 10_000
+
+
+@dataclasses.dataclass(slots=True)
+class SeqRun:
+    """Seqs low..high, all seen; `used`: when it last grew (the incarnation's message count)."""
+
+    low: int
+    high: int
+    used: int = 0
+
+
 @dataclasses.dataclass(slots=True)
 class PublisherSequence:
     node: str
     boot: int
-    last_seq: int
+    runs: list[SeqRun]
     accepted: int = 0
     lost: int = 0
     duplicates: int = 0
+    # the run the publisher's own messages extend, as far as can be told: the one that grew last
+    current: SeqRun | None = None
+
+    @property
+    def last_seq(self) -> int:
+        """The latest seq of the run that grew last (what a checkpoint keeps)."""
+        run = self.current if self.current is not None else self.runs[-1]
+        return run.high
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,6 +83,12 @@ class Observation:
     verdict: Verdict
     lost: int
     new_incarnation: bool
+    # the seq jumped more than MAX_GAP ahead of every run: not counted as loss
+    implausible_jump: bool = False
+
+
+_NEXT: Final = Observation(Verdict.ACCEPT, 0, False)
+_DUPLICATE: Final = Observation(Verdict.DUPLICATE, 0, False)
 
 
 class SequencePosition(msgspec.Struct, frozen=True):
@@ -55,24 +101,70 @@ class SequencePosition(msgspec.Struct, frozen=True):
 
 
 class SequenceTracker:
-    """Remembers the last seq of every (node, boot) seen."""
+    """Remembers the seqs seen from every (node, boot), as runs of consecutive seqs."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_incarnations: int = MAX_INCARNATIONS) -> None:
+        self.max_incarnations = max_incarnations
         self._by_key: dict[tuple[str, int], PublisherSequence] = {}
 
     def observe(self, node: str, boot: int, seq: int) -> Observation:
         state = self._by_key.get((node, boot))
         if state is None:
-            self._by_key[(node, boot)] = PublisherSequence(node, boot, seq, accepted=1)
+            run = SeqRun(seq, seq)
+            self._by_key[(node, boot)] = PublisherSequence(node, boot, [run], accepted=1, current=run)
+            if len(self._by_key) > self.max_incarnations:
+                self._shrink()
             return Observation(Verdict.ACCEPT, 0, True)
-        if seq <= state.last_seq:
-            state.duplicates += 1
-            return Observation(Verdict.DUPLICATE, 0, False)
-        lost = seq - state.last_seq - 1
-        state.last_seq = seq
+        current = state.current
+        if current is not None and seq == current.high + 1 and len(state.runs) == 1:
+            # the common case, on the per-message path: the only run grows by one
+            current.high = seq
+            state.accepted += 1
+            current.used = state.accepted
+            return _NEXT
+        return self._observe_runs(state, seq)
+
+    @staticmethod
+    def _observe_runs(state: PublisherSequence, seq: int) -> Observation:
+        below: SeqRun | None = None  # the run that ends closest below seq
+        above: SeqRun | None = None  # a run that starts right after seq
+        for run in state.runs:
+            if run.low <= seq <= run.high:
+                state.duplicates += 1
+                return _DUPLICATE
+            if run.high < seq and (below is None or run.high > below.high):
+                below = run
+            elif run.low == seq + 1:
+                above = run
         state.accepted += 1
+        lost = 0
+        jumped = False
+        if below is not None and below.high == seq - 1:
+            below.high = seq
+            run = below
+        else:
+            if below is not None:
+                gap = seq - below.high - 1
+                jumped = gap > MAX_GAP
+                lost = 0 if jumped else gap
+            run = SeqRun(seq, seq)
+            if len(state.runs) >= MAX_RUNS:
+                state.runs.remove(min(state.runs, key=lambda r: r.used))
+            state.runs.append(run)
+        if above is not None and above in state.runs:
+            run.high = above.high
+            state.runs.remove(above)
+        run.used = state.accepted
+        state.current = run
         state.lost += lost
-        return Observation(Verdict.ACCEPT, lost, False)
+        return Observation(Verdict.ACCEPT, lost, False, jumped) if lost or jumped else _NEXT
+
+    def _shrink(self) -> None:
+        """Forget the incarnations heard least (the newest among equals) down to 90 % of the bound:
+        envelopes under made-up names must not push out the publishers that were there first."""
+        keep = self.max_incarnations * 9 // 10
+        ranked = sorted(enumerate(self._by_key.items()), key=lambda item: (-item[1][1].accepted, item[0]))
+        self._by_key = {key: state for _, (key, state) in sorted(ranked[:keep])}
 
     def publishers(self) -> list[PublisherSequence]:
         return list(self._by_key.values())
@@ -89,8 +181,14 @@ class SequenceTracker:
         return len(self._by_key)
 
     def restore(self, node: str, boot: int, last_seq: int) -> None:
-        """Resume from a persisted position, so messages missed while down count as lost."""
-        self._by_key[(node, boot)] = PublisherSequence(node, boot, last_seq)
+        """Resume from a persisted position, so messages missed while down count as lost.
+
+        Only `last_seq` itself is taken as seen: a checkpoint written just after a sender
+        claimed this node with a far higher seq must not make the publisher's own later
+        messages duplicates after a restart.
+        """
+        run = SeqRun(last_seq, last_seq)
+        self._by_key[(node, boot)] = PublisherSequence(node, boot, [run], current=run)
 
     def positions(self, *, newest_boot_only: bool = False) -> list[SequencePosition]:
         """The tracker as a checkpoint keeps it, sorted (the same state always looks the same)."""

@@ -9,6 +9,7 @@ from pipelines.firehose.kafka_record import (
     HEADER_FRAMES,
     messages_of,
     read_envelope,
+    to_record,
     to_records,
 )
 from pipelines.firehose.protocol import RejectReason
@@ -60,3 +61,12 @@ def test_a_record_from_an_older_bridge_still_gives_a_frame_count_rejection() -> 
     # bridges before one-message bundles carried a message without three frames as its count only
     (message,) = messages_of(b"", [(HEADER_FRAMES, b"4")])
     assert reasons([message]) == [RejectReason.FRAME_COUNT]
+
+
+@pytest.mark.parametrize("node", ["", "n" * 129, "\u00e9" * 65])
+def test_an_envelope_whose_node_is_out_of_bounds_keys_nothing(node: str) -> None:
+    # Found by attack: bridge kafka tracked (and keyed Kafka records by) nodes of any length.
+    frames = message("tyk.analytics", [analytics(T0_NS)], node=node)
+    assert read_envelope(frames[1]) is None
+    assert to_record(frames, None).key == b""
+    assert read_envelope(message("tyk.analytics", [], node="n" * 128)[1]) is not None

@@ -74,10 +74,35 @@ def test_memory_is_bounded_by_retention_and_max_publishers() -> None:
     )
     liveness.update(batch(*((f"n{i}", 1, 0, T0_NS + i * MS) for i in range(5))))
     liveness.check(T0_NS)
-    assert [s.node for s in liveness.publishers()] == ["n2", "n3", "n4"]  # the longest silent went first
+    assert [s.node for s in liveness.publishers()] == ["n0", "n1", "n2"]  # the newest arrivals went first
     liveness.check(T0_NS + 11_000 * MS)
     assert len(liveness) == 0
     assert sorted(forgotten) == [(f"n{i}", 1) for i in range(5)]
+
+
+def test_a_flood_of_new_names_neither_evicts_the_publishers_before_it_nor_floods_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Found by attack: 12,000 heartbeats, each under a new (node, boot), pushed out a quiet real
+    # publisher (the longest silent went first), so its sequence restarted and the 99 messages it
+    # lost meanwhile were never counted; and each wrote a 'publisher first heard' line.
+    ingestor = Ingestor(clock=lambda: T0_NS)
+    liveness = PublisherLiveness(max_publishers=1000, on_forget=ingestor.sequences.forget)
+    ingestor.ingest(message("tyk.analytics", [], node="gw-real", seq=0), received_ns=T0_NS)
+    liveness.update(ingestor.take())
+    with caplog.at_level(logging.INFO):
+        for start in range(0, 12_000, 3_000):
+            for i in range(start, start + 3_000):
+                frames = message("tyk.analytics", [], node=f"made-up-{i}", boot=i, seq=0)
+                ingestor.ingest(frames, received_ns=T0_NS + MS)
+            liveness.update(ingestor.take())
+            liveness.check(T0_NS + 2 * MS)
+    assert len(liveness) == 1000
+    assert "gw-real" in {s.node for s in liveness.publishers()}
+    ingestor.ingest(message("tyk.analytics", [], node="gw-real", seq=100), received_ns=T0_NS + 3 * MS)
+    assert ingestor.stats.lost == 99
+    arrivals = [r for r in caplog.records if "first heard" in r.getMessage()]
+    assert len(arrivals) < 300
 
 
 def goodbye(node: str, boot: int, seq: int, received: int) -> Batch:

@@ -2,9 +2,14 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipelines.firehose.sequence import SequencePosition, SequenceTracker, Verdict
+from pipelines.firehose.sequence import MAX_RUNS, SequencePosition, SequenceTracker, Verdict
+from pipelines.ingest import Ingestor
 from pipelines.wal.checkpoint import Checkpoint
+from tests.conftest import T0_NS
+from tests.helpers import analytics, message
 
 pytestmark = pytest.mark.unit
 
@@ -73,3 +78,109 @@ def test_positions_keep_the_newest_boot_per_node_when_asked() -> None:
         SequencePosition("b", 1, 5),
     ]
     assert len(tracker.positions()) == 3
+
+
+# Found by attack: the tracker took any forward jump as the new last seq, so one message under a
+# publisher's node and boot with seq 2**63 - 1 (even one refused as a whole, for its topic) made
+# every later message of that publisher a duplicate, and the checkpoint kept it so across restarts.
+FAR = 2**63 - 1
+
+
+def test_a_far_seq_under_a_publishers_name_costs_that_publisher_nothing() -> None:
+    tracker = SequenceTracker()
+    for seq in range(100):
+        tracker.observe("gw", 1, seq)
+    jump = tracker.observe("gw", 1, FAR)
+    assert (jump.verdict, jump.lost, jump.implausible_jump) == (Verdict.ACCEPT, 0, True)
+    assert [tracker.observe("gw", 1, seq).verdict for seq in range(100, 200)] == [Verdict.ACCEPT] * 100
+    assert tracker.observe("gw", 1, 150).verdict is Verdict.DUPLICATE
+    assert tracker.observe("gw", 1, FAR).verdict is Verdict.DUPLICATE
+    assert tracker.publishers()[0].lost == 0
+    assert tracker.last_seq("gw", 1) == 199  # the run the publisher's own messages extend
+
+
+def test_a_jump_within_reach_is_counted_lost_and_takes_only_the_seq_it_claims() -> None:
+    tracker = SequenceTracker()
+    for seq in range(10):
+        tracker.observe("gw", 1, seq)
+    assert tracker.observe("gw", 1, 1000).lost == 990
+    verdicts = [tracker.observe("gw", 1, seq).verdict for seq in range(10, 1002)]
+    assert verdicts.count(Verdict.DUPLICATE) == 1  # seq 1000 itself: the same seq is the same message
+    assert verdicts[1000 - 10] is Verdict.DUPLICATE
+    assert tracker.publishers()[0].lost == 990
+
+
+def test_a_checkpoint_taken_after_a_far_seq_does_not_silence_the_publisher_after_a_restart() -> None:
+    tracker = SequenceTracker()
+    for seq in range(50):
+        tracker.observe("gw", 1, seq)
+    tracker.observe("gw", 1, FAR)  # the last message before the checkpoint
+    restored = SequenceTracker.from_positions(tracker.positions())
+    assert [restored.observe("gw", 1, seq).verdict for seq in range(50, 80)] == [Verdict.ACCEPT] * 30
+    assert restored.observe("gw", 1, FAR).verdict is Verdict.DUPLICATE
+
+
+def test_runs_are_bounded_and_the_publishers_own_run_survives_a_flood_of_claims() -> None:
+    tracker = SequenceTracker()
+    tracker.observe("gw", 1, 0)
+    for i in range(1, 1000):
+        tracker.observe("gw", 1, 10**12 + 7 * i)  # claims, each a run of its own
+        assert tracker.observe("gw", 1, i).verdict is Verdict.ACCEPT
+    assert len(tracker.publishers()[0].runs) <= MAX_RUNS
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    gaps=st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=60),
+    claims=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=60), st.integers(min_value=0, max_value=2**64 - 1)),
+        max_size=3,
+    ),
+)
+def test_every_message_of_the_publisher_is_accepted_unless_its_seq_was_claimed_first(
+    gaps: list[int], claims: list[tuple[int, int]]
+) -> None:
+    """A publisher's stream (with losses) interleaved with a few claims of arbitrary seqs."""
+    tracker = SequenceTracker()
+    seen: set[int] = set()
+    seq = -1
+    claims_at: dict[int, list[int]] = {}
+    for at, claimed in claims:
+        claims_at.setdefault(at, []).append(claimed)
+    lost = 0
+    for i, gap in enumerate(gaps):
+        for claimed in claims_at.get(i, []):
+            tracker.observe("gw", 1, claimed)
+            seen.add(claimed)
+        seq += gap
+        verdict = tracker.observe("gw", 1, seq).verdict
+        assert verdict is (Verdict.DUPLICATE if seq in seen else Verdict.ACCEPT)
+        seen.add(seq)
+        lost += gap - 1 if i else 0
+    if not claims:
+        assert tracker.publishers()[0].lost == lost  # without claims, loss is exact
+
+
+def test_a_refused_message_under_a_publishers_name_does_not_drop_its_later_records() -> None:
+    ingestor = Ingestor(clock=lambda: T0_NS)
+    for seq in range(5):
+        ingestor.ingest(message("tyk.analytics", [analytics(T0_NS)] * 20, seq=seq), received_ns=T0_NS)
+    # refused as a whole (a topic no publisher may use), its envelope read: it moves the sequence
+    ingestor.ingest(message("tyk.bogus!", [], seq=FAR), received_ns=T0_NS)
+    for seq in range(5, 10):
+        ingestor.ingest(message("tyk.analytics", [analytics(T0_NS)] * 20, seq=seq), received_ns=T0_NS)
+    assert ingestor.take().analytics.height == 200
+    assert (ingestor.stats.duplicates, ingestor.stats.lost) == (0, 0)
+
+
+def test_incarnations_are_bounded_and_the_ones_heard_most_are_kept() -> None:
+    # Found by attack on bridge kafka, whose tracker never forgot: 300 messages, each under a new
+    # boot, left 300 entries for good (with ~1 MB nodes, 93 -> 380 MB).
+    tracker = SequenceTracker(max_incarnations=100)
+    for seq in range(50):
+        tracker.observe("gw-real", 1, seq)
+    for boot in range(1000):
+        tracker.observe("made-up", boot, 0)
+        assert len(tracker) <= 100
+    assert tracker.last_seq("gw-real", 1) == 49
+    assert tracker.observe("gw-real", 1, 52).lost == 2
