@@ -327,13 +327,28 @@ def test_no_credential_reaches_the_log_at_debug(
     )
 
 
+def test_a_user_name_cannot_forge_lines_in_the_log(
+    server: ClickHouseHttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by attack: the failed login's name was logged raw, so `user=nobody%0A<a line>` wrote a
+    # second, real-looking line (here: a forged 'serving ... writable=True').
+    caplog.set_level(logging.DEBUG)
+    forged = "2026-12-06 23:59:59,000 INFO sinks.clickhouse.serve.server: serving FORGED-LINE"
+    target = "GET /?query=SELECT%201&user=nobody%0A" + forged.replace(" ", "%20") + "&password=x"
+    assert _send(server, target, {}) == 403
+    failed = [r.getMessage() for r in caplog.records if "authentication failed" in r.getMessage()]
+    assert failed
+    assert all("\n" not in line for line in failed)
+    assert "FORGED-LINE" in failed[-1]  # still said, as one line
+
+
 # 3. settings outside the URL
 
 PROBE = (
     "SELECT getSetting('readonly'), getSetting('max_execution_time'), getSetting('max_memory_usage'), "
     "currentDatabase()"
 )
-READER_VIEW = f"1\t{MAX_EXECUTION_S}\t{1 << 30}\tdefault\n".encode()
+READER_VIEW = f"1\t{MAX_EXECUTION_S}\t{1 << 30}\ttykpulse_readers\n".encode()
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ client queries keep working.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -64,6 +65,9 @@ class Site:
 
     def substitute(self, sql: str) -> str:
         return sql.replace("{SECRET}", str(self.secret)).replace("{OUT}", str(self.outfile))
+
+
+WRAPPED_FORMATS = ["Dataframe", "DataFrame", "dataframe", "DataStore", "ArrowTable", "arrowtable"]
 
 
 def _query(sql: str, settings: dict[str, str] | None = None, database: str = "", **params: str) -> HttpQuery:
@@ -197,6 +201,87 @@ WRITES_OR_CONTROLS = [
 @pytest.mark.parametrize(("sql", "code"), WRITES_OR_CONTROLS)
 def test_nothing_writes_kills_or_controls(site: Site, sql: str, code: int) -> None:
     assert site.refused(site.substitute(sql)) == code
+
+
+# Found by attack: chDB's `default` database is an Overlay whose table names are also paths of files
+# (absolute, or relative to the working directory), and statements "reading only system.settings"
+# ran with readonly = 2, where the table on the right of IN was read: a line oracle over any file
+# ('hunter2' IN `/path`), a brute force of 10,000 candidates in one request, file contents in errors.
+def _probes(path: str) -> list[str]:
+    return [
+        f"SELECT count() > 0 FROM system.settings WHERE '{SECRET}' IN `{path}`",
+        f"SELECT count() FROM system.settings WHERE 'x' IN `{path}`",
+        f"SELECT * FROM `{path}`",
+        f"SELECT * FROM tykpulse.traffic_1m WHERE api_id IN `{path}`",
+        f"EXISTS `{path}`",
+        f"EXISTS TABLE `{path}`",
+        f"DESCRIBE `{path}`",
+        f"SHOW CREATE TABLE `{path}`",
+        f"SHOW COLUMNS FROM `{path}`",
+        f"WITH t AS (SELECT 1) SELECT * FROM `{path}`",
+    ]
+
+
+def _answer(site: Site, probe: str, path: Path) -> bytes:
+    """The reader's answer to `probe`, success or error, with `path` spelled PATH."""
+    try:
+        text = site.read(probe).body
+    except ServeError as exc:
+        text = exc.message.encode()
+    return text.replace(str(path).encode(), b"PATH").replace(path.name.encode(), b"PATH")
+
+
+def test_no_statement_of_a_reader_tells_anything_about_a_file(site: Site) -> None:
+    missing = site.secret.with_name("no-such-file.txt")
+    pairs = zip(
+        _probes(str(site.secret)) + _probes(site.secret.name),
+        _probes(str(missing)) + _probes(missing.name),
+        strict=True,
+    )
+    for existing, absent in pairs:
+        # a file that exists answers exactly as one that does not (no oracle), never with its text
+        assert _answer(site, existing, site.secret) == _answer(site, absent, missing), existing
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count() FROM system.settings WHERE 'x' IN default.`{SECRET}`",
+        "SELECT * FROM default.`{SECRET}`",
+        "EXISTS TABLE default.`{SECRET}`",
+        "SHOW CREATE TABLE default.`{SECRET}`",
+        "SHOW COLUMNS FROM `{SECRET}` FROM default",
+        "DESCRIBE default.`{SECRET}`",
+        "SELECT hasColumnInTable('default', '{SECRET}', 'c1')",
+        "SELECT joinGet('default.x', 'y', 1)",
+    ],
+)
+def test_the_default_database_and_tables_named_in_strings_are_refused(site: Site, sql: str) -> None:
+    assert site.refused(site.substitute(sql)) == ACCESS_DENIED
+
+
+def test_a_reader_is_never_in_the_default_database_and_its_ctes_still_work(site: Site) -> None:
+    for database in ("", "default"):
+        assert site.read("SELECT currentDatabase()", database=database).body == b"tykpulse_readers\n"
+        cte = "WITH t AS (SELECT sum(hits) AS n FROM tykpulse.traffic_1m) SELECT n FROM t"
+        assert site.read(cte, database=database).body == b"7\n"
+    assert site.read("SELECT sum(hits) FROM traffic_1m", database="tykpulse").body == b"7\n"
+
+
+@pytest.mark.parametrize(
+    "fmt", ["Dataframe", "DataFrame", "dataframe", "DataStore", "ArrowTable", "arrowtable"]
+)
+def test_formats_the_engine_does_not_know_are_refused_before_chdbs_wrapper_sees_them(
+    site: Site, fmt: str
+) -> None:
+    # Found by attack: chDB's Python wrapper converts these itself (pandas, pyarrow); on nested
+    # arrays the conversion faulted holding the GIL and the whole server hung, writer included.
+    for sql in ("SELECT [[1],[2]] FROM numbers(2)", f"SELECT [[1],[2]] FROM numbers(2) FORMAT {fmt}"):
+        query = dataclasses.replace(_query(sql), default_format=fmt)
+        with pytest.raises(ServeError) as info:
+            site.engine.run(query, role=Role.READER, user="default")
+        assert (info.value.code, info.value.name) == (73, "UNKNOWN_FORMAT")
+    assert site.writer("INSERT INTO tykpulse.traffic_1m VALUES ('c', 0)").body == b""
 
 
 def test_names_given_as_parameters_or_the_current_database_are_checked_too(site: Site) -> None:

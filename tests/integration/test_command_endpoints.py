@@ -395,10 +395,11 @@ def test_db_serve_counts_statements_refusals_and_rows_written(processes: Process
     writer = clickhouse_connect.get_client(
         host="127.0.0.1", port=port, username="tykpulse", password="s3cret"
     )
-    writer.command("CREATE TABLE default.t (x UInt64) ENGINE = MergeTree ORDER BY x")
-    writer.insert("default.t", [[1], [2], [3], [4]], column_names=["x"])
+    writer.command("CREATE DATABASE IF NOT EXISTS tykpulse")
+    writer.command("CREATE TABLE tykpulse.t (x UInt64) ENGINE = MergeTree ORDER BY x")
+    writer.insert("tykpulse.t", [[1], [2], [3], [4]], column_names=["x"])
     reader = clickhouse_connect.get_client(host="127.0.0.1", port=port)
-    assert reader.command("SELECT sum(x) FROM default.t") == 10
+    assert reader.command("SELECT sum(x) FROM tykpulse.t") == 10
     with pytest.raises(DatabaseError):
         reader.command("SELECT * FROM file('/etc/hostname', 'RawBLOB')")
     samples = eventually(

@@ -113,7 +113,7 @@ class Access:
             return Role.READER if readonly_request else Role.WRITER
         if user == self.reader[0] and _same(password, self.reader[1]):
             return Role.READER
-        log.warning("authentication failed user=%s", credentials.user)
+        log.warning("authentication failed user=%r", credentials.user)  # %r: a name cannot forge log lines
         msg = (
             f"{credentials.user}: Authentication failed: password is incorrect, "
             "or there is no user with such name"

@@ -39,7 +39,13 @@ from sinks.clickhouse.serve.cancellation import Ticket
 from sinks.clickhouse.serve.errors import TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_EXCEPTION, ServeError
 from sinks.clickhouse.serve.gate import admit
 from sinks.clickhouse.serve.handles import Handle, Role, quote_literal
-from sinks.clickhouse.serve.reader_policy import ReaderLimits, reader_settings, reads_only_settings
+from sinks.clickhouse.serve.reader_policy import (
+    READER_HOME,
+    ReaderLimits,
+    reader_database,
+    reader_settings,
+    reads_only_settings,
+)
 from sinks.clickhouse.serve.request import HttpQuery
 from sinks.clickhouse.serve.sessions import Sessions
 from sinks.clickhouse.serve.statements import (
@@ -136,6 +142,7 @@ class ChdbEngine:
         handle = self._open_handle(Role.WRITER)
         try:
             row = handle.run(b"SELECT version(), timezone()").bytes().decode().strip().split("\t")
+            handle.run(f"CREATE DATABASE IF NOT EXISTS {READER_HOME} ENGINE = Memory".encode())
         finally:
             handle.close()
         self.version, self.timezone = row[0], row[1]
@@ -188,11 +195,11 @@ class ChdbEngine:
 
     def _read(self, query: HttpQuery, ticket: Ticket) -> Outcome:
         settings = reader_settings(query.settings, self.reader_limits)
-        database = query.database or "default"
+        database = reader_database(query.database)
         with self._reader_handle(settings, readonly=1) as handle:
             handle.use(database)
             sql, settings_only = self._admit(handle, query, database)
-            checked = dataclasses.replace(query, sql=sql, settings=settings)
+            checked = dataclasses.replace(query, sql=sql, settings=settings, database=database)
             # cancelled while it waited for a slot or the gate: not started at all
             ticket.check()
             if not settings_only:

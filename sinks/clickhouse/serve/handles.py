@@ -26,9 +26,12 @@ from typing import Any, Final
 
 import chdb
 
-from sinks.clickhouse.serve.errors import ServeError
+from sinks.clickhouse.serve.errors import UNKNOWN_FORMAT, ServeError
 
 _SETTING_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Output "formats" chDB's connection.query() handles in Python instead of passing them to the
+# engine (chdb/state/sqlitelike.py): only engine formats may reach it.
+WRAPPER_FORMATS: Final = frozenset({"dataframe", "datastore", "arrowtable"})
 _UNKNOWN: Final = "\x00unknown"
 
 
@@ -69,6 +72,11 @@ class Handle:
         return handle
 
     def run(self, sql: bytes, fmt: str = "TabSeparated", params: dict[str, str] | None = None) -> Any:
+        if fmt.lower() in WRAPPER_FORMATS:
+            # chDB's Python wrapper answers these itself, through pandas/pyarrow: on nested arrays
+            # the conversion faulted while holding the GIL and hung the whole process
+            msg = f"Unknown output format {fmt}"
+            raise ServeError(UNKNOWN_FORMAT, msg, name="UNKNOWN_FORMAT")
         try:
             return self.conn.query(sql, fmt, params=params or {})
         except Exception as exc:  # chDB raises ChdbError/RuntimeError with ClickHouse's text

@@ -6,6 +6,10 @@ A reader reads. Admitted:
   DATABASES / COLUMNS / CREATE ..., DESCRIBE, EXISTS, and EXPLAIN of any of these;
 - tables: any table of a user database (the rollups), `information_schema`, and the
   `system` tables that clients, BI tools and the notebooks read (`READABLE_SYSTEM_TABLES`);
+  not `default`: chDB's `default` is an Overlay whose table names are also paths of files
+  (`default.`/etc/passwd``, or a name relative to the working directory). A reader's
+  current database is never `default` either but `READER_HOME`, an empty Memory database, so
+  that an unqualified name is a CTE, or nothing;
 - table functions: `ALLOWED_TABLE_FUNCTIONS` only (no file, url, remote, s3, ...);
 - scalar functions: all but those that reach the host (`HOST_FUNCTIONS`: `file()`, ...);
 - settings: URL parameters in `READER_SETTINGS`, and limits that may only be lowered
@@ -28,6 +32,10 @@ from sinks.clickhouse.serve.errors import ACCESS_DENIED, READONLY, SETTING_CONST
 from sinks.clickhouse.serve.syntax_tree import Node
 
 SYSTEM_DATABASE: Final = "system"
+# chDB's default database: an Overlay of Atomic and Filesystem (the working directory, any path)
+OVERLAY_DATABASE: Final = "default"
+# A reader's current database when it asks for none or for `default` (created by the engine)
+READER_HOME: Final = "tykpulse_readers"
 
 ALLOWED_STATEMENTS: Final = frozenset(
     {
@@ -87,6 +95,10 @@ HOST_FUNCTIONS: Final = frozenset(
         "filesystemAvailable",
         "filesystemCapacity",
         "filesystemUnreserved",
+        # name a table in a string, which the syntax tree does not show as a table
+        "hasColumnInTable",
+        "joinGet",
+        "joinGetOrNull",
     )
 )
 
@@ -253,6 +265,11 @@ def _lowered(name: str, value: str, ceiling: int) -> str:
     return str(wanted)
 
 
+def reader_database(requested: str | None) -> str:
+    """The current database a reader's statement is checked and run in."""
+    return READER_HOME if requested in (None, OVERLAY_DATABASE) else requested
+
+
 def check_statement(root: Node, current_database: str, canonical: str | None = None) -> None:
     """Refuse anything in the tree a reader may not do (raises ServeError ACCESS_DENIED).
 
@@ -261,8 +278,17 @@ def check_statement(root: Node, current_database: str, canonical: str | None = N
     _check_root(root)
     if any(node.kind == "ShowTables" for node in root.walk()):
         _check_show(canonical or "")
+    if root.kind == "ShowColumns":
+        _check_show_columns(canonical or "", current_database)
     for node in root.walk():
-        _check_node(node, current_database)
+        if node.kind == "Set":
+            _refuse_settings()
+        if node.kind == "Function" and not _in_from(node) and node.first_word.lower() in HOST_FUNCTIONS:
+            _refuse(f"Function {node.first_word}")
+        if node.kind == "Function" and _in_from(node) and node.first_word not in ALLOWED_TABLE_FUNCTIONS:
+            _refuse(f"Table function {node.first_word}")
+    for database, table in table_references(root, current_database):
+        _check_table(database, table)
 
 
 def reads_only_settings(root: Node, current_database: str) -> bool:
@@ -270,14 +296,37 @@ def reads_only_settings(root: Node, current_database: str) -> bool:
 
     Such a statement runs on a handle with `readonly = 2`, so that clients
     (clickhouse-connect reads `system.settings` when it connects) see which
-    settings they may send instead of every setting marked read-only.
+    settings they may send instead of every setting marked read-only. The tables
+    are counted exactly as the gate finds them (the right side of IN included:
+    `... FROM system.settings WHERE x IN `/path`` read a file with readonly = 2).
     """
-    nodes = list(root.walk())
-    tables = {
-        _qualified(node.first_word, current_database) for node in nodes if node.kind == "TableIdentifier"
-    }
-    table_functions = [node for node in nodes if node.kind == "Function" and _in_from(node)]
+    tables = set(table_references(root, current_database))
+    table_functions = [node for node in root.walk() if node.kind == "Function" and _in_from(node)]
     return root.kind == "SelectWithUnionQuery" and tables == {("system", "settings")} and not table_functions
+
+
+# Statements whose table is printed as Identifier children: `db` `table`, or `table` alone.
+_NAMED_TABLE_STATEMENTS: Final = frozenset(
+    {"ExistsTableQuery", "ExistsViewQuery", "ShowCreateTableQuery", "ShowCreateViewQuery"}
+)
+
+
+def table_references(root: Node, current_database: str) -> list[tuple[str, str]]:
+    """Every (database, table) the statement names: FROM and JOIN, DESCRIBE, the right side
+    of IN, EXISTS and SHOW CREATE (SHOW COLUMNS prints none: see _check_show_columns)."""
+    found = []
+    for node in root.walk():
+        if node.kind == "TableIdentifier":
+            found.append(_qualified(node.name, current_database))
+        elif node.kind in _NAMED_TABLE_STATEMENTS:
+            names = [child.name for child in node.children if child.kind == "Identifier"]
+            if names:
+                found.append(_qualified(".".join(names[-2:]), current_database))
+        elif node.kind == "Function" and node.first_word in _IN_FUNCTIONS and node.children:
+            arguments = node.children[0].children
+            if len(arguments) == 2 and arguments[1].kind == "Identifier":
+                found.append(_qualified(arguments[1].name, current_database))
+    return found
 
 
 def _in_from(node: Node) -> bool:
@@ -307,6 +356,23 @@ def _check_root(root: Node) -> None:
         _check_root(inner[0])
 
 
+# formatQuery's SHOW COLUMNS: the table, optionally qualified, then optionally FROM/IN its database
+_SHOW_COLUMNS: Final = re.compile(
+    r"SHOW\s+(?:(?:FULL|EXTENDED)\s+)*COLUMNS\s+(?:FROM|IN)\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)"
+    r"(?:\s+(?:FROM|IN)\s+(?P<database>[A-Za-z_][A-Za-z0-9_]*))?(?=\s|$)"
+)
+
+
+def _check_show_columns(canonical: str, current_database: str) -> None:
+    """SHOW COLUMNS prints no table in its syntax tree: read it from the canonical text, where a
+    name that needs quoting (a path) is quoted, so it does not match and is refused."""
+    match = _SHOW_COLUMNS.match(canonical.strip())
+    if match is None:
+        _refuse("SHOW COLUMNS of this table")
+    name, database = match.group("name"), match.group("database")
+    _check_table(*_qualified(name, database or current_database))
+
+
 def _check_show(canonical: str) -> None:
     match = _SHOW_KIND.search(canonical)
     kind = " ".join(match.group(1).split()) if match else ""
@@ -314,32 +380,10 @@ def _check_show(canonical: str) -> None:
         _refuse(f"SHOW {kind}".rstrip())
 
 
-def _check_node(node: Node, current_database: str) -> None:
-    if node.kind == "Set":
-        _refuse_settings()
-    if node.kind == "TableIdentifier":
-        _check_table(node.first_word, current_database)
-    elif node.kind == "Function":
-        _check_function(node, current_database)
-
-
-def _check_function(node: Node, current_database: str) -> None:
-    name = node.first_word
-    if _in_from(node):
-        if name not in ALLOWED_TABLE_FUNCTIONS:
-            _refuse(f"Table function {name}")
-        return
-    if name.lower() in HOST_FUNCTIONS:
-        _refuse(f"Function {name}")
-    if name in _IN_FUNCTIONS and node.children:
-        arguments = node.children[0].children
-        if len(arguments) == 2 and arguments[1].kind == "Identifier":
-            _check_table(arguments[1].first_word, current_database)
-
-
-def _check_table(name: str, current_database: str) -> None:
-    database, table = _qualified(name, current_database)
+def _check_table(database: str, table: str) -> None:
     if database in OPEN_DATABASES:
         return
+    if database == OVERLAY_DATABASE:
+        _refuse(f"Table {database}.{table} (chDB's default database also names files)")
     if database == SYSTEM_DATABASE and table not in READABLE_SYSTEM_TABLES:
         _refuse(f"Table system.{table}")

@@ -245,7 +245,7 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
         if role is not Role.READER:
             return engine.run(query, role=role, user=creds.user, while_running=running)
         if client_gone(self.connection):
-            log.debug("client closed the connection before its query ran query_id=%s", query.query_id)
+            log.debug("client closed the connection before its query ran query_id=%r", query.query_id)
             return None
         return run_watched(
             lambda ticket: engine.run(
