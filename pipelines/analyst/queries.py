@@ -135,7 +135,11 @@ def status_rates(client: Any, scope: Scope) -> pd.DataFrame:
 
 
 def token_churn(client: Any, scope: Scope, *, by_org: bool = False) -> pd.DataFrame:
-    """Tokens created, updated, deleted per window (and org), with net change and churn."""
+    """Tokens created, updated, deleted per window (and org), with net change and churn.
+
+    As Tyk counts them (docs/output-contract.md): a re-POSTed key counts as created again, and a
+    deletion whose admin call gave no org_id is filed under org '' (net per org is then off).
+    """
     group = ["window_start", *(["org_id"] if by_org else [])]
     where, params = scope.where(api=False)
     sql = f"""

@@ -78,11 +78,16 @@ class TrafficDrawer:
             a, o = int(api[i]), int(org[i])
             key = "" if w.api_keyless[a] else w.keys[key_index[i]]
             status, lat, t = int(code[i]), int(latency[i]), int(ts[i])
+            org_limited = status == 429 and bool(key) and bool(org_limit[i])
+            if org_limited:
+                status = 403  # Tyk answers an organisation's rate limit with 403, not 429 (fact sheet 1.6)
             records.append(_analytics_record(w, a, o, key, status, lat, t))
-            if status == 429 and key:
-                name = "OrgRateLimitExceeded" if org_limit[i] else "RatelimitExceeded"
-                limit_key = w.org_ids[o] if org_limit[i] else key
-                events.setdefault(name, []).append(_limit_event(name, w, a, o, limit_key, t))
+            if org_limited:
+                name = "OrgRateLimitExceeded"
+                events.setdefault(name, []).append(_limit_event(name, w, a, o, w.org_ids[o], t))
+            elif status == 429 and key:
+                name = "RatelimitExceeded"
+                events.setdefault(name, []).append(_limit_event(name, w, a, o, key, t))
             elif status == 403 and key:
                 events.setdefault("QuotaExceeded", []).append(_limit_event("QuotaExceeded", w, a, o, key, t))
         return Drawn(records, events)

@@ -160,6 +160,13 @@ def tyk(
             "no --node-secret: KeySpaceUpdateNotification notices go out with digested keys and no "
             "signature, so a worker that verifies notices rejects them (bad_signature)"
         )
+    if listener is not None and settings.bridge_id:
+        # Redis pub/sub gives every subscriber every notification: each bridge would publish it
+        log.warning(
+            "--bridge-id is set (several bridges on one Redis?): only one of them should carry "
+            "notifications (--no-notifications on the others), or config_changes counts each "
+            "notification once per bridge"
+        )
     log.info(
         "tyk bridge redis=%s publishing=%s node=%s batch=%d notifications=%s pump_copy_prefix=%r",
         _redis_location(url),
