@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.parse import SplitResult, urlsplit
 
 MASK: Final = "***"
 # scheme://user:password@  or  scheme://:password@  or  scheme://token@ : the userinfo of a URL
@@ -44,3 +45,24 @@ def redact(text: object, *secrets: str) -> str:
         out = out.replace(secret, MASK)
     out = _USERINFO.sub(_userinfo, out)
     return _SECRET_PARAM.sub(lambda m: m.group("name") + MASK, out)
+
+
+def checked_url(url: str, what: str) -> SplitResult:
+    """`url` split, with its port read; a malformed one raises ValueError naming its scheme only.
+
+    A password holding an unencoded `#`, `/` or `?` ends the URL's authority there, so urllib
+    reads the rest of the password as the port and its own error quotes it ("Port could not be
+    cast to integer value as 'pass'"), as does the traceback of any library given the URL.
+    """
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number
+    except ValueError:
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        shown = f"{scheme}://..." if scheme.isalnum() else "the URL"
+        msg = (
+            f"malformed {what} ({shown}): percent-encode the characters # / ? @ : in its user name "
+            "and password (%23 %2F %3F %40 %3A)"
+        )
+        raise ValueError(msg) from None
+    return parts

@@ -7,6 +7,7 @@ only logged. Resolved alerts are sent once: a failed POST keeps them queued
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import urllib.error
@@ -14,10 +15,10 @@ import urllib.request
 from collections import deque
 from collections.abc import Sequence
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlunsplit
 
 from pipelines.alerts.state import Alert
-from sinks.redact import redact
+from sinks.redact import checked_url, redact
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +27,36 @@ MAX_QUEUED: Final = 1000
 
 
 def alerts_url(webhook: str) -> str:
-    """`http://am:9093` -> `http://am:9093/api/v2/alerts`; a URL with a path is used as given."""
-    parts = urlsplit(webhook)
+    """`http://am:9093` -> `http://am:9093/api/v2/alerts`; a URL with a path is used as given.
+
+    The URL keeps no user name or password (see basic_auth): urllib cannot send them from a URL.
+    """
+    parts = checked_url(webhook, "webhook URL")
     if parts.scheme not in ("http", "https"):
         msg = f"webhook must be an http(s) URL, got {redact(webhook)!r}"
         raise ValueError(msg)
     if parts.path in ("", "/"):
         parts = parts._replace(path=ALERTS_PATH)
-    return urlunsplit(parts)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def basic_auth(webhook: str) -> dict[str, str]:
+    """The Authorization header for the user:password@ of `webhook`, if it has one."""
+    parts = checked_url(webhook, "webhook URL")
+    if parts.username is None:
+        return {}
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
 
 
 class AlertmanagerClient:
     def __init__(self, webhook: str, timeout_s: float = 10.0) -> None:
         self.url = alerts_url(webhook)
+        self._headers = {"Content-Type": "application/json", **basic_auth(webhook)}
         self.timeout_s = timeout_s
         self._resolved: deque[Alert] = deque(maxlen=MAX_QUEUED)
         self.sent = 0
@@ -52,12 +70,12 @@ class AlertmanagerClient:
             return True
         body = json.dumps([a.to_alertmanager() for a in batch]).encode()
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked in alerts_url
-            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            self.url, data=body, method="POST", headers=self._headers
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
                 response.read()
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL
             self.failures += 1
             log.warning(
                 "alerts not delivered url=%s alerts=%d error=%s", redact(self.url), len(batch), redact(exc)

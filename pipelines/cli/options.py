@@ -77,13 +77,39 @@ def _option(
     return click.option(*flags, name, **kwargs)
 
 
+class _OldSpelling(click.Option):
+    @property
+    def human_readable_name(self) -> str:
+        return self.opts[0]  # what the user typed, in the deprecation notice
+
+
 def deprecated_alias(old: str, name: str, new: str, **kwargs: Any) -> Callable[[F], F]:
     """`old` keeps working for scripts, hidden from --help, with a deprecation notice; it fills `name`.
 
+    A parameter of its own that hands its value to `name`: click warns about a deprecated option
+    whenever its parameter came from the command line, so sharing `name` warned about the old
+    spelling when the new one was used. The spelling given first on the command line wins (click
+    processes those first); an old spelling given there beats the new one's variable.
     No environment variable: the old spelling's variable is what collided (or never existed).
-    Declare it after the option it stands for (click fills a name from the first option given).
     """
-    return click.option(old, name, hidden=True, deprecated=f"use {new}", default=None, **kwargs)
+
+    def hand_over(ctx: click.Context, _: click.Parameter, value: Any) -> Any:
+        given_new = ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        if value not in (None, ()) and not given_new:
+            ctx.params[name] = value
+        return value
+
+    return click.option(
+        old,
+        name + "__old_spelling",
+        cls=_OldSpelling,
+        hidden=True,
+        deprecated=f"use {new}",
+        default=None,
+        expose_value=False,
+        callback=hand_over,
+        **kwargs,
+    )
 
 
 def settings_options(

@@ -20,4 +20,7 @@ def default_node() -> str:
 
 
 class EnvSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TYKPULSE_", frozen=True, extra="ignore")
+    # hide_input_in_errors: a refused value may be a password, or a URL holding one
+    model_config = SettingsConfigDict(
+        env_prefix="TYKPULSE_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipelines.settings.base import EnvSettings
 
@@ -16,6 +16,15 @@ class KafkaSettings(EnvSettings):
         default="127.0.0.1:9092", description="Kafka bootstrap servers, host:port,..."
     )
     kafka_topic: str = Field(default="tyk.events", description="Topic carrying the firehose messages.")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _no_credentials(cls, bootstrap: str) -> str:
+        # the broker's client logs the bootstrap string as given; tykpulse has no Kafka authentication
+        if "@" in bootstrap:
+            msg = "kafka_bootstrap takes host:port,... without credentials"
+            raise ValueError(msg)
+        return bootstrap
 
 
 class KafkaBridgeSettings(EnvSettings):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from pipelines.firehose.protocol import (
     MAX_RECORDS_PER_MESSAGE,
 )
 from pipelines.settings.base import EnvSettings
+from sinks.redact import checked_url
 
 
 class TykBridgeSettings(EnvSettings):
@@ -55,6 +56,12 @@ class TykBridgeSettings(EnvSettings):
         description="Key file used when no salt is set, created (0600) at first start.",
     )
     fault_injection: str = Field(default="", description="Testing only: <point>:<n> SIGKILLs the bridge.")
+
+    @field_validator("redis")
+    @classmethod
+    def _readable_url(cls, url: SecretStr) -> SecretStr:
+        checked_url(url.get_secret_value(), "Redis URL")
+        return url
 
 
 class TykWebhookSettings(EnvSettings):

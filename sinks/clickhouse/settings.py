@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sinks.clickhouse.contract import DATABASE
+from sinks.redact import checked_url
 
 DEFAULT_EMBEDDED_PATH: Final = Path("data") / "clickhouse"
 
@@ -18,7 +19,9 @@ def default_dsn() -> str:
 
 
 class ClickHouseSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TYKPULSE_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TYKPULSE_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     clickhouse_dsn: str = Field(
         default_factory=default_dsn,
@@ -55,3 +58,10 @@ class ClickHouseSettings(BaseSettings):
     clickhouse_client_cert_key: str | None = Field(
         default=None, description="Private key of the client certificate, if not in the same file."
     )
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _readable_url(cls, dsn: str) -> str:
+        if dsn.lower().startswith(("http://", "https://")):
+            checked_url(dsn, "ClickHouse DSN")
+        return dsn

@@ -15,6 +15,7 @@ import pytest
 class AlertReceiver:
     def __init__(self) -> None:
         self.posts: list[tuple[str, dt.datetime, list[dict[str, Any]]]] = []
+        self.authorizations: list[str | None] = []  # each post's Authorization header
         self._changed = threading.Condition()
         receiver = self
 
@@ -24,6 +25,7 @@ class AlertReceiver:
                 body = json.loads(self.rfile.read(length))
                 with receiver._changed:
                     receiver.posts.append((self.path, dt.datetime.now(dt.UTC), body))
+                    receiver.authorizations.append(self.headers.get("Authorization"))
                     receiver._changed.notify_all()
                 self.send_response(200)
                 self.send_header("Content-Length", "0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 import socket
@@ -12,17 +13,21 @@ import pytest
 import redis
 
 from pipelines.alerts.alertmanager import AlertmanagerClient, alerts_url
+from pipelines.alerts.settings import AlertSettings
 from pipelines.alerts.state import Alert
 from pipelines.bridges.key_digest import KeyDigester
 from pipelines.bridges.publishing import BridgePublisher
 from pipelines.bridges.tyk_lists import AnalyticsListStore, analytics_lists
 from pipelines.bridges.tyk_records import FirehoseConverter
 from pipelines.bridges.tyk_redis import TykRedisBridge
+from pipelines.settings.kafka import KafkaSettings
+from pipelines.settings.tyk import TykBridgeSettings
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import translate
 from sinks.errors import SinkError
 from sinks.redact import redact
+from tests.harness.alert_receiver import AlertReceiver
 
 PASSWORD = "Pa55-w0rd-never-logged"
 
@@ -142,3 +147,58 @@ def test_a_bad_webhook_is_refused_without_its_password() -> None:
     with pytest.raises(ValueError, match="webhook") as refused:
         alerts_url(f"ftp://am:{PASSWORD}@host/")
     assert PASSWORD not in str(refused.value)
+
+
+# Found by a secrets audit: a password holding an unencoded '#', '/' or '?' ends a URL's authority
+# there, so urllib read the rest as the port and every command crashed with a traceback ending in
+# "Port could not be cast to integer value as '<the password's start>'"; pydantic's own errors
+# quoted refused values whole.
+@pytest.mark.parametrize("cut", ["#", "/", "?"])
+def test_a_malformed_url_is_refused_without_any_of_its_password(cut: str) -> None:
+    start, end = "Pa55start", "w0rdEnd"
+    secret = f"{start}{cut}{end}"
+    attempts = [
+        lambda: ClickHouseSettings(clickhouse_dsn=f"http://chuser:{secret}@127.0.0.1:8123/"),
+        lambda: ClickHouseSettings(clickhouse_dsn=f"https://chuser:{secret}@127.0.0.1:8443/"),
+        lambda: TykBridgeSettings(redis=f"redis://:{secret}@127.0.0.1:6379/0"),
+        lambda: AlertSettings(webhook=f"http://am:{secret}@alertmanager:9093/"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ValueError, match="percent-encode") as refused:
+            attempt()
+        assert start not in str(refused.value)
+        assert end not in str(refused.value)
+
+
+def test_credentials_in_the_kafka_bootstrap_are_refused_without_quoting_them() -> None:
+    with pytest.raises(ValueError, match="without credentials") as refused:
+        KafkaSettings(kafka_bootstrap=f"kuser:{PASSWORD}@127.0.0.1:9092")
+    assert PASSWORD not in str(refused.value)
+
+
+def test_a_webhook_without_a_port_and_with_a_password_fails_as_a_delivery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # urllib raised http.client.InvalidURL (a ValueError quoting the password) and alerts run died
+    caplog.set_level(logging.DEBUG)
+    client = AlertmanagerClient(f"http://am:{PASSWORD}@alertmanager.invalid/", timeout_s=0.5)
+    now = dt.datetime.now(dt.UTC)
+    assert not client.send([Alert({"alertname": "x"}, {}, now, now, "http://tykpulse/")])
+    assert "alerts not delivered" in caplog.text
+    assert PASSWORD not in everything_logged(caplog)
+
+
+def test_a_user_and_password_in_the_webhook_are_sent_as_basic_authentication(
+    alert_receiver: AlertReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # urllib cannot send a URL's userinfo: with an explicit port the host was 'am:password@host'
+    # and every delivery failed ("Name or service not known")
+    caplog.set_level(logging.DEBUG)
+    host_port = alert_receiver.url.removeprefix("http://")
+    client = AlertmanagerClient(f"http://am%40corp:{PASSWORD}@{host_port}", timeout_s=5)
+    now = dt.datetime.now(dt.UTC)
+    assert client.send([Alert({"alertname": "x"}, {}, now, now, "http://tykpulse/")])
+    assert [path for path, _, _ in alert_receiver.posts] == ["/api/v2/alerts"]
+    expected = "Basic " + base64.b64encode(f"am@corp:{PASSWORD}".encode()).decode()
+    assert alert_receiver.authorizations == [expected]
+    assert PASSWORD not in everything_logged(caplog)

@@ -15,8 +15,11 @@ from collections.abc import Iterator
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from pipelines.cli.main import cli
+from pipelines.cli.options import pass_settings, settings_options
+from pipelines.settings.kafka import KafkaSettings
 
 pytestmark = pytest.mark.unit
 
@@ -141,3 +144,42 @@ def test_old_spellings_are_hidden_deprecated_and_read_no_variable() -> None:
         assert option.hidden, key
         assert option.deprecated, key
         assert not option.envvar, key
+
+
+def _topic_command() -> click.Command:
+    @click.command()
+    @settings_options(KafkaSettings, aliases={"kafka_topic": "--topic"})
+    @pass_settings(KafkaSettings)
+    def show(settings: KafkaSettings) -> None:
+        click.echo(settings.kafka_topic)
+
+    return show
+
+
+@pytest.mark.parametrize(
+    ("args", "topic", "warned"),
+    [
+        (["--kafka-topic", "new"], "new", False),
+        (["--topic", "old"], "old", True),
+        ([], "tyk.events", False),
+        (["--kafka-topic", "new", "--topic", "old"], "new", True),  # the first spelling given wins
+    ],
+)
+def test_only_an_old_spelling_warns_and_its_value_is_used(args: list[str], topic: str, warned: bool) -> None:
+    # Found in a secrets audit's runs: the old and new spellings shared a parameter, so click
+    # warned "The option 'key_hash_salt' is deprecated. use --key-hash-salt" on the new spelling.
+    result = CliRunner().invoke(_topic_command(), args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == topic
+    assert ("DeprecationWarning: The option '--topic' is deprecated" in result.stderr) is warned
+    assert "kafka_topic" not in result.stderr
+
+
+def test_an_old_spelling_of_a_plain_option_warns_only_when_typed() -> None:
+    new = CliRunner().invoke(cli, ["schema", "show", "--clickhouse-database", "analytics"])
+    old = CliRunner().invoke(cli, ["schema", "show", "--database", "analytics"])
+    for result in (new, old):
+        assert result.exit_code == 0, result.output
+        assert "CREATE DATABASE IF NOT EXISTS analytics" in result.stdout
+    assert "deprecated" not in new.stderr
+    assert "The option '--database' is deprecated" in old.stderr

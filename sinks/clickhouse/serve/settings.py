@@ -17,7 +17,9 @@ OFF: Final = frozenset({"", "off", "no", "none", "false", "0"})
 class ServeSettings(BaseSettings):
     """Who may read and write the embedded database over ClickHouse's HTTP interface."""
 
-    model_config = SettingsConfigDict(env_prefix="TYKPULSE_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TYKPULSE_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     serve_listen: str = Field(
         default=DEFAULT_LISTEN,
