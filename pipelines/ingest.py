@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from pipelines.firehose.codec import DecodedMessage, Limits, MessageDecoder, Rejection
 from pipelines.firehose.protocol import MAX_FUTURE_NS, MAX_PAST_NS, RejectReason, TopicKind
@@ -35,6 +36,7 @@ NoticeCheck = Callable[[DecodedMessage], list[Rejection]]
 # Records buffered between two take() calls before the receive side waits
 # (see wait_for_room): the bound on what a stalled flusher lets pile up.
 DEFAULT_MAX_PENDING_RECORDS = 2_000_000
+MAX_RECEIVE_NS: Final = (1 << 63) - 1
 
 
 @dataclasses.dataclass(slots=True)
@@ -99,7 +101,7 @@ class Ingestor:
         self._lock = threading.Lock()
 
     def ingest(self, frames: Sequence[bytes], received_ns: int | None = None) -> None:
-        received = self.clock() if received_ns is None else received_ns
+        received = self.clock() if received_ns is None else _receive_time(received_ns)
         try:
             result = self.decoder.decode(frames)
         except Exception as exc:  # bad input must never stop the receive loop
@@ -142,6 +144,7 @@ class Ingestor:
 
     def replay(self, frames: Sequence[bytes], received_ns: int) -> None:
         """Ingest a message received earlier, at `received_ns`; a ReplayClock is set to it first."""
+        received_ns = _receive_time(received_ns)
         if isinstance(self.clock, ReplayClock):
             self.clock.now_ns = received_ns
         self.ingest(frames, received_ns)
@@ -279,6 +282,13 @@ class Ingestor:
                         "rejected reason=%s count=%d (at flush; not logged since: %d)", reason, count, held
                     )
         return batch
+
+
+def _receive_time(ns: int) -> int:
+    """A receive time the batch's int64 columns can hold. Only a transport can be this wrong (a
+    Kafka record's timestamp is whatever its producer set, -10**13 ms included): kept as it is,
+    the batch built from it raised and took every message pending with it."""
+    return min(max(ns, 0), MAX_RECEIVE_NS)
 
 
 def build_ingestor(

@@ -190,15 +190,20 @@ class SequenceTracker:
         run = SeqRun(last_seq, last_seq)
         self._by_key[(node, boot)] = PublisherSequence(node, boot, [run], current=run)
 
-    def positions(self, *, newest_boot_only: bool = False) -> list[SequencePosition]:
-        """The tracker as a checkpoint keeps it, sorted (the same state always looks the same)."""
+    def positions(self, *, boots_per_node: int | None = None) -> list[SequencePosition]:
+        """The tracker as a checkpoint keeps it, sorted (the same state always looks the same);
+        with `boots_per_node`, only that many incarnations per node: those heard most, the
+        newest among equals."""
         states: Iterable[PublisherSequence] = self._by_key.values()
-        if newest_boot_only:
-            newest: dict[str, PublisherSequence] = {}
+        if boots_per_node is not None:
+            by_node: dict[str, list[PublisherSequence]] = {}
             for state in states:
-                if state.node not in newest or state.boot > newest[state.node].boot:
-                    newest[state.node] = state
-            states = newest.values()
+                by_node.setdefault(state.node, []).append(state)
+            states = [
+                state
+                for incarnations in by_node.values()
+                for state in sorted(incarnations, key=lambda s: (-s.accepted, -s.boot))[:boots_per_node]
+            ]
         ordered = sorted(states, key=lambda s: (s.node, s.boot))
         return [SequencePosition(s.node, s.boot, s.last_seq) for s in ordered]
 

@@ -330,6 +330,8 @@ def create_app(
     check = notice_check(notices.node_secret.get_secret_value(), notices.notice_public_key)
     runner = KafkaRollupRunner(kafka, faust_settings, worker, clickhouse, firehose, check)
     session_ms = int(faust_settings.session_timeout_s * 1000)
+    datadir = key_directory(clickhouse) / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust makes the last level only (./data may not exist)
     app = faust.App(
         faust_settings.kafka_group,
         broker=[f"kafka://{host.strip()}" for host in kafka.kafka_bootstrap.split(",")],
@@ -339,7 +341,7 @@ def create_app(
         store="memory://",
         # Faust's own files beside the key file, not `<group>-data` in whatever directory the
         # worker was started from (braces doubled: Faust formats the path with its config)
-        datadir=str(key_directory(clickhouse) / "faust").replace("{", "{{").replace("}", "}}"),
+        datadir=str(datadir).replace("{", "{{").replace("}", "}}"),
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=faust_settings.session_timeout_s,

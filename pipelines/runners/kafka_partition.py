@@ -10,8 +10,8 @@ partial rollups under the same token. Three things make that so:
 - receive time is the record's Kafka timestamp (when the bridge received the
   message), not the worker's clock; the Ingestor's clock is that timestamp too;
 - the sequence state before each range is recorded with the range and
-  restored from it (pruned to the newest boot per node, in memory and in the
-  record alike);
+  restored from it (pruned to the two boots per node heard most, in memory and
+  in the record alike);
 - a claimed, possibly half-written range is redone exactly: records are taken
   up to its last offset and flushed there, before anything else.
 
@@ -27,6 +27,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Final
 
 import pyarrow as pa
 
@@ -56,9 +57,14 @@ class PartitionFlush:
     messages: int
 
 
+BOOTS_PER_NODE: Final = 2
+
+
 def snapshot(tracker: SequenceTracker) -> SequenceState:
-    """The tracker's positions (newest boot per node) as the columns of a Kafka position row."""
-    positions = tracker.positions(newest_boot_only=True)
+    """The tracker's positions (the two boots per node heard most) as the columns of a Kafka
+    position row. Two, not the newest: a forged envelope with a newer boot under a node's name
+    would otherwise erase the real publisher's sequence at every flush."""
+    positions = tracker.positions(boots_per_node=BOOTS_PER_NODE)
     return SequenceState(
         tuple(p.node for p in positions),
         tuple(p.boot for p in positions),
@@ -146,11 +152,19 @@ class PartitionProcessor:
         if self._first is None:
             msg = f"{self.label}: nothing to flush"
             raise ValueError(msg)
-        batch = self.ingestor.take()
+        try:
+            batch = self.ingestor.take()
+            partials = compute(batch)
+        except Exception:
+            # the records taken are gone from the Ingestor: read the range again rather than let
+            # the next flush record offsets whose records were never written
+            self.next_offset, self._first, self._messages = self._first, None, 0
+            self.ingestor.sequences = restore(self._before)
+            raise
         position = dataclasses.replace(
             self.claimed, first_offset=self._first, last_offset=self._last, sequences_before=self._before
         )
-        flush = PartitionFlush(position, compute(batch), batch.records, self._messages)
+        flush = PartitionFlush(position, partials, batch.records, self._messages)
         self._before = snapshot(self.ingestor.sequences)
         self.ingestor.sequences = restore(self._before)
         self._first, self._messages, self.redo_until = None, 0, None

@@ -6,15 +6,21 @@ from typing import Any
 
 import pytest
 
+from pipelines.firehose.codec import MessageDecoder, Rejection
 from pipelines.firehose.kafka_record import (
+    HEADER_BUNDLE,
     HEADER_ENVELOPE,
+    HEADER_FRAMES,
     HEADER_TOPIC,
+    MAX_BUNDLE_MESSAGES,
+    MAX_FRAMES,
     messages_of,
     read_envelope,
     to_frames,
     to_record,
     to_records,
 )
+from pipelines.firehose.protocol import RejectReason
 from pipelines.firehose.sequence import SequenceTracker
 from pipelines.ingest import Ingestor, ReplayClock
 from pipelines.keys import KeyHasher
@@ -78,12 +84,13 @@ def test_bad_messages_stay_rejectable_after_the_round_trip() -> None:
     assert to_frames(b"x", []) == []
 
 
-def test_snapshot_keeps_the_newest_boot_per_node_and_restores() -> None:
+def test_snapshot_keeps_the_two_boots_per_node_heard_most_and_restores() -> None:
     tracker = SequenceTracker()
-    for node, boot, seq in [("b", 1, 5), ("a", 2, 7), ("a", 1, 9), ("a", 2, 8)]:
+    for node, boot, seq in [("b", 1, 5), ("a", 2, 7), ("a", 1, 9), ("a", 2, 8), ("a", 3, 0)]:
         tracker.observe(node, boot, seq)
     state = snapshot(tracker)
-    assert state == SequenceState(("a", "b"), (2, 1), (8, 5))
+    # a: boot 2 heard twice; boots 1 and 3 once each, the newer one kept
+    assert state == SequenceState(("a", "a", "b"), (2, 3, 1), (8, 0, 5))
     assert snapshot(restore(state)) == state
     assert restore(state).observe("a", 2, 10).lost == 1
 
@@ -157,3 +164,56 @@ def test_a_bundle_counts_every_message_and_a_broken_one_is_a_counted_rejection()
     assert sum(r["messages"] for r in health) == 4  # the accepted ones; the broken record is a rejection
     assert sum(r["rejected"] for r in health) == 1
     assert messages_of(b"", [("tyk-bundle", b"0")]) == [[]]
+
+
+# Found by attack on a real broker: each of these put `tykpulse worker` in a crash loop or lost
+# the partition's good records while their offsets were recorded as written.
+def test_a_null_frames_header_is_a_rejected_message_not_a_crash() -> None:
+    decoded = MessageDecoder().decode(messages_of(b"x", [(HEADER_FRAMES, None)])[0])  # type: ignore[list-item]
+    assert isinstance(decoded, Rejection)
+    assert decoded.reason is RejectReason.FRAME_COUNT
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\xdd" + (MAX_BUNDLE_MESSAGES + 1).to_bytes(4, "big") + b"\x90" * (MAX_BUNDLE_MESSAGES + 1),
+        b"\x91\xdc" + (MAX_FRAMES + 1).to_bytes(2, "big") + b"\xc4\x00" * (MAX_FRAMES + 1),
+        b"\xdd" + (16_000_000).to_bytes(4, "big"),  # claims 16 M messages, carries none
+    ],
+)
+def test_a_bundle_past_its_bounds_is_one_rejection_built_from_its_header(value: bytes) -> None:
+    # a 66 KB lz4 record unpacking to 16 M empty messages took 3.2 GB and a rebalance
+    carried = messages_of(value, [(HEADER_BUNDLE, b"1")])
+    assert len(carried) == 1
+    decoded = MessageDecoder().decode(carried[0])
+    assert isinstance(decoded, Rejection)
+    assert decoded.reason is RejectReason.MESSAGE_TOO_LARGE
+
+
+def test_a_record_with_an_impossible_timestamp_costs_no_good_record() -> None:
+    log = log_of(11)
+    processor = PartitionProcessor(claimed(), make_ingestor)
+    for offset, ts, record in log:
+        bad = -(10**13) if offset == 5 else ts  # a producer may set any CreateTime
+        processor.add(offset, bad, record.value, record.headers)
+    flush = processor.take_flush()
+    assert (flush.position.first_offset, flush.position.last_offset) == (0, 10)
+    assert flush.messages == 11
+    traffic = flush.partials["traffic"].to_pylist()
+    assert sum(row["requests"] for row in traffic) == 11  # all, in their own event-time windows
+
+
+def test_a_flush_that_cannot_be_built_reads_its_range_again() -> None:
+    processor = PartitionProcessor(claimed(), make_ingestor)
+    feed(processor, log_of(4))
+
+    def broken() -> Any:
+        msg = "a bug in the batch build"
+        raise RuntimeError(msg)
+
+    processor.ingestor.take = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        processor.take_flush()
+    assert processor.next_offset == 0  # not recorded as written: the records are asked for again
+    assert processor.add(3, 0, b"", []) is Added.SEEK

@@ -69,11 +69,11 @@ def test_one_checkpoint_format_and_a_checkpoint_written_before_it_still_reads() 
     assert tracker.positions() == [SequencePosition("gw1", 2, 44)]
 
 
-def test_positions_keep_the_newest_boot_per_node_when_asked() -> None:
+def test_positions_keep_the_boots_heard_most_per_node_the_newest_among_equals() -> None:
     tracker = SequenceTracker()
     for node, boot, seq in (("b", 1, 5), ("a", 1, 3), ("a", 2, 0)):
         tracker.observe(node, boot, seq)
-    assert tracker.positions(newest_boot_only=True) == [
+    assert tracker.positions(boots_per_node=1) == [
         SequencePosition("a", 2, 0),
         SequencePosition("b", 1, 5),
     ]
@@ -184,3 +184,16 @@ def test_incarnations_are_bounded_and_the_ones_heard_most_are_kept() -> None:
         assert len(tracker) <= 100
     assert tracker.last_seq("gw-real", 1) == 49
     assert tracker.observe("gw-real", 1, 52).lost == 2
+
+
+def test_a_forged_newer_boot_does_not_push_the_publishers_own_out_of_a_kafka_position() -> None:
+    # Found by attack on the Kafka path: positions kept only the newest boot per node, so one
+    # record under the node's name with a higher boot erased the real sequence at every flush
+    # (a duplicate counted twice, a gap of 5 never counted as lost).
+    tracker = SequenceTracker()
+    for seq in range(5):
+        tracker.observe("gw", 1000, seq)
+    tracker.observe("gw", 5001, 0)  # forged
+    restored = SequenceTracker.from_positions(tracker.positions(boots_per_node=2))
+    assert restored.observe("gw", 1000, 4).verdict is Verdict.DUPLICATE
+    assert restored.observe("gw", 1000, 10).lost == 5
