@@ -101,7 +101,9 @@ class Ingestor:
         self._lock = threading.Lock()
 
     def ingest(self, frames: Sequence[bytes], received_ns: int | None = None) -> None:
-        received = self.clock() if received_ns is None else _receive_time(received_ns)
+        self._ingest(frames, self.clock() if received_ns is None else _receive_time(received_ns))
+
+    def _ingest(self, frames: Sequence[bytes], received: int) -> None:
         try:
             result = self.decoder.decode(frames)
         except Exception as exc:  # bad input must never stop the receive loop
@@ -144,10 +146,10 @@ class Ingestor:
 
     def replay(self, frames: Sequence[bytes], received_ns: int) -> None:
         """Ingest a message received earlier, at `received_ns`; a ReplayClock is set to it first."""
-        received_ns = _receive_time(received_ns)
+        received = _receive_time(received_ns)
         if isinstance(self.clock, ReplayClock):
-            self.clock.now_ns = received_ns
-        self.ingest(frames, received_ns)
+            self.clock.now_ns = received
+        self._ingest(frames, received)
 
     def wait_for_room(self, timeout_s: float) -> bool:
         """Block while max_pending_records are buffered (until take() or timeout); True if there is room.
