@@ -3,8 +3,10 @@
 Faust calls the sensor on its event loop for every record the agent's stream
 receives, every offset commit and every rebalance; the sensor only counts.
 What was written to ClickHouse comes from the runner's status at scrape time.
-Health: unhealthy while flush retries rise and no flush lands (ClickHouse
-unreachable or refusing), for longer than --healthy-flush-age-s.
+Health: unhealthy while flush retries rise, or records are consumed, and no
+flush lands, for longer than --healthy-flush-age-s: ClickHouse unreachable or
+refusing, or an agent that keeps failing on what it consumed (it is restarted
+and reads the same records again, so the consumer stays busy and nothing lands).
 """
 
 from __future__ import annotations
@@ -42,29 +44,44 @@ class WorkerSensor(Sensor):
 
 
 class WorkerHealth:
-    """Flushes keep landing, or none is waiting: the age since that was last seen true."""
+    """Flushes keep landing, or nothing waits for one: the age since that was last seen true.
 
-    def __init__(self, written: Callable[[], Mapping[str, Any]], healthy_flush_age_s: float) -> None:
+    Waiting means a flush retried or records consumed since the last look; a worker that
+    consumes nothing and retries nothing is idle, and healthy.
+    """
+
+    def __init__(
+        self,
+        written: Callable[[], Mapping[str, Any]],
+        healthy_flush_age_s: float,
+        consumed: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.written = written
+        self.consumed = consumed
         self.limit_s = healthy_flush_age_s
-        self._seen = (0, 0)
+        self._flushes = 0
+        # (retries, consumed) when a flush last landed or the worker was last seen idle: work
+        # since then waits for a flush. Not the previous look's: two looks in a row (a scrape
+        # and a probe) saw nothing new in between and made a stuck worker healthy again.
+        self._baseline = (0, 0)
         self._ok_at = time.monotonic()
         self._lock = threading.Lock()
 
     def age_s(self) -> float:
         with self._lock:
             written = self.written()
-            seen = (int(written.get("flushes", 0)), int(written.get("retries", 0)))
-            if seen[0] != self._seen[0] or seen[1] == self._seen[1]:
+            flushes = int(written.get("flushes", 0))
+            work = (int(written.get("retries", 0)), self.consumed())
+            if flushes != self._flushes or work == self._baseline:
+                self._flushes, self._baseline = flushes, work
                 self._ok_at = time.monotonic()
-            self._seen = seen
             return time.monotonic() - self._ok_at
 
     def __call__(self) -> tuple[bool, str]:
         age = self.age_s()
         if age <= self.limit_s:
-            return True, f"ok: no flush waiting on a retry for longer than {age:.1f}s"
-        return False, f"unhealthy: flushes retried without landing for {age:.1f}s"
+            return True, f"ok: nothing waiting for a flush for longer than {age:.1f}s"
+        return False, f"unhealthy: records consumed or flushes retried without a flush landing for {age:.1f}s"
 
 
 def worker_watch(
@@ -84,7 +101,7 @@ def worker_watch(
         value = current().get("written", {})
         return value if isinstance(value, Mapping) else {}
 
-    health = WorkerHealth(written, limit_s)
+    health = WorkerHealth(written, limit_s, lambda: sensor.consumed)
 
     def readings() -> Readings:
         done = written()

@@ -60,7 +60,8 @@ def command(
 
     /metrics, /healthz and /status (--metrics-port) count what the consumer
     received (a Faust sensor) and what was written; /healthz fails while
-    flushes are retried without landing for --healthy-flush-age-s.
+    flushes are retried, or records consumed, without a flush landing for
+    --healthy-flush-age-s.
     """
     import faust  # deferred: Faust takes a while to import and only this command needs it
 
