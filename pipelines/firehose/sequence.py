@@ -64,18 +64,17 @@ class SeqRun:
 class PublisherSequence:
     node: str
     boot: int
+    # the run the publisher's own messages extend, as far as can be told: the one that grew last
+    current: SeqRun
     runs: list[SeqRun]
     accepted: int = 0
     lost: int = 0
     duplicates: int = 0
-    # the run the publisher's own messages extend, as far as can be told: the one that grew last
-    current: SeqRun | None = None
 
     @property
     def last_seq(self) -> int:
         """The latest seq of the run that grew last (what a checkpoint keeps)."""
-        run = self.current if self.current is not None else self.runs[-1]
-        return run.high
+        return self.current.high
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,12 +110,12 @@ class SequenceTracker:
         state = self._by_key.get((node, boot))
         if state is None:
             run = SeqRun(seq, seq)
-            self._by_key[(node, boot)] = PublisherSequence(node, boot, [run], accepted=1, current=run)
+            self._by_key[(node, boot)] = PublisherSequence(node, boot, run, [run], accepted=1)
             if len(self._by_key) > self.max_incarnations:
                 self._shrink()
             return Observation(Verdict.ACCEPT, 0, True)
         current = state.current
-        if current is not None and seq == current.high + 1 and len(state.runs) == 1:
+        if seq == current.high + 1 and len(state.runs) == 1:
             # the common case, on the per-message path: the only run grows by one
             current.high = seq
             state.accepted += 1
@@ -188,7 +187,7 @@ class SequenceTracker:
         messages duplicates after a restart.
         """
         run = SeqRun(last_seq, last_seq)
-        self._by_key[(node, boot)] = PublisherSequence(node, boot, [run], current=run)
+        self._by_key[(node, boot)] = PublisherSequence(node, boot, run, [run])
 
     def positions(self, *, boots_per_node: int | None = None) -> list[SequencePosition]:
         """The tracker as a checkpoint keeps it, sorted (the same state always looks the same);

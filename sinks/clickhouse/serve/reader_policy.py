@@ -283,10 +283,8 @@ def check_statement(root: Node, current_database: str, canonical: str | None = N
     for node in root.walk():
         if node.kind == "Set":
             _refuse_settings()
-        if node.kind == "Function" and not _in_from(node) and node.first_word.lower() in HOST_FUNCTIONS:
-            _refuse(f"Function {node.first_word}")
-        if node.kind == "Function" and _in_from(node) and node.first_word not in ALLOWED_TABLE_FUNCTIONS:
-            _refuse(f"Table function {node.first_word}")
+        elif node.kind == "Function":
+            _check_function(node)
     for database, table in table_references(root, current_database):
         _check_table(database, table)
 
@@ -327,6 +325,15 @@ def table_references(root: Node, current_database: str) -> list[tuple[str, str]]
             if len(arguments) == 2 and arguments[1].kind == "Identifier":
                 found.append(_qualified(arguments[1].name, current_database))
     return found
+
+
+def _check_function(node: Node) -> None:
+    name = node.first_word
+    if _in_from(node):
+        if name not in ALLOWED_TABLE_FUNCTIONS:
+            _refuse(f"Table function {name}")
+    elif name.lower() in HOST_FUNCTIONS:
+        _refuse(f"Function {name}")
 
 
 def _in_from(node: Node) -> bool:
