@@ -260,6 +260,26 @@ def test_the_default_database_and_tables_named_in_strings_are_refused(site: Site
     assert site.refused(site.substitute(sql)) == ACCESS_DENIED
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT hostName()",
+        "SELECT hostname()",
+        "SELECT FQDN()",
+        "SELECT fqdn()",
+        "SELECT fullHostName()",
+        "SELECT displayName()",
+        "SELECT getOSKernelVersion()",
+        "SELECT buildId()",
+        "SELECT chdb()",
+        "SELECT getMacro('replica')",
+        "SELECT count() FROM tykpulse.traffic_1m WHERE api_id != hostName()",
+    ],
+)
+def test_the_hosts_identity_is_not_a_readers_to_learn(site: Site, sql: str) -> None:
+    assert site.refused(sql) == ACCESS_DENIED
+
+
 def test_a_reader_is_never_in_the_default_database_and_its_ctes_still_work(site: Site) -> None:
     for database in ("", "default"):
         assert site.read("SELECT currentDatabase()", database=database).body == b"tykpulse_readers\n"

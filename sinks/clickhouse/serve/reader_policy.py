@@ -77,7 +77,7 @@ ALLOWED_TABLE_FUNCTIONS: Final = frozenset(
     {"numbers", "numbers_mt", "zeros", "zeros_mt", "generateSeries", "generate_series", "values", "view"}
 )
 
-# Scalar functions that read the host's files or logs, write to them, or call out.
+# Scalar functions that read the host's files, logs or identity, write to them, or call out.
 HOST_FUNCTIONS: Final = frozenset(
     name.lower()
     for name in (
@@ -95,6 +95,15 @@ HOST_FUNCTIONS: Final = frozenset(
         "filesystemAvailable",
         "filesystemCapacity",
         "filesystemUnreserved",
+        # tell a reader which host, kernel and build it runs on: nothing a rollup reader needs
+        "hostName",
+        "FQDN",
+        "fullHostName",
+        "displayName",
+        "getOSKernelVersion",
+        "buildId",
+        "getMacro",
+        "chdb",
         # name a table in a string, which the syntax tree does not show as a table
         "hasColumnInTable",
         "joinGet",
