@@ -24,7 +24,9 @@ Delivery guarantee (docs/tyk.md has the table):
 - Undecodable elements are counted, logged once and dropped with their batch.
 - Notifications: at most once (Redis pub/sub). While no worker subscribes to
   `tyk.notice.`, up to `max_held_notices` are held in memory (oldest dropped
-  first, counted) and published when one does.
+  first, counted) and published when one does. With several bridges on one
+  Redis, only the holder of the notifications lease publishes them
+  (pipelines.bridges.notification_lease); the others count them set aside.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any, Final
 import redis
 
 from pipelines.bridges.faults import FaultInjector
+from pipelines.bridges.notification_lease import NotificationLease
 from pipelines.bridges.publishing import BridgePublisher
 from pipelines.bridges.tyk_lists import ENCODING_PROTOBUF, AnalyticsListStore, HeldBatch
 from pipelines.bridges.tyk_notifications import Notice, NotificationListener, notice_from_wire
@@ -73,6 +76,8 @@ class BridgeStats:
     notices: int = 0
     bad_notices: int = 0
     dropped_notices: int = 0
+    # received while another bridge holds the notifications lease (it publishes them)
+    set_aside_notices: int = 0
     redis_errors: int = 0
 
     def readings(self) -> dict[str, float | dict[str, float]]:
@@ -106,6 +111,7 @@ class TykRedisBridge:
         *,
         config: DrainConfig | None = None,
         notifications: NotificationListener | None = None,
+        lease: NotificationLease | None = None,
         faults: FaultInjector | None = None,
         clock: Callable[[], int] = time.time_ns,
         node_secret: str = "",
@@ -115,6 +121,9 @@ class TykRedisBridge:
         self.converter = converter
         self.config = config or DrainConfig()
         self.notifications = notifications
+        # with several bridges on one Redis, only the lease holder publishes notifications
+        self.lease = lease
+        self._listening_since: float | None = None
         self.faults = faults or FaultInjector()
         self.clock = clock
         # Tyk's node secret: keeps KeySpaceUpdateNotification notices verifiable once their keys are digested
@@ -147,7 +156,10 @@ class TykRedisBridge:
         return self.stats
 
     def finish(self) -> None:
-        """On a clean stop: let ZeroMQ write what was published, then release it from Redis."""
+        """On a clean stop: hand the notifications on, let ZeroMQ write what was published, then
+        release it from Redis."""
+        if self.lease is not None:
+            self.lease.give_up()
         if not self._unreleased:
             return
         wait_ns = self._unreleased[-1].published_ns + self.config.release_delay_ms * 1_000_000 - self.clock()
@@ -247,7 +259,18 @@ class TykRedisBridge:
         if self.notifications is None:
             stop.wait(timeout_s)
             return
-        for data in self.notifications.poll(timeout_s):
+        lease = self.lease
+        if lease is not None and self._listening_since is None:
+            lease.held()  # take the lease, if free, before the first notifications are read
+            self._listening_since = lease.clock()
+        received = self.notifications.poll(timeout_s)
+        if lease is not None and self._listening_since is not None:
+            carried = lease.held_since(self._listening_since)
+            self._listening_since = lease.clock()  # the next batch arrives from now on
+            if not carried:
+                self.stats.set_aside_notices += len(received)
+                received = []
+        for data in received:
             # the analytics' digester: a key gets the same digest in a notice as in its records
             notice = notice_from_wire(data, self.clock(), self.converter.digester, self.node_secret)
             if isinstance(notice, Notice):

@@ -39,7 +39,8 @@ Every long-running command also exports (ServiceMetrics, read from its running c
                    tykpulse_records_published_total, tykpulse_records_too_large_total,
                    tykpulse_tyk_records_undecodable_total,
                    tykpulse_notices_published_total, tykpulse_notices_rejected_total,
-                   tykpulse_notices_dropped_total, tykpulse_redis_errors_total
+                   tykpulse_notices_dropped_total, tykpulse_notices_set_aside_total,
+                   tykpulse_redis_errors_total
     bridge tyk-webhook: tykpulse_webhook_events_accepted_total, tykpulse_records_published_total,
                    tykpulse_records_too_large_total, tykpulse_webhook_rejected_total{reason}
     proxy:         tykpulse_proxy_frames_total{side,direction}, tykpulse_proxy_bytes_total{side,direction}
@@ -262,6 +263,11 @@ TYK_BRIDGE: Final = (
     Family("notices", "tykpulse_notices_published", "Cluster notifications published as notices."),
     Family("bad_notices", "tykpulse_notices_rejected", "Cluster notifications dropped as malformed."),
     Family("dropped_notices", "tykpulse_notices_dropped", "Held notices dropped while nobody subscribed."),
+    Family(
+        "set_aside_notices",
+        "tykpulse_notices_set_aside",
+        "Cluster notifications not published: another bridge held the notifications lease.",
+    ),
     Family("redis_errors", "tykpulse_redis_errors", "Drain cycles that failed on a Redis error."),
 )
 # Every reason the receiver counts besides the body checks' own (pipelines.bridges.tyk_webhook_server).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 
 from pipelines.bridges.faults import FaultInjector
 from pipelines.bridges.key_digest import KeyDigester
+from pipelines.bridges.notification_lease import NotificationLease
 from pipelines.bridges.publishing import BridgePublisher
 from pipelines.bridges.tyk_lists import AnalyticsListStore, analytics_lists
 from pipelines.bridges.tyk_notifications import NotificationListener
@@ -136,6 +138,11 @@ def tyk(
     curve = curve_session(zmq.Context.instance(), curve_settings)
     publisher = _publisher(publisher_settings, curve)
     listener = NotificationListener(client, settings.channel) if settings.notifications else None
+    # Several bridges on one Redis all hear every notification: the lease's holder alone publishes.
+    # Named by host and bridge id (not the node, which holds the pid by default), so a bridge
+    # restarted after a crash takes its own lease back at once.
+    holder = f"{socket.gethostname()}:{settings.bridge_id or 'default'}"
+    lease = NotificationLease(client, settings.channel, holder) if listener is not None else None
     store = AnalyticsListStore(
         client,
         analytics_lists(settings.key_prefix, settings.bridge_id, settings.pump_copy_prefix),
@@ -152,6 +159,7 @@ def tyk(
             settings.release_delay_ms,
         ),
         notifications=listener,
+        lease=lease,
         faults=faults,
         node_secret=notices.node_secret.get_secret_value(),
     )
@@ -159,13 +167,6 @@ def tyk(
         log.warning(
             "no --node-secret: KeySpaceUpdateNotification notices go out with digested keys and no "
             "signature, so a worker that verifies notices rejects them (bad_signature)"
-        )
-    if listener is not None and settings.bridge_id:
-        # Redis pub/sub gives every subscriber every notification: each bridge would publish it
-        log.warning(
-            "--bridge-id is set (several bridges on one Redis?): only one of them should carry "
-            "notifications (--no-notifications on the others), or config_changes counts each "
-            "notification once per bridge"
         )
     log.info(
         "tyk bridge redis=%s publishing=%s node=%s batch=%d notifications=%s pump_copy_prefix=%r",
@@ -191,7 +192,7 @@ def tyk(
             curve.close()
     log.info(
         "tyk bridge done moved=%d published=%d recovered=%d undecodable=%d notices=%d bad_notices=%d "
-        "dropped_notices=%d redis_errors=%d",
+        "dropped_notices=%d set_aside_notices=%d redis_errors=%d",
         stats.moved,
         stats.published,
         stats.recovered,
@@ -199,6 +200,7 @@ def tyk(
         stats.notices,
         stats.bad_notices,
         stats.dropped_notices,
+        stats.set_aside_notices,
         stats.redis_errors,
     )
 
