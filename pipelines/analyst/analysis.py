@@ -10,10 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.analyst.queries import config_changes, rate_limit_hits, traffic
+from pipelines.analyst.queries import config_changes, rate_limit_hits, traffic_around
 from pipelines.analyst.scope import Scope
-
-_MINUTE = pd.Timedelta(minutes=1)
 
 
 def _episodes(flags: pd.Series, step: pd.Timedelta) -> pd.Series:
@@ -87,23 +85,28 @@ def change_impact(
     """Traffic before vs after each minute with configuration changes.
 
     One row per change minute: the commands, then requests, 5xx and 4xx rates
-    and request-weighted p95 latency over `before` (ending at the change
-    minute) and `after` (starting after it), and the differences. The change
-    minute itself is on neither side: it mixes both. Traffic honours the scope's
+    and p95 latency over `before` (ending at the change minute) and `after`
+    (starting after it), and the differences. Each side's p95 is the p95 of all
+    its requests (the latency histograms of its minutes and APIs merged), NaN
+    when the side has no requests (its rates are then 0). The change minute
+    itself is on neither side: it mixes both. Traffic honours the scope's
     org/API filters; changes are fleet-wide (notices carry no API column).
     """
     minute = scope.with_grain("1m")
     changes = config_changes(client, minute)
-    per_minute = traffic(client, minute)
-    if changes.empty or per_minute.empty:
+    if changes.empty:
         return pd.DataFrame()
     commands = changes.groupby("window_start").agg(
         changes=("changes", "sum"), commands=("command", lambda c: ",".join(sorted(set(c))))
     )
+    around = traffic_around(client, minute, list(commands.index), before=before, after=after)
+    if around.empty:
+        return pd.DataFrame()
+    sides = around.set_index(["at", "side"])
     rows = [
         {"change_at": at, "changes": int(info.changes), "commands": info.commands}
-        | _side(per_minute, at - before, at, "before")
-        | _side(per_minute, at + _MINUTE, at + _MINUTE + after, "after")
+        | _side(sides, at, "before")
+        | _side(sides, at, "after")
         for at, info in commands.iterrows()
     ]
     out = pd.DataFrame(rows)
@@ -112,13 +115,20 @@ def change_impact(
     return out
 
 
-def _side(per_minute: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, label: str) -> dict[str, Any]:
-    part = per_minute[(per_minute["window_start"] >= start) & (per_minute["window_start"] < end)]
-    requests = int(part["requests"].sum())
+def _side(sides: pd.DataFrame, at: Any, label: str) -> dict[str, Any]:
+    if (at, label) not in sides.index:
+        return {
+            f"{label}_requests": 0,
+            f"{label}_rate_5xx": 0.0,
+            f"{label}_rate_4xx": 0.0,
+            f"{label}_latency_p95_ms": float("nan"),
+        }
+    row = sides.loc[(at, label)]
+    requests = int(row["requests"])
     weight = max(requests, 1)
     return {
         f"{label}_requests": requests,
-        f"{label}_rate_5xx": float(part["status_5xx"].sum()) / weight,
-        f"{label}_rate_4xx": float(part["status_4xx"].sum()) / weight,
-        f"{label}_latency_p95_ms": float((part["latency_p95_ms"] * part["requests"]).sum()) / weight,
+        f"{label}_rate_5xx": float(row["status_5xx"]) / weight,
+        f"{label}_rate_4xx": float(row["status_4xx"]) / weight,
+        f"{label}_latency_p95_ms": float(row["latency_p95_ms"]),
     }

@@ -10,6 +10,7 @@ them across windows or APIs are upper bounds, not distinct totals.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import pandas as pd
@@ -116,6 +117,41 @@ def rate_limited_apis(client: Any, scope: Scope, *, limit: int = 10) -> pd.DataF
 
 def _only_apis(scope: Scope, api_ids: pd.Series) -> Scope:
     return Scope(scope.start, scope.end, scope.org_id, list(api_ids), scope.grain, scope.database)
+
+
+def traffic_around(
+    client: Any, scope: Scope, moments: Sequence[pd.Timestamp], *, before: pd.Timedelta, after: pd.Timedelta
+) -> pd.DataFrame:
+    """Per moment (a window start) and side: requests, 4xx, 5xx and p95 latency around it.
+
+    'before' covers the windows in [moment - before, moment), 'after' those in
+    [moment + 1 window, moment + 1 window + after): the moment's own window is on
+    neither side. `latency_p95_ms` is the p95 of every request of the side (the
+    histograms merged over its windows and the scope's APIs; NaN without requests).
+    A side with no traffic has no row. Within the scope's filters, time range included.
+    """
+    where, params = scope.where()
+    width = 60 if scope.grain == "1m" else 3600
+    params.update(
+        moments=[int(pd.Timestamp(m).timestamp()) for m in moments],
+        before_s=int(before.total_seconds()),
+        after_s=int(after.total_seconds()) + width,
+        width_s=width,
+    )
+    sql = f"""
+        SELECT m.at AS at, if(v.window_start < m.at, 'before', 'after') AS side,
+               sum(v.requests) AS requests, sum(v.status_4xx) AS status_4xx,
+               sum(v.status_5xx) AS status_5xx,
+               {merged_quantile_sql("v.latency_hist", 0.95)} AS latency_p95_ms
+        FROM (SELECT toDateTime(arrayJoin({{moments:Array(Int64)}}), 'UTC') AS at) AS m
+        CROSS JOIN (
+            SELECT window_start, requests, status_4xx, status_5xx, latency_hist
+            FROM {scope.view("traffic")}{where}
+        ) AS v
+        WHERE (v.window_start >= m.at - {{before_s:Int64}} AND v.window_start < m.at)
+           OR (v.window_start >= m.at + {{width_s:Int64}} AND v.window_start < m.at + {{after_s:Int64}})
+        GROUP BY at, side ORDER BY at, side"""
+    return _frame(client, sql, params)
 
 
 def status_rates(client: Any, scope: Scope) -> pd.DataFrame:
