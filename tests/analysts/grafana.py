@@ -1,9 +1,12 @@
 """Expand a Grafana panel query the way Grafana and the ClickHouse datasource plugin do.
 
-Grafana first interpolates dashboard variables (`$org`, `${org}`,
-`${org:singlequote}`; a multi-value variable with All selected expands to
-every value), then the plugin (grafana-clickhouse-datasource, pkg/macros)
-replaces its macros:
+The plugin's frontend first replaces `$__conditionalAll(condition, $var)` by
+`1=1` when `var` is at All and by the condition otherwise (its arguments split
+at top-level commas, parentheses nested). Grafana then interpolates dashboard
+variables (`$org`, `${org}`, `${org:singlequote}`; a multi-value variable with
+All selected expands to every value; `singlequote` escapes `'` as `\'` and
+nothing else, as Grafana's formatter does), then the plugin's backend
+(grafana-clickhouse-datasource, pkg/macros) replaces its macros:
 
     $__timeFilter(c)      c >= toDateTime(FROM) AND c <= toDateTime(TO)
     $__timeFilter_ms(c)   c >= fromUnixTimestamp64Milli(FROM_MS) AND c <= fromUnixTimestamp64Milli(TO_MS)
@@ -19,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(?!__)(\w+)")
 _MACRO = re.compile(r"\$__(\w+)(?:\(([^()]*)\))?")
@@ -47,6 +50,41 @@ def _format(values: Sequence[str], fmt: str | None) -> str:
         return ",".join(values)
     msg = f"variable format {fmt!r} not handled by this expander"
     raise ValueError(msg)
+
+
+_CONDITIONAL_ALL = "$__conditionalAll("
+
+
+def _macro_arguments(sql: str, open_paren: int) -> tuple[list[str], int]:
+    """The top-level comma-separated arguments of the call opening at `open_paren`, and its end."""
+    depth, start, arguments = 0, open_paren + 1, []
+    for index in range(open_paren, len(sql)):
+        char = sql[index]
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                arguments.append(sql[start:index])
+                return arguments, index + 1
+        elif char == "," and depth == 1:
+            arguments.append(sql[start:index])
+            start = index + 1
+    msg = f"unbalanced $__conditionalAll in {sql!r}"
+    raise ValueError(msg)
+
+
+def apply_conditional_all(sql: str, all_selected: Collection[str]) -> str:
+    """`$__conditionalAll(condition, $var)`: `1=1` when `var` is at All, else the condition."""
+    while (at := sql.rfind(_CONDITIONAL_ALL)) != -1:
+        arguments, end = _macro_arguments(sql, at + len(_CONDITIONAL_ALL) - 1)
+        if len(arguments) != 2:
+            msg = f"$__conditionalAll takes 2 arguments: {sql[at:end]!r}"
+            raise ValueError(msg)
+        condition, variable = arguments
+        name = variable.strip().removeprefix("$").strip("{}")
+        sql = sql[:at] + ("1=1" if name in all_selected else condition) + sql[end:]
+    return sql
 
 
 def interpolate_variables(sql: str, variables: Mapping[str, Sequence[str]]) -> str:
@@ -97,5 +135,11 @@ def expand_macros(sql: str, time: TimeRange) -> str:
     return _MACRO.sub(replace, sql)
 
 
-def expand(sql: str, variables: Mapping[str, Sequence[str]], time: TimeRange) -> str:
-    return expand_macros(interpolate_variables(sql, variables), time)
+def expand(
+    sql: str,
+    variables: Mapping[str, Sequence[str]],
+    time: TimeRange,
+    all_selected: Collection[str] = (),
+) -> str:
+    """The query the engine receives; `all_selected` names the variables at All."""
+    return expand_macros(interpolate_variables(apply_conditional_all(sql, all_selected), variables), time)

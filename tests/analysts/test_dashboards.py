@@ -9,6 +9,7 @@ the worker's ClickHouse endpoint over the embedded engine.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from pipelines import analyst
-from tests.analysts.grafana import TimeRange, expand, interpolate_variables
+from tests.analysts.grafana import TimeRange, apply_conditional_all, expand, interpolate_variables
 from tests.harness.seeded import SeededDatabase
 
 pytestmark = pytest.mark.integration
@@ -56,19 +57,45 @@ def time_range(client: Any) -> TimeRange:
     return TimeRange(start, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1), interval_s=60)
 
 
-def resolve_variables(
-    client: Any, board: dict[str, Any], fixed: dict[str, list[str]]
-) -> dict[str, list[str]]:
-    """Query variables in dashboard order, later ones seeing earlier ones (All = every value)."""
-    values: dict[str, list[str]] = {}
+@dataclasses.dataclass
+class Selection:
+    """Each query variable's values (the first column of its query) and which are at All."""
+
+    values: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    at_all: set[str] = dataclasses.field(default_factory=set)
+    texts: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    def expand(self, sql: str, time_range: TimeRange) -> str:
+        return expand(sql, self.values, time_range, self.at_all)
+
+
+def resolve_variables(client: Any, board: dict[str, Any], fixed: dict[str, list[str]]) -> Selection:
+    """Query variables in dashboard order, later ones seeing earlier ones; unfixed ones at All.
+
+    As the plugin does: a query of two columns gives each option's value (first) and text.
+    """
+    selection = Selection()
     for variable in board["templating"]["list"]:
         if variable["type"] != "query":
             continue
-        sql = interpolate_variables(variable["query"], values)
-        options = [str(row[0]) for row in client.query(sql).result_rows]
+        sql = interpolate_variables(
+            apply_conditional_all(variable["query"], selection.at_all), selection.values
+        )
+        rows = client.query(sql).result_rows
+        options = [str(row[0]) for row in rows]
         assert options, f"variable {variable['name']} has no values"
-        values[variable["name"]] = fixed.get(variable["name"], options)
-    return values
+        selection.texts[variable["name"]] = [str(row[-1]) for row in rows]
+        if variable["name"] in fixed:
+            selection.values[variable["name"]] = fixed[variable["name"]]
+        else:
+            selection.values[variable["name"]] = options
+            selection.at_all.add(variable["name"])
+    return selection
+
+
+def option_value(text: str) -> str:
+    """The value the org and api variables give the option showing `text` (its bytes in hex)."""
+    return text.encode().hex().upper()
 
 
 def test_there_are_the_five_dashboards() -> None:
@@ -103,10 +130,14 @@ def test_every_query_returns_rows(
 ) -> None:
     board = load(path)
     storm = seeded_database.storm
-    fixed = {"org": [storm["org_id"]], "api": [storm["api_id"]]} if selection == "storm" else {}
+    fixed = (
+        {"org": [option_value(storm["org_id"])], "api": [option_value(storm["api_id"])]}
+        if selection == "storm"
+        else {}
+    )
     variables = resolve_variables(client, board, fixed)
     for name, sql in queries(board):
-        expanded = expand(sql, variables, time_range)
+        expanded = variables.expand(sql, time_range)
         assert "$" not in expanded, f"{name}: unexpanded {expanded}"
         result = client.query(expanded)
         assert result.result_rows, f"{path.stem} {name} returned no rows:\n{expanded}"
@@ -120,7 +151,7 @@ def test_time_series_panels_return_a_time_column_first(client: Any, time_range: 
             for target in panel["targets"]:
                 if target["queryType"] != "timeseries":
                     continue
-                result = client.query(expand(target["rawSql"], variables, time_range))
+                result = client.query(variables.expand(target["rawSql"], time_range))
                 assert result.column_names[0] == "time", f"{path.stem} {panel['title']}"
 
 

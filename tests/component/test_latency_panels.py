@@ -80,7 +80,11 @@ def test_overview_latency_is_the_quantile_of_all_requests(
 ) -> None:
     sink, sent, hour = written
     span = TimeRange(hour, hour + dt.timedelta(minutes=59), interval_s=interval_s)
-    variables = {"org": ["org-a", "org-b"], "api": ["fast", "slow"]}
+    # the dashboard's org and api variables give their options' bytes in hex
+    variables = {
+        "org": [name.encode().hex().upper() for name in ("org-a", "org-b")],
+        "api": [name.encode().hex().upper() for name in ("fast", "slow")],
+    }
     rows = sink.client.query(expand(panel_sql("overview", 6), variables, span)).result_rows
     series = {(interval_s, len(rows))}
     p95 = [r[1] for r in rows]
