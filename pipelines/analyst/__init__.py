@@ -9,11 +9,12 @@
     analyst.change_impact(client, scope)             # errors and latency before vs after changes
 
 Every SQL statement lives in pipelines/analyst/queries.py; notebooks,
-reports and tests call these functions.
+reports and tests call these functions. `plain` makes data safe in chart labels.
 """
 
 from pipelines.analyst.analysis import change_impact, find_spikes, find_storms, storms
 from pipelines.analyst.connection import connect, running_endpoint, settings_for
+from pipelines.analyst.labels import plain
 from pipelines.analyst.queries import (
     change_frequency,
     config_changes,
@@ -38,6 +39,7 @@ __all__ = [
     "find_spikes",
     "find_storms",
     "ingest_health",
+    "plain",
     "rate_limit_hits",
     "rate_limited_apis",
     "rejections",

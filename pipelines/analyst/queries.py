@@ -3,20 +3,23 @@
 Every function takes a clickhouse-connect client (pipelines.analyst.connect)
 and a Scope (time range, orgs, APIs, grain). Filters a view does not have are
 ignored (token churn has no API; configuration changes have neither org nor
-API). Keys are hashed before they reach ClickHouse: only distinct counts per
-window exist, so "keys" columns are per-window distinct counts, and sums of
-them across windows or APIs are upper bounds, not distinct totals.
+API). Keys are hashed before they reach ClickHouse: only distinct-count states
+per window exist. "keys" columns merge those states over the row's group
+(uniqCombined64Merge over the state tables), so they are distinct counts per
+window and group; sums of them across windows are upper bounds, not totals.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any, Final
 
 import pandas as pd
 
 from pipelines.analyst.scope import Scope
-from sinks.clickhouse.contract import merged_quantile_sql
+from sinks.clickhouse.contract import DISTINCT_FUNCTION, merged_quantile_sql
 
 RATE_LIMIT_EVENTS: Final = ("RatelimitExceeded", "OrgRateLimitExceeded")
 QUOTA_EVENTS: Final = ("QuotaExceeded", "OrgQuotaExceeded")
@@ -74,7 +77,11 @@ def traffic(client: Any, scope: Scope, *, by: str | None = None) -> pd.DataFrame
 
 
 def rate_limit_hits(client: Any, scope: Scope, *, by: str = "api_id") -> pd.DataFrame:
-    """Rate-limit and quota events per window and `by` ('api_id', 'org_id' or 'event_type')."""
+    """Rate-limit and quota events per window and `by` ('api_id', 'org_id' or 'event_type').
+
+    `distinct_keys`: the distinct keys refused in the window and `by` group (its
+    rows' key states merged: a key refused under two event types or orgs counts once).
+    """
     if by not in ("api_id", "org_id", "event_type"):
         msg = f"by must be 'api_id', 'org_id' or 'event_type', got {by!r}"
         raise ValueError(msg)
@@ -85,38 +92,56 @@ def rate_limit_hits(client: Any, scope: Scope, *, by: str = "api_id") -> pd.Data
                sum(hits) AS hits,
                sumIf(v.hits, v.event_type IN {{rate_events:Array(String)}}) AS rate_limited,
                sumIf(v.hits, v.event_type IN {{quota_events:Array(String)}}) AS quota_exceeded,
-               sum(distinct_keys) AS keys_upper_bound
-        FROM {scope.view("rate_limit_hits")} AS v{where}
+               {DISTINCT_FUNCTION}Merge(v.distinct_keys) AS distinct_keys
+        FROM {scope.state("rate_limit_hits")} AS v{where}
         GROUP BY window_start, {by} ORDER BY window_start, {by}"""
     return _frame(client, sql, params)
 
 
 def rate_limited_apis(client: Any, scope: Scope, *, limit: int = 10) -> pd.DataFrame:
-    """The APIs hitting limits most, with the share of their requests limited and the peak keys."""
+    """The (org, API) pairs hitting limits most, with the share of their requests limited and peak keys.
+
+    One row per org_id and api_id (an api_id under two orgs is two rows). `requests` are
+    that pair's requests; for api_id '' (org-level events: Tyk names no API) they are
+    the org's requests over all its APIs, so `limited_share` compares org-level refusals
+    with the org's traffic. `peak_keys_per_window`: the most distinct keys refused in
+    one window (across event types).
+    """
     where, params = scope.where()
     params.update(rate_events=list(RATE_LIMIT_EVENTS), quota_events=list(QUOTA_EVENTS), limit=limit)
     sql = f"""
-        SELECT org_id, api_id,
-               sum(hits) AS hits,
-               sumIf(v.hits, v.event_type IN {{rate_events:Array(String)}}) AS rate_limited,
-               sumIf(v.hits, v.event_type IN {{quota_events:Array(String)}}) AS quota_exceeded,
-               max(distinct_keys) AS peak_keys_per_window,
-               uniqExact(window_start) AS windows_with_hits,
+        SELECT org_id, api_id, sum(w.hits) AS hits, sum(w.rate_limited) AS rate_limited,
+               sum(w.quota_exceeded) AS quota_exceeded, max(w.keys) AS peak_keys_per_window,
+               count() AS windows_with_hits,
                min(window_start) AS first_hit, max(window_start) AS last_hit
-        FROM {scope.view("rate_limit_hits")} AS v{where}
-        GROUP BY org_id, api_id ORDER BY hits DESC, api_id LIMIT {{limit:UInt32}}"""
+        FROM (
+            SELECT window_start, org_id, api_id, sum(hits) AS hits,
+                   sumIf(v.hits, v.event_type IN {{rate_events:Array(String)}}) AS rate_limited,
+                   sumIf(v.hits, v.event_type IN {{quota_events:Array(String)}}) AS quota_exceeded,
+                   {DISTINCT_FUNCTION}Merge(v.distinct_keys) AS keys
+            FROM {scope.state("rate_limit_hits")} AS v{where}
+            GROUP BY window_start, org_id, api_id
+        ) AS w
+        GROUP BY org_id, api_id ORDER BY hits DESC, org_id, api_id LIMIT {{limit:UInt32}}"""
     limited = _frame(client, sql, params)
     if limited.empty:  # the same columns as a busy period, no rows
         return limited.assign(requests=0, status_429=0, limited_share=0.0)
-    per_api = traffic(client, _only_apis(scope, limited["api_id"]), by="api_id")
-    requests = per_api.groupby("api_id", as_index=False)[["requests", "status_429"]].sum()
-    out = limited.merge(requests, on="api_id", how="left").fillna({"requests": 0, "status_429": 0})
+    requests = _requests_by_org_api(client, scope, limited["org_id"].unique())
+    org_level = requests.groupby("org_id", as_index=False)[["requests", "status_429"]].sum().assign(api_id="")
+    per_api = pd.concat([requests[requests["api_id"] != ""], org_level], ignore_index=True)
+    out = limited.merge(per_api, on=["org_id", "api_id"], how="left").fillna({"requests": 0, "status_429": 0})
     out["limited_share"] = _ratio(out["hits"], out["requests"])
     return out
 
 
-def _only_apis(scope: Scope, api_ids: pd.Series) -> Scope:
-    return Scope(scope.start, scope.end, scope.org_id, list(api_ids), scope.grain, scope.database)
+def _requests_by_org_api(client: Any, scope: Scope, org_ids: Any) -> pd.DataFrame:
+    """Requests and 429s per org_id and api_id of `org_ids`, within the scope's time range."""
+    where, params = dataclasses.replace(scope, org_id=list(org_ids), api_id=None).where()
+    sql = f"""
+        SELECT org_id, api_id, sum(requests) AS requests, sum(status_429) AS status_429
+        FROM {scope.view("traffic")}{where}
+        GROUP BY org_id, api_id"""
+    return _frame(client, sql, params)
 
 
 def traffic_around(
@@ -175,14 +200,16 @@ def token_churn(client: Any, scope: Scope, *, by_org: bool = False) -> pd.DataFr
 
     As Tyk counts them (docs/output-contract.md): a re-POSTed key counts as created again, and a
     deletion whose admin call gave no org_id is filed under org '' (net per org is then off).
+    `keys_touched`: distinct keys per row (the orgs' key states merged: a key created under
+    its org and deleted under '' counts once).
     """
     group = ["window_start", *(["org_id"] if by_org else [])]
     where, params = scope.where(api=False)
     sql = f"""
         SELECT {", ".join(group)},
                sum(created) AS created, sum(updated) AS updated, sum(deleted) AS deleted,
-               sum(distinct_keys) AS keys_touched
-        FROM {scope.view("token_churn")}{where}
+               {DISTINCT_FUNCTION}Merge(distinct_keys) AS keys_touched
+        FROM {scope.state("token_churn")}{where}
         GROUP BY {", ".join(group)} ORDER BY {", ".join(group)}"""
     frame = _frame(client, sql, params)
     frame["net"] = frame["created"].astype("int64") - frame["deleted"].astype("int64")
@@ -214,7 +241,11 @@ def config_changes(client: Any, scope: Scope, *, housekeeping: bool = False) -> 
 
 
 def change_frequency(client: Any, scope: Scope, *, housekeeping: bool = False) -> pd.DataFrame:
-    """Per command and node: changes, windows with changes, first and last, changes per hour."""
+    """Per command and node: changes, windows with changes, first and last, changes per hour.
+
+    `per_hour` is changes divided by the period asked about (the scope's start to end); an
+    open end of the scope is taken at the first (last) window with a notice in the answer.
+    """
     where, params = _notices_where(scope, housekeeping)
     sql = f"""
         SELECT command, node_id, any(kind) AS kind, sum(changes) AS changes,
@@ -223,10 +254,24 @@ def change_frequency(client: Any, scope: Scope, *, housekeeping: bool = False) -
         FROM {scope.view("config_changes")}{where}
         GROUP BY command, node_id ORDER BY changes DESC, command, node_id"""
     frame = _frame(client, sql, params)
-    width = pd.Timedelta(minutes=1 if scope.grain == "1m" else 60)
-    span_h = ((frame["last_change"] - frame["first_change"]) + width) / pd.Timedelta(hours=1)
-    frame["per_hour"] = frame["changes"] / span_h
+    frame["per_hour"] = frame["changes"] / (_period(scope, frame) / pd.Timedelta(hours=1))
     return frame
+
+
+def _period(scope: Scope, frame: pd.DataFrame) -> pd.Timedelta:
+    """The length of the scope, its open ends closed by the frame's first and last windows."""
+    width = pd.Timedelta(minutes=1 if scope.grain == "1m" else 60)
+    if frame.empty:
+        return width
+    start = _utc(scope.start) if scope.start is not None else frame["first_change"].min()
+    end = _utc(scope.end) if scope.end is not None else frame["last_change"].max() + width
+    return max(end - start, width)
+
+
+def _utc(value: dt.datetime) -> pd.Timestamp:
+    """A scope bound as the naive UTC timestamps query_df gives window starts as."""
+    stamp = pd.Timestamp(value)
+    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp
 
 
 def ingest_health(client: Any, scope: Scope) -> pd.DataFrame:

@@ -62,6 +62,10 @@ class Scope:
     def view(self, rollup: str) -> str:
         return f"{self.database}.{rollup}_{self.grain}"
 
+    def state(self, rollup: str) -> str:
+        """The rollup's state table: merge its distinct-key states across keys (uniqCombined64Merge)."""
+        return f"{self.database}.{rollup}_{self.grain}_state"
+
     def where(self, *, org: bool = True, api: bool = True) -> tuple[str, dict[str, Any]]:
         """' WHERE ...' (or '') and its parameters; `org`/`api`: whether the view has those columns."""
         clauses: list[str] = []

@@ -87,3 +87,60 @@ def test_change_impact_p95_is_the_p95_of_each_side(sink: ClickHouseSink) -> None
     assert row["after_latency_p95_ms"] == pytest.approx(300, rel=0.01)
     assert row["delta_latency_p95_ms"] < -600
     assert (row["before_requests"], row["after_requests"]) == (500, 500)
+
+
+def test_keys_touched_counts_a_key_once_across_orgs(sink: ClickHouseSink) -> None:
+    records = Records()
+    records.events(0, "TokenCreated", ["k1", "k2"], org="org1")
+    records.events(0, "TokenDeleted", ["k1"], org="")  # the admin call gave no org_id
+    churn = analyst.token_churn(write(sink, records), analyst.Scope())
+    # two keys were touched (k1 created and deleted, k2 created); adding the orgs' counts said 3
+    assert churn["keys_touched"].tolist() == [2]
+    by_org = analyst.token_churn(sink.client, analyst.Scope(), by_org=True)
+    assert dict(zip(by_org["org_id"], by_org["keys_touched"], strict=True)) == {"": 1, "org1": 2}
+
+
+def test_peak_keys_are_distinct_across_event_types(sink: ClickHouseSink) -> None:
+    records = Records()
+    records.events(0, "RatelimitExceeded", [f"k{i}" for i in range(1, 7)])  # k1..k6
+    records.events(0, "QuotaExceeded", [f"k{i}" for i in range(4, 8)])  # k4..k7
+    records.events(1, "RatelimitExceeded", ["k1"])
+    client = write(sink, records)
+    top = analyst.rate_limited_apis(client, analyst.Scope())
+    # 7 distinct keys refused in minute 0 (the largest event type alone had 6)
+    assert top[["api_id", "peak_keys_per_window", "windows_with_hits"]].values.tolist() == [["api1", 7, 2]]
+    hits = analyst.rate_limit_hits(client, analyst.Scope(), by="api_id")
+    # per minute, distinct over both event types (adding them said 10 in minute 0)
+    assert hits["distinct_keys"].tolist() == [7, 1]
+
+
+def test_rate_limited_apis_keeps_orgs_apart_and_compares_org_events_with_the_org(
+    sink: ClickHouseSink,
+) -> None:
+    records = Records()
+    records.requests(0, {10: 100}, org="org1", api="shared")
+    records.requests(0, {10: 900}, org="org2", api="shared")
+    records.events(0, "RatelimitExceeded", [f"k{i}" for i in range(50)], org="org1", api="shared")
+    records.requests(0, {10: 200}, org="org3", api="b")
+    records.events(0, "OrgRateLimitExceeded", ["org3"] * 20, org="org3", api="")
+    top = analyst.rate_limited_apis(write(sink, records), analyst.Scope())
+    rows = {(r.org_id, r.api_id): (r.hits, r.requests, r.limited_share) for r in top.itertuples()}
+    # org1 refused 50 of its own 100 requests on "shared" (mixed with org2's 900 it read 5 %);
+    # org3's 20 org-level refusals (no API) against its 200 requests (it read 0 against 0 requests)
+    assert rows == {("org1", "shared"): (50, 100, 0.5), ("org3", ""): (20, 200, 0.1)}
+
+
+def test_changes_per_hour_are_over_the_period_asked_about(sink: ClickHouseSink) -> None:
+    records = Records()
+    for _ in range(3):
+        records.send("tyk.notice.ApiUpdated", [notice("ApiUpdated", 0)], minute=10, node="dash")
+    records.send("tyk.notice.PolicyChanged", [notice("PolicyChanged", 0)], minute=70, node="dash")
+    client = write(sink, records)
+    two_hours = analyst.Scope(start=T0, end=T0 + dt.timedelta(hours=2))
+    frequency = analyst.change_frequency(client, two_hours).set_index("command")
+    # 3 changes in 2 hours: 1.5 an hour (divided by first-to-last change + 1 minute it read 180)
+    assert frequency.loc["ApiUpdated", "per_hour"] == pytest.approx(1.5)
+    assert frequency.loc["PolicyChanged", "per_hour"] == pytest.approx(0.5)
+    # an open scope runs from the first to the end of the last minute with a change: 61 minutes
+    whole = analyst.change_frequency(client, analyst.Scope()).set_index("command")
+    assert whole.loc["ApiUpdated", "per_hour"] == pytest.approx(3 / (61 / 60))
