@@ -63,7 +63,7 @@ def hexed(value: str) -> str:
 def written(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClickHouseSink, TimeRange]]:
     start = (time.time_ns() // (3600 * 10**9) - 1) * 3600 * 10**9
     ingestor = Ingestor(clock=lambda: start + 3600 * 10**9, hasher=KeyHasher(b"salt"))
-    at = start + 60 * 10**9
+    at = start + 105 * 10**9  # 45 s into a minute
     seq = 0
 
     def send(topic: str, records: list[dict[str, Any]]) -> None:
@@ -179,3 +179,17 @@ def test_peak_keys_are_distinct_per_api_across_event_types(written: tuple[ClickH
     apis = {(row[0], row[1]): row for row in limits["APIs hitting limits"]}
     _, _, rate_limited, quota, peak, *_ = apis[("shared", "acme")]
     assert (rate_limited, quota, peak) == (3, 2, distinct)
+
+
+def test_seconds_since_the_last_message_count_from_the_message_not_its_minute(
+    written: tuple[ClickHouseSink, TimeRange],
+) -> None:
+    sink, span = written
+    received_s = (span.from_s * 10**9 + 105 * 10**9) / 1e9
+    health = run_board(sink, span, "ingest_health", {})
+    ((seconds,),) = health["Seconds since the last message"]
+    # before: from the start of the message's minute, 45 s more than the truth
+    assert abs(seconds - (time.time() - received_s)) < 5
+    ((node, *_, seconds_since),) = health["Publishers"]
+    assert node == "gw1"
+    assert abs(seconds_since - (time.time() - received_s)) < 5
