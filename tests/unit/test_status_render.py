@@ -33,3 +33,53 @@ def test_large_counters_print_whole_and_fractions_stay_readable() -> None:
     assert "evicted=1000001, refused=0" in text
     assert "0.123457" in text
     assert "e+" not in text
+
+
+HOSTILE_NODES = (
+    "evil[/red]",  # closing a tag never opened: rich raised MarkupError and status exited 1
+    "[link=javascript:alert(1)]click[/link]",  # became an OSC 8 hyperlink
+    "ansi\x1b[2J\x1b[31mred",  # cleared the screen
+    "two\nrows",  # forged a table row
+    "bidi\u202eevil",
+)
+
+
+def _worker_status(node: str) -> dict[str, object]:
+    return {
+        "command": "run",
+        "healthy": False,
+        "detail": "stale [bold]publisher[/bold]",
+        "uptime_s": 3.0,
+        "totals": dict.fromkeys(
+            ("messages", "records", "lost", "duplicates", "queue_depth", "queue_capacity", "pending_flushes"),
+            0,
+        ),
+        "rejected": {"bad_envelope": 1},
+        "last_write": {"at": 0.0, "ok": False, "error": "refused [/] \x1b]0;title\x07"},
+        "publishers": [
+            {
+                "node": node,
+                "boot": 1_700_000_000_000,
+                "state": "stale",
+                "last_seen_age_s": 5.0,
+                "interval_ms": 1000,
+                "messages": 3,
+                "lost": 0,
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize("node", HOSTILE_NODES)
+def test_names_from_elsewhere_print_as_themselves(node: str) -> None:
+    console = Console(record=True, width=300, force_terminal=True)
+    render(_worker_status(node), console)
+    ansi = console.export_text(styles=True, clear=False)
+    text = console.export_text()
+    assert "\x1b[2J" not in ansi  # no sequence of the name's reaches the terminal
+    assert "\x1b]" not in ansi  # no hyperlink or title (OSC)
+    assert "\u202e" not in text
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in node)
+    assert shown in text
+    assert "[bold]publisher[/bold]" in text  # the worker's detail, literally
+    assert text.count("stale") >= 2

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipelines.observe.discovery import announced
@@ -35,6 +36,14 @@ def fetch_status(url: str, timeout_s: float = 5.0) -> dict[str, Any]:
     with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=timeout_s) as response:  # noqa: S310
         data: dict[str, Any] = json.loads(response.read())
     return data
+
+
+def _plain(value: object) -> str:
+    """Text from elsewhere (a publisher's node name, a worker's error) shown as itself: rich markup
+    escaped, and control and format characters (ANSI sequences, newlines, bidi overrides) spelled
+    out, so a name can neither fail the table (`[/red]`), restyle the terminal nor forge a row."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in str(value))
+    return escape(text)
 
 
 def _age(seconds: float) -> str:
@@ -57,9 +66,9 @@ def publishers_table(rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         state = row["state"]
         table.add_row(
-            row["node"],
+            _plain(row["node"]),
             dt.datetime.fromtimestamp(row["boot"] / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            _STATE_STYLES.get(state, "[red]{}[/red]").format(state),
+            _STATE_STYLES.get(state, "[red]{}[/red]").format(_plain(state)),
             _age(row["last_seen_age_s"]) + " ago",
             f"{row['interval_ms']} ms",
             str(row["messages"]),
@@ -71,14 +80,16 @@ def publishers_table(rows: list[dict[str, Any]]) -> Table:
 def render_service(status: dict[str, Any], console: Console) -> None:
     """A command other than `run`: its health and every counter it keeps."""
     verdict = "[green]healthy[/green]" if status["healthy"] else "[red]UNHEALTHY[/red]"
-    console.print(f"{status['command']} {verdict}: {status['detail']} (up {_age(status['uptime_s'])})")
+    console.print(
+        f"{_plain(status['command'])} {verdict}: {_plain(status['detail'])} (up {_age(status['uptime_s'])})"
+    )
     table = Table(show_header=False, box=None, padding=(0, 2))
     for name, value in status.get("totals", {}).items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k}={_number(v)}" for k, v in sorted(value.items())) or "0"
+            value = ", ".join(f"{_plain(k)}={_number(v)}" for k, v in sorted(value.items())) or "0"
         elif isinstance(value, float | int):
             value = _number(value)
-        table.add_row(name, str(value))
+        table.add_row(_plain(name), _plain(value))
     console.print(table)
 
 
@@ -96,7 +107,7 @@ def render(status: dict[str, Any], console: Console) -> None:
 
 def render_worker(status: dict[str, Any], console: Console) -> None:
     verdict = "[green]healthy[/green]" if status["healthy"] else "[red]UNHEALTHY[/red]"
-    console.print(f"worker {verdict}: {status['detail']} (up {_age(status['uptime_s'])})")
+    console.print(f"worker {verdict}: {_plain(status['detail'])} (up {_age(status['uptime_s'])})")
     totals = status["totals"]
     console.print(
         f"received {totals['messages']} messages, {totals['records']} records; lost {totals['lost']}, "
@@ -124,12 +135,13 @@ def render_worker(status: dict[str, Any], console: Console) -> None:
         if last["ok"]:
             console.print(f"last flush: {when}, {last['rows']} rows in {last['seconds']}s")
         else:
-            console.print(f"last flush: {when}, [red]failed[/red]: {last['error']}")
+            console.print(f"last flush: {when}, [red]failed[/red]: {_plain(last['error'])}")
     else:
         console.print("last flush: none yet")
     if status["rejected"]:
         console.print(
-            "rejected by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(status["rejected"].items()))
+            "rejected by reason: "
+            + ", ".join(f"{_plain(k)}={_plain(v)}" for k, v in sorted(status["rejected"].items()))
         )
     console.print(publishers_table(status["publishers"]))
 
@@ -153,7 +165,7 @@ def _ask(what: str, url: str, console: Console) -> int:
     try:
         status = fetch_status(url)
     except (urllib.error.URLError, OSError) as exc:
-        console.print(f"[red]cannot reach {what} at {url}[/red]: {exc}")
+        console.print(f"[red]cannot reach {_plain(what)} at {_plain(url)}[/red]: {_plain(exc)}")
         return 2
     render(status, console)
     return 0 if status["healthy"] else 1
@@ -222,6 +234,6 @@ def command(url: str | None, runtime_dir: str | None, dsn: str | None, database:
     codes = []
     for what, address in endpoints:
         if len(endpoints) > 1:
-            console.rule(f"{what} {address}")
+            console.rule(_plain(f"{what} {address}"))
         codes.append(_ask(what, address, console))
     raise SystemExit(max(codes))
