@@ -24,7 +24,7 @@ from pipelines.rollups import compute
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.harness.seeded import SeededDatabase
-from tests.helpers import analytics, message
+from tests.helpers import analytics, event, message, notice
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +97,63 @@ def quiet_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
     sink.write(compute(ingestor.take()), "quiet")
     sink.close()  # the notebook's kernel opens the embedded database next
     return f"chdb://{path}"
+
+
+HOSTILE_API, HOSTILE_ORG, HOSTILE_COMMAND = "$\\zzz$-x", "$\\yyy$", "$\\www$"
+
+
+@pytest.fixture(scope="module")
+def hostile_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An hour in which every name a chart shows holds matplotlib mathtext (`$\\zzz$`), with a storm."""
+    path = tmp_path_factory.mktemp("hostile") / "db"
+    now = time.time_ns()
+    ingestor = Ingestor(clock=lambda: now, hasher=KeyHasher(b"salt"))
+    seq = iter(range(10**6))
+    for minutes_ago in range(60, 0, -1):
+        at = now - minutes_ago * MINUTE
+        traffic = [
+            analytics(at, org=HOSTILE_ORG, api=HOSTILE_API, code=500 if i == 0 else 200) for i in range(100)
+        ]
+        storm = 100 if minutes_ago in (30, 29, 28) else 1
+        limited = [
+            event("RatelimitExceeded", at, org=HOSTILE_ORG, api=HOSTILE_API, key=f"k{i}")
+            for i in range(storm)
+        ]
+        tokens = [event("TokenCreated", at, org=HOSTILE_ORG, key=f"t{minutes_ago}")]
+        changed = minutes_ago % 10 == 0  # a configuration change, and a notice with a hostile command
+        batches = [("tyk.analytics", traffic), ("tyk.event.RatelimitExceeded", limited)]
+        batches += [
+            ("tyk.event.TokenCreated", tokens),
+            ("tyk.notice.ApiUpdated", [notice("ApiUpdated", at)] * changed),
+        ]
+        batches += [(f"tyk.notice.{HOSTILE_COMMAND}", [notice(HOSTILE_COMMAND, at)] * changed)]
+        for topic, records in batches:
+            if records:
+                ingestor.ingest(message(topic, records, seq=next(seq), sent=at), received_ns=at)
+    sink = ClickHouseSink(ClickHouseSettings(clickhouse_dsn=f"chdb://{path}", clickhouse_database="tykpulse"))
+    sink.setup()
+    sink.write(compute(ingestor.take()), "hostile")
+    sink.close()
+    return f"chdb://{path}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_draws_names_holding_mathtext(
+    path: Path, hostile_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TYKPULSE_CLICKHOUSE_DSN", hostile_dsn)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    book = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
+    NotebookClient(
+        book, kernel_name="python3", timeout=240, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = [output for cell in book.cells for output in cell.get("outputs", [])]
+    text = "\n".join(_texts(book))
+    # every figure was rendered to a PNG: a label with `$\\zzz$` made matplotlib raise while drawing
+    assert "ParseException" not in text, text[-2000:]
+    assert "ValueError" not in text, text[-2000:]
+    drawn = sum("image/png" in output.get("data", {}) for output in outputs)
+    assert drawn == figures_drawn(text) >= 3
 
 
 QUIET_SAYS = {
