@@ -35,7 +35,6 @@ from pipelines.firehose.protocol import (
     ENCODING_MSGPACK,
     ENCODINGS,
     MAX_MESSAGE_BYTES,
-    MAX_NODE_BYTES,
     MAX_RECORDS_PER_MESSAGE,
     MESSAGE_FRAMES,
     PROTOCOL_VERSION,
@@ -43,6 +42,7 @@ from pipelines.firehose.protocol import (
     Envelope,
     RejectReason,
     TopicKind,
+    node_problem,
     parse_topic,
 )
 
@@ -123,7 +123,12 @@ _DECODER_FACTORIES: Final[dict[str, Callable[[Any], _Decoder]]] = {
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "..."
+    """A rejection's detail as logged: bounded, and whatever it quotes from the message (a
+    timestamp's text, a payload's error) with its control characters spelled out."""
+    text = text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "..."
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class MessageDecoder:
@@ -198,7 +203,7 @@ class MessageDecoder:
         problem = _envelope_problem(env, self.limits)
         if problem is not None:
             reason, detail = problem
-            if not env.node or len(env.node.encode()) > MAX_NODE_BYTES:
+            if node_problem(env.node) is not None:
                 # no publisher to hold the message against: counted, sequence untouched
                 return Rejection(reason, detail, "", max(env.count, 1))
             return _message_rejection(env, reason, detail)
@@ -334,8 +339,9 @@ def _envelope_problem(env: Envelope, limits: Limits) -> tuple[RejectReason, str]
         return RejectReason.BAD_ENVELOPE, f"count={env.count}"
     if env.count > limits.max_records:
         return RejectReason.TOO_MANY_RECORDS, f"count={env.count} > {limits.max_records}"
-    if not env.node or len(env.node.encode()) > MAX_NODE_BYTES:
-        return RejectReason.BAD_ENVELOPE, f"node must be 1..{MAX_NODE_BYTES} bytes"
+    node = node_problem(env.node)
+    if node is not None:
+        return RejectReason.BAD_ENVELOPE, node
     if env.seq < 0 or env.boot < 0:
         return RejectReason.BAD_ENVELOPE, f"seq={env.seq} boot={env.boot}"
     return None

@@ -41,7 +41,7 @@ import msgspec
 
 from pipelines.errors import DECODE_ERRORS
 from pipelines.firehose.codec import discarded_message
-from pipelines.firehose.protocol import MAX_NODE_BYTES, Envelope, RejectReason
+from pipelines.firehose.protocol import Envelope, RejectReason, node_problem
 
 HEADER_TOPIC: Final = "tyk-topic"
 HEADER_ENVELOPE: Final = "tyk-envelope"
@@ -80,7 +80,7 @@ def read_envelope(frame: bytes) -> Envelope | None:
         envelope = _ENVELOPE.decode(frame)
     except DECODE_ERRORS:  # RecursionError included
         return None
-    if not envelope.node or len(envelope.node.encode()) > MAX_NODE_BYTES:
+    if node_problem(envelope.node) is not None:
         return None
     return envelope
 

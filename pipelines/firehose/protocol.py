@@ -10,6 +10,7 @@ decoding fast. Unknown fields are ignored, as the protocol requires.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -26,12 +27,30 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 MESSAGE_FRAMES: Final = 3  # topic, envelope, payload
 MAX_RECORDS_PER_MESSAGE: Final = 100_000
 MAX_NODE_BYTES: Final = 128
+# C0 and C1 controls, DEL, and the invisible characters terminals and editors act on (zero-width,
+# line/paragraph separators, bidi overrides and isolates, BOM)
+_UNPRINTABLE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 MAX_FUTURE_NS: Final = 24 * 3600 * 1_000_000_000
 MAX_PAST_NS: Final = 7 * 24 * 3600 * 1_000_000_000
 DEFAULT_HEARTBEAT_INTERVAL_MS: Final = 1000
 MAX_HEARTBEAT_INTERVAL_MS: Final = 3_600_000
 MAX_ID_CHARS: Final = 1_024
 MAX_KEY_CHARS: Final = 8_192
+
+
+def node_problem(node: str) -> str | None:
+    """Why `node` cannot name a publisher, or None: 1..MAX_NODE_BYTES bytes of printable text.
+
+    A node name is a key (sequences, liveness, Kafka records, the publishers rollup) and it is
+    printed: in logs, `tykpulse status`, metric and alert labels. A newline in it forged log lines,
+    ESC sequences restyled terminals; tykpulse's own names and Tyk's node ids are plain text.
+    """
+    if not node or len(node.encode()) > MAX_NODE_BYTES:
+        return f"node must be 1..{MAX_NODE_BYTES} bytes"
+    if _UNPRINTABLE.search(node) is not None:
+        return "node holds control or invisible characters"
+    return None
+
 
 # Bounds that keep hostile numbers and strings out of the columns: every int a
 # rollup reads fits int64 (numpy arrays never overflow), identifiers that become

@@ -11,6 +11,7 @@ from pipelines.firehose.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_RECORDS_PER_MESSAGE,
     SUBSCRIBE_ALL,
+    node_problem,
 )
 from pipelines.firehose.publisher import DEFAULT_SNDHWM
 from pipelines.firehose.subscriber import DEFAULT_RCVBUF_BYTES, DEFAULT_RCVHWM
@@ -100,6 +101,14 @@ class PublisherSettings(EnvSettings):
     )
 
     _split = field_validator("connect", "bind", mode="before")(split_names)
+
+    @field_validator("node")
+    @classmethod
+    def _printable_node(cls, node: str) -> str:
+        problem = node_problem(node)  # workers refuse such an envelope: refuse the setting first
+        if problem is not None:
+            raise ValueError(problem)
+        return node
 
     def endpoints(self) -> list[Endpoint]:
         if not self.connect and not self.bind:

@@ -15,7 +15,7 @@ from typing import Final
 import msgspec
 
 from pipelines.errors import DECODE_ERRORS
-from pipelines.firehose.protocol import MAX_NODE_BYTES
+from pipelines.firehose.protocol import node_problem
 
 
 class _DrlServer(msgspec.Struct):
@@ -58,6 +58,6 @@ def issuing_node(command: str, payload: str, publisher: str) -> str:
     except DECODE_ERRORS:  # deep nesting included: a payload nothing checked before the flush
         return publisher
     # the same bound as an envelope's node: a payload cannot make a key column unbounded
-    if not node or len(node.encode()) > MAX_NODE_BYTES:
+    if node_problem(node) is not None:
         return publisher
     return node

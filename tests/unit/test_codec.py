@@ -353,6 +353,32 @@ def test_node_longer_than_128_bytes_is_rejected() -> None:
     rejected(DECODER.decode(frames(b"tyk.analytics", [], node="n" * 129)), RejectReason.BAD_ENVELOPE)
 
 
+UNPRINTABLE_NODES = (
+    "gw\n2026-12-07 ERROR forged line",
+    "ansi\x1b[2J",
+    "nul\x00",
+    "del\x7f",
+    "c1\x85",
+    "bidi\u202e",
+)
+
+
+@pytest.mark.parametrize("node", UNPRINTABLE_NODES)
+def test_a_node_that_is_not_printable_text_is_rejected_and_touches_no_sequence(node: str) -> None:
+    # Found by attack: a newline in a node name forged whole log lines, ESC sequences reached
+    # terminals through `tykpulse status`, and alerts carried them as labels.
+    rejection = rejected(DECODER.decode(frames(b"tyk.analytics", [], node=node)), RejectReason.BAD_ENVELOPE)
+    assert rejection.node == ""  # no publisher to hold it against
+    assert "control or invisible" in rejection.detail
+
+
+@pytest.mark.parametrize(
+    "node", ["gw-1.eu-west.internal", "solo-5e9d9544a1dcd60001d0ed20", "n\u00e9ud \u7f51\u5173"]
+)
+def test_printable_nodes_of_any_script_are_accepted(node: str) -> None:
+    assert decoded(DECODER.decode(frames(b"tyk.analytics", [], node=node))).envelope.node == node
+
+
 def test_our_encoder_round_trips_through_the_decoder() -> None:
     raw = message("tyk.event.TokenCreated", [event("TokenCreated", T0_NS)], seq=7, enc="json")
     result = decoded(DECODER.decode(raw))

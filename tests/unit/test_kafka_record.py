@@ -63,7 +63,7 @@ def test_a_record_from_an_older_bridge_still_gives_a_frame_count_rejection() -> 
     assert reasons([message]) == [RejectReason.FRAME_COUNT]
 
 
-@pytest.mark.parametrize("node", ["", "n" * 129, "\u00e9" * 65])
+@pytest.mark.parametrize("node", ["", "n" * 129, "\u00e9" * 65, "two\nlines", "esc\x1b[2J"])
 def test_an_envelope_whose_node_is_out_of_bounds_keys_nothing(node: str) -> None:
     # Found by attack: bridge kafka tracked (and keyed Kafka records by) nodes of any length.
     frames = message("tyk.analytics", [analytics(T0_NS)], node=node)

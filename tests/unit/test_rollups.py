@@ -131,6 +131,13 @@ def test_gateway_notices_are_attributed_to_the_gateway_named_in_the_payload() ->
                 seq=2,
             ),
             message("tyk.notice.GroupReload", [notice("GroupReload", T0_NS)], node="bridge", seq=3),
+            # a payload naming a node that is not printable text keeps the publisher
+            message(
+                "tyk.notice.NoticeGatewayConfigResponse",
+                [notice("NoticeGatewayConfigResponse", T0_NS, '{"FromNodeID":"gw\\nforged"}')],
+                node="bridge",
+                seq=4,
+            ),
         ]
     )
     got = {(r["command"], r["node_id"]): r["changes"] for r in compute(batch)["config_changes"].to_pylist()}
@@ -139,6 +146,7 @@ def test_gateway_notices_are_attributed_to_the_gateway_named_in_the_payload() ->
         (command, "bridge"): 1,  # a payload that does not parse keeps the publisher
         ("NoticeGatewayConfigResponse", "gw-host-b"): 1,  # no node id: the host name
         ("GroupReload", "bridge"): 1,  # no origin in the payload
+        ("NoticeGatewayConfigResponse", "bridge"): 1,  # "gw\nforged" names no node
     }
 
 

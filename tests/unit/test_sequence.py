@@ -197,3 +197,20 @@ def test_a_forged_newer_boot_does_not_push_the_publishers_own_out_of_a_kafka_pos
     restored = SequenceTracker.from_positions(tracker.positions(boots_per_node=2))
     assert restored.observe("gw", 1000, 4).verdict is Verdict.DUPLICATE
     assert restored.observe("gw", 1000, 10).lost == 5
+
+
+def test_a_node_name_cannot_forge_log_lines_or_touch_a_sequence(caplog: pytest.LogCaptureFixture) -> None:
+    # Found by attack: a node "gw\n<date> ERROR ..." wrote a whole forged line into the worker's log
+    # (through the gap and first-heard lines), and ESC sequences reached whoever read it in a terminal.
+    ingestor = Ingestor()
+    forged = "gw\n2026-12-07 01:00:00,000 ERROR pipelines.ingest: FORGED \x1b[2J"
+    caplog.set_level("INFO")
+    for seq in (0, 5):
+        ingestor.ingest(message("tyk.analytics", [analytics(T0_NS)], node=forged, seq=seq), T0_NS)
+    ingestor.ingest(message("tyk.analytics", [analytics(T0_NS)], node="gw", seq=0), T0_NS)
+    assert ingestor.stats.rejected["bad_envelope"] == 2
+    assert (ingestor.stats.messages, ingestor.stats.lost) == (1, 0)
+    for record in caplog.records:
+        line = record.getMessage()
+        assert "\n" not in line, line
+        assert "\x1b" not in line, line
