@@ -212,3 +212,97 @@ def test_housekeeping_notices_are_counted_but_are_not_changes(sink: ClickHouseSi
         ("key_space", 0, "bridge", 21 * 40),
         ("rate_limiter", 0, "solo-a", 21 * 30),
     ]
+
+
+def test_rate_limit_storm_counts_two_whole_minutes(sink: ClickHouseSink) -> None:
+    # 60 events in each of the two whole minutes before this one: 120 in "the last 2 minutes".
+    # Counting from now() - 2 minutes saw the second one only (60 < 100) and missed the storm.
+    scenario = healthy()
+    for m in (2, 1):
+        scenario.traffic(minutes_ago=m, requests=100, errors=0, api="stormy")
+        storm = [event("RatelimitExceeded", 0, api="stormy", key=f"k{i}") for i in range(60)]
+        scenario.send("tyk.event.RatelimitExceeded", storm, minutes_ago=m)
+    assert [labels["api_id"] for labels in fires(sink, scenario, RULES["rate_limit_storm"])] == ["stormy"]
+
+
+def test_rate_limit_storm_baseline_is_per_minute_heard(sink: ClickHouseSink) -> None:
+    # A database 20 minutes old; the API refuses 10 a minute, then 60 a minute: six times its rate,
+    # not ten. Dividing the hour's 200 events by 60 minutes (3.3/min) made that a storm.
+    scenario = Scenario()
+    for m in range(22, -1, -1):
+        scenario.traffic(minutes_ago=m, requests=100, errors=0, api="busy")
+        refused = 60 if m <= 2 else 10
+        limited = [event("RatelimitExceeded", 0, api="busy", key=f"k{i}") for i in range(refused)]
+        scenario.send("tyk.event.RatelimitExceeded", limited, minutes_ago=m)
+    assert fires(sink, scenario, RULES["rate_limit_storm"]) == []
+
+
+def test_rate_limit_storm_keeps_orgs_apart_and_handles_org_level_events(sink: ClickHouseSink) -> None:
+    scenario = healthy()
+    for m in (2, 1):
+        # org1 refuses 60 of its 100 requests on "shared"; org2's 1000 on its own "shared" are not org1's
+        scenario.send(
+            "tyk.analytics", [analytics(0, org="org1", api="shared") for _ in range(100)], minutes_ago=m
+        )
+        scenario.send(
+            "tyk.analytics", [analytics(0, org="org2", api="shared") for _ in range(1000)], minutes_ago=m
+        )
+        storm = [event("RatelimitExceeded", 0, org="org1", api="shared", key=f"k{i}") for i in range(60)]
+        scenario.send("tyk.event.RatelimitExceeded", storm, minutes_ago=m)
+        # org-level limits (no API): org3 refuses 75 of its 1000 requests a minute (7.5 %), org4 75 of 100
+        for org, requests in (("org3", 1000), ("org4", 100)):
+            scenario.send(
+                "tyk.analytics", [analytics(0, org=org, api="b") for _ in range(requests)], minutes_ago=m
+            )
+            limited = [event("OrgRateLimitExceeded", 0, org=org, api="", key=org) for _ in range(75)]
+            scenario.send("tyk.event.OrgRateLimitExceeded", limited, minutes_ago=m)
+    fired = fires(sink, scenario, RULES["rate_limit_storm"])
+    # before: org1/shared was 120 of 2200 requests (5 %, quiet) and both org-level storms were
+    # 150 events / max(0 requests, 1) = 15000 % (org3 fired though it refused 7.5 %)
+    assert sorted((labels["org_id"], labels["api_id"]) for labels in fired) == [
+        ("org1", "shared"),
+        ("org4", ""),
+    ]
+    assert sorted(labels["target"] for labels in fired) == ["API shared", "the whole org (org-level limit)"]
+
+
+def test_token_churn_spike_baseline_is_per_minute_heard(sink: ClickHouseSink) -> None:
+    # A database 22 minutes old: 12 creates a minute, then 50 a minute for the last 5 whole minutes
+    # (250, 4.2 times the usual 60 per 5 minutes). Over 12 five-minute blocks the baseline read 21
+    # and the last 5 minutes (partly the current one) 200: a spike.
+    scenario = Scenario()
+    for m in range(22, 0, -1):
+        created = [event("TokenCreated", 0, key=f"t{m}-{i}") for i in range(50 if m <= 5 else 12)]
+        scenario.send("tyk.event.TokenCreated", created, minutes_ago=m)
+    assert fires(sink, scenario, RULES["token_churn_spike"]) == []
+
+
+def _late_in_a_minute_170_s_ago(scenario: Scenario) -> float:
+    """minutes_ago of a moment less than 180 s ago whose minute started more than 180 s ago."""
+    if (scenario.now // 10**9 - 180) % 60 >= 59:  # too close to the next minute: wait for it
+        time.sleep(1.5)
+        scenario.now = time.time_ns()
+    minute = (scenario.now // 10**9 - 180) // 60 * 60
+    return (scenario.now - (minute + 59.9) * 10**9) / MINUTE
+
+
+def test_stale_publisher_measures_silence_from_the_last_message(sink: ClickHouseSink) -> None:
+    scenario = healthy()
+    last = _late_in_a_minute_170_s_ago(scenario)
+    for m in range(30, 3, -1):
+        scenario.send("tyk.heartbeat", [{"node": "quiet", "interval_ms": 1000}], minutes_ago=m, node="quiet")
+    scenario.send("tyk.heartbeat", [{"node": "quiet", "interval_ms": 1000}], minutes_ago=last, node="quiet")
+    # silent for 121-180 s: from the start of its last minute it read 180-239 s and fired
+    assert fires(sink, scenario, RULES["stale_publisher"]) == []
+    columns, rows = run_query(sink.client, RULES["stale_publisher"].sql.split("HAVING")[0])
+    silent = {row[0]: row[columns.index("silent_s")] for row in rows}
+    assert 120 <= silent["quiet"] < 180
+
+
+def test_ingestion_stopped_measures_silence_from_the_last_message(sink: ClickHouseSink) -> None:
+    scenario = Scenario()
+    last = _late_in_a_minute_170_s_ago(scenario)
+    for m in range(40, 3, -1):
+        scenario.traffic(minutes_ago=m, requests=50, errors=0)
+    scenario.traffic(minutes_ago=last, requests=50, errors=0)
+    assert fires(sink, scenario, RULES["ingestion_stopped"]) == []
