@@ -111,6 +111,11 @@ class Evaluator:
         self.evaluations["ok"] += 1
         self.errors.pop(rule.name, None)
         alerts = state.evaluate(columns, rows, self.clock())
+        if state.last_omitted:
+            log.warning(
+                "alert series over the cap rule=%s series=%d cap=%d omitted=%d",
+                rule.name, len(rows), state.max_series, state.last_omitted,
+            )  # fmt: skip
         log.debug("alert rule evaluated rule=%s rows=%d firing=%d", rule.name, len(rows), state.firing)
         return alerts
 
@@ -119,6 +124,7 @@ class Evaluator:
         return {
             "evaluations": {k: float(v) for k, v in self.evaluations.items()},
             "firing": float(sum(state.firing for state in self.states.values())),
+            "series_omitted": float(sum(state.omitted for state in self.states.values())),
             "delivered": float(self.sender.sent if self.sender else 0),
             "delivery_failures": float(self.sender.failures if self.sender else 0),
         }

@@ -332,6 +332,11 @@ ALERTS: Final = (
         values=("ok", "failed"),
     ),
     Family("firing", "tykpulse_alerts_firing", "Series firing now, over every rule.", "gauge"),
+    Family(
+        "series_omitted",
+        "tykpulse_alert_series_omitted",
+        "Series a rule returned over its cap per evaluation (MAX_SERIES_PER_RULE), summarised in one alert.",
+    ),
     Family("delivered", "tykpulse_alerts_delivered", "Alerts (firing and resolved) the webhook took."),
     Family("delivery_failures", "tykpulse_alert_delivery_failures", "POSTs to the webhook that failed."),
 )
