@@ -90,7 +90,7 @@ class Ingestor:
         self.sequences = SequenceTracker()
         self.clock = clock
         self.notice_check = notice_check
-        self.builder = BatchBuilder(self.windows, hasher or KeyHasher(), max_future_ns, clock, max_past_ns)
+        self.builder = BatchBuilder(self.windows, hasher or KeyHasher(), max_future_ns, max_past_ns)
         self.stats = IngestStats()
         self.max_pending_records = max_pending_records
         self.pending_records = 0
@@ -100,10 +100,12 @@ class Ingestor:
         self._pending = PendingMessages()
         self._lock = threading.Lock()
 
-    def ingest(self, frames: Sequence[bytes], received_ns: int | None = None) -> None:
-        self._ingest(frames, self.clock() if received_ns is None else _receive_time(received_ns))
+    def ingest(self, frames: Sequence[bytes], received_ns: int | None = None) -> bool:
+        """Take one received message; True if it was accepted (its records may still be refused one
+        by one), False if it was refused as a whole or dropped as a duplicate."""
+        return self._ingest(frames, self.clock() if received_ns is None else _receive_time(received_ns))
 
-    def _ingest(self, frames: Sequence[bytes], received: int) -> None:
+    def _ingest(self, frames: Sequence[bytes], received: int) -> bool:
         try:
             result = self.decoder.decode(frames)
         except Exception as exc:  # bad input must never stop the receive loop
@@ -113,13 +115,13 @@ class Ingestor:
                 self._reject_received(received, result, *result.position)
             else:
                 self._reject(received, result)
-            return
+            return False
         env = result.envelope
         observation = self.sequences.observe(env.node, env.boot, env.seq)
         if observation.verdict is Verdict.DUPLICATE:
             self.stats.duplicates += 1
             self._reject(received, Rejection(RejectReason.DUPLICATE, f"seq {env.seq}", env.node, 1))
-            return
+            return False
         if result.kind is TopicKind.NOTICE and self.notice_check is not None:
             result.rejected.extend(self._checked_notices(result, self.notice_check))
         with self._lock:
@@ -143,13 +145,15 @@ class Ingestor:
         for rejection in result.rejected:
             self.stats.rejected[rejection.reason.value] += rejection.count
             self._log_rejection(rejection)
+        return True
 
-    def replay(self, frames: Sequence[bytes], received_ns: int) -> None:
-        """Ingest a message received earlier, at `received_ns`; a ReplayClock is set to it first."""
+    def replay(self, frames: Sequence[bytes], received_ns: int) -> bool:
+        """Ingest a message received earlier, at `received_ns` (a ReplayClock is set to it first);
+        True if it was accepted, as ingest()."""
         received = _receive_time(received_ns)
         if isinstance(self.clock, ReplayClock):
             self.clock.now_ns = received
-        self._ingest(frames, received)
+        return self._ingest(frames, received)
 
     def wait_for_room(self, timeout_s: float) -> bool:
         """Block while max_pending_records are buffered (until take() or timeout); True if there is room.

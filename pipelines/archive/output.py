@@ -1,7 +1,8 @@
 """The archive as an extra output of each flush: WAL records -> `events_raw` rows.
 
-Every message whose envelope and payload decode is archived, heartbeats
-excepted (they carry no events), with its records sanitized (API keys hashed,
+Every message the worker accepted is archived (heartbeats excepted: they
+carry no events; a message refused as a whole or dropped as a duplicate is
+not), with its records sanitized (API keys hashed,
 pipelines.archive.sanitize) and re-encoded as msgpack. With notice signatures
 verified, a notice that fails is left out: the worker rejected it, and the
 archive's copy could not be checked again by `rebuild` or the worker a `replay`
@@ -64,9 +65,15 @@ class EventsArchiveOutput:
     def write(self, table: pa.Table, token: str) -> int:
         return self.archive.write(table, token)
 
-    def build(self, records: Sequence[WalRecord]) -> pa.Table:
+    def build(self, records: Sequence[WalRecord], accepted: Sequence[bool]) -> pa.Table:
+        """The rows of the messages the worker accepted: one it refused as a whole (a count that
+        lies, a bad node, a duplicate seq) is not archived, so `rebuild` and `replay` cannot count
+        it later (they see only the archive, not the original it duplicated)."""
         columns: dict[str, list[Any]] = {name: [] for name in ARCHIVE_SCHEMA.names}
-        for record in records:
+        for record, taken in zip(records, accepted, strict=True):
+            if not taken:
+                self.skipped += 1
+                continue
             row = self.row(record)
             if row is None:
                 continue

@@ -36,11 +36,18 @@ class FirehoseSettings(EnvSettings):
     )
     max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, gt=0, description="Largest message accepted.")
     max_records: int = Field(default=MAX_RECORDS_PER_MESSAGE, gt=0, description="Most records per message.")
+    # at most ~95 years: a receive time plus or minus the limit stays inside int64 nanoseconds
     max_future_s: int = Field(
-        default=86_400, gt=0, description="Records stamped further in the future are rejected."
+        default=86_400,
+        gt=0,
+        le=3_000_000_000,
+        description="Records stamped further in the future are rejected.",
     )
     max_past_s: int = Field(
-        default=7 * 86_400, gt=0, description="Records stamped further in the past are rejected."
+        default=7 * 86_400,
+        gt=0,
+        le=3_000_000_000,
+        description="Records stamped further in the past are rejected.",
     )
 
     _split = field_validator("firehose", "topics", mode="before")(split_names)

@@ -52,7 +52,9 @@ class ArchiveOutput(Protocol):
 
     def setup(self) -> None: ...
 
-    def build(self, records: Sequence[WalRecord]) -> pa.Table: ...
+    def build(self, records: Sequence[WalRecord], accepted: Sequence[bool]) -> pa.Table:
+        """The rows of the records the ingestor accepted (`accepted[i]` for `records[i]`)."""
+        ...
 
     def write(self, table: pa.Table, token: str) -> int: ...
 
@@ -209,7 +211,7 @@ class RangePlanner:
         record is both read back and decoded as logged; the log's end cannot
         move past what the tap will hand over next.
         """
-        self._replay(read.records)
+        accepted = self._replay(read.records)
         if not (catch_up and self.decode_on_receive and self.live is None):
             pending = self.ingestor.detach()
             sequences = self._sequence_positions(_last_received(read))
@@ -218,7 +220,7 @@ class RangePlanner:
                 written = self.writer.written
                 tail = len(read.records)
                 self.reader.extend(read, written, max_bytes=read.bytes + self.flush_max_bytes // 4)
-                self._replay(read.records[tail:])
+                accepted += self._replay(read.records[tail:])
                 if read.end == written:
                     self.live = LiveRange(written, written)
                 pending = self.ingestor.detach()
@@ -226,13 +228,15 @@ class RangePlanner:
             self.writer.sync()  # the records read on, too, are durable before they are planned
         self.stats.read_back_ranges += 1
         span = InFlight(read.start, read.end, read.digest)
-        extra = {} if self.archive is None else {self.archive.name: self.archive.build(read.records)}
+        extra = {}
+        if self.archive is not None:
+            extra[self.archive.name] = self.archive.build(read.records, accepted)
         return self._flight(pending, span, sequences, len(read.records), extra)
 
-    def _replay(self, records: Sequence[WalRecord]) -> None:
+    def _replay(self, records: Sequence[WalRecord]) -> list[bool]:
+        """Each record through the ingestor; whether each message was accepted (what the archive keeps)."""
         replay = self.ingestor.replay
-        for record in records:
-            replay(record.frames, record.received_ns)
+        return [replay(record.frames, record.received_ns) for record in records]
 
     def _take_live(self) -> Flight | None:
         """Cut the live range where the tap is now; None if it holds no record."""

@@ -9,7 +9,6 @@ and per-message accounting for ingest health.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -68,6 +67,7 @@ _EMPTY_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 _KIND_CODES = {kind: code for code, kind in enumerate(TopicKind)}
+_LATEST_RECEIVE_NS = 1 << 62
 
 
 def empty_frame(name: str) -> pl.DataFrame:
@@ -197,21 +197,24 @@ class PendingMessages:
 
 
 class BatchBuilder:
-    """Turns PendingMessages into a Batch (pure, given its clock and hasher)."""
+    """Turns PendingMessages into a Batch (pure, given its hasher).
+
+    A record's timestamp is judged against its own message's receive time: the
+    same verdict whenever and wherever the batch is built (a flush, a log read
+    back after an outage, a Kafka partition, a rebuild whose chunk spans days).
+    """
 
     def __init__(
         self,
         windows: TumblingWindows,
         hasher: KeyHasher,
         max_future_ns: int,
-        clock: Callable[[], int],
         max_past_ns: int = MAX_PAST_NS,
     ) -> None:
         self.windows = windows
         self.hasher = hasher
         self.max_future_ns = max_future_ns
         self.max_past_ns = max_past_ns
-        self.clock = clock
 
     def build(self, pending: PendingMessages) -> Batch:
         received = np.array(pending.received_ns, dtype=np.int64)
@@ -221,8 +224,8 @@ class BatchBuilder:
         accepted = np.zeros(len(pending.node), dtype=np.int64)
         rejections: list[tuple[int, str, str, int]] = list(pending.rejections)
         frames: dict[TopicKind, tuple[list[Any], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
-        now = self.clock()
-        horizon, oldest = now + self.max_future_ns, now - self.max_past_ns
+        # bounded so that adding the limits cannot overflow (2**62 ns is the year 2116)
+        judged_at = np.clip(received, 0, _LATEST_RECEIVE_NS)
         analytics = FlushAnalytics.of(pending.analytics)
         for kind in TopicKind:
             records = pending.records[kind]
@@ -234,11 +237,12 @@ class BatchBuilder:
                 ts = analytics.timestamp_ns
             else:
                 ts = to_ns_array([r.timestamp for r in records])
+            now = judged_at[per_record_msg]
             bad = ts == INVALID_NS
-            future = ~bad & (ts > horizon)
+            future = ~bad & (ts > now + self.max_future_ns)
             # Far-past records are refused too: each month of event time is a ClickHouse
             # partition, and an insert touching too many of them fails as a whole.
-            past = ~bad & (ts < oldest)
+            past = ~bad & (ts < now - self.max_past_ns)
             for mask, reason in (
                 (bad, RejectReason.BAD_TIMESTAMP),
                 (future, RejectReason.FUTURE_TIMESTAMP),

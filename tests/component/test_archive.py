@@ -263,7 +263,7 @@ def test_writing_the_same_archive_flush_twice_lands_once(
     output = EventsArchiveOutput(sink, KeyHasher(SALT.encode()))
     from pipelines.wal.format import WalRecord
 
-    rows = output.build([WalRecord(0, time.time_ns(), archived["messages"][0], 0)])
+    rows = output.build([WalRecord(0, time.time_ns(), archived["messages"][0], 0)], [True])
     assert archive.write(rows, "same-token") == 1
     assert archive.write(rows, "same-token") == 1
     assert sink.query_rows(f"SELECT count() FROM {table}")[0][0] == before + 1
@@ -409,3 +409,45 @@ def test_rebuild_reports_progress_and_no_false_sequence_gap(
 def test_reading_an_archive_no_worker_wrote_says_how_to_get_one(sink: ClickHouseSink) -> None:
     with pytest.raises(ArchiveMissingError, match=r"archive not enabled: start the worker with --archive"):
         rebuild(sink, first_hour_ns(), first_hour_ns() + HOUR_NS)
+
+
+def test_what_the_worker_refused_is_not_archived_so_a_rebuild_counts_what_the_worker_counted(
+    sink: ClickHouseSink, tmp_path: Path
+) -> None:
+    # Found by attack: the archive kept every message that decoded, so `rebuild` and `replay`
+    # counted a message refused for a lying count, and a duplicate seq whose first copy was read
+    # in another range: 5 + 7 records the worker never counted.
+    h0 = first_hour_ns()
+    second_hour = h0 + HOUR_NS + 10 * MINUTE_NS
+
+    def records(n: int, at: int, api: str) -> list[dict[str, Any]]:
+        return [analytics(at + j, api=api) for j in range(n)]
+
+    sent = [
+        message("tyk.analytics", records(4, second_hour, "good"), node="gw", seq=0),
+        message("tyk.analytics", records(5, second_hour, "liar"), node="gw", seq=1, count=3),
+        message("tyk.analytics", records(4, second_hour, "good"), node="gw", seq=2),
+        # seq 2 again, its records an hour earlier: a rebuild of that hour alone never read seq 2
+        message("tyk.analytics", records(7, h0 + 5 * MINUTE_NS, "dup"), node="gw", seq=2),
+        message("tyk.analytics", records(3, second_hour, "bad-node"), node="gw\n"),
+    ]
+    flusher = archiving_flusher(sink, tmp_path / "wal")
+    for k, frames in enumerate(sent):
+        assert flusher.writer.append(frames, second_hour + k * 1000)
+    flusher.writer.commit()
+    drain(flusher)
+    flusher.close()
+    table = f"{sink.database}.{ARCHIVE_TABLE}"
+    assert sink.query_rows(f"SELECT seq, records FROM {table} ORDER BY seq") == [(0, 4), (2, 4)]
+
+    def requests_by_api() -> dict[str, int]:
+        rows = fetch_view(sink.client, sink.database, "traffic_1m")
+        out: dict[str, int] = {}
+        for row in rows:
+            out[row["api_id"]] = out.get(row["api_id"], 0) + row["requests"]
+        return out
+
+    assert requests_by_api() == {"good": 8}
+    rebuild(sink, h0, h0 + HOUR_NS, force=True)  # the hour the duplicate claimed
+    rebuild(sink, h0, h0 + 3 * HOUR_NS, force=True)
+    assert requests_by_api() == {"good": 8}

@@ -201,7 +201,12 @@ def test_a_record_with_an_impossible_timestamp_costs_no_good_record() -> None:
     assert (flush.position.first_offset, flush.position.last_offset) == (0, 10)
     assert flush.messages == 11
     traffic = flush.partials["traffic"].to_pylist()
-    assert sum(row["requests"] for row in traffic) == 11  # all, in their own event-time windows
+    # every other record, in its own event-time window; the one whose message claims to have been
+    # received in 1653 BC (clamped to 1970) is judged by that time, as every record is by its own
+    # message's: counted as a future timestamp, never silently
+    assert sum(row["requests"] for row in traffic) == 10
+    rejected = flush.partials["ingest_rejections"].to_pylist()
+    assert [(r["reason"], r["rejected"]) for r in rejected] == [("future_timestamp", 1)]
 
 
 def test_a_flush_that_cannot_be_built_reads_its_range_again() -> None:

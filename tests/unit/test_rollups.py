@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.firehose.protocol import RejectReason
-from pipelines.ingest import Ingestor
+from pipelines.ingest import Ingestor, ReplayClock
 from pipelines.rollups import ROLLUP_FUNCTIONS, compute
 from pipelines.windows.batch import Batch
 from sinks.clickhouse.contract import TABLES_BY_NAME
@@ -185,3 +185,19 @@ def test_take_empties_the_buffer() -> None:
     ingestor, batch = ingest([message("tyk.analytics", [analytics(T0_NS)])])
     assert batch.analytics.height == 1
     assert ingestor.take().analytics.height == 0
+
+
+def test_each_record_is_judged_by_its_own_messages_receive_time() -> None:
+    # Found by attack: the batch judged every record by one clock (the latest receive time), so a
+    # rebuild whose chunk spanned days accepted records the worker had refused as future, and
+    # refused records it had accepted as recent enough.
+    day = 24 * 3600 * 10**9
+    ingestor = Ingestor(clock=ReplayClock(), max_future_ns=day, max_past_ns=day)
+    stamped = T0_NS + 2 * day
+    ingestor.replay(message("tyk.analytics", [analytics(stamped)], seq=0), T0_NS)  # 2 days ahead: future
+    ingestor.replay(message("tyk.analytics", [analytics(T0_NS)], seq=1), T0_NS)  # on time
+    ingestor.replay(message("tyk.analytics", [analytics(stamped)], seq=2), T0_NS + 3 * day)  # 1 day late: ok
+    ingestor.replay(message("tyk.analytics", [analytics(T0_NS)], seq=3), T0_NS + 3 * day)  # 3 days late: past
+    batch = ingestor.take()
+    assert batch.records == 2
+    assert dict(ingestor.stats.rejected) == {"future_timestamp": 1, "past_timestamp": 1}
