@@ -25,6 +25,7 @@ import errno
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -60,9 +61,25 @@ def generate_certificates(directory: Path, name: str) -> tuple[Path, Path]:
         if (directory / f"{name}{suffix}").exists():
             msg = f"{directory / (name + suffix)} exists; refusing to overwrite a key"
             raise ConfigurationError(msg)
-    public, secret = zmq.auth.create_certificates(directory, name)
-    os.chmod(secret, 0o600)
-    return Path(public), Path(secret)
+    # pyzmq writes with the umask's mode (0644): made in a directory of our own (0700) and
+    # owner-only before it is linked into place, the secret is never readable by anyone else,
+    # not even for the moment between its write and a chmod (found by attack: an inotify watcher
+    # opened it in that gap, 2 runs in 20).
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".keys-") as private:
+        made_public, made_secret = zmq.auth.create_certificates(private, name)
+        os.chmod(made_secret, 0o600)
+        placed = []
+        try:
+            for made in (made_public, made_secret):
+                target = directory / Path(made).name
+                os.link(made, target)  # never replaces a key that appeared meanwhile
+                placed.append(target)
+        except FileExistsError as exc:
+            for target in placed:
+                target.unlink()
+            msg = f"{exc.filename2 or exc.filename} exists; refusing to overwrite a key"
+            raise ConfigurationError(msg) from None
+    return placed[0], placed[1]
 
 
 def _load(path: str, *, need_secret: bool) -> tuple[bytes, bytes | None]:

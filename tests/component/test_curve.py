@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -260,3 +261,29 @@ def test_misconfigurations_fail_clearly(
     with pytest.raises(ConfigurationError, match="refusing to overwrite"):
         generate_certificates(keys["dir"], "server")
     assert (keys["server_secret"].stat().st_mode & 0o777) == 0o600
+
+
+def test_a_secret_key_is_written_where_only_its_owner_can_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by attack: pyzmq wrote NAME.key_secret 0644 into the key directory and the mode was
+    # fixed afterwards; a user watching the directory opened it in between (2 runs in 20).
+    written_in: list[tuple[Path, int]] = []
+    create = zmq.auth.create_certificates
+
+    def recording(directory: str | Path, name: str) -> tuple[str, str]:
+        written_in.append((Path(directory), Path(directory).stat().st_mode & 0o777))
+        return create(directory, name)
+
+    monkeypatch.setattr(zmq.auth, "create_certificates", recording)
+    old_umask = os.umask(0)  # the worst umask: pyzmq's files would be world-writable
+    try:
+        public, secret = generate_certificates(tmp_path, "gw")
+    finally:
+        os.umask(old_umask)
+    ((where, mode),) = written_in
+    assert (where.parent, mode) == (tmp_path, 0o700)  # beside the keys, in a directory of its own
+    assert (public.stat().st_mode & 0o777, secret.stat().st_mode & 0o777) == (0o666, 0o600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gw.key", "gw.key_secret"]  # nothing left
+    assert not where.exists()
+    assert public.read_text().count("public-key") == secret.read_text().count("public-key") == 1
