@@ -53,6 +53,18 @@ def basic_auth(webhook: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is a failed delivery, never followed: urllib would resend the Authorization
+    header to whatever host the redirect names, and turn the POST into a GET without its alerts
+    (which then counted as delivered)."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER: Final = urllib.request.build_opener(_NoRedirects())
+
+
 class AlertmanagerClient:
     def __init__(self, webhook: str, timeout_s: float = 10.0) -> None:
         self.url = alerts_url(webhook)
@@ -73,7 +85,7 @@ class AlertmanagerClient:
             self.url, data=body, method="POST", headers=self._headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+            with _OPENER.open(request, timeout=self.timeout_s) as response:
                 response.read()
         except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL
             self.failures += 1
