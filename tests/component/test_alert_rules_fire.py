@@ -214,11 +214,12 @@ def test_housekeeping_notices_are_counted_but_are_not_changes(sink: ClickHouseSi
     ]
 
 
-def test_rate_limit_storm_counts_two_whole_minutes(sink: ClickHouseSink) -> None:
-    # 60 events in each of the two whole minutes before this one: 120 in "the last 2 minutes".
-    # Counting from now() - 2 minutes saw the second one only (60 < 100) and missed the storm.
+def test_rate_limit_storm_is_seen_while_it_goes_on(sink: ClickHouseSink) -> None:
+    # 60 events in the previous minute and 60 in this one so far: a storm now, at 60 to 120 a minute.
+    # Counting whole minutes only saw it once the current minute had ended (the end-to-end storm of
+    # 15 s fired 27 s after it was over).
     scenario = healthy()
-    for m in (2, 1):
+    for m in (1, 0):
         scenario.traffic(minutes_ago=m, requests=100, errors=0, api="stormy")
         storm = [event("RatelimitExceeded", 0, api="stormy", key=f"k{i}") for i in range(60)]
         scenario.send("tyk.event.RatelimitExceeded", storm, minutes_ago=m)
@@ -226,12 +227,13 @@ def test_rate_limit_storm_counts_two_whole_minutes(sink: ClickHouseSink) -> None
 
 
 def test_rate_limit_storm_baseline_is_per_minute_heard(sink: ClickHouseSink) -> None:
-    # A database 20 minutes old; the API refuses 10 a minute, then 60 a minute: six times its rate,
-    # not ten. Dividing the hour's 200 events by 60 minutes (3.3/min) made that a storm.
+    # A database 22 minutes old; the API refuses 20 a minute, then 150 in the previous minute: 75 to
+    # 150 a minute over the window, under ten times its rate (200). Dividing the hour's 420 events by
+    # 60 minutes (7/min) made that a storm.
     scenario = Scenario()
     for m in range(22, -1, -1):
-        scenario.traffic(minutes_ago=m, requests=100, errors=0, api="busy")
-        refused = 60 if m <= 2 else 10
+        scenario.traffic(minutes_ago=m, requests=150, errors=0, api="busy")
+        refused = 150 if m == 1 else 0 if m == 0 else 20
         limited = [event("RatelimitExceeded", 0, api="busy", key=f"k{i}") for i in range(refused)]
         scenario.send("tyk.event.RatelimitExceeded", limited, minutes_ago=m)
     assert fires(sink, scenario, RULES["rate_limit_storm"]) == []
@@ -239,7 +241,7 @@ def test_rate_limit_storm_baseline_is_per_minute_heard(sink: ClickHouseSink) -> 
 
 def test_rate_limit_storm_keeps_orgs_apart_and_handles_org_level_events(sink: ClickHouseSink) -> None:
     scenario = healthy()
-    for m in (2, 1):
+    for m in (1, 0):
         # org1 refuses 60 of its 100 requests on "shared"; org2's 1000 on its own "shared" are not org1's
         scenario.send(
             "tyk.analytics", [analytics(0, org="org1", api="shared") for _ in range(100)], minutes_ago=m
@@ -278,9 +280,15 @@ def test_token_churn_spike_baseline_is_per_minute_heard(sink: ClickHouseSink) ->
 
 
 def _late_in_a_minute_170_s_ago(scenario: Scenario) -> float:
-    """minutes_ago of a moment less than 180 s ago whose minute started more than 180 s ago."""
-    if (scenario.now // 10**9 - 180) % 60 >= 59:  # too close to the next minute: wait for it
-        time.sleep(1.5)
+    """minutes_ago of a moment 120-170 s ago whose minute started more than 180 s ago.
+
+    From now (the scenario may have taken seconds to build), and at most 170 s ago, so that the
+    rest of the test, on a loaded machine, does not carry it past the rule's 180 s.
+    """
+    scenario.now = time.time_ns()
+    second = (scenario.now // 10**9 - 180) % 60
+    if second > 49:  # the moment would be over 170 s ago: wait for the next minute
+        time.sleep(60.5 - second)
         scenario.now = time.time_ns()
     minute = (scenario.now // 10**9 - 180) // 60 * 60
     return (scenario.now - (minute + 59.9) * 10**9) / MINUTE
