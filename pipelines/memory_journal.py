@@ -60,8 +60,9 @@ class MemoryJournal:
     def report_to(self, observer: FlushObserver) -> None:
         self.observer = observer
 
-    def flush(self) -> None:
-        """Take what arrived since the last flush (unless flushes are backed up), then write in order."""
+    def flush(self) -> bool:
+        """Take what arrived since the last flush (unless flushes are backed up), then write in order;
+        True if everything taken is written."""
         if len(self._pending) < self.max_pending_flushes:
             self._take()
         else:
@@ -74,6 +75,7 @@ class MemoryJournal:
                     len(self._pending),
                 )
         self._deliver()
+        return not self._pending
 
     def _take(self) -> None:
         batch = self.ingestor.take()

@@ -143,8 +143,9 @@ class LocalRunner:
     def flush(self) -> None:
         """Write what the journal holds (earlier failures first)."""
         self.watch.tick()
-        self.journal.flush()
-        self.watch.settled(self.journal.unwritten_flushes())
+        started = time.monotonic()
+        caught_up = self.journal.flush()
+        self.watch.settled(self.journal.unwritten_flushes(), caught_up_to=started if caught_up else None)
 
     def _summarise(self) -> RunSummary:
         stats = self.ingestor.stats

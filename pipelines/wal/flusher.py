@@ -253,36 +253,40 @@ class DurableFlusher:
 
     # -- the flush cycle ------------------------------------------------------------------------
 
-    def flush(self, *, deadline: float | None = None) -> None:
+    def flush(self, *, deadline: float | None = None) -> bool:
         """Flush, in order, what was logged before this call: until done, a failure or the deadline.
 
         Only what was logged before the call is taken, so a busy firehose does
         not turn one flush into a stream of tiny inserts; without a deadline a
         call returns after DRAIN_SLICE_S, so a long backlog does not hold off
-        the caller's stop checks.
+        the caller's stop checks. True if everything logged before the call is
+        written (what arrived meanwhile may not be: under a steady firehose
+        there is always some).
         """
         target = self.writer.written
         if deadline is None:
             deadline = time.monotonic() + DRAIN_SLICE_S
         while time.monotonic() < deadline:
             if self.delivery.wait_s() > 0:
-                return
+                return False
             if not self.delivery.ready and not self.delivery.setup():
                 self._failed()
-                return
+                return False
             if self._flight is None:
                 self._flight = self._plan(target)
                 if self._flight is None:
                     self.planner.go_live()
-                    return
+                    return True
             flight = self._flight
             if not self.delivery.attempt(flight.shipment):
                 self._failed()
-                return
+                return False
             self._commit(flight)
             self._flight = None
             if flight.live:
-                return  # the live range is cut once per flush: the next one is still arriving
+                # the live range is cut once per flush, where the log was: the next one is still arriving
+                return True
+        return False
 
     def _plan(self, limit: int) -> Flight | None:
         """The next range in log order (None if there is none yet), recorded as in flight."""

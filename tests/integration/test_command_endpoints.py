@@ -423,3 +423,43 @@ def test_db_serve_counts_statements_refusals_and_rows_written(processes: Process
     writer.close()
     reader.close()
     stopped_cleanly(processes, "db", runtime)
+
+
+def test_a_worker_that_keeps_up_with_a_steady_firehose_stays_healthy(
+    processes: Processes, tmp_path: Path
+) -> None:
+    # Found by attack: health waited for a flush tick to end with nothing unwritten, which a steady
+    # firehose never allows (something arrives during every flush): a worker keeping up at 5,000
+    # records/s turned unhealthy after --healthy-flush-age-s and a liveness probe would restart it.
+    firehose = free_port()
+    runtime = tmp_path / "runtime"
+    run, url = start(
+        processes, runtime, "run", "run", "--firehose", f"@tcp://127.0.0.1:{firehose}",
+        "--clickhouse", f"chdb://{tmp_path / 'clickhouse'}", "--flush-interval-s", "0.25",
+        "--healthy-flush-age-s", "2",
+    )  # fmt: skip
+    context: zmq.Context[Any] = zmq.Context()
+    publisher = FirehosePublisher(context, [parse_endpoint(f"tcp://127.0.0.1:{firehose}")], node="steady")
+    answers: list[int] = []
+    try:
+        assert publisher.wait_for_subscribers(60)
+        started = time.monotonic()
+        next_look = started + 3  # past the first flushes
+        sent = 0
+        while time.monotonic() - started < 9:
+            publisher.publish("tyk.analytics", [analytics(time.time_ns()) for _ in range(5)])
+            sent += 5
+            if time.monotonic() >= next_look:
+                answers.append(get(url + "/healthz")[0])
+                next_look += 0.1
+            time.sleep(0.001)
+    finally:
+        publisher.close()
+        context.term()
+    assert run.poll() is None, processes.log("run")
+    assert len(answers) > 40
+    assert set(answers) == {200}, answers
+    landed = eventually(
+        url, lambda s: value(s, "tykpulse_records_received_total") >= sent, "every record written"
+    )
+    assert value(landed, "tykpulse_records_received_total") == sent
