@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from pipelines.archive.output import EventsArchiveOutput
@@ -35,11 +36,11 @@ def wal_directory(wal: WalSettings, clickhouse: ClickHouseSettings) -> Path:
     feeds: a worker started on another database never drains a stranger's log.
     """
     if wal.wal_dir:
-        return Path(wal.wal_dir).expanduser().resolve()
+        return Path(os.path.abspath(Path(wal.wal_dir).expanduser()))  # a link at the path stays one
     embedded = parse_dsn(clickhouse.clickhouse_dsn).embedded_path
     if embedded is not None:
         return embedded.with_name(embedded.name + ".wal")
-    return DEFAULT_WAL_DIR.resolve()
+    return Path(os.path.abspath(DEFAULT_WAL_DIR))
 
 
 def key_directory(clickhouse: ClickHouseSettings, wal: WalSettings | None = None) -> Path:

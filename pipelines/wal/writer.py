@@ -56,6 +56,7 @@ from pipelines.wal.format import (
     segment_name,
 )
 from pipelines.wal.pressure import PressureGauge, WalStats
+from sinks.owned_directory import owned_directory
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,11 @@ class WalWriter:
         never reused, even if the log lost its tail (power loss with fsync
         never/interval), so a position range always names the same records.
         """
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.directory.chmod(0o700)  # the log holds raw frames: only the worker's user reads them
+        try:
+            owned_directory(self.directory)  # the log holds raw frames: only the worker's user reads them
+        except PermissionError as exc:
+            msg = f"WAL directory: {exc}"
+            raise ConfigurationError(msg) from None
         self._take_lock()
         end = self._recover_tail()
         self._next = max(end, floor)

@@ -10,6 +10,7 @@ HTTP client, user, password, database and TLS options taken from the DSN.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkRejectedError, SinkUnavailableError
+from sinks.owned_directory import owned_directory
 from sinks.redact import redact
 
 
@@ -57,7 +59,8 @@ def parse_dsn(dsn: str) -> Target:
     if not location:
         msg = "chdb DSN needs a path, e.g. chdb:///var/lib/tykpulse/clickhouse"
         raise SinkRejectedError(msg)
-    return Target(dsn, Path(location).expanduser().resolve())
+    # absolute, not resolved: a link at the path itself must still be seen as one (owned_directory)
+    return Target(dsn, Path(os.path.abspath(Path(location).expanduser())))
 
 
 def http_options(settings: ClickHouseSettings) -> dict[str, Any]:
@@ -85,12 +88,15 @@ def connect(settings: ClickHouseSettings, *, database: str | None = None) -> Any
     target = parse_dsn(settings.clickhouse_dsn)
     try:
         if target.embedded_path is not None:
-            target.embedded_path.mkdir(parents=True, exist_ok=True)
+            owned_directory(target.embedded_path)
             return clickhouse_connect.get_client(dsn=f"chdb://{target.embedded_path}", database=database)
         return clickhouse_connect.get_client(dsn=target.dsn, database=database, **http_options(settings))
     except ClickHouseError as exc:
         msg = f"cannot open ClickHouse at {target.describe()}: {redact(exc)}"
         raise SinkUnavailableError(msg) from exc
+    except PermissionError as exc:  # not ours (owned_directory), or not readable: no retry helps
+        msg = f"cannot open ClickHouse at {target.describe()}: {redact(exc)}"
+        raise SinkRejectedError(msg) from exc
     except OSError as exc:
         msg = f"cannot open ClickHouse at {target.describe()}: {redact(exc)}"
         raise SinkUnavailableError(msg) from exc

@@ -54,6 +54,7 @@ from sinks.clickhouse.serve.statements import (
     output_format,
     split_insert_data,
 )
+from sinks.owned_directory import owned_directory
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class ChdbEngine:
         reader_limits: ReaderLimits | None = None,
         max_concurrent_readers: int = 4,
     ) -> None:
+        self.path = Path(path)
         # clickhouse-connect's chdb client opens os.path.realpath(path): the same string, the same engine
         self.connection_string = os.path.realpath(path)
         self.sessions = Sessions(max_sessions)
@@ -138,7 +140,7 @@ class ChdbEngine:
         self.timezone = "UTC"
 
     def open(self) -> None:
-        Path(self.connection_string).mkdir(parents=True, exist_ok=True)
+        owned_directory(self.path)  # the path as given: a link planted there is refused, not followed
         handle = self._open_handle(Role.WRITER)
         try:
             row = handle.run(b"SELECT version(), timezone()").bytes().decode().strip().split("\t")
