@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EVENT_TIME_ROLLUPS: Final = ("traffic", "rate_limit_hits", "token_churn", "config_changes")
+ARCHIVED_MESSAGE_LIMIT: Final = 1 << 31
 
 
 class RebuildError(PipelineError):
@@ -184,7 +185,11 @@ class Rebuilder:
 
     def _recompute(self, summary: RebuildSummary) -> dict[str, pa.Table]:
         salt = self.worker.key_hash_salt.get_secret_value().encode()
-        ingestor = build_ingestor(self.firehose, self.worker, replay=True, hasher=ArchivedKeyHasher(salt))
+        # The message limit guarded the transport, and every archived message passed it. Its keys,
+        # hashed, are longer than most keys were: held to the limit again, a message that was just
+        # under it was refused here (message_too_large) and its records lost from the rebuilt range.
+        firehose = self.firehose.model_copy(update={"max_message_bytes": ARCHIVED_MESSAGE_LIMIT})
+        ingestor = build_ingestor(firehose, self.worker, replay=True, hasher=ArchivedKeyHasher(salt))
         ingestor.sequences = ArchivedSequences()
         kept: dict[str, list[pa.Table]] = {name: [] for name in EVENT_TIME_ROLLUPS}
         where = events_overlapping(summary.from_s, summary.to_s)

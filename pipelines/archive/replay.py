@@ -8,9 +8,14 @@ node's messages. Records are the archived ones: API keys arrive hashed
 (`h:<hex>`), which the receiving worker hashes again, so distinct counts stay
 exact. The replay sends heartbeats for its nodes while it runs.
 
-Delivery: PUB/SUB, at most once; a receiver that falls behind by more than
-the high-water marks loses messages and counts them as lost_messages. Pace
-with `rate` (messages per second) when the receiver is slower than the archive.
+Delivery: as a bridge publishes (pipelines.bridges.publishing): at a full
+subscriber the replay waits rather than drops, and a message is split under
+the receivers' message limit (`max_message_bytes`). Hashing keys makes an
+archived message larger than the one received (a key becomes `h:<16 hex>`),
+so a message that was just under the limit would otherwise be refused whole,
+its connection dropped. A record over the limit on its own is counted, not
+sent. Pace with `rate` (messages per second) when the receiver is slower than
+the archive.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ import msgspec
 
 from pipelines.archive.progress import NoProgress, Progress
 from pipelines.archive.timerange import TimeRange
+from pipelines.bridges.publishing import BridgePublisher
 from pipelines.firehose.protocol import MAX_NODE_BYTES
-from pipelines.firehose.publisher import FirehosePublisher
 from sinks.clickhouse.archive import ArchivedMessage, EventsArchive
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,7 @@ class ReplaySummary:
     records: int = 0
     nodes: int = 0
     seconds: float = 0.0
+    too_large: int = 0  # records not sent: alone over the message limit
 
 
 def received_between(span: TimeRange) -> str:
@@ -59,7 +65,7 @@ class Replayer:
     def __init__(
         self,
         archive: EventsArchive,
-        publisher: FirehosePublisher,
+        publisher: BridgePublisher,
         *,
         node_prefix: str = DEFAULT_NODE_PREFIX,
         rate: float = 0.0,
@@ -77,25 +83,28 @@ class Replayer:
         where = received_between(span)
         self.progress.phase("replaying (messages)", total=self.archive.count(where))
         started = time.monotonic()
+        stop = stop or threading.Event()
         for chunk in self.archive.messages(where):
             for message in chunk:
-                if stop is not None and stop.is_set():
+                if stop.is_set() or not self._publish(message, stop):
                     return self._done(started)
-                self._publish(message)
                 self.progress.advance()
                 self._pace(started)
         self.publisher.maybe_heartbeat()
         return self._done(started)
 
-    def _publish(self, message: ArchivedMessage) -> None:
+    def _publish(self, message: ArchivedMessage, stop: threading.Event) -> bool:
+        """One archived message (in several where it is over the limit); False if stopped first."""
         node = replay_node(self.node_prefix, message.node)
-        if node not in self.publisher.nodes:
-            self.publisher.add_node(node)
+        if node not in self.publisher.publisher.nodes:
+            self.publisher.publisher.add_node(node)
             self.summary.nodes += 1
         records = self._decoder.decode(message.payload)
-        self.publisher.publish(message.topic, records, node=node)
+        sent = self.publisher.publish(message.topic, records, stop, node=node)
         self.summary.messages += 1
-        self.summary.records += len(records)
+        self.summary.records += sent.records
+        self.summary.too_large += sent.too_large
+        return not sent.stopped
 
     def _pace(self, started: float) -> None:
         self.publisher.maybe_heartbeat()

@@ -95,7 +95,12 @@ class BridgePublisher:
         return True
 
     def publish(
-        self, topic: str, records: Sequence[Mapping[str, Any] | msgspec.Struct], stop: threading.Event
+        self,
+        topic: str,
+        records: Sequence[Mapping[str, Any] | msgspec.Struct],
+        stop: threading.Event,
+        *,
+        node: str | None = None,
     ) -> Sent:
         """Send `records` as one message, or as several where one would exceed the firehose's
         message limit (split in halves, order kept); waits while subscribers are full.
@@ -110,7 +115,7 @@ class BridgePublisher:
         while pending:
             part = pending.pop()
             try:
-                if not self._send(topic, part, stop):
+                if not self._send(topic, part, stop, node):
                     return Sent(sent, too_large, stopped=True)
             except MessageTooLargeError as exc:
                 if len(part) > 1:
@@ -136,12 +141,16 @@ class BridgePublisher:
             )
 
     def _send(
-        self, topic: str, records: Sequence[Mapping[str, Any] | msgspec.Struct], stop: threading.Event
+        self,
+        topic: str,
+        records: Sequence[Mapping[str, Any] | msgspec.Struct],
+        stop: threading.Event,
+        node: str | None,
     ) -> bool:
         """Send one message, waiting while subscribers are full; False if `stop` was set first."""
         while True:
             try:
-                self.publisher.publish(topic, records)
+                self.publisher.publish(topic, records, node=node)
             except zmq.Again:
                 self.blocked_sends += 1
                 if self.blocked_sends == 1 or self.blocked_sends % 60 == 0:

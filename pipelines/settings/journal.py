@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pipelines.firehose.protocol import MAX_MESSAGE_BYTES, node_problem
 from pipelines.settings.base import PROXY_FRONTEND, EndpointList, EnvSettings
 from sinks.options import split_names
 
@@ -85,5 +86,20 @@ class ReplaySettings(EnvSettings):
     wait_subscribers_s: float = Field(
         default=10.0, ge=0, description="Wait this long for a subscriber before sending (0: don't wait)."
     )
+    max_message_bytes: int = Field(
+        default=MAX_MESSAGE_BYTES,
+        gt=0,
+        description="Largest message sent (the receiving workers' --max-message-bytes): an archived "
+        "message over it (hashed keys are longer than most keys) is split; a record larger alone is "
+        "counted, not sent.",
+    )
 
     _split = field_validator("publish", mode="before")(split_names)
+
+    @field_validator("node_prefix")
+    @classmethod
+    def _printable_prefix(cls, prefix: str) -> str:
+        if prefix and node_problem(prefix) is not None:
+            msg = "the node prefix must be printable text of at most 128 bytes"
+            raise ValueError(msg)
+        return prefix

@@ -15,14 +15,19 @@ import copy
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
 import pytest
+import zmq
 
+from pipelines.firehose.endpoints import parse_endpoint
+from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.simulate.verify import check_view
 from tests.harness.processes import free_port
+from tests.helpers import analytics
 from tests.integration.cli import simulate, start_worker, tykpulse
 
 pytestmark = pytest.mark.integration
@@ -169,3 +174,70 @@ def test_rebuild_restores_damaged_windows(archived: dict[str, Any]) -> None:
     )
     assert "state rows replaced" in rebuilt.stdout
     assert problems(dsn, truth) == []
+
+
+NEAR_LIMIT = 20_000
+
+
+def test_a_message_just_under_the_limit_survives_replay_and_rebuild(tmp_path: Path) -> None:
+    # Found by attack: the archive hashes keys (`k` becomes `h:<16 hex>`), so a message received
+    # just under --max-message-bytes is over it in the archive. `rebuild` refused it
+    # (message_too_large, 239 records lost, exit 0) and `replay` sent it whole: the receiving worker
+    # dropped the connection, and nothing counted the loss.
+    limit = ("--max-message-bytes", str(NEAR_LIMIT))
+    port, source = free_port(), f"chdb://{tmp_path / 'source'}"
+    worker = run_worker(port, source, tmp_path, "--archive", *limit)
+    context: zmq.Context[Any] = zmq.Context()
+    publisher = FirehosePublisher(context, [parse_endpoint(f"tcp://127.0.0.1:{port}")], node="big")
+
+    def size(records: list[dict[str, Any]]) -> int:
+        encoded = publisher.encoder.encode(
+            "tyk.analytics", node="big", boot=1, seq=0, sent=time.time_ns(), records=records
+        )
+        return sum(len(frame) for frame in encoded)
+
+    records = [analytics(time.time_ns(), key="k", path="/p" * 20) for _ in range(200)]
+    while size(records) > NEAR_LIMIT - 100:
+        records.pop()
+    # accepted live; each hashed key (h:<16 hex>) is 17 bytes longer, over the limit in the archive
+    assert size(records) + 17 * len(records) > NEAR_LIMIT
+    try:
+        assert publisher.wait_for_subscribers(60)
+        publisher.publish("tyk.analytics", records)
+        time.sleep(1)
+    finally:
+        publisher.close()
+        context.term()
+        stop(worker)
+    sent = len(records)
+    assert query(source, "SELECT sum(requests) FROM tykpulse.traffic_1m") == [(sent,)]
+    port, target = free_port(), f"chdb://{tmp_path / 'replayed'}"
+    receiver = run_worker(port, target, tmp_path, *limit)
+    try:
+        subprocess.run(
+            tykpulse(
+                "replay", "--from", "2000-01-01", "--to", "2100-01-01", "--publish", f"tcp://127.0.0.1:{port}",
+                "--clickhouse", source, "--wait-subscribers-s", "60", *limit,
+            ),
+            timeout=300,
+            check=True,
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+    finally:
+        stop(receiver)
+    assert query(target, "SELECT sum(requests) FROM tykpulse.traffic_1m") == [(sent,)]
+    assert query(target, "SELECT sum(lost_messages), sum(rejected) FROM tykpulse.ingest_health_1m") == [
+        (0, 0)
+    ]
+    subprocess.run(
+        tykpulse(
+            "rebuild", "--from", "2000-01-01", "--to", "2100-01-01", "--clickhouse", source,
+            "--key-hash-salt", SALT, "--force", *limit,
+        ),
+        timeout=300,
+        check=True,
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert query(source, "SELECT sum(requests) FROM tykpulse.traffic_1m") == [(sent,)]

@@ -9,6 +9,7 @@ import zmq
 
 from pipelines.archive.replay import Replayer
 from pipelines.archive.timerange import TimeRange, format_instant
+from pipelines.bridges.publishing import BridgePublisher
 from pipelines.cli.options import clickhouse_help, pass_settings, settings_options
 from pipelines.cli.progress import progress_options, progress_shown
 from pipelines.cli.signals import stop_on_signals
@@ -70,8 +71,16 @@ def command(
     publisher = None
     try:
         span = TimeRange.parse(start, end)
-        publisher = FirehosePublisher(zmq.Context.instance(), [parse_endpoint(e) for e in replay.publish])
-        if replay.wait_subscribers_s and not publisher.wait_for_subscribers(replay.wait_subscribers_s):
+        publisher = BridgePublisher(
+            FirehosePublisher(
+                zmq.Context.instance(),
+                [parse_endpoint(e) for e in replay.publish],
+                max_message_bytes=replay.max_message_bytes,
+            )
+        )
+        if replay.wait_subscribers_s and not publisher.publisher.wait_for_subscribers(
+            replay.wait_subscribers_s
+        ):
             log.warning("no subscriber after %.1fs; publishing anyway", replay.wait_subscribers_s)
         with progress_shown(progress, quiet) as report:
             archive = EventsArchive(sink)
@@ -89,4 +98,9 @@ def command(
         f"replayed {summary.messages} messages ({summary.records} records) of {summary.nodes} nodes "
         f"received {format_instant(span.start_ns)} .. {format_instant(span.end_ns)} "
         f"in {summary.seconds:.1f}s"
+        + (
+            f"; {summary.too_large} records not sent: alone over --max-message-bytes"
+            if summary.too_large
+            else ""
+        )
     )
