@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Final
 
 from pipelines.errors import ConfigurationError
 
@@ -30,21 +31,36 @@ class TimeRange:
         return first - first % 3600, -(-last // 3600) * 3600
 
 
+# The rollups' windows are ClickHouse DateTime (seconds in UInt32): 1970-01-01 .. 2106-02-07, and a
+# range is widened to whole hours (rebuild), so it ends at the last whole hour a window can start.
+LAST_INSTANT_NS: Final = ((1 << 32) - 1) // 3600 * 3600 * 1_000_000_000
+
+
 def parse_instant(text: str) -> int:
     """Unix nanoseconds of `2026-11-27T10:00:00Z`, `2026-11-27 10:00` (UTC), or `1795774500`."""
     value = text.strip()
     try:
-        return int(float(value) * 1_000_000_000)
-    except ValueError:
-        pass
-    try:
-        instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        msg = f"not a time: {text!r} (use ISO 8601 like 2026-11-27T10:00:00Z, or unix seconds)"
-        raise ConfigurationError(msg) from None
-    if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=dt.UTC)
-    return int(instant.timestamp()) * 1_000_000_000 + instant.microsecond * 1_000
+        ns: int | None = int(float(value) * 1_000_000_000)
+    except ValueError:  # nan included
+        ns = None
+    except OverflowError:  # inf, 1e400
+        ns = LAST_INSTANT_NS + 1
+    if ns is None:
+        try:
+            instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            msg = f"not a time: {text!r} (use ISO 8601 like 2026-11-27T10:00:00Z, or unix seconds)"
+            raise ConfigurationError(msg) from None
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=dt.UTC)
+        try:
+            ns = int(instant.timestamp()) * 1_000_000_000 + instant.microsecond * 1_000
+        except (OverflowError, OSError, ValueError):
+            ns = LAST_INSTANT_NS + 1
+    if not 0 <= ns <= LAST_INSTANT_NS:
+        msg = f"out of range: {text!r} (the rollups hold 1970-01-01 to 2106-02-07T05:00:00Z)"
+        raise ConfigurationError(msg)
+    return ns
 
 
 def format_instant(ns: int) -> str:

@@ -25,6 +25,7 @@ from typing import Final
 
 import msgspec
 
+from pipelines.errors import ConfigurationError
 from pipelines.firehose.sequence import SequencePosition
 
 __all__ = [
@@ -66,10 +67,19 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    checkpoint = msgspec.json.decode(data, type=Checkpoint)
+    try:
+        checkpoint = msgspec.json.decode(data, type=Checkpoint)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        # Not guessed at: without it, what the log holds that ClickHouse already counted is unknown.
+        msg = (
+            f"{path} is damaged ({exc}): it says which logged records are already in ClickHouse. "
+            f"Restore it from a backup; or move it aside to write the whole log again under a new id "
+            "(records flushed before it was damaged, still in the log's oldest segment, count twice)"
+        )
+        raise ConfigurationError(msg) from None
     if checkpoint.version != FORMAT_VERSION:
         msg = f"{path}: checkpoint format {checkpoint.version}, this tykpulse reads {FORMAT_VERSION}"
-        raise ValueError(msg)
+        raise ConfigurationError(msg)
     return checkpoint
 
 

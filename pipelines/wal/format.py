@@ -82,7 +82,7 @@ def list_segments(directory: Path) -> list[tuple[int, Path]]:
     found = []
     for path in directory.iterdir():
         first = segment_first_position(path)
-        if first is not None:
+        if first is not None and path.is_file():  # a directory of that name holds no records
             found.append((first, path))
     return sorted(found)
 

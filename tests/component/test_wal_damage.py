@@ -15,6 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipelines.errors import ConfigurationError
+from pipelines.wal.build import resume_checkpoint
+from pipelines.wal.checkpoint import CHECKPOINT_FILE
 from pipelines.wal.format import SEGMENT_HEADER, list_segments
 from pipelines.wal.reader import WalReader
 from pipelines.wal.writer import WalWriter, read_all
@@ -152,3 +155,34 @@ def test_a_payload_of_fake_record_headers_ends_the_search_instead_of_stalling_it
     # the search gave up inside record 3's payload: the rest of the segment is skipped and counted
     assert [r.position for r in read.records] == [0, 1, 2]
     assert read.damaged == 3
+
+
+def test_a_directory_named_like_a_segment_is_stepped_over_like_a_lost_one(tmp_path: Path) -> None:
+    # Found by attack: the worker raised IsADirectoryError at every start, draining nothing.
+    writer = WalWriter(tmp_path, segment_bytes=400, max_bytes=1 << 26)
+    writer.open(0)
+    for position in range(12):
+        assert writer.append(frames(position, 200), position)
+        writer.commit()
+    writer.close()
+    segments = list_segments(tmp_path)
+    assert len(segments) >= 4
+    first, victim = segments[1]
+    lost = segments[2][0] - first
+    victim.unlink()
+    victim.mkdir()
+    read = WalReader(tmp_path).read(0, 12)
+    assert [r.position for r in read.records] == [p for p in range(12) if not first <= p < first + lost]
+    reopened = WalWriter(tmp_path, segment_bytes=400, max_bytes=1 << 26)
+    assert reopened.open(12) == 12
+    reopened.close()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00garbage{", b'{"wal_id": 7}'])
+def test_a_damaged_checkpoint_is_a_clear_error_naming_it(tmp_path: Path, content: bytes) -> None:
+    # Found by attack: an empty or garbled checkpoint.json ended every start in a msgspec traceback
+    # that named no file. It is not guessed at: it says what the log holds that was already counted.
+    (tmp_path / CHECKPOINT_FILE).write_bytes(content)
+    with pytest.raises(ConfigurationError, match=CHECKPOINT_FILE) as info:
+        resume_checkpoint(tmp_path)
+    assert "move it aside" in str(info.value)
