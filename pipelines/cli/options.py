@@ -4,10 +4,12 @@ variables and defaults are declared once (in pipelines.settings)."""
 from __future__ import annotations
 
 import functools
+import logging
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import click
 from pydantic import SecretStr
@@ -16,6 +18,8 @@ from pydantic_settings import BaseSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S", bound=BaseSettings)
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "TYKPULSE_"
 DSN_FORMS = "chdb:///abs/path (embedded, default ./data/clickhouse) or http(s)://user:pass@host:port"
@@ -52,6 +56,27 @@ def _show_default(field: FieldInfo) -> str:
     return "(not set)" if value is None else str(value)
 
 
+# Settings holding a URL that may carry a password (checked by sinks.redact.checked_url).
+_URL_FIELDS: Final = frozenset({"clickhouse_dsn", "redis", "webhook"})
+
+
+def _secret_seen(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Warn when a secret came as an argument: every local user reads arguments (`ps`)."""
+    if value in (None, "") or param.name is None:
+        return value
+    if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.COMMANDLINE:
+        return value
+    if param.name in _URL_FIELDS and urlsplit(str(value)).password is None:
+        return value
+    log.warning(
+        "%s was given on the command line, where every local user can read it (ps, /proc/PID/cmdline): "
+        "set %s instead",
+        param.opts[-1] if param.opts else param.name,
+        param.envvar,
+    )
+    return value
+
+
 def _option(
     name: str, field: FieldInfo, flag: str | tuple[str, ...], help_text: str | None = None
 ) -> Callable[[F], F]:
@@ -69,10 +94,13 @@ def _option(
         flag = f"{flag}/--no-{flag[2:]}"
     elif base is SecretStr:
         kwargs["type"] = str
+        kwargs["callback"] = _secret_seen
     elif typing.get_origin(base) is typing.Literal:
         kwargs["type"] = click.Choice([str(choice) for choice in typing.get_args(base)])
     elif base in (int, float, str):
         kwargs["type"] = base
+        if name in _URL_FIELDS:
+            kwargs["callback"] = _secret_seen
     flags = (flag,) if isinstance(flag, str) else flag
     return click.option(*flags, name, **kwargs)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import pytest
 from click.testing import CliRunner
 
 from pipelines.cli.main import cli
@@ -30,3 +34,34 @@ def test_db_serve_refuses_a_server_dsn_as_its_database_with_what_to_do() -> None
     assert result.exit_code == 2
     assert "is a ClickHouse server already" in result.output
     assert "chdb:///path" in result.output
+
+
+def test_a_secret_given_as_an_argument_is_warned_about_and_never_repeated(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    # Found by attack: every local user read `--writer-password`, `--node-secret` and DSN passwords
+    # in /proc/PID/cmdline; the docs taught passing them so.
+    caplog.set_level(logging.WARNING, logger="pipelines.cli.options")
+    runner = CliRunner()
+    bad_range = ["rebuild", "--from", "x", "--to", "y"]  # refused after the options are read
+
+    def warnings() -> list[str]:
+        found = [r.getMessage() for r in caplog.records if r.name == "pipelines.cli.options"]
+        caplog.clear()
+        return found
+
+    dsn = f"chdb://{tmp_path / 'db'}"
+    runner.invoke(cli, [*bad_range, "--clickhouse", dsn, "--key-hash-salt", "S3CRET"])
+    (salt,) = warnings()
+    assert "--key-hash-salt" in salt
+    assert "TYKPULSE_KEY_HASH_SALT" in salt
+    runner.invoke(cli, [*bad_range, "--clickhouse", "http://u:pw@127.0.0.1:1"])
+    (url,) = warnings()
+    assert "--clickhouse" in url
+    assert "TYKPULSE_CLICKHOUSE_DSN" in url
+    assert "S3CRET" not in salt + url
+    assert "pw" not in url
+    # from the environment, or a URL without a password: nothing to say
+    runner.invoke(cli, [*bad_range, "--clickhouse", dsn], env={"TYKPULSE_KEY_HASH_SALT": "S3"})
+    runner.invoke(cli, [*bad_range, "--clickhouse", "http://u@127.0.0.1:1"])
+    assert warnings() == []
