@@ -7,7 +7,8 @@ where to go and which side binds. A bare endpoint uses the caller's default.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import os
+from typing import Any, Final
 
 import zmq
 
@@ -37,13 +38,38 @@ def parse_endpoint(text: str, *, bind_by_default: bool = False) -> Endpoint:
 
 
 def attach(socket: Any, endpoint: Endpoint) -> str:
-    """Bind or connect; returns the concrete address (a bound tcp://*:0 gets its real port)."""
+    """Bind or connect; returns the concrete address (a bound tcp://*:0 gets its real port).
+
+    A bound ipc:// socket file is its user's alone (0600, whatever the umask: under umask 000
+    another user could connect to a proxy's backend and read the whole firehose). Processes of
+    other users connect over tcp, with CURVE. (An abstract ipc://@name has no file, so no mode:
+    any local process reaches it.)
+    """
     try:
         if endpoint.bind:
-            socket.bind(endpoint.address)
+            if endpoint.address.startswith(_IPC):
+                _bind_private(socket, endpoint.address)
+            else:
+                socket.bind(endpoint.address)
             last = socket.getsockopt(zmq.LAST_ENDPOINT)
             return last.decode() if isinstance(last, bytes) else str(last)
         socket.connect(endpoint.address)
     except zmq.ZMQError as exc:
         raise EndpointError(endpoint.address, str(exc)) from exc
     return endpoint.address
+
+
+_IPC: Final = "ipc://"
+
+
+def _bind_private(socket: Any, address: str) -> None:
+    # Made owner-only as it is created (the umask is the process's: a thread creating a file in
+    # this instant gets it owner-only too, never looser), then set explicitly.
+    previous = os.umask(0o177)
+    try:
+        socket.bind(address)
+    finally:
+        os.umask(previous)
+    path = address[len(_IPC) :]
+    if path and not path.startswith("@"):  # "@name": Linux's abstract namespace, no file
+        os.chmod(path, 0o600)
