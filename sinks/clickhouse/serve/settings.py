@@ -61,7 +61,8 @@ class ServeSettings(BaseSettings):
         default=4,
         gt=0,
         description="Read-only queries run at once; more wait. Writers have their own slots, so readers "
-        "never hold up the worker's inserts.",
+        "never take an insert's place; they do share the CPU (on a small host, lower this and the "
+        "readers' threads).",
     )
     serve_max_decompressed_mb: int = Field(
         default=256,
