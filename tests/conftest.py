@@ -112,3 +112,15 @@ def sink(clickhouse: ClickHouseSettings) -> Iterator[ClickHouseSink]:
     s.setup()
     yield s
     s.close()
+
+
+@pytest.fixture
+def tykpulse_sink(tmp_path: Path) -> Iterator[ClickHouseSink]:
+    """Embedded ClickHouse whose database is `tykpulse`, the name the shipped SQL (alert rules,
+    dashboards, the analyst API) reads."""
+    s = ClickHouseSink(
+        ClickHouseSettings(clickhouse_dsn=f"chdb://{tmp_path / 'db'}", clickhouse_database="tykpulse")
+    )
+    s.setup()
+    yield s
+    s.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from pipelines.alerts.evaluator import run_query
 from pipelines.ingest import Ingestor
 from pipelines.keys import KeyHasher
 from pipelines.rollups import compute
-from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.helpers import analytics, event, message, notice
 
@@ -55,13 +53,8 @@ class Scenario:
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Iterator[ClickHouseSink]:
-    s = ClickHouseSink(
-        ClickHouseSettings(clickhouse_dsn=f"chdb://{tmp_path / 'db'}", clickhouse_database="tykpulse")
-    )
-    s.setup()
-    yield s
-    s.close()
+def sink(tykpulse_sink: ClickHouseSink) -> ClickHouseSink:
+    return tykpulse_sink
 
 
 def fires(sink: ClickHouseSink, scenario: Scenario, rule: Rule) -> list[dict[str, str]]:

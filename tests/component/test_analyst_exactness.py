@@ -8,8 +8,6 @@ expected numbers are worked out by hand from the records written.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,7 +17,6 @@ from pipelines import analyst
 from pipelines.ingest import Ingestor
 from pipelines.keys import KeyHasher
 from pipelines.rollups import compute
-from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.helpers import analytics, event, message, notice
 
@@ -55,13 +52,8 @@ class Records:
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Iterator[ClickHouseSink]:
-    s = ClickHouseSink(
-        ClickHouseSettings(clickhouse_dsn=f"chdb://{tmp_path / 'db'}", clickhouse_database="tykpulse")
-    )
-    s.setup()
-    yield s
-    s.close()
+def sink(tykpulse_sink: ClickHouseSink) -> ClickHouseSink:
+    return tykpulse_sink
 
 
 def write(sink: ClickHouseSink, records: Records) -> Any:
