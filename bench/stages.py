@@ -95,7 +95,7 @@ def aggregate(records: int, group_keys: int, api_keys: int, repeat: int) -> dict
     total = sum(pending.record_count)
 
     def run() -> None:
-        builder = BatchBuilder(TumblingWindows(), KeyHasher(), 86_400 * 10**9, time.time_ns)
+        builder = BatchBuilder(TumblingWindows(), KeyHasher(), 86_400 * 10**9)
         compute(builder.build(pending))
 
     seconds = best_seconds(run, repeat)
@@ -111,7 +111,7 @@ def aggregate(records: int, group_keys: int, api_keys: int, repeat: int) -> dict
 def sink(rows: int, inserts: int) -> dict[str, Any]:
     """Rows/s of traffic partials (distinct keys, so each record is a row) into embedded ClickHouse."""
     pending = _pending(rows, rows, 1000)
-    builder = BatchBuilder(TumblingWindows(), KeyHasher(), 86_400 * 10**9, time.time_ns)
+    builder = BatchBuilder(TumblingWindows(), KeyHasher(), 86_400 * 10**9)
     partial = {"traffic": compute(builder.build(pending))["traffic"]}
     with tempfile.TemporaryDirectory(prefix="bench-sink-") as tmp:
         target = ClickHouseSink(ClickHouseSettings(clickhouse_dsn=f"chdb://{Path(tmp) / 'ch'}"))
