@@ -1,7 +1,7 @@
 """What the archive keeps of a record: everything except credentials.
 
-Raw API keys never reach the archive. The archive keeps every message whose
-payload decodes, records a worker rejected included, so the rules go by field
+Raw API keys never reach the archive. The archive keeps every message the
+worker accepted, records it rejected one by one included, so the rules go by field
 name, whatever the record's kind and spelling (Tyk's Go names such as
 `APIKey` and `RawRequest` as well as the protocol's), at every depth:
 
