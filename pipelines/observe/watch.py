@@ -6,9 +6,10 @@ failed() per sink write and settled() at the end of every tick. The watch
 owns the publisher liveness tracker and the Prometheus metrics; it never
 touches the hot receive path (it reads the Ingestor's running totals).
 
-Health: a worker is healthy while it has had nothing unwritten within the
-last `healthy_flush_age_s` (an idle firehose is healthy; a sink that keeps
-failing is not).
+Health: a worker is healthy while everything it had received some moment
+within the last `healthy_flush_age_s` is written (an idle firehose is healthy,
+so is a busy one that keeps up; a sink that keeps failing, or flushes that fall
+behind, are not).
 """
 
 from __future__ import annotations
