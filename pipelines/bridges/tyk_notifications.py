@@ -47,6 +47,8 @@ from pipelines.security.notices import ALGORITHM_SHA256, sha256_signature_valid,
 log = logging.getLogger(__name__)
 
 NOTIFICATION_CHANNEL: Final = "tyk.cluster.notifications"
+# Notifications read from the subscription at once (more wait for the next poll)
+POLL_LIMIT: Final = 10_000
 KEYSPACE_COMMAND: Final = "KeySpaceUpdateNotification"
 
 # The trailing words of §4.5 entries: what happened, not whose key. Kept so the
@@ -200,7 +202,7 @@ class NotificationListener:
         self.pubsub: redis.client.PubSub = client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe(channel)
 
-    def poll(self, timeout_s: float, limit: int = 10_000) -> list[bytes]:
+    def poll(self, timeout_s: float, limit: int = POLL_LIMIT) -> list[bytes]:
         """Messages that arrived; waits up to `timeout_s` for the first one."""
         messages: list[bytes] = []
         message = self.pubsub.get_message(timeout=timeout_s)

@@ -45,7 +45,7 @@ from pipelines.bridges.faults import FaultInjector
 from pipelines.bridges.notification_lease import NotificationLease
 from pipelines.bridges.publishing import BridgePublisher
 from pipelines.bridges.tyk_lists import ENCODING_PROTOBUF, AnalyticsListStore, HeldBatch
-from pipelines.bridges.tyk_notifications import Notice, NotificationListener, notice_from_wire
+from pipelines.bridges.tyk_notifications import POLL_LIMIT, Notice, NotificationListener, notice_from_wire
 from pipelines.bridges.tyk_protobuf import decode_protobuf
 from pipelines.bridges.tyk_records import FirehoseConverter, TykAnalyticsRecord, decode_msgpack
 from pipelines.errors import TykDecodeError
@@ -263,13 +263,18 @@ class TykRedisBridge:
         if lease is not None and self._listening_since is None:
             lease.held()  # take the lease, if free, before the first notifications are read
             self._listening_since = lease.clock()
-        received = self.notifications.poll(timeout_s)
+        received = self.notifications.poll(timeout_s, POLL_LIMIT)
         if lease is not None and self._listening_since is not None:
-            carried = lease.held_since(self._listening_since)
-            self._listening_since = lease.clock()  # the next batch arrives from now on
-            if not carried:
-                self.stats.set_aside_notices += len(received)
+            polled_at, polled = lease.clock(), len(received)
+            if not received:
+                lease.held()  # renewed on its schedule (or looked for, free)
+            elif not lease.held_since(self._listening_since):  # asks Redis, now
+                self.stats.set_aside_notices += polled
                 received = []
+            if polled < POLL_LIMIT:
+                # Drained: the next batch arrives from here on. A full batch may have left older
+                # notifications queued behind it: they belong to the same window as it.
+                self._listening_since = polled_at
         for data in received:
             # the analytics' digester: a key gets the same digest in a notice as in its records
             notice = notice_from_wire(data, self.clock(), self.converter.digester, self.node_secret)

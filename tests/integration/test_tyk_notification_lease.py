@@ -16,6 +16,7 @@ from typing import Any, cast
 import pytest
 import redis
 
+from pipelines.bridges import tyk_redis
 from pipelines.bridges.key_digest import KeyDigester
 from pipelines.bridges.notification_lease import NotificationLease, lease_key
 from pipelines.bridges.publishing import BridgePublisher, Sent
@@ -56,6 +57,13 @@ def channel() -> str:
     return f"tyk.cluster.notifications.{uuid.uuid4().hex}"
 
 
+def holder_of(client: redis.Redis, channel: str) -> str:
+    """The holder's name in the lease's value (after its tenure token)."""
+    value = client.get(lease_key(channel))
+    assert isinstance(value, bytes)
+    return value.decode().split(" ", 1)[1]
+
+
 def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -68,13 +76,13 @@ def test_one_holder_at_a_time_and_a_clean_stop_hands_over_at_once(client: redis.
     second = NotificationLease(client, channel, "host-b:two", ttl_s=30)
     assert first.held()
     assert not second.held()
-    assert client.get(lease_key(channel)) == b"host-a:one"
+    assert holder_of(client, channel) == "host-a:one"
     first.give_up()
     assert client.get(lease_key(channel)) is None
     assert not first.held()  # for good: it does not take the lease back
     # the standby looks again within a second, well before the 30 s time to live
     _wait_for(second.held, timeout_s=3)
-    assert client.get(lease_key(channel)) == b"host-b:two"
+    assert holder_of(client, channel) == "host-b:two"
     assert not NotificationLease(client, channel, "host-a:one", ttl_s=30).held()
 
 
@@ -162,5 +170,62 @@ def test_two_bridges_publish_each_notification_once(client: redis.Redis, channel
         assert sorted(carried) == sorted(first + then)
     finally:
         for bridge in bridges:
+            if bridge.notifications is not None:
+                bridge.notifications.close()
+
+
+def test_a_lease_that_vanished_is_a_new_tenure_and_the_old_holder_stops_at_once(
+    client: redis.Redis, channel: str
+) -> None:
+    # Found by attack: after a DEL (or a Redis restart) the standby took the lease within a second
+    # while the holder went on publishing on its own count for up to ttl/3: ~700 notifications
+    # published twice per deletion.
+    holder = NotificationLease(client, channel, "host-a:one", ttl_s=30)
+    standby = NotificationLease(client, channel, "host-b:two", ttl_s=30)
+    assert holder.held()
+    before = holder.clock()
+    assert holder.held_since(before)
+    client.delete(lease_key(channel))
+    _wait_for(standby.held, timeout_s=3)
+    assert not holder.held_since(before)  # asked of Redis before publishing: no longer its own
+    client.delete(lease_key(channel))
+    standby.give_up()
+    # taken again by the same bridge after it vanished: a new tenure, so what arrived before is
+    # set aside (the standby may have published it meanwhile)
+    assert not holder.held_since(before)
+    assert holder.held_since(holder.clock())
+
+
+def test_a_backlog_over_one_poll_at_a_takeover_is_set_aside_whole(
+    client: redis.Redis, channel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by attack: a standby (SIGSTOPped) with 15,000 notifications queued set aside the first
+    # 10,000 (one poll) after it took over, then published the 5,000 behind them, which the old
+    # holder had published already.
+    monkeypatch.setattr(tyk_redis, "POLL_LIMIT", 50)
+    one, published_one = _bridge(client, channel, "one")
+    two, published_two = _bridge(client, channel, "two")
+    stop = threading.Event()
+    try:
+        for bridge in (one, two):
+            bridge.forward_notifications(0.05, stop)
+        backlog = [f"old-{i}" for i in range(120)]
+        _notify(client, channel, backlog, listeners=2)
+        _wait_for(lambda: (one.forward_notifications(0.01, stop), one.stats.notices >= 120)[1])
+        one.finish()  # `two` never polled meanwhile: all 120 wait in its subscription
+        assert one.notifications is not None
+        one.notifications.close()
+        lease = two.lease
+        assert lease is not None
+        _wait_for(lambda: (two.forward_notifications(0.01, stop), two.stats.set_aside_notices >= 120)[1])
+        _wait_for(lease.held, timeout_s=3)
+        fresh = [f"new-{i}" for i in range(30)]
+        _notify(client, channel, fresh, listeners=1)
+        _wait_for(lambda: (two.forward_notifications(0.01, stop), two.stats.notices >= 30)[1])
+        assert sorted(published_one.payloads) == sorted(backlog)
+        assert sorted(published_two.payloads) == sorted(fresh)
+        assert two.stats.set_aside_notices == 120
+    finally:
+        for bridge in (one, two):
             if bridge.notifications is not None:
                 bridge.notifications.close()
