@@ -18,12 +18,14 @@ message, even one refused as a whole, silenced the publisher for good, across
 restarts through the checkpoint. A jump of more than MAX_GAP (no publisher
 loses that many messages) is not counted as loss at all.
 
-Checkpoints keep the tracker as a list of SequencePosition, one format for
-every runner: the WAL's checkpoint.json stores it as JSON (the same fields as
-ever, so a checkpoint written before this format existed reads as it is), and
-the Kafka runner stores it, newest boot per node, with each offset range in
-ClickHouse (sinks.clickhouse.positions.SequenceState, parallel columns). A
-restarted worker restores it, so messages missed while down count as lost.
+Checkpoints keep the tracker as a list of SequencePosition (every run of each
+incarnation), one format for every runner: the WAL's checkpoint.json stores it
+as JSON (a checkpoint written before runs were kept reads as it is: its last
+seq alone was seen), and the Kafka runner stores it, the two boots per node
+heard most, with each offset range in ClickHouse
+(sinks.clickhouse.positions.SequenceState, parallel columns). A restarted
+worker restores it, so messages missed while down count as lost, and copies
+of messages counted before count as duplicates.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class PublisherSequence:
         """The latest seq of the run that grew last (what a checkpoint keeps)."""
         return self.current.high
 
+    def run_bounds(self) -> tuple[tuple[int, int], ...]:
+        """Every run as (low, high), least recently extended first (what a checkpoint keeps)."""
+        return tuple((run.low, run.high) for run in sorted(self.runs, key=lambda run: run.used))
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Observation:
@@ -91,12 +97,15 @@ _DUPLICATE: Final = Observation(Verdict.DUPLICATE, 0, False)
 
 
 class SequencePosition(msgspec.Struct, frozen=True):
-    """A publisher's last seq as a checkpoint keeps it; seen_ns: when it last moved (0: not kept)."""
+    """A publisher's last seq as a checkpoint keeps it; seen_ns: when it last moved (0: not kept);
+    runs: every (low, high) run of seqs seen, so a restored tracker drops the duplicates the live
+    one would (empty in a checkpoint written before they were kept: `last_seq` alone is seen)."""
 
     node: str
     boot: int
     last_seq: int
     seen_ns: int = 0
+    runs: tuple[tuple[int, int], ...] = ()
 
 
 class SequenceTracker:
@@ -179,15 +188,22 @@ class SequenceTracker:
     def __len__(self) -> int:
         return len(self._by_key)
 
-    def restore(self, node: str, boot: int, last_seq: int) -> None:
-        """Resume from a persisted position, so messages missed while down count as lost.
+    def restore(self, node: str, boot: int, last_seq: int, runs: Iterable[tuple[int, int]] = ()) -> None:
+        """Resume from a persisted position, so messages missed while down count as lost, and
+        copies of messages seen before count as duplicates.
 
-        Only `last_seq` itself is taken as seen: a checkpoint written just after a sender
-        claimed this node with a far higher seq must not make the publisher's own later
-        messages duplicates after a restart.
+        The runs are restored as they were, never "everything up to `last_seq`": a checkpoint
+        written just after a sender claimed this node with a far higher seq must not make the
+        publisher's own later messages duplicates after a restart. Without runs (an older
+        checkpoint), only `last_seq` itself is taken as seen.
         """
-        run = SeqRun(last_seq, last_seq)
-        self._by_key[(node, boot)] = PublisherSequence(node, boot, run, [run])
+        bounds = [(low, high) for low, high in runs if low <= high][-MAX_RUNS:]
+        # older than any run the restored tracker grows (their order kept for the eviction)
+        restored = [SeqRun(low, high, used=i - len(bounds)) for i, (low, high) in enumerate(bounds)]
+        if not restored:
+            restored = [SeqRun(last_seq, last_seq)]
+        current = next((run for run in restored if run.low <= last_seq <= run.high), restored[-1])
+        self._by_key[(node, boot)] = PublisherSequence(node, boot, current, restored)
 
     def positions(self, *, boots_per_node: int | None = None) -> list[SequencePosition]:
         """The tracker as a checkpoint keeps it, sorted (the same state always looks the same);
@@ -204,11 +220,11 @@ class SequenceTracker:
                 for state in sorted(incarnations, key=lambda s: (-s.accepted, -s.boot))[:boots_per_node]
             ]
         ordered = sorted(states, key=lambda s: (s.node, s.boot))
-        return [SequencePosition(s.node, s.boot, s.last_seq) for s in ordered]
+        return [SequencePosition(s.node, s.boot, s.last_seq, runs=s.run_bounds()) for s in ordered]
 
     def restore_positions(self, positions: Iterable[SequencePosition]) -> None:
         for position in positions:
-            self.restore(position.node, position.boot, position.last_seq)
+            self.restore(position.node, position.boot, position.last_seq, position.runs)
 
     @classmethod
     def from_positions(cls, positions: Iterable[SequencePosition]) -> SequenceTracker:

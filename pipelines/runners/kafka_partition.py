@@ -69,13 +69,23 @@ def snapshot(tracker: SequenceTracker) -> SequenceState:
         tuple(p.node for p in positions),
         tuple(p.boot for p in positions),
         tuple(p.last_seq for p in positions),
+        tuple(tuple(low for low, _ in p.runs) for p in positions),
+        tuple(tuple(high for _, high in p.runs) for p in positions),
     )
 
 
 def restore(state: SequenceState) -> SequenceTracker:
+    """The tracker a flush range starts from: every run of seqs seen before it, so a copy of a
+    message flushed earlier is a duplicate here as in the live pass (rows written before the runs
+    were kept hold the last seq alone)."""
+    count = len(state.nodes)
+    lows = state.run_lows if len(state.run_lows) == count else ((),) * count
+    highs = state.run_highs if len(state.run_highs) == count else ((),) * count
     return SequenceTracker.from_positions(
-        SequencePosition(node, boot, last_seq)
-        for node, boot, last_seq in zip(state.nodes, state.boots, state.last_seqs, strict=True)
+        SequencePosition(node, boot, last_seq, runs=tuple(zip(low, high, strict=False)))
+        for node, boot, last_seq, low, high in zip(
+            state.nodes, state.boots, state.last_seqs, lows, highs, strict=True
+        )
     )
 
 

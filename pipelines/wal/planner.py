@@ -128,13 +128,14 @@ class RangePlanner:
         self.decode_on_receive = archive is None
         self.live: LiveRange | None = None
         self.live_lock = threading.Lock()
-        self._seen: dict[tuple[str, int], tuple[int, int]] = {}
+        # (node, boot) -> (last seq, when it last moved, every run of seqs seen)
+        self._seen: dict[tuple[str, int], tuple[int, int, tuple[tuple[int, int], ...]]] = {}
 
     def restore_sequences(self) -> None:
         """Resume the publishers' sequences from the checkpoint (missed messages count as lost)."""
         self.ingestor.sequences.restore_positions(self.checkpoint.sequences)
         for position in self.checkpoint.sequences:
-            self._seen[(position.node, position.boot)] = (position.last_seq, position.seen_ns)
+            self._seen[(position.node, position.boot)] = (position.last_seq, position.seen_ns, position.runs)
 
     def paces_receiver(self) -> bool:
         """True while records are decoded as logged (the receiver must wait for room then)."""
@@ -274,11 +275,12 @@ class RangePlanner:
         for publisher in self.ingestor.sequences.publishers():
             key = (publisher.node, publisher.boot)
             previous = self._seen.get(key)
-            if previous is None or previous[0] != publisher.last_seq:
-                self._seen[key] = (publisher.last_seq, now_ns)
+            moved = previous is None or previous[0] != publisher.last_seq
+            seen = now_ns if moved or previous is None else previous[1]
+            self._seen[key] = (publisher.last_seq, seen, publisher.run_bounds())
         horizon = now_ns - SEQUENCE_TTL_NS
         return [
-            SequencePosition(node, boot, last_seq, seen)
-            for (node, boot), (last_seq, seen) in self._seen.items()
+            SequencePosition(node, boot, last_seq, seen, runs)
+            for (node, boot), (last_seq, seen, runs) in self._seen.items()
             if seen >= horizon
         ]

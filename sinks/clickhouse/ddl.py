@@ -38,6 +38,10 @@ from sinks.clickhouse.contract import (
 
 DEDUP_WINDOW: Final = 10_000
 POSITIONS_TABLE: Final = "kafka_positions"
+POSITIONS_RUN_COLUMNS: Final = (
+    ("seq_run_lows", "Array(Array(Int64))"),
+    ("seq_run_highs", "Array(Array(Int64))"),
+)
 # Keep tokens a week on replicas: a flush redone after a long outage must still meet its first attempt.
 DEDUP_WINDOW_SECONDS: Final = 7 * 24 * 3600
 DISTRIBUTED_SUFFIX: Final = "_all"
@@ -223,6 +227,8 @@ def positions_table(db: str, layout: ClusterLayout | None = None) -> str:
         "    topic String,\n    partition UInt32,\n    claim UInt64,\n"
         "    first_offset Int64,\n    last_offset Int64,\n"
         "    seq_nodes Array(String),\n    seq_boots Array(Int64),\n    seq_last Array(Int64),\n"
+        f"    {POSITIONS_RUN_COLUMNS[0][0]} {POSITIONS_RUN_COLUMNS[0][1]},\n"
+        f"    {POSITIONS_RUN_COLUMNS[1][0]} {POSITIONS_RUN_COLUMNS[1][1]},\n"
         "    owner String,\n    written_at DateTime64(3, 'UTC'),\n"
         "    version UInt128 MATERIALIZED bitShiftLeft(toUInt128(claim), 64) + toUInt128(last_offset + 1)\n"
         f") ENGINE = {engine}\nORDER BY (topic, partition)"
@@ -257,6 +263,8 @@ def schema_statements(db: str = DATABASE, layout: ClusterLayout | None = None) -
     for registry in REGISTRIES:
         statements += _table_statements(registry, [None], db, layout)
     statements.append(positions_table(db, layout))
+    # a positions table made before the runs were kept gets them (empty: the last seq alone)
+    statements.append(_add_columns(f"{db}.{POSITIONS_TABLE}", list(POSITIONS_RUN_COLUMNS), layout))
     return statements
 
 

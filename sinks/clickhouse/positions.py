@@ -39,6 +39,8 @@ _COLUMNS: Final = (
     "seq_nodes",
     "seq_boots",
     "seq_last",
+    "seq_run_lows",
+    "seq_run_highs",
     "owner",
     "written_at",
 )
@@ -46,11 +48,15 @@ _COLUMNS: Final = (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SequenceState:
-    """Last sequence number per (node, boot), as parallel tuples (sinks never imports pipelines)."""
+    """Last sequence number per (node, boot), as parallel tuples (sinks never imports pipelines);
+    `run_lows`/`run_highs`: every run of seqs seen of each, so a restored tracker drops exactly
+    the duplicates the live one did (empty in rows written before: only `last_seqs` was seen)."""
 
     nodes: tuple[str, ...] = ()
     boots: tuple[int, ...] = ()
     last_seqs: tuple[int, ...] = ()
+    run_lows: tuple[tuple[int, ...], ...] = ()
+    run_highs: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,15 +101,22 @@ class PositionStore:
 
     def latest(self, topic: str, partition: int) -> Position | None:
         sql = (
-            "SELECT claim, first_offset, last_offset, seq_nodes, seq_boots, seq_last, owner "
+            "SELECT claim, first_offset, last_offset, seq_nodes, seq_boots, seq_last, seq_run_lows, "
+            "seq_run_highs, owner "
             f"FROM {self.table} WHERE topic = %(topic)s AND partition = %(partition)s "
             "ORDER BY claim DESC, last_offset DESC, written_at DESC LIMIT 1"
         )
         rows = self._query(sql, {"topic": topic, "partition": partition})
         if not rows:
             return None
-        claim, first, last, nodes, boots, seqs, owner = rows[0]
-        state = SequenceState(tuple(nodes), tuple(int(b) for b in boots), tuple(int(s) for s in seqs))
+        claim, first, last, nodes, boots, seqs, lows, highs, owner = rows[0]
+        state = SequenceState(
+            tuple(nodes),
+            tuple(int(b) for b in boots),
+            tuple(int(s) for s in seqs),
+            tuple(tuple(int(v) for v in run) for run in lows),
+            tuple(tuple(int(v) for v in run) for run in highs),
+        )
         return Position(topic, partition, int(claim), int(first), int(last), state, owner)
 
     def claim(self, topic: str, partition: int, owner: str, start_offset: int = 0) -> Position:
@@ -132,6 +145,8 @@ class PositionStore:
             list(s.nodes),
             list(s.boots),
             list(s.last_seqs),
+            [list(run) for run in s.run_lows],
+            [list(run) for run in s.run_highs],
             position.owner,
             dt.datetime.now(dt.UTC),
         ]

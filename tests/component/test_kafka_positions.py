@@ -9,13 +9,14 @@ import pytest
 
 from pipelines.delivery import Delivery, in_key_order
 from pipelines.firehose.kafka_record import read_envelope, to_record
+from pipelines.firehose.sequence import Verdict
 from pipelines.ingest import Ingestor, ReplayClock
 from pipelines.keys import KeyHasher
-from pipelines.runners.kafka_partition import PartitionProcessor
+from pipelines.runners.kafka_partition import PartitionProcessor, restore
 from pipelines.runners.kafka_writer import FlushWriter
 from pipelines.simulate.verify import fetch_view
 from pipelines.wal.deadletter import DeadLetters
-from sinks.clickhouse.positions import PositionStore, SequenceState
+from sinks.clickhouse.positions import Position, PositionStore, SequenceState
 from sinks.clickhouse.sink import ClickHouseSink
 from tests.conftest import T0_NS
 from tests.helpers import analytics, event, message
@@ -117,3 +118,36 @@ def test_crash_between_inserts_then_successor_redo_is_exact(
     assert views(sink) == expected
     assert expected["traffic_1m"]
     assert expected["rate_limit_hits_1m"]
+
+
+def test_runs_of_seqs_go_through_the_table_and_an_older_table_gets_their_columns(
+    sink: ClickHouseSink,
+) -> None:
+    store = store_of(sink)
+    state = SequenceState(("gw1", "gw2"), (7, 1), (41, 3), ((0, 41), (3,)), ((9, 41), (3,)))
+    store.record(Position("t", 1, 1, 0, 9, state, "w1"))
+    latest = store.latest("t", 1)
+    assert latest is not None
+    assert latest.sequences_before == state
+    # a positions table made by an older version (no run columns), with a row of its own: the
+    # schema's next apply adds the columns, and the old row reads as its last seqs alone
+    table = f"{sink.database}.kafka_positions"
+    sink.client.command(f"DROP TABLE {table}")
+    sink.client.command(
+        f"CREATE TABLE {table} (topic String, partition UInt32, claim UInt64, first_offset Int64, "
+        "last_offset Int64, seq_nodes Array(String), seq_boots Array(Int64), seq_last Array(Int64), "
+        "owner String, written_at DateTime64(3, 'UTC'), version UInt128 MATERIALIZED "
+        "bitShiftLeft(toUInt128(claim), 64) + toUInt128(last_offset + 1)) "
+        "ENGINE = ReplacingMergeTree(version) ORDER BY (topic, partition)"
+    )
+    sink.client.command(
+        f"INSERT INTO {table} (topic, partition, claim, first_offset, last_offset, seq_nodes, seq_boots, "
+        "seq_last, owner, written_at) VALUES ('t', 2, 1, 0, 4, ['gw1'], [7], [41], 'w0', now64(3))"
+    )
+    sink.setup()
+    old = store.latest("t", 2)
+    assert old is not None
+    assert old.sequences_before == SequenceState(("gw1",), (7,), (41,))  # no runs: empty columns
+    tracker = restore(old.sequences_before)
+    assert tracker.observe("gw1", 7, 41).verdict is Verdict.DUPLICATE
+    assert tracker.observe("gw1", 7, 40).verdict is Verdict.ACCEPT

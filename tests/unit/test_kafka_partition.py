@@ -21,7 +21,7 @@ from pipelines.firehose.kafka_record import (
     to_records,
 )
 from pipelines.firehose.protocol import RejectReason
-from pipelines.firehose.sequence import SequenceTracker
+from pipelines.firehose.sequence import SequenceTracker, Verdict
 from pipelines.ingest import Ingestor, ReplayClock
 from pipelines.keys import KeyHasher
 from pipelines.runners.kafka_partition import Added, PartitionProcessor, restore, snapshot
@@ -90,9 +90,35 @@ def test_snapshot_keeps_the_two_boots_per_node_heard_most_and_restores() -> None
         tracker.observe(node, boot, seq)
     state = snapshot(tracker)
     # a: boot 2 heard twice; boots 1 and 3 once each, the newer one kept
-    assert state == SequenceState(("a", "a", "b"), (2, 3, 1), (8, 0, 5))
+    runs = ((7,), (0,), (5,)), ((8,), (0,), (5,))  # lows, highs: a/2 saw 7-8
+    assert state == SequenceState(("a", "a", "b"), (2, 3, 1), (8, 0, 5), *runs)
     assert snapshot(restore(state)) == state
     assert restore(state).observe("a", 2, 10).lost == 1
+    # a copy of a message of an earlier flush is a duplicate after a restore, as it was live
+    assert restore(state).observe("a", 2, 7).verdict is Verdict.DUPLICATE
+    # a row written before the runs were kept: its last seq alone was seen
+    old = SequenceState(("a",), (2,), (8,))
+    assert restore(old).observe("a", 2, 7).verdict is Verdict.ACCEPT
+    assert restore(old).observe("a", 2, 8).verdict is Verdict.DUPLICATE
+
+
+def test_a_copy_of_a_message_flushed_before_is_a_duplicate_and_no_loss() -> None:
+    # Found by attack on a real broker: the tracker restored after every flush held the last seq
+    # alone, so the bridge's copy of seq 5 after seqs 0-9 were flushed was counted again, and the
+    # next flush's gap from 5 to 10 counted 4 messages lost that never were.
+    processor = PartitionProcessor(claimed(), make_ingestor)
+    log = log_of(11)
+    for offset, ts, record in log[:10]:
+        processor.add(offset, ts, record.value, record.headers)
+    processor.take_flush()
+    _, ts5, copy = log[5]
+    processor.add(10, ts5, copy.value, copy.headers)  # the same message again, at the next offset
+    processor.take_flush()
+    _, ts10, last = log[10]
+    processor.add(11, ts10, last.value, last.headers)
+    processor.take_flush()
+    stats = processor.ingestor.stats
+    assert (stats.duplicates, stats.lost) == (1, 0)
 
 
 def test_a_redone_range_gives_the_same_flush_and_token() -> None:

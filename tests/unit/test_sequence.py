@@ -66,7 +66,23 @@ def test_one_checkpoint_format_and_a_checkpoint_written_before_it_still_reads() 
     assert checkpoint.sequences == [SequencePosition("gw1", 2, 41, 5)]
     tracker = SequenceTracker.from_positions(checkpoint.sequences)
     assert tracker.observe("gw1", 2, 44).lost == 2, "messages missed while down count as lost"
-    assert tracker.positions() == [SequencePosition("gw1", 2, 44)]
+    # a checkpoint now keeps every run of seqs seen: the one restored, and the one after the gap
+    assert tracker.positions() == [SequencePosition("gw1", 2, 44, runs=((41, 41), (44, 44)))]
+
+
+def test_a_restored_tracker_drops_the_copies_the_live_one_would() -> None:
+    # Left open before (stop 26): a restored sequence took only the checkpointed seq as seen, so a
+    # copy of an older message accepted after a restart was counted again.
+    live = SequenceTracker()
+    for seq in [*range(10), 15, 16]:
+        live.observe("gw", 1, seq)
+    restored = SequenceTracker.from_positions(live.positions())
+    for seq in (3, 9, 15):
+        assert restored.observe("gw", 1, seq).verdict is Verdict.DUPLICATE
+    for seq in (12, 17, 30, 12):  # whatever comes next, the restored tracker judges it as the live one
+        assert restored.observe("gw", 1, seq) == live.observe("gw", 1, seq), seq
+    checkpoint = msgspec.json.decode(msgspec.json.encode(live.positions()), type=list[SequencePosition])
+    assert checkpoint == live.positions()  # through the checkpoint's JSON, unchanged
 
 
 def test_positions_keep_the_boots_heard_most_per_node_the_newest_among_equals() -> None:
@@ -74,8 +90,8 @@ def test_positions_keep_the_boots_heard_most_per_node_the_newest_among_equals() 
     for node, boot, seq in (("b", 1, 5), ("a", 1, 3), ("a", 2, 0)):
         tracker.observe(node, boot, seq)
     assert tracker.positions(boots_per_node=1) == [
-        SequencePosition("a", 2, 0),
-        SequencePosition("b", 1, 5),
+        SequencePosition("a", 2, 0, runs=((0, 0),)),
+        SequencePosition("b", 1, 5, runs=((5, 5),)),
     ]
     assert len(tracker.positions()) == 3
 
