@@ -10,7 +10,7 @@ decoding fast. Unknown fields are ignored, as the protocol requires.
 from __future__ import annotations
 
 import enum
-import re
+import unicodedata
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -27,9 +27,10 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 MESSAGE_FRAMES: Final = 3  # topic, envelope, payload
 MAX_RECORDS_PER_MESSAGE: Final = 100_000
 MAX_NODE_BYTES: Final = 128
-# C0 and C1 controls, DEL, and the invisible characters terminals and editors act on (zero-width,
-# line/paragraph separators, bidi overrides and isolates, BOM)
-_UNPRINTABLE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+# Unicode categories a name must not hold: controls (C0, C1, DEL), format characters (zero-width,
+# soft hyphen, bidi marks, overrides and isolates, BOM, tags), surrogates, private use, unassigned,
+# line and paragraph separators. Combining marks stay: they are how many scripts spell letters.
+_UNPRINTABLE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 MAX_FUTURE_NS: Final = 24 * 3600 * 1_000_000_000
 MAX_PAST_NS: Final = 7 * 24 * 3600 * 1_000_000_000
 DEFAULT_HEARTBEAT_INTERVAL_MS: Final = 1000
@@ -47,7 +48,9 @@ def node_problem(node: str) -> str | None:
     """
     if not node or len(node.encode()) > MAX_NODE_BYTES:
         return f"node must be 1..{MAX_NODE_BYTES} bytes"
-    if _UNPRINTABLE.search(node) is not None:
+    if not (node.isascii() and node.isprintable()) and any(
+        unicodedata.category(c) in _UNPRINTABLE_CATEGORIES for c in node
+    ):
         return "node holds control or invisible characters"
     return None
 

@@ -360,6 +360,14 @@ UNPRINTABLE_NODES = (
     "del\x7f",
     "c1\x85",
     "bidi\u202e",
+    # found by a second attack: invisible characters the first list missed (soft hyphen, Arabic
+    # letter mark, Mongolian vowel separator, a tag character, private use, unassigned)
+    "gw-1\u00ad",
+    "gw\u061c",
+    "gw\u180e",
+    "gw\U000e0061",
+    "gw\ue000",
+    "gw\u0378",
 )
 
 
@@ -373,7 +381,14 @@ def test_a_node_that_is_not_printable_text_is_rejected_and_touches_no_sequence(n
 
 
 @pytest.mark.parametrize(
-    "node", ["gw-1.eu-west.internal", "solo-5e9d9544a1dcd60001d0ed20", "n\u00e9ud \u7f51\u5173"]
+    "node",
+    [
+        "gw-1.eu-west.internal",
+        "solo-5e9d9544a1dcd60001d0ed20",
+        "n\u00e9ud \u7f51\u5173",
+        "mu\u0308nchen-gw",  # a combining mark spells a letter: kept
+        "tyk-gateway-7d9f8c-x2x4z",
+    ],
 )
 def test_printable_nodes_of_any_script_are_accepted(node: str) -> None:
     assert decoded(DECODER.decode(frames(b"tyk.analytics", [], node=node))).envelope.node == node
