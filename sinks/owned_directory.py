@@ -2,9 +2,11 @@
 
 They hold every rollup, the raw-event archive and raw firehose frames, so they
 are made 0700 whatever the umask (`db serve`'s passwords guard nothing if the
-files can be copied). And they must be this user's own: a link planted in a
-shared directory (`data/clickhouse.wal -> /home/victim/`) made the worker chmod
-the victim's directory and write its log there.
+files can be copied). And they must be this user's own, and so must the way to
+them: a link planted in a shared directory (`data/clickhouse.wal -> /home/victim/`,
+or `shared/data -> /home/victim/` one level up) made the worker chmod the
+victim's directory and write its log there, and a directory on the way that
+another user owns, or may write in, lets that user swap what is in it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,20 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections import deque
 from pathlib import Path
+from typing import Final
+
+# links followed on the way to a directory, at most (the kernel's own limit is 40)
+_MAX_LINKS: Final = 40
 
 
 def owned_directory(path: Path) -> Path:
-    """`path`, created 0700 if missing, else made 0700; PermissionError if it (or the link at it,
-    or what the link names) belongs to another user, or is not a directory."""
+    """`path`, created 0700 if missing, else made 0700; PermissionError if it, or anything on the way
+    to it (links included), belongs to another user than this one or root, or if a directory on
+    the way may be written by others (unless it is sticky, as /tmp is)."""
+    path = Path(os.path.abspath(path))
+    _check_the_way(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         path.mkdir(mode=0o700)
@@ -36,3 +46,50 @@ def owned_directory(path: Path) -> Path:
         raise PermissionError(msg)
     path.chmod(0o700)
     return path
+
+
+def _check_the_way(directory: Path) -> None:
+    """Walk `directory` from the root as the kernel resolves it, checking every link and directory
+    met; what does not exist yet is created by this process, so the walk ends there."""
+    trusted = (0, os.getuid())
+    current = Path(directory.anchor or "/")
+    remaining = deque(directory.parts[1:])
+    links = 0
+    while remaining:
+        part = remaining.popleft()
+        if part in ("", "."):
+            continue
+        candidate = current.parent if part == ".." else current / part
+        try:
+            entry = candidate.lstat()
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(entry.st_mode):
+            if entry.st_uid not in trusted:
+                msg = f"{candidate} is a link of uid {entry.st_uid}: refusing to keep data behind it"
+                raise PermissionError(msg)
+            links += 1
+            if links > _MAX_LINKS:
+                msg = f"{directory}: too many links on the way"
+                raise PermissionError(msg)
+            target = Path(os.readlink(candidate))
+            if target.is_absolute():
+                current = Path(target.anchor)
+            remaining.extendleft(reversed(target.parts[1:] if target.is_absolute() else target.parts))
+            continue
+        if not stat.S_ISDIR(entry.st_mode):
+            msg = f"{candidate} is not a directory"
+            raise PermissionError(msg)
+        if entry.st_uid not in trusted:
+            msg = (
+                f"{candidate} belongs to uid {entry.st_uid}, who could replace what is in it: refusing "
+                "to keep data there"
+            )
+            raise PermissionError(msg)
+        if entry.st_mode & 0o022 and not entry.st_mode & stat.S_ISVTX:
+            msg = (
+                f"{candidate} may be written by other users ({stat.filemode(entry.st_mode)}), who could "
+                "replace what is in it: refusing to keep data there"
+            )
+            raise PermissionError(msg)
+        current = candidate

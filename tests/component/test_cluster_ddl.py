@@ -47,8 +47,12 @@ def test_state_tables_are_replicated_with_a_week_of_tokens() -> None:
         assert "ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/tykpulse/" in statement
         assert "replicated_deduplication_window = 10000" in statement
         assert "replicated_deduplication_window_seconds = 604800" in statement
-    positions = schema_statements("tykpulse", LAYOUT)[-1]
+    positions = next(s for s in creates if "kafka_positions" in s)
     assert "ReplicatedReplacingMergeTree('/clickhouse/tables/all/tykpulse/kafka_positions'" in positions
+    # a positions table made before the runs were kept gets their columns on every replica
+    upgrade = schema_statements("tykpulse", LAYOUT)[-1]
+    assert upgrade.startswith("ALTER TABLE tykpulse.kafka_positions ON CLUSTER prod")
+    assert "ADD COLUMN IF NOT EXISTS seq_run_lows" in upgrade
 
 
 def test_writers_insert_through_distributed_tables_sharded_by_keys() -> None:

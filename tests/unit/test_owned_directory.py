@@ -75,3 +75,58 @@ def test_a_file_is_not_a_directory(tmp_path: Path) -> None:
     (tmp_path / "wal").write_text("")
     with pytest.raises(PermissionError, match="not a directory"):
         owned_directory(tmp_path / "wal")
+
+
+def another_users(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
+    """Make `paths` another user's: chown them as root, else make this process another user."""
+    if os.getuid() == 0:
+        for path in paths:
+            os.lchown(path, 65534, 65534)
+    else:
+        pretend_another_user_made(monkeypatch)
+
+
+def test_a_link_planted_one_level_up_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by a second attack: only the last component was checked, so `shared/data -> victim`
+    # planted by another user took `chdb://.../shared/data/clickhouse` into the victim's directory.
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o755)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    (shared / "data").symlink_to(victim)
+    another_users(monkeypatch, shared / "data")
+    with pytest.raises(PermissionError, match="is a link of uid"):
+        owned_directory(shared / "data" / "clickhouse")
+    with pytest.raises(SinkRejectedError, match="is a link of uid"):
+        connect(ClickHouseSettings(clickhouse_dsn=f"chdb://{shared / 'data' / 'clickhouse'}"))
+    monkeypatch.undo()
+    assert list(victim.iterdir()) == []
+
+
+def test_a_directory_on_the_way_that_others_own_or_may_write_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)  # not sticky: anyone may rename what is in it
+    with pytest.raises(PermissionError, match="may be written by other users"):
+        owned_directory(open_to_all / "data" / "clickhouse")
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # as /tmp: only an entry's owner may rename it
+    assert owned_directory(sticky / "data" / "clickhouse").is_dir()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    another_users(monkeypatch, theirs)
+    with pytest.raises(PermissionError, match="who could replace what is in it"):
+        owned_directory(theirs / "clickhouse")
+
+
+def test_links_of_this_users_on_the_way_are_followed(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    (disk / "tykpulse").mkdir(parents=True)
+    (tmp_path / "data").symlink_to(disk / "tykpulse")  # absolute
+    (tmp_path / "rel").symlink_to("disk/tykpulse")  # relative
+    assert owned_directory(tmp_path / "data" / "clickhouse").is_dir()
+    assert owned_directory(tmp_path / "rel" / "wal").is_dir()
+    assert sorted(p.name for p in (disk / "tykpulse").iterdir()) == ["clickhouse", "wal"]
