@@ -24,14 +24,17 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Final
+from typing import Any, Final
 
 import msgspec
+import numpy as np
 
 from pipelines.archive.progress import NoProgress, Progress
 from pipelines.archive.timerange import TimeRange
 from pipelines.bridges.publishing import BridgePublisher
-from pipelines.firehose.protocol import MAX_NODE_BYTES
+from pipelines.firehose.protocol import MAX_FUTURE_NS, MAX_NODE_BYTES, MAX_PAST_NS
+from pipelines.firehose.timestamps import to_ns_array
+from pipelines.windows.batch import timestamp_verdicts
 from sinks.clickhouse.archive import ArchivedMessage, EventsArchive
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class ReplaySummary:
     nodes: int = 0
     seconds: float = 0.0
     too_large: int = 0  # records not sent: alone over the message limit
+    refused: int = 0  # records not sent: the worker that archived them refused their timestamps
 
 
 def received_between(span: TimeRange) -> str:
@@ -70,6 +74,8 @@ class Replayer:
         node_prefix: str = DEFAULT_NODE_PREFIX,
         rate: float = 0.0,
         progress: Progress | None = None,
+        max_future_ns: int = MAX_FUTURE_NS,
+        max_past_ns: int = MAX_PAST_NS,
     ) -> None:
         self.archive = archive
         self.publisher = publisher
@@ -78,6 +84,8 @@ class Replayer:
         self.progress = progress or NoProgress()
         self.summary = ReplaySummary()
         self._decoder = msgspec.msgpack.Decoder()
+        self.max_future_ns = max_future_ns
+        self.max_past_ns = max_past_ns
 
     def run(self, span: TimeRange, stop: threading.Event | None = None) -> ReplaySummary:
         where = received_between(span)
@@ -99,12 +107,27 @@ class Replayer:
         if node not in self.publisher.publisher.nodes:
             self.publisher.publisher.add_node(node)
             self.summary.nodes += 1
-        records = self._decoder.decode(message.payload)
+        records = self._accepted(self._decoder.decode(message.payload), message.received_ns)
+        if not records:
+            return True
         sent = self.publisher.publish(message.topic, records, stop, node=node)
         self.summary.messages += 1
         self.summary.records += sent.records
         self.summary.too_large += sent.too_large
         return not sent.stopped
+
+    def _accepted(self, records: list[Any], received_ns: int) -> list[Any]:
+        """The records the archiving worker counted: the archive keeps a message's records whole,
+        and a record it refused for its time (judged against the message's receipt then) would be
+        judged again by the receiving worker against its own receipt, now, and might pass."""
+        stamps = to_ns_array([r.get("timestamp") if isinstance(r, dict) else None for r in records])
+        received = np.full(len(records), received_ns, dtype=np.int64)
+        bad, future, past = timestamp_verdicts(stamps, received, self.max_future_ns, self.max_past_ns)
+        refused = bad | future | past
+        if not refused.any():
+            return records
+        self.summary.refused += int(refused.sum())
+        return [record for record, out in zip(records, refused, strict=True) if not out]
 
     def _pace(self, started: float) -> None:
         self.publisher.maybe_heartbeat()

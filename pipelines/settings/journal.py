@@ -94,6 +94,21 @@ class ReplaySettings(EnvSettings):
         "counted, not sent.",
     )
 
+    max_future_s: int = Field(
+        default=86_400,
+        gt=0,
+        le=3_000_000_000,
+        description="The archiving workers' --max-future-s: records they refused as stamped too far "
+        "ahead of their receipt are not replayed.",
+    )
+    max_past_s: int = Field(
+        default=7 * 86_400,
+        gt=0,
+        le=3_000_000_000,
+        description="The archiving workers' --max-past-s: records they refused as stamped too far "
+        "before their receipt are not replayed.",
+    )
+
     _split = field_validator("publish", mode="before")(split_names)
 
     @field_validator("node_prefix")

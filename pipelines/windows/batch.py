@@ -196,6 +196,23 @@ class PendingMessages:
         self.rejected[-1] = True
 
 
+def timestamp_verdicts(
+    ts: npt.NDArray[np.int64], received: npt.NDArray[np.int64], max_future_ns: int, max_past_ns: int
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Which records (event times `ts`, their messages' receive times) are refused, and why: no
+    valid time; stamped more than max_future_ns after their receipt; more than max_past_ns before.
+
+    Far-past records are refused too: each month of event time is a ClickHouse partition, and an
+    insert touching too many of them fails as a whole.
+    """
+    # bounded so that adding the limits cannot overflow (2**62 ns is the year 2116)
+    now = np.clip(received, 0, _LATEST_RECEIVE_NS)
+    bad = ts == INVALID_NS
+    future = ~bad & (ts > now + max_future_ns)
+    past = ~bad & (ts < now - max_past_ns)
+    return bad, future, past
+
+
 class BatchBuilder:
     """Turns PendingMessages into a Batch (pure, given its hasher).
 
@@ -224,8 +241,6 @@ class BatchBuilder:
         accepted = np.zeros(len(pending.node), dtype=np.int64)
         rejections: list[tuple[int, str, str, int]] = list(pending.rejections)
         frames: dict[TopicKind, tuple[list[Any], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
-        # bounded so that adding the limits cannot overflow (2**62 ns is the year 2116)
-        judged_at = np.clip(received, 0, _LATEST_RECEIVE_NS)
         analytics = FlushAnalytics.of(pending.analytics)
         for kind in TopicKind:
             records = pending.records[kind]
@@ -237,12 +252,9 @@ class BatchBuilder:
                 ts = analytics.timestamp_ns
             else:
                 ts = to_ns_array([r.timestamp for r in records])
-            now = judged_at[per_record_msg]
-            bad = ts == INVALID_NS
-            future = ~bad & (ts > now + self.max_future_ns)
-            # Far-past records are refused too: each month of event time is a ClickHouse
-            # partition, and an insert touching too many of them fails as a whole.
-            past = ~bad & (ts < now - self.max_past_ns)
+            bad, future, past = timestamp_verdicts(
+                ts, received[per_record_msg], self.max_future_ns, self.max_past_ns
+            )
             for mask, reason in (
                 (bad, RejectReason.BAD_TIMESTAMP),
                 (future, RejectReason.FUTURE_TIMESTAMP),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -19,8 +19,10 @@ from pydantic import SecretStr
 
 from pipelines.archive.output import EventsArchiveOutput
 from pipelines.archive.rebuild import EVENT_TIME_ROLLUPS, Rebuilder, RebuildError
+from pipelines.archive.replay import Replayer
 from pipelines.archive.sanitize import ArchivedKeyHasher, hashed_key
 from pipelines.archive.timerange import TimeRange
+from pipelines.bridges.publishing import BridgePublisher, Sent
 from pipelines.delivery import RetryPolicy
 from pipelines.keys import KeyHasher
 from pipelines.security.notices import NoticeVerifier, sign_sha256
@@ -451,3 +453,50 @@ def test_what_the_worker_refused_is_not_archived_so_a_rebuild_counts_what_the_wo
     rebuild(sink, h0, h0 + HOUR_NS, force=True)  # the hour the duplicate claimed
     rebuild(sink, h0, h0 + 3 * HOUR_NS, force=True)
     assert requests_by_api() == {"good": 8}
+
+
+class CapturingBridge:
+    """Stands in for the replay's ZeroMQ side: what it would publish, per node."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, None] = {}
+        self.publisher = self
+        self.sent: list[tuple[str, str | None, list[dict[str, Any]]]] = []
+
+    def add_node(self, node: str) -> None:
+        self.nodes[node] = None
+
+    def publish(
+        self, topic: str, records: list[dict[str, Any]], stop: Any, *, node: str | None = None
+    ) -> Sent:
+        self.sent.append((topic, node, list(records)))
+        return Sent(len(records), 0, stopped=False)
+
+    def maybe_heartbeat(self) -> None:
+        pass
+
+
+def test_replay_resends_only_the_records_the_worker_counted(sink: ClickHouseSink, tmp_path: Path) -> None:
+    # Found by attack: the archive keeps a message's records whole, and replay resent a record the
+    # worker had refused as stamped 24 h + 2 s ahead of its receipt; the receiving worker judged it
+    # against its own, later receipt, and counted it.
+    received = first_hour_ns()
+    day = 24 * HOUR_NS
+    records = [
+        analytics(received, api="kept"),
+        analytics(received + day + 2 * 10**9, api="too-far-ahead"),
+        analytics(received - 7 * day - 2 * 10**9, api="too-far-behind"),
+        analytics(received + day - 10**9, api="just-within"),
+    ]
+    flusher = archiving_flusher(sink, tmp_path / "wal")
+    assert flusher.writer.append(message("tyk.analytics", records, node="gw", seq=0), received)
+    flusher.writer.commit()
+    drain(flusher)
+    flusher.close()
+    bridge = CapturingBridge()
+    replayer = Replayer(EventsArchive(sink), cast(BridgePublisher, bridge))
+    summary = replayer.run(TimeRange(received - HOUR_NS, received + HOUR_NS))
+    ((_, node, sent),) = bridge.sent
+    assert node == "replay-gw"
+    assert [r["api_id"] for r in sent] == ["kept", "just-within"]
+    assert (summary.records, summary.refused) == (2, 2)

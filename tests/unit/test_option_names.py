@@ -42,6 +42,8 @@ SAME_IDEA = {
     "TYKPULSE_SERVE_LISTEN": "the embedded database's HTTP endpoint; `db serve` calls it --listen",
     "TYKPULSE_FROM": "start of a time range; report takes a date, replay/rebuild also unix seconds",
     "TYKPULSE_TO": "end of a time range (same forms as TYKPULSE_FROM)",
+    "TYKPULSE_MAX_FUTURE_S": "the timestamp limit; replay applies the archiving workers' to what it resends",
+    "TYKPULSE_MAX_PAST_S": "the timestamp limit; replay applies the archiving workers' to what it resends",
 }
 # Variables that meant different things in different commands until they were split.
 RETIRED = {"TYKPULSE_RATE", "TYKPULSE_BATCH", "TYKPULSE_KEY_SALT", "TYKPULSE_KEY_SALT_FILE"}

@@ -85,7 +85,13 @@ def command(
         with progress_shown(progress, quiet) as report:
             archive = EventsArchive(sink)
             replayer = Replayer(
-                archive, publisher, node_prefix=replay.node_prefix, rate=replay.message_rate, progress=report
+                archive,
+                publisher,
+                node_prefix=replay.node_prefix,
+                rate=replay.message_rate,
+                progress=report,
+                max_future_ns=replay.max_future_s * 1_000_000_000,
+                max_past_ns=replay.max_past_s * 1_000_000_000,
             )
             summary = replayer.run(span, stop)
     except (SinkError, PipelineError) as exc:
@@ -101,6 +107,11 @@ def command(
         + (
             f"; {summary.too_large} records not sent: alone over --max-message-bytes"
             if summary.too_large
+            else ""
+        )
+        + (
+            f"; {summary.refused} records not sent: refused by the archiving worker for their time"
+            if summary.refused
             else ""
         )
     )
