@@ -15,7 +15,9 @@ class WalSettings(EnvSettings):
     """The worker's write-ahead log: what makes crashes and ClickHouse outages lose nothing."""
 
     wal: bool = Field(
-        default=True, description="Log every received message to disk before aggregating it (--no-wal: off)."
+        default=True,
+        description="Log every received message to disk before aggregating it (--no-wal: off; then a "
+        "crash loses what is not flushed yet, and losses while the worker is down go uncounted).",
     )
     wal_dir: str | None = Field(
         default=None,
