@@ -9,7 +9,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import click
 from pydantic import SecretStr
@@ -60,19 +60,35 @@ def _show_default(field: FieldInfo) -> str:
 _URL_FIELDS: Final = frozenset({"clickhouse_dsn", "redis", "webhook"})
 
 
-def _secret_seen(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+def url_has_password(url: str) -> bool:
+    """Whether a URL carries a password: as user:password@, or as a query parameter."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    named = {key.lower() for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    return parts.password is not None or "password" in named
+
+
+def secret_url_seen(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback for an option taking a URL: warn when it came as an argument with a password."""
+    if value in (None, "") or param.name is None or not url_has_password(str(value)):
+        return value
+    return _secret_seen(ctx, param, value, url=True)
+
+
+def _secret_seen(ctx: click.Context, param: click.Parameter, value: Any, *, url: bool = False) -> Any:
     """Warn when a secret came as an argument: every local user reads arguments (`ps`)."""
     if value in (None, "") or param.name is None:
         return value
     if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.COMMANDLINE:
         return value
-    if param.name in _URL_FIELDS and urlsplit(str(value)).password is None:
+    if (url or param.name in _URL_FIELDS) and not url_has_password(str(value)):
         return value
     log.warning(
-        "%s was given on the command line, where every local user can read it (ps, /proc/PID/cmdline): "
-        "set %s instead",
+        "%s was given on the command line, where every local user can read it (ps, /proc/PID/cmdline)%s",
         param.opts[-1] if param.opts else param.name,
-        param.envvar,
+        f": set {param.envvar} instead" if isinstance(param.envvar, str) else "",
     )
     return value
 

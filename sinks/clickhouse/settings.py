@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Final
+from urllib.parse import parse_qsl
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,5 +64,14 @@ class ClickHouseSettings(BaseSettings):
     @classmethod
     def _readable_url(cls, dsn: str) -> str:
         if dsn.lower().startswith(("http://", "https://")):
-            checked_url(dsn, "ClickHouse DSN")
+            parts = checked_url(dsn, "ClickHouse DSN")
+            # clickhouse-connect takes these from user:password@ too, and failed with a TypeError
+            # ("multiple values for argument 'password'") when both were given
+            named = {key.lower() for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
+            if named & {"password", "user", "username"}:
+                msg = (
+                    "ClickHouse DSN: give the user as user@ in the URL and the password as "
+                    "TYKPULSE_CLICKHOUSE_PASSWORD (or user:password@), not as query parameters"
+                )
+                raise ValueError(msg)
         return dsn

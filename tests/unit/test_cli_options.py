@@ -61,7 +61,25 @@ def test_a_secret_given_as_an_argument_is_warned_about_and_never_repeated(
     assert "TYKPULSE_CLICKHOUSE_DSN" in url
     assert "S3CRET" not in salt + url
     assert "pw" not in url
+    # a password as a query parameter (Redis takes one so), and commands with their own --clickhouse
+    runner.invoke(cli, [*bad_range, "--clickhouse", "http://u@127.0.0.1:1/?password=pw"])
+    assert len(warnings()) == 1
+    runner.invoke(cli, ["status", "--clickhouse", "http://u:pw@127.0.0.1:1", "--runtime-dir", str(tmp_path)])
+    (status,) = warnings()
+    assert "TYKPULSE_STATUS_CLICKHOUSE_DSN" in status
     # from the environment, or a URL without a password: nothing to say
     runner.invoke(cli, [*bad_range, "--clickhouse", dsn], env={"TYKPULSE_KEY_HASH_SALT": "S3"})
     runner.invoke(cli, [*bad_range, "--clickhouse", "http://u@127.0.0.1:1"])
     assert warnings() == []
+
+
+def test_a_password_as_a_dsn_query_parameter_is_a_clear_refusal() -> None:
+    # Found by attack: clickhouse-connect took the user from the URL and the password from the query
+    # and failed with "TypeError: multiple values for argument 'password'", a traceback.
+    result = CliRunner().invoke(
+        cli, ["schema", "apply", "--clickhouse", "http://tykpulse@127.0.0.1:1/?password=x"]
+    )
+    assert result.exit_code == 2
+    assert "TYKPULSE_CLICKHOUSE_PASSWORD" in result.output
+    assert "x" not in result.output.split("query parameters")[-1].strip()
+    assert not isinstance(result.exception, TypeError)

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli.options import secret_url_seen
 from pipelines.cli.signals import stop_on_signals
 from pipelines.runners.local import LocalRunner, RunSummary
 from pipelines.settings import FirehoseSettings, WorkerSettings
@@ -144,6 +145,7 @@ def render(totals: list[ViewTotals], checks: list[ViewCheck] | None, console: Co
 @click.option(
     "--clickhouse",
     "dsn",
+    callback=secret_url_seen,
     default=None,
     metavar="DSN",
     help=f"Write to this ClickHouse instead of the demo's own embedded database ({DEMO_PATH}). "

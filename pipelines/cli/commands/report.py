@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from pipelines import analyst
-from pipelines.cli.options import deprecated_alias
+from pipelines.cli.options import deprecated_alias, secret_url_seen
 from sinks.errors import SinkError
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def _scope(
 @click.option(
     "--clickhouse",
     "dsn",
+    callback=secret_url_seen,
     envvar="TYKPULSE_CLICKHOUSE_DSN",
     show_envvar=True,
     default=None,

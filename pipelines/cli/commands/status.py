@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipelines.cli.options import secret_url_seen
 from pipelines.observe.discovery import announced
 from pipelines.observe.discovery import runtime_dir as runtime_dir_of
 from sinks.clickhouse.client import connect
@@ -192,6 +193,7 @@ def _ask(what: str, url: str, console: Console) -> int:
 @click.option(
     "--clickhouse",
     "dsn",
+    callback=secret_url_seen,
     envvar="TYKPULSE_STATUS_CLICKHOUSE_DSN",
     show_envvar=True,
     default=None,
