@@ -45,6 +45,7 @@ from pipelines.firehose.protocol import (
     node_problem,
     parse_topic,
 )
+from pipelines.observe.printable import spelled_out
 
 # msgspec raises ValidationError/DecodeError, but invalid UTF-8 inside a
 # msgpack string surfaces as UnicodeDecodeError and nesting deeper than its
@@ -125,10 +126,7 @@ _DECODER_FACTORIES: Final[dict[str, Callable[[Any], _Decoder]]] = {
 def _clip(text: str) -> str:
     """A rejection's detail as logged: bounded, and whatever it quotes from the message (a
     timestamp's text, a payload's error) with its control characters spelled out."""
-    text = text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "..."
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return spelled_out(text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "...")
 
 
 class MessageDecoder:

@@ -24,6 +24,7 @@ from rich.table import Table
 from pipelines.cli.options import secret_url_seen
 from pipelines.observe.discovery import announced
 from pipelines.observe.discovery import runtime_dir as runtime_dir_of
+from pipelines.observe.printable import spelled_out
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.summary import publisher_rows
@@ -43,8 +44,7 @@ def _plain(value: object) -> str:
     """Text from elsewhere (a publisher's node name, a worker's error) shown as itself: rich markup
     escaped, and control and format characters (ANSI sequences, newlines, bidi overrides) spelled
     out, so a name can neither fail the table (`[/red]`), restyle the terminal nor forge a row."""
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in str(value))
-    return escape(text)
+    return escape(spelled_out(str(value)))
 
 
 def _age(seconds: float) -> str:
