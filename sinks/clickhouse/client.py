@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from sinks.clickhouse.dedup_repair import forget_unwritten_blocks
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkRejectedError, SinkUnavailableError
 from sinks.owned_directory import owned_directory
@@ -83,18 +84,25 @@ def http_options(settings: ClickHouseSettings) -> dict[str, Any]:
     return options
 
 
+def prepare_embedded(path: Path) -> None:
+    """Before an engine opens `path`: refuse a directory not this user's own, and forget the insert
+    tokens of parts a killed engine never wrote (dedup_repair). Every embedded open goes through here."""
+    owned_directory(path)
+    forget_unwritten_blocks(path)
+
+
 def connect(settings: ClickHouseSettings, *, database: str | None = None) -> Any:
     """A clickhouse-connect client for the configured DSN (raises SinkError subclasses)."""
     target = parse_dsn(settings.clickhouse_dsn)
     try:
         if target.embedded_path is not None:
-            owned_directory(target.embedded_path)
+            prepare_embedded(target.embedded_path)
             return clickhouse_connect.get_client(dsn=f"chdb://{target.embedded_path}", database=database)
         return clickhouse_connect.get_client(dsn=target.dsn, database=database, **http_options(settings))
     except ClickHouseError as exc:
         msg = f"cannot open ClickHouse at {target.describe()}: {redact(exc)}"
         raise SinkUnavailableError(msg) from exc
-    except PermissionError as exc:  # not ours (owned_directory), or not readable: no retry helps
+    except PermissionError as exc:  # not ours (prepare_embedded), or not readable: no retry helps
         msg = f"cannot open ClickHouse at {target.describe()}: {redact(exc)}"
         raise SinkRejectedError(msg) from exc
     except OSError as exc:

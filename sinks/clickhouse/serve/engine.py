@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from sinks.clickhouse.client import prepare_embedded
 from sinks.clickhouse.serve.cancellation import Ticket
 from sinks.clickhouse.serve.errors import TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_EXCEPTION, ServeError
 from sinks.clickhouse.serve.gate import admit
@@ -54,7 +55,6 @@ from sinks.clickhouse.serve.statements import (
     output_format,
     split_insert_data,
 )
-from sinks.owned_directory import owned_directory
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class ChdbEngine:
         self.timezone = "UTC"
 
     def open(self) -> None:
-        owned_directory(self.path)  # the path as given: a link planted there is refused, not followed
+        prepare_embedded(self.path)  # the path as given: a link planted there is refused, not followed
         handle = self._open_handle(Role.WRITER)
         try:
             row = handle.run(b"SELECT version(), timezone()").bytes().decode().strip().split("\t")
