@@ -68,6 +68,11 @@ class E2ESpec:
         return max(100, 10_000 // self.shape.records_per_message)
 
 
+def count(client: Any, sql: str) -> int:
+    """A query's single integer (clickhouse-connect types `command` as a union of its result kinds)."""
+    return int(client.command(sql))
+
+
 def free_port() -> int:
     import socket
 
@@ -235,7 +240,7 @@ def _tykpulse_result(log_path: Path, clickhouse: Path) -> dict[str, Any]:
     messages, records, lost, rejected = map(int, match.groups())
     client = clickhouse_connect.get_client(dsn=f"chdb://{clickhouse}")
     try:
-        landed = int(client.command(LANDED_SQL))
+        landed = count(client, LANDED_SQL)
         health = [int(v) for v in client.query(_HEALTH_SQL).result_rows[0]]
     finally:
         client.close()

@@ -51,9 +51,9 @@ from typing import Any, Final
 
 import clickhouse_connect
 import msgspec
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaProducer
 
-from bench.e2e import LANDED_SQL, BenchError, E2ESpec, run_e2e
+from bench.e2e import LANDED_SQL, BenchError, E2ESpec, count, run_e2e
 from bench.machine import cpu_seconds
 from bench.workload import MessagePool, WorkloadShape
 from pipelines.firehose.kafka_record import read_envelope, to_records
@@ -359,7 +359,7 @@ def _drain(
 def _landed(dsn: str) -> int:
     client = clickhouse_connect.get_client(dsn=dsn)
     try:
-        return int(client.command(LANDED_SQL))
+        return count(client, LANDED_SQL)
     finally:
         client.close()
 
@@ -420,12 +420,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         by_round.setdefault(run["round"], {})[run["setup"]] = run
 
     def median(setup: str, key: str) -> float:
-        return statistics.median(r[setup][key] for r in by_round.values())
+        return float(statistics.median(r[setup][key] for r in by_round.values()))
 
     def ratio(setup: str, against: str) -> float:
-        return statistics.median(
-            r[setup]["records_per_s"] / r[against]["records_per_s"] for r in by_round.values()
-        )
+        ratios = [r[setup]["records_per_s"] / r[against]["records_per_s"] for r in by_round.values()]
+        return float(statistics.median(ratios))
 
     return {
         "local_records_per_s": median("local", "records_per_s"),

@@ -97,7 +97,7 @@ class BenchPublisher:
 
 
 def _socket(context: zmq.Context[Any], endpoint: str, hwm: int, *, drop: bool) -> zmq.Socket[Any]:
-    socket = context.socket(zmq.XPUB)
+    socket: zmq.Socket[Any] = context.socket(zmq.XPUB)
     socket.setsockopt(zmq.SNDHWM, hwm)
     # Without drops a full queue blocks the sender: the publisher then runs at the
     # rate the consumer sustains, instead of burning a core on messages it drops.

@@ -137,7 +137,7 @@ def _stage_row(row: dict[str, Any]) -> list[str]:
 
 
 def _curve_tables(curves: dict[str, list[dict[str, Any]]]) -> list[str]:
-    per_message = {}
+    per_message: dict[int, dict[str, dict[str, Any]]] = {}
     for run in curves["records_per_message"]:
         per_message.setdefault(run["records_per_message"], {})[run["design"]] = run
     rows = [

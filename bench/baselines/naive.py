@@ -16,6 +16,7 @@ import clickhouse_connect
 import msgpack
 
 from bench.baselines.consumer import LossCounter, arguments, serve
+from bench.e2e import count
 from pipelines.firehose.protocol import RATE_LIMIT_EVENTS
 
 _DDL: Final = (
@@ -107,7 +108,7 @@ class NaiveConsumer:
 
     def finish(self) -> dict[str, Any]:
         self.flush()
-        landed = int(self.client.command(_LANDED))
+        landed = count(self.client, _LANDED)
         self.client.close()
         c = self.counter
         return {"messages": c.messages, "lost": c.lost, "records": self.records, "landed": landed}

@@ -18,7 +18,7 @@ import msgspec
 import pyarrow as pa
 
 from bench.baselines.consumer import LossCounter, arguments, serve
-from bench.e2e import LANDED_SQL
+from bench.e2e import LANDED_SQL, count
 from pipelines.firehose.protocol import RATE_LIMIT_EVENTS, Envelope
 from sinks.clickhouse.contract import LATENCY_GAMMA
 from sinks.clickhouse.sink import apply_schema
@@ -183,7 +183,7 @@ class NativeConsumer:
         self.stop.set()
         self.flusher.join()
         self.flush()
-        landed = int(self.client.command(LANDED_SQL))
+        landed = count(self.client, LANDED_SQL)
         self.client.close()
         c = self.counter
         return {"messages": c.messages, "lost": c.lost, "records": self.records, "landed": landed}
