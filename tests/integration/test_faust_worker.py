@@ -17,8 +17,8 @@ from typing import Any
 
 import clickhouse_connect
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
-from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import OffsetAndMetadata
 
 from pipelines.firehose.kafka_record import read_envelope, to_record
 from tests.harness.kafka.broker import KafkaBroker

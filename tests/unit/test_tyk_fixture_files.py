@@ -23,7 +23,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from google.protobuf import descriptor_pb2, unknown_fields
+from google.protobuf import descriptor_pb2, unknown_fields  # type: ignore[import-untyped]  # no type hints
 
 pytestmark = pytest.mark.unit
 

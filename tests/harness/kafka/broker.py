@@ -561,7 +561,7 @@ def _port_open(host: str, port: int) -> bool:
 
 
 async def _describe_cluster(bootstrap: str, timeout: float) -> dict[str, Any]:
-    from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+    from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
