@@ -32,7 +32,7 @@ def envelope(**overrides: Any) -> dict[str, Any]:
     return env
 
 
-def good_record(now_ns: int, **overrides: Any) -> dict[str, Any]:
+def good_record(now_ns: object, **overrides: Any) -> dict[str, Any]:  # hostile cases pass any value
     record = {
         "timestamp": now_ns,
         "org_id": "o",
@@ -172,7 +172,7 @@ def _fields(now_ns: int) -> bytes:
 
 
 def _non_utf8_record(now_ns: int) -> bytes:
-    record = msgpack.packb(good_record(now_ns, org_id="XXXX"))
+    record: bytes = msgpack.packb(good_record(now_ns, org_id="XXXX"))
     return b"\x91" + record.replace(b"\xa4XXXX", b"\xa4\xff\xfe\xfd\xfc")
 
 

@@ -32,7 +32,7 @@ LIMITS = ["(1795774500, 'o1', 'a1', 'RatelimitExceeded', 3, [11, 12, 11])"]
 
 
 def main(config_path: str) -> None:
-    conn = chdb.connect(f":memory:?config-file={config_path}")
+    conn = chdb.connect(f":memory:?config-file={config_path}")  # type: ignore[no-untyped-call]  # chdb ships no annotations
     cur = conn.cursor()
 
     def q(sql: str) -> list[Any]:
@@ -62,7 +62,7 @@ def main(config_path: str) -> None:
         "seq_boots, seq_last, owner, written_at) SETTINGS insert_quorum = 'auto' "
         "VALUES ('t', 0, 1, 0, 9, ['gw'], [1], [3], 'w', now64(3))"
     )
-    report = {
+    report: dict[str, dict[str, list[Any]] | list[Any]] = {
         view: {db: q(f"SELECT * FROM {db}.{view} ORDER BY ALL") for db in ("clus", "plain")}
         for view in ("traffic_1m", "traffic_1h", "rate_limit_hits_1m")
     }

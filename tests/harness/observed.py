@@ -52,7 +52,7 @@ def announced_url(runtime_dir: Path, proc: subprocess.Popen[Any], timeout: float
     found: list[str] = []
 
     def ready() -> bool:
-        assert proc.poll() is None, f"{proc.args} exited with {proc.returncode}"
+        assert proc.poll() is None, f"{proc.args!s} exited with {proc.returncode}"
         for path in runtime_dir.glob(f"*-{proc.pid}.json"):
             url = str(json.loads(path.read_text())["url"])
             if get(url + "/healthz")[0] == 200:
@@ -60,5 +60,5 @@ def announced_url(runtime_dir: Path, proc: subprocess.Popen[Any], timeout: float
                 return True
         return False
 
-    wait_until(ready, f"the endpoint of {proc.args}", timeout)
+    wait_until(ready, f"the endpoint of {proc.args!s}", timeout)
     return found[0]
