@@ -20,7 +20,13 @@ SHIPPED = Path(__file__).parents[2] / "alerts"
 
 
 def rule(**overrides: object) -> Rule:
-    fields = {"name": "storm", "severity": "critical", "sql": "SELECT 1", "interval": "30s", "for": "1m"}
+    fields: dict[str, object] = {
+        "name": "storm",
+        "severity": "critical",
+        "sql": "SELECT 1",
+        "interval": "30s",
+        "for": "1m",
+    }
     fields |= overrides
     return Rule.model_validate(fields)
 

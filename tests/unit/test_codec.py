@@ -33,7 +33,8 @@ DECODER = MessageDecoder()
 def envelope(**overrides: Any) -> bytes:
     env = {"v": 1, "node": "gw1", "boot": 1, "seq": 0, "sent": T0_NS, "count": 1, "enc": "msgpack"}
     env.update(overrides)
-    return msgpack.packb(env)
+    packed: bytes = msgpack.packb(env)
+    return packed
 
 
 def frames(topic: bytes, records: list[Any], **env: Any) -> list[bytes]:
@@ -299,7 +300,7 @@ def test_unknown_record_fields_are_ignored_and_optional_ones_default() -> None:
 def test_event_records_must_match_their_topic() -> None:
     records = [event("RatelimitExceeded", T0_NS), event("QuotaExceeded", T0_NS)]
     result = decoded(DECODER.decode(frames(b"tyk.event.RatelimitExceeded", records)))
-    assert [r.event for r in result.records] == ["RatelimitExceeded"]
+    assert [r.event for r in result.structs] == ["RatelimitExceeded"]
     assert [(r.reason, r.count) for r in result.rejected] == [(RejectReason.EVENT_MISMATCH, 1)]
 
 
@@ -325,7 +326,7 @@ def test_heartbeat_decodes_with_its_interval() -> None:
     hb = {"node": "gw1", "timestamp": T0_NS, "interval_ms": 250, "version": "5.8"}
     result = decoded(DECODER.decode(frames(b"tyk.heartbeat", [hb])))
     assert result.kind is TopicKind.HEARTBEAT
-    assert result.records[0].interval_ms == 250
+    assert result.structs[0].interval_ms == 250
 
 
 def test_all_three_timestamp_forms_decode() -> None:

@@ -49,7 +49,8 @@ class FakeSink:
         if error is not None:
             raise error
         self.landed.append((token, name, table))
-        return table.num_rows
+        rows: int = table.num_rows
+        return rows
 
 
 class FakeDeadLetters:

@@ -26,7 +26,11 @@ def test_items_are_handled_in_order_and_idle_means_all_handled() -> None:
 
 def test_a_full_queue_makes_the_putter_wait() -> None:
     release = threading.Event()
-    stage: Handoff[int] = Handoff("test-stage", lambda _: release.wait(), max_items=2)
+
+    def wait_for_release(_: int) -> None:
+        release.wait()
+
+    stage: Handoff[int] = Handoff("test-stage", wait_for_release, max_items=2)
     stage.start()
     done = threading.Event()
 

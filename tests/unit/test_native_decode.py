@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from pipelines._native import MessageColumns
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
-from pipelines.firehose.protocol import TOPIC_ANALYTICS
+from pipelines.firehose.protocol import TOPIC_ANALYTICS, RejectReason
 from pipelines.firehose.timestamps import to_ns_array
-from tests.helpers import analytics_rows
+from tests.helpers import AnalyticsRow, analytics_rows
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +37,7 @@ def reference(
     result = _DECODER.decode([TOPIC_ANALYTICS.encode(), envelope, payload])
     if not isinstance(result, DecodedMessage) or result.rejected:
         return None
-    records = result.records
+    records = result.structs  # the reference decoder's: structs, never columns
     return (
         to_ns_array([r.timestamp for r in records]).tolist(),
         [r.org_id for r in records],
@@ -155,7 +155,8 @@ hostile_records = st.fixed_dictionaries(
 
 
 def pack(records: list[Any]) -> bytes:
-    return msgpack.packb(records, use_bin_type=True, datetime=False)
+    packed: bytes = msgpack.packb(records, use_bin_type=True, datetime=False)
+    return packed
 
 
 def damaged(payload: bytes, data: st.DataObject) -> bytes:
@@ -218,10 +219,14 @@ def test_timestamp_extension_is_rounded_to_microseconds_as_the_reference_does() 
     assert got[0] == [1_795_774_502_123_457_000]
 
 
-def decoded_the_workers_way(payload: bytes, count: int, enc: str = "msgpack") -> tuple[Any, Any]:
+# a decoded message's rows and rejections, or a refused message's reason and count
+Decoded = tuple[list[AnalyticsRow], list[tuple[RejectReason, int]]] | tuple[RejectReason, int]
+
+
+def decoded_the_workers_way(payload: bytes, count: int, enc: str = "msgpack") -> tuple[Decoded, Decoded]:
     """What a worker's decoder and the reference make of one message: rows and rejections, or the refusal."""
     frames = [TOPIC_ANALYTICS.encode(), msgpack.packb({**_ENVELOPE, "count": count, "enc": enc}), payload]
-    results = []
+    results: list[Decoded] = []
     for decoder in (_WORKER_DECODER, _DECODER):
         result = decoder.decode(frames)
         if isinstance(result, DecodedMessage):

@@ -146,4 +146,4 @@ def test_inconsistent_or_mistyped_columns_are_refused() -> None:
     with pytest.raises(ValueError, match="out of order"):
         traffic_rows(two, two, two, ints, ints, thresholds[::-1].copy())
     with pytest.raises(BufferError):
-        traffic_rows(ints, two, two, ints, ints, thresholds)
+        traffic_rows(ints, two, two, ints, ints, thresholds)  # type: ignore[arg-type]  # the wrong dtype on purpose

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from typing import cast
 
 import pytest
@@ -157,10 +158,11 @@ def test_a_bad_webhook_is_refused_without_its_password() -> None:
 def test_a_malformed_url_is_refused_without_any_of_its_password(cut: str) -> None:
     start, end = "Pa55start", "w0rdEnd"
     secret = f"{start}{cut}{end}"
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: ClickHouseSettings(clickhouse_dsn=f"http://chuser:{secret}@127.0.0.1:8123/"),
         lambda: ClickHouseSettings(clickhouse_dsn=f"https://chuser:{secret}@127.0.0.1:8443/"),
-        lambda: TykBridgeSettings(redis=f"redis://:{secret}@127.0.0.1:6379/0"),
+        # a str as from the environment: pydantic validates it into the SecretStr its __init__ is typed with
+        lambda: TykBridgeSettings(redis=f"redis://:{secret}@127.0.0.1:6379/0"),  # type: ignore[arg-type]
         lambda: AlertSettings(webhook=f"http://am:{secret}@alertmanager:9093/"),
     ]
     for attempt in attempts:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from pipelines.observe import faust_sensor
 from pipelines.observe.faust_sensor import WorkerHealth
 
 pytestmark = pytest.mark.unit
@@ -21,7 +22,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(faust_sensor.time, "monotonic", fake)
+    monkeypatch.setattr(time, "monotonic", fake)  # faust_sensor reads time.monotonic at each call
     return fake
 
 
