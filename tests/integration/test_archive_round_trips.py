@@ -16,8 +16,9 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import clickhouse_connect
 import pytest
@@ -56,7 +57,8 @@ def stop(worker: subprocess.Popen[bytes]) -> None:
 def query(dsn: str, sql: str) -> list[tuple[Any, ...]]:
     client = clickhouse_connect.get_client(dsn=dsn)
     try:
-        return list(client.query(sql).result_rows)
+        # clickhouse_connect's rows are tuples, typed as Sequence
+        return list(cast("Sequence[tuple[Any, ...]]", client.query(sql).result_rows))
     finally:
         client.close()
 

@@ -165,7 +165,7 @@ def post(port: int, body: str, secret: str) -> int:
 
 def subscriber(context: zmq.Context[Any], port: int) -> zmq.Socket[Any]:
     """A firehose subscriber on a publisher bound at `port` (bridges publish only while one listens)."""
-    sub = context.socket(zmq.SUB)
+    sub: zmq.Socket[Any] = context.socket(zmq.SUB)
     sub.connect(f"tcp://127.0.0.1:{port}")
     sub.subscribe(b"")
     return sub

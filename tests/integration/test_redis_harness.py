@@ -133,6 +133,11 @@ def test_notifications_pubsub(redis_server: RedisServer) -> None:
         pub_client.close()
 
 
+def running(server: RedisServer) -> bool:
+    # read afresh: mypy would keep the earlier `assert server.running` narrowing across stop()
+    return server.running
+
+
 def test_server_lifecycle() -> None:
     with RedisServer() as server:
         assert server.running
@@ -148,7 +153,7 @@ def test_server_lifecycle() -> None:
         finally:
             c.close()
         port = server.port
-    assert not server.running
+    assert not running(server)
     assert not data_dir.exists()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
         pass

@@ -15,8 +15,9 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import clickhouse_connect
 import pytest
@@ -148,9 +149,13 @@ def test_curve_pipeline_counts_everything_reports_status_and_revokes_on_sighup(t
     client = clickhouse_connect.get_client(dsn=dsn)
     try:
         health = dict(
-            client.query(
-                "SELECT node_id, sum(messages) FROM tykpulse.ingest_health_1m GROUP BY node_id"
-            ).result_rows
+            # clickhouse_connect's rows are tuples (typed as Sequence): here (node_id, sum)
+            cast(
+                "Sequence[tuple[str, int]]",
+                client.query(
+                    "SELECT node_id, sum(messages) FROM tykpulse.ingest_health_1m GROUP BY node_id"
+                ).result_rows,
+            )
         )
         (changes,) = client.query("SELECT sum(changes) FROM tykpulse.config_changes_1m").result_rows[0]
         (rejected,) = client.query("SELECT sum(rejected) FROM tykpulse.ingest_health_1m").result_rows[0]

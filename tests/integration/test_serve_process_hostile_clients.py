@@ -33,7 +33,7 @@ WRITER_HEADERS = {"X-ClickHouse-User": "tykpulse", "X-ClickHouse-Key": RIGHT}
 GONE_WITHIN_S = 5.0
 
 
-def request(port: int, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[int, bytes]:
+def request(port: int, method: str, path: str, body: bytes = b"", /, **headers: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         conn.request(method, path, body=body or None, headers=headers)

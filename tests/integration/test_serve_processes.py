@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import clickhouse_connect
 import pytest
@@ -266,7 +266,8 @@ def test_the_database_killed_mid_stream_loses_and_doubles_nothing(tmp_path: Path
             "SELECT count() FROM system.parts WHERE database = 'tykpulse' "
             "AND table = 'traffic_1m_state' AND active"
         )
-        wait_until(lambda: int(reader.command(landed)) > 0, "rows to land")
+        # one value: clickhouse_connect's command gives it as int (or str), never a row set or summary
+        wait_until(lambda: int(cast("int | str", reader.command(landed))) > 0, "rows to land")
         reader.close()
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)

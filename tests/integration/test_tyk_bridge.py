@@ -76,7 +76,7 @@ def wait_until(predicate: Any, timeout_s: float, what: str, procs: list[subproce
     while not predicate():
         for proc in procs:
             assert proc.poll() is None, (
-                f"{proc.args[4:6]} exited with {proc.returncode} while waiting for {what}"
+                f"{cast('list[str]', proc.args)[4:6]} exited with {proc.returncode} while waiting for {what}"
             )
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)

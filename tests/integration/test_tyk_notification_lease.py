@@ -71,6 +71,18 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def _polled(
+    bridge: TykRedisBridge, stop: threading.Event, condition: Callable[[], bool]
+) -> Callable[[], bool]:
+    """`condition`, asked after one more poll of the bridge's notifications."""
+
+    def poll_then_check() -> bool:
+        bridge.forward_notifications(0.01, stop)
+        return condition()
+
+    return poll_then_check
+
+
 def test_one_holder_at_a_time_and_a_clean_stop_hands_over_at_once(client: redis.Redis, channel: str) -> None:
     first = NotificationLease(client, channel, "host-a:one", ttl_s=30)
     second = NotificationLease(client, channel, "host-b:two", ttl_s=30)
@@ -165,7 +177,7 @@ def test_two_bridges_publish_each_notification_once(client: redis.Redis, channel
         standby.forward_notifications(0.01, stop)  # the new tenure covers what arrives from now on
         then = [f"after-{i}" for i in range(20)]
         _notify(client, channel, then, listeners=1)
-        _wait_for(lambda: (standby.forward_notifications(0.01, stop), standby.stats.notices >= 20)[1])
+        _wait_for(_polled(standby, stop, lambda: standby.stats.notices >= 20))
         carried = published_one.payloads + published_two.payloads
         assert sorted(carried) == sorted(first + then)
     finally:
@@ -211,17 +223,17 @@ def test_a_backlog_over_one_poll_at_a_takeover_is_set_aside_whole(
             bridge.forward_notifications(0.05, stop)
         backlog = [f"old-{i}" for i in range(120)]
         _notify(client, channel, backlog, listeners=2)
-        _wait_for(lambda: (one.forward_notifications(0.01, stop), one.stats.notices >= 120)[1])
+        _wait_for(_polled(one, stop, lambda: one.stats.notices >= 120))
         one.finish()  # `two` never polled meanwhile: all 120 wait in its subscription
         assert one.notifications is not None
         one.notifications.close()
         lease = two.lease
         assert lease is not None
-        _wait_for(lambda: (two.forward_notifications(0.01, stop), two.stats.set_aside_notices >= 120)[1])
+        _wait_for(_polled(two, stop, lambda: two.stats.set_aside_notices >= 120))
         _wait_for(lease.held, timeout_s=3)
         fresh = [f"new-{i}" for i in range(30)]
         _notify(client, channel, fresh, listeners=1)
-        _wait_for(lambda: (two.forward_notifications(0.01, stop), two.stats.notices >= 30)[1])
+        _wait_for(_polled(two, stop, lambda: two.stats.notices >= 30))
         assert sorted(published_one.payloads) == sorted(backlog)
         assert sorted(published_two.payloads) == sorted(fresh)
         assert two.stats.set_aside_notices == 120
