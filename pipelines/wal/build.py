@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from pipelines.archive.output import EventsArchiveOutput
@@ -79,6 +80,7 @@ def build_flusher(
     directory: Path,
     archive: ArchiveOutput | None = None,
     notice_check: NoticeCheck | None = None,
+    make_durable: Callable[[], None] = lambda: None,
 ) -> DurableFlusher:
     writer = WalWriter(
         directory,
@@ -97,6 +99,7 @@ def build_flusher(
         flush_max_bytes=wal.wal_flush_max_bytes,
         dead_letters=DeadLetters(directory / DEAD_LETTER_FILE),
         archive=archive,
+        make_durable=make_durable,
     )
 
 
@@ -138,5 +141,12 @@ def build_journal(
         hasher = KeyHasher(worker.key_hash_salt.get_secret_value().encode())
         output = EventsArchiveOutput(sink, hasher, ttl_days=archive.archive_ttl_days, notices=notice_check)
     return build_flusher(
-        firehose, worker, wal, sink, directory=directory, archive=output, notice_check=notice_check
+        firehose,
+        worker,
+        wal,
+        sink,
+        directory=directory,
+        archive=output,
+        notice_check=notice_check,
+        make_durable=sink.make_durable,
     )

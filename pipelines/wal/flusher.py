@@ -16,8 +16,10 @@ position ranges [start, end) and, for each range:
    an insert fails for any reason that does not prove its rows bad (an outage,
    a cancelled query, a missing schema, a denied user); an insert refused
    repeatedly because of its rows goes to the dead-letter file with the reason;
-3. commit: move the checkpoint's `flushed` to `end` (with the publishers'
-   sequence positions) and delete segments that are entirely flushed.
+3. commit: make the inserts survive power loss (the embedded engine's
+   filesystem synced: ClickHouse itself fsyncs nothing by default), then move
+   the checkpoint's `flushed` to `end` (with the publishers' sequence
+   positions) and delete segments that are entirely flushed.
 
 A crash anywhere is repaired by the next start: the in-flight range is read
 again from the log with the same bounds, so it gets the same token and
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 from pipelines.delivery import Delivery, RetryPolicy, RollupSink
@@ -77,8 +80,10 @@ class DurableFlusher:
         dead_letters: DeadLetters,
         archive: ArchiveOutput | None = None,
         observer: FlushObserver | None = None,
+        make_durable: Callable[[], None] = lambda: None,
     ) -> None:
         self.writer = writer
+        self.make_durable = make_durable
         self.appender = BackgroundAppender(writer)
         self.checkpoint = checkpoint
         self.ingestor = ingestor
@@ -281,6 +286,8 @@ class DurableFlusher:
             if not self.delivery.attempt(flight.shipment):
                 self._failed()
                 return False
+            if not self._durable():
+                return False
             self._commit(flight)
             self._flight = None
             if flight.live:
@@ -295,6 +302,16 @@ class DurableFlusher:
             self.checkpoint.inflight = flight.range
             store_checkpoint(self.writer.directory, self.checkpoint)
         return flight
+
+    def _durable(self) -> bool:
+        """What the flight wrote survives power loss before the checkpoint lets the log forget it."""
+        try:
+            self.make_durable()
+        except OSError as exc:
+            # the flight stays: the next flush sends it again (the same token lands once) and retries this
+            log.error("cannot make the written flush durable; the log keeps it: %s", exc)
+            return False
+        return True
 
     def _commit(self, flight: Flight) -> None:
         self.checkpoint.flushed = flight.range.end

@@ -28,6 +28,7 @@ from sinks.clickhouse.ddl import (
     schema_statements,
     view_is_current,
 )
+from sinks.clickhouse.durable import sync_filesystem
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from sinks.redact import redact
@@ -161,6 +162,12 @@ class ClickHouseSink:
                 raise translate(exc, f"insert into {target}", target) from exc
             rows += table.num_rows
         return rows
+
+    def make_durable(self) -> None:
+        """Make every insert so far survive power loss: the embedded engine's filesystem is synced
+        (ClickHouse fsyncs neither parts nor tokens by default, durable.py); a server keeps its own."""
+        if self.target.embedded_path is not None:
+            sync_filesystem(self.target.embedded_path)
 
     def query_rows(self, sql: str) -> list[tuple[Any, ...]]:
         try:

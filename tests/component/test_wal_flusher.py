@@ -27,8 +27,8 @@ from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.ingest import Ingestor
 from pipelines.rollups import compute
 from pipelines.runners.local import LocalRunner
-from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
-from pipelines.wal.build import build_flusher
+from pipelines.settings import ArchiveSettings, FirehoseSettings, WalSettings, WorkerSettings
+from pipelines.wal.build import build_flusher, build_journal
 from pipelines.wal.checkpoint import load_checkpoint
 from pipelines.wal.deadletter import DEAD_LETTER_FILE, read_dead_letters
 from pipelines.wal.flusher import DurableFlusher
@@ -36,8 +36,8 @@ from pipelines.wal.format import WalRecord
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.errors import SinkRejectedError, SinkUnavailableError
-from tests.conftest import free_port
 from tests.durability import base_window_s, check_exact, health, records_of, workload_message
+from tests.harness.processes import free_port
 from tests.helpers import analytics
 from tests.sink_faults import Fault, FaultySink
 
@@ -126,6 +126,60 @@ def test_a_flush_whose_acknowledgement_was_lost_lands_once(sink: ClickHouseSink,
     for token, name, _ in lost_acks:
         assert (token, name, "ok") in faulty.calls, "the retry must reuse the token"
     assert check_exact(sink.client, sink.database, NODE, base, set(range(90)), 90) == []
+
+
+def test_the_checkpoint_moves_only_once_the_written_flush_is_durable(
+    sink: ClickHouseSink, wal_dir: Path
+) -> None:
+    base = base_window_s()
+    # at each sync: (records in traffic_1m, the checkpoint's flushed position)
+    synced: list[tuple[int, int]] = []
+    failures = [OSError(5, "Input/output error")]
+
+    def make_durable() -> None:
+        checkpoint = load_checkpoint(wal_dir)
+        assert checkpoint is not None
+        rows = sink.query_rows(f"SELECT sum(requests) FROM {sink.database}.traffic_1m")
+        synced.append((int(rows[0][0] or 0), checkpoint.flushed))
+        if failures:
+            raise failures.pop()
+
+    wal = WalSettings(wal_dir=str(wal_dir), sink_retry_initial_s=0.01, sink_retry_max_s=0.05)
+    worker = WorkerSettings(key_hash_salt=SecretStr("salt"))
+    flusher = build_flusher(
+        FirehoseSettings(), worker, wal, sink, directory=wal_dir, make_durable=make_durable
+    )
+    flusher.open()
+    log_messages(flusher, range(20), base)
+    records = sum(records_of(seq) for seq in range(20))
+    assert not flusher.flush(), "written, not durable: not done"
+    checkpoint = load_checkpoint(wal_dir)
+    assert checkpoint is not None
+    assert checkpoint.flushed == 0, "the log keeps a flush its disk may still lose"
+    drain(flusher)
+    flusher.close()
+    assert synced == [(records, 0), (records, 0)], "synced after the inserts, before the checkpoint moved"
+    checkpoint = load_checkpoint(wal_dir)
+    assert checkpoint is not None
+    assert checkpoint.flushed == 20
+    assert check_exact(sink.client, sink.database, NODE, base, set(range(20)), 20) == []
+
+
+def test_the_worker_syncs_its_embedded_database_before_each_commit(
+    clickhouse: ClickHouseSettings, wal_dir: Path
+) -> None:
+    sink = ClickHouseSink(clickhouse)
+    settings = WorkerSettings(key_hash_salt=SecretStr("salt"))
+    journal = build_journal(
+        FirehoseSettings(),
+        settings,
+        WalSettings(wal_dir=str(wal_dir)),
+        ArchiveSettings(),
+        clickhouse,
+        sink,
+    )
+    assert isinstance(journal, DurableFlusher)
+    assert journal.make_durable == sink.make_durable
 
 
 def test_a_flush_that_never_reached_clickhouse_is_retried(sink: ClickHouseSink, wal_dir: Path) -> None:
