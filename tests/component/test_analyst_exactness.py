@@ -8,7 +8,7 @@ expected numbers are worked out by hand from the records written.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import pandas as pd
 import pytest
@@ -27,6 +27,11 @@ MINUTE_NS = 60 * 10**9
 T0_NS = int(T0.timestamp()) * 10**9
 
 
+class Where(TypedDict, total=False):
+    org: str
+    api: str
+
+
 class Records:
     """Messages at minute offsets from T0 (a few seconds into each minute)."""
 
@@ -42,12 +47,12 @@ class Records:
         self.seq[node] = seq + 1
         self.ingestor.ingest(message(topic, records, node=node, seq=seq, sent=at), received_ns=at)
 
-    def requests(self, minute: int, latencies: dict[int, int], **where: str) -> None:
+    def requests(self, minute: int, latencies: dict[int, int], **where: Unpack[Where]) -> None:
         """`latencies`: latency ms -> how many requests took that long; `where`: org, api."""
         records = [analytics(0, latency=ms, **where) for ms, n in latencies.items() for _ in range(n)]
         self.send("tyk.analytics", records, minute=minute)
 
-    def events(self, minute: int, name: str, keys: list[str], **where: str) -> None:
+    def events(self, minute: int, name: str, keys: list[str], **where: Unpack[Where]) -> None:
         self.send(f"tyk.event.{name}", [event(name, 0, key=k, **where) for k in keys], minute=minute)
 
 

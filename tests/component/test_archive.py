@@ -168,7 +168,7 @@ def test_credentials_under_any_name_or_depth_never_reach_the_archive_and_deep_ne
     bearer = f"GET / HTTP/1.1\r\nAuthorization: Bearer {RAW}-1\r\nCookie: s={RAW}-2\r\n\r\n"
     go_names = {"TimeStamp": [now // 10**9, 0], "OrgID": "org1", "APIID": "api1", "ResponseCode": 200}
     go_names |= {"APIKey": f"{RAW}-3", "RawRequest": bearer, "RawResponse": bearer, "KeyID": f"{RAW}-4"}
-    spelled = analytics(now, key=f"{RAW}-5", **{"Api-Key": f"{RAW}-6", "ACCESS_TOKEN": f"{RAW}-7"})
+    spelled = analytics(now, key=f"{RAW}-5") | {"Api-Key": f"{RAW}-6", "ACCESS_TOKEN": f"{RAW}-7"}
     spelled["meta"] = {"headers": [{"Authorization": f"Basic {RAW}-8"}], "client.secret": f"{RAW}-9"}
     spelled["deep"] = {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"j": {"k": {"l": {"m": {
         "n": {"o": {"p": {"q": {"password": f"{RAW}-10"}}}}}}}}}}}}}}}}}}  # fmt: skip

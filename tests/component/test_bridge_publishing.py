@@ -61,7 +61,8 @@ def test_records_are_split_under_the_limit_and_only_those_too_large_alone_are_dr
         sent = publisher.publish(TOPIC_ANALYTICS, batch, threading.Event())
         assert sent == Sent(records=60, too_large=3, stopped=False)
         assert publisher.too_large_records == 3
-        sizes, paths = [], []
+        sizes: list[int] = []
+        paths: list[str] = []
         deadline = time.monotonic() + 10
         while len(paths) < 60 and time.monotonic() < deadline:
             for frames in subscriber.receive(100):

@@ -21,7 +21,8 @@ from pipelines.firehose.publisher import FirehosePublisher
 from pipelines.firehose.subscriber import FirehoseSubscriber
 from pipelines.security.curve import CurveSession, generate_certificates
 from pipelines.settings import CurveSettings
-from tests.conftest import T0_NS, free_port
+from tests.conftest import T0_NS
+from tests.harness.processes import free_port
 from tests.helpers import analytics
 
 pytestmark = pytest.mark.component

@@ -55,7 +55,7 @@ def test_an_idle_fleet_heartbeats_every_node_at_least_every_interval(
         decoded = MessageDecoder().decode(frames)
         assert isinstance(decoded, DecodedMessage)
         assert decoded.kind is TopicKind.HEARTBEAT
-        (record,) = decoded.records
+        (record,) = decoded.structs
         assert record.interval_ms == 300
         beats.setdefault(record.node, []).append(record.timestamp)
     assert sorted(beats) == ["idle-dashboard", "idle-gw01", "idle-gw02"]

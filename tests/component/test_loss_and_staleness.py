@@ -22,7 +22,7 @@ from pipelines.runners.local import LocalRunner, RunSummary
 from pipelines.settings import FirehoseSettings, WorkerSettings
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
-from tests.conftest import free_port
+from tests.harness.processes import free_port
 from tests.harness.tykpulse import wait_until
 from tests.helpers import analytics
 from tests.hostile import garbage_with_valid_envelopes

@@ -7,7 +7,7 @@ import http.client
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import clickhouse_connect
 import pandas as pd
@@ -30,9 +30,14 @@ def server(tmp_path: Path) -> Iterator[ClickHouseHttpServer]:
         yield srv
 
 
+class Auth(TypedDict, total=False):
+    username: str
+    password: str
+
+
 def client(server: ClickHouseHttpServer, *, writer: bool = False, **kwargs: Any) -> Any:
     host, port = server.address
-    auth = {"username": WRITER[0], "password": WRITER[1]} if writer else {}
+    auth: Auth = {"username": WRITER[0], "password": WRITER[1]} if writer else {}
     return clickhouse_connect.get_client(host=host, port=port, **auth, **kwargs)
 
 
@@ -55,7 +60,9 @@ def reader(server: ClickHouseHttpServer, writer: Any) -> Iterator[Any]:
     c.close()
 
 
-def raw(server: ClickHouseHttpServer, method: str, params: dict[str, str], body: bytes = b"", **headers: str):
+def raw(
+    server: ClickHouseHttpServer, method: str, params: dict[str, str], body: bytes = b"", /, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
     host, port = server.address
     conn = http.client.HTTPConnection(host, port, timeout=30)
     try:

@@ -23,8 +23,9 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import cast
 
 import pytest
 from pydantic import SecretStr
@@ -61,8 +62,14 @@ def server(tmp_path: Path) -> Iterator[ClickHouseHttpServer]:
 
 
 def post(
-    srv: ClickHouseHttpServer, sql: str | bytes, path: str = "/", *, writer: bool = False, **headers: str
+    srv: ClickHouseHttpServer,
+    sql: str | bytes,
+    path: str = "/",
+    *,
+    writer: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
+    headers = dict(headers or {})
     if writer:
         headers = {"X-ClickHouse-User": WRITER[0], "X-ClickHouse-Key": WRITER[1], **headers}
     conn = http.client.HTTPConnection(*srv.address, timeout=60)
@@ -134,7 +141,7 @@ def hang_up(sock: socket.socket, how: str) -> None:
 def test_a_reader_query_is_cancelled_when_its_client_goes_away(
     server: ClickHouseHttpServer, style: str, how: str
 ) -> None:
-    cancelled = server.stats.readings()["cancelled"]
+    cancelled = cast(float, server.stats.readings()["cancelled"])  # a scalar reading, not a labelled one
     sock, mark = start_long_reader(server, style)
     time.sleep(0.5)  # well into the query
     assert running(server, mark) == 1
@@ -365,17 +372,19 @@ READER_VIEW = f"1\t{MAX_EXECUTION_S}\t{1 << 30}\ttykpulse_readers\n".encode()
 )
 def test_settings_in_headers_are_ignored(server: ClickHouseHttpServer, headers: dict[str, str]) -> None:
     """No header sets anything: the reader keeps readonly=1, its limits, `default` and TabSeparated."""
-    status, response_headers, body = post(server, PROBE, **headers)
+    status, response_headers, body = post(server, PROBE, headers=headers)
     assert (status, body) == (200, READER_VIEW)
     assert response_headers["x-clickhouse-format"] == "TabSeparated"
     assert_usable(server)
 
 
 def test_a_database_header_reaches_no_system_table(server: ClickHouseHttpServer) -> None:
-    status, headers, _ = post(server, "SELECT count() FROM processes", **{"X-ClickHouse-Database": "system"})
+    status, headers, _ = post(
+        server, "SELECT count() FROM processes", headers={"X-ClickHouse-Database": "system"}
+    )
     assert (status, headers["x-clickhouse-exception-code"]) == (404, "60")  # looked up in `default`
     status, headers, _ = post(
-        server, "SELECT count() FROM system.processes", **{"X-ClickHouse-Database": "system"}
+        server, "SELECT count() FROM system.processes", headers={"X-ClickHouse-Database": "system"}
     )
     assert (status, headers["x-clickhouse-exception-code"]) == (403, "497")  # the gate, as always
 
@@ -387,12 +396,14 @@ def test_form_fields_are_never_read_as_parameters(server: ClickHouseHttpServer) 
     """The body is SQL whatever its Content-Type (curl -d sends SQL as a form): form fields are
     refused as a syntax error, never taken as settings."""
     fields = {"query": PROBE, "readonly": "0", "max_execution_time": "0", "max_memory_usage": "0"}
-    status, headers, body = post(server, urllib.parse.urlencode(fields), **{"Content-Type": FORM})
+    status, headers, body = post(server, urllib.parse.urlencode(fields), headers={"Content-Type": FORM})
     assert (status, headers["x-clickhouse-exception-code"]) == (400, "62"), body
     path = "/?" + urllib.parse.urlencode({"query": PROBE})
-    status, headers, body = post(server, "readonly=0&max_execution_time=0", path, **{"Content-Type": FORM})
+    status, headers, body = post(
+        server, "readonly=0&max_execution_time=0", path, headers={"Content-Type": FORM}
+    )
     assert (status, headers["x-clickhouse-exception-code"]) == (400, "62"), body
-    status, _, body = post(server, PROBE, **{"Content-Type": FORM})  # plain SQL under a form's type
+    status, _, body = post(server, PROBE, headers={"Content-Type": FORM})  # plain SQL under a form's type
     assert (status, body) == (200, READER_VIEW)
     assert_usable(server)
 
@@ -419,7 +430,7 @@ def _multipart(boundary: str, fields: dict[str, str]) -> bytes:
 def test_multipart_requests_are_refused(
     server: ClickHouseHttpServer, content_type: str, fields: dict[str, str]
 ) -> None:
-    status, headers, body = post(server, _multipart("b", fields), **{"Content-Type": content_type})
+    status, headers, body = post(server, _multipart("b", fields), headers={"Content-Type": content_type})
     assert (status, headers["x-clickhouse-exception-code"]) == (501, "48"), body
     assert b"multipart/form-data" in body
     assert_usable(server)

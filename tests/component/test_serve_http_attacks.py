@@ -308,7 +308,8 @@ def test_loopback_hosts_are_accepted(server: ClickHouseHttpServer, host: str) ->
 def test_allowed_origins_and_hosts_are_let_through(tmp_path: Path) -> None:
     settings = ServeSettings(
         serve_listen="127.0.0.1:0",
-        serve_allowed_origins="https://grafana.example.com, http://localhost:3000",
+        # a comma-separated str as from the environment: pydantic's __init__ signature says list[str]
+        serve_allowed_origins="https://grafana.example.com, http://localhost:3000",  # type: ignore[arg-type]
         serve_allowed_hosts=["clickhouse.internal"],
     )
     with ClickHouseHttpServer(tmp_path / "db", settings) as srv, connect(srv) as sock:

@@ -57,7 +57,7 @@ class Site:
         assert SECRET.encode() not in outcome.body
         return outcome
 
-    def refused(self, sql: str, settings: dict[str, str] | None = None, **kwargs: str) -> int:
+    def refused(self, sql: str, settings: dict[str, str] | None = None, **kwargs: str) -> int | None:
         with pytest.raises(ServeError) as info:
             self.read(sql, settings=settings, **kwargs)
         assert SECRET not in info.value.message

@@ -85,7 +85,9 @@ def running_receiver(zmq_context: zmq.Context[Any], **overrides: Any) -> Iterato
         publisher.close(0)
 
 
-def request(port: int, method: str, path: str, body: str = "", headers: dict[str, str] | None = None) -> Any:
+def request(
+    port: int, method: str, path: str, body: str = "", headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request(method, path, body=body.encode(), headers=headers or {})
@@ -268,7 +270,7 @@ def test_unpublishable_values_are_400s_and_the_good_events_around_them_are_publi
 def test_an_event_the_publisher_refuses_is_counted_logged_and_spares_its_batch(
     zmq_context: zmq.Context[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = TykWebhookSettings(listen="127.0.0.1:0", key_hash_salt="salt", message_records=10)
+    settings = TykWebhookSettings(listen="127.0.0.1:0", key_hash_salt=SecretStr("salt"), message_records=10)
     publisher = BridgePublisher(
         FirehosePublisher(zmq_context, [parse_endpoint("@tcp://127.0.0.1:0")], node="webhook-test")
     )
@@ -380,10 +382,10 @@ def test_connections_beyond_the_cap_are_refused_503(zmq_context: zmq.Context[Any
         idle = [occupy() for _ in range(3)]
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
-                reply = read_response(extra)
+                refusal = read_response(extra)
                 refused += 1
-                assert reply.startswith(b"HTTP/1.1 503 ")
-                assert b'"too_many_connections"' in reply
+                assert refusal.startswith(b"HTTP/1.1 503 ")
+                assert b'"too_many_connections"' in refusal
                 assert extra.recv(100) == b""  # closed
         finally:
             for s in idle:

@@ -110,8 +110,8 @@ def test_worker_under_hostile_input_and_loss_reports_everything_and_keeps_every_
     assert result
     assert metrics[("tykpulse_records_received_total", ())] == good_records
     assert metrics[("tykpulse_lost_messages_total", ())] == 7 + filtered
-    for reason, count in expected_rejected.items():
-        assert metrics[("tykpulse_rejected_total", (("reason", reason),))] == count
+    for reason_label, count in expected_rejected.items():
+        assert metrics[("tykpulse_rejected_total", (("reason", reason_label),))] == count
     assert metrics[("tykpulse_flush_seconds_count", ())] >= 1
     assert metrics[("tykpulse_flushes_total", (("outcome", "written"),))] >= 1
     assert (
