@@ -51,6 +51,7 @@ from collections.abc import Callable
 from typing import Final
 
 from pipelines.delivery import Delivery, RetryPolicy, RollupSink
+from pipelines.errors import PipelineError
 from pipelines.ingest import Ingestor
 from pipelines.journal import FlushObserver, RunSummary
 from pipelines.wal.appender import BackgroundAppender
@@ -286,8 +287,7 @@ class DurableFlusher:
             if not self.delivery.attempt(flight.shipment):
                 self._failed()
                 return False
-            if not self._durable():
-                return False
+            self._durable(flight)
             self._commit(flight)
             self._flight = None
             if flight.live:
@@ -303,15 +303,21 @@ class DurableFlusher:
             store_checkpoint(self.writer.directory, self.checkpoint)
         return flight
 
-    def _durable(self) -> bool:
-        """What the flight wrote survives power loss before the checkpoint lets the log forget it."""
+    def _durable(self, flight: Flight) -> None:
+        """What the flight wrote survives power loss before the checkpoint lets the log forget it.
+
+        A disk that failed to take it is fatal: sending the flight again would land nowhere (ClickHouse
+        has its token), and the page cache no longer says what reached the disk. The worker stops
+        with the range still in the log, which a restart on a sound disk writes again.
+        """
         try:
             self.make_durable()
         except OSError as exc:
-            # the flight stays: the next flush sends it again (the same token lands once) and retries this
-            log.error("cannot make the written flush durable; the log keeps it: %s", exc)
-            return False
-        return True
+            msg = (
+                f"the disk failed to take what ClickHouse acknowledged ({exc}); stopping with log "
+                f"positions {flight.range.start}-{flight.range.end} kept: check the disk, then restart"
+            )
+            raise PipelineError(msg) from exc
 
     def _commit(self, flight: Flight) -> None:
         self.checkpoint.flushed = flight.range.end

@@ -70,6 +70,8 @@ def forget_unwritten_blocks(root: Path) -> list[ForgottenBlocks]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return []
+        if not _still_at(fd, status):
+            return []  # an engine stopped and another started meanwhile: this lock guards nothing
         forgotten = []
         for name, table in _tables(root):
             try:
@@ -89,6 +91,15 @@ def forget_unwritten_blocks(root: Path) -> list[ForgottenBlocks]:
         return forgotten
     finally:
         os.close(fd)  # releases the lock
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _tables(root: Path) -> Iterator[tuple[str, Path]]:
@@ -116,8 +127,10 @@ def _forget_in_table(table: Path) -> tuple[str, ...]:
     if not files:
         return ()
     live: dict[str, str] = {}  # block id -> part, for the tokens ClickHouse will load as seen
+    torn_at: int | None = None
     for path in files:
-        for number, line in enumerate(_complete_lines(path, last=path == files[-1]), start=1):
+        lines, torn_at = _complete_lines(path, last=path == files[-1])
+        for number, line in enumerate(lines, start=1):
             fields = line.split("\t")
             if len(fields) != 3 or fields[0] not in (_ADD, _DROP) or not _PART.fullmatch(fields[1]):
                 msg = f"{path.name} line {number} is not <1|2> TAB <part> TAB <block id>"
@@ -130,6 +143,9 @@ def _forget_in_table(table: Path) -> tuple[str, ...]:
     # Block numbers grow with every insert, and a killed insert is the last one: its part
     # names a block above every part on disk (merged parts keep their sources' range). Older
     # parts gone for other reasons (emptied by a TTL) are below it, and are left alone.
+    if torn_at is not None:
+        # ClickHouse appends here next: a torn line would swallow the start of its next record
+        os.truncate(files[-1], torn_at)
     newest = _newest_written_block(table)
     unwritten = {block: part for block, part in live.items() if _max_block(part) > newest}
     if unwritten:
@@ -148,18 +164,19 @@ def _log_files(directory: Path) -> list[Path]:
     return [path for _, path in sorted(numbered)]
 
 
-def _complete_lines(path: Path, *, last: bool) -> list[str]:
-    """The log's lines; a torn last line (the engine killed mid-write) is cut off the last file."""
+def _complete_lines(path: Path, *, last: bool) -> tuple[list[str], int | None]:
+    """The log's whole lines, and where a torn last line (the engine killed mid-write) starts."""
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
+    torn_at = None
     if end != len(data):
         if not last:
             msg = f"{path.name} ends inside a line, and it is not the newest log"
             raise UnreadableLogError(msg)
-        os.truncate(path, end)  # ClickHouse appends here next: a torn line would join its record
+        torn_at = end
         data = data[:end]
     try:
-        return data.decode("ascii").splitlines()
+        return data.decode("ascii").splitlines(), torn_at
     except UnicodeDecodeError as exc:
         msg = f"{path.name} is not text"
         raise UnreadableLogError(msg) from exc

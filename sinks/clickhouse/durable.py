@@ -8,6 +8,11 @@ has acknowledged it, so a power loss in that delay lost acknowledged flushes,
 silently. One syncfs(2) of the embedded directory's filesystem per flush, after
 the inserts and before the checkpoint moves, makes the parts, their renames and
 their tokens durable together; os.sync() where syncfs is missing.
+
+The directory is opened once, when the engine is: syncfs reports a writeback
+error only to descriptors opened before it happened, so a descriptor opened
+for each call would miss one that a previous call, or the kernel's own
+writeback, met first.
 """
 
 from __future__ import annotations
@@ -26,14 +31,25 @@ def _syncfs(fd: int) -> None:
         raise OSError(errno, os.strerror(errno))
 
 
-def sync_filesystem(path: Path, *, syncfs: Callable[[int], None] | None = None) -> None:
-    """Flush every dirty page of the filesystem holding `path` to its disk."""
-    call = syncfs or (_syncfs if hasattr(_libc, "syncfs") else None)
-    if call is None:
-        os.sync()
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        call(fd)
-    finally:
-        os.close(fd)
+class FilesystemSync:
+    """Flushes every dirty page of the filesystem holding `path` to its disk, on demand."""
+
+    def __init__(self, path: Path, *, syncfs: Callable[[int], None] | None = None) -> None:
+        self.path = path
+        self._call = syncfs or (_syncfs if hasattr(_libc, "syncfs") else None)
+        self._fd: int | None = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def sync(self) -> None:
+        """Raises OSError when the disk failed to take something written since this was opened."""
+        if self._fd is None:
+            msg = f"the sync of {self.path} is closed"
+            raise ValueError(msg)
+        if self._call is None:
+            os.sync()  # reports no error: the best there is without syncfs
+        else:
+            self._call(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

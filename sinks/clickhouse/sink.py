@@ -28,7 +28,7 @@ from sinks.clickhouse.ddl import (
     schema_statements,
     view_is_current,
 )
-from sinks.clickhouse.durable import sync_filesystem
+from sinks.clickhouse.durable import FilesystemSync
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from sinks.redact import redact
@@ -136,6 +136,7 @@ class ClickHouseSink:
         self.layout = ClusterLayout(settings.clickhouse_cluster) if settings.clickhouse_cluster else None
         self._insert_settings = {**_DEDUP_SETTINGS, **(_CLUSTER_SETTINGS if self.layout else {})}
         self._client: Any = None
+        self._sync: FilesystemSync | None = None
 
     @property
     def client(self) -> Any:
@@ -146,6 +147,8 @@ class ClickHouseSink:
     def setup(self) -> None:
         """Open the connection and apply the schema (idempotent)."""
         apply_schema(self.client, self.database, self.layout)
+        if self.target.embedded_path is not None and self._sync is None:
+            self._sync = FilesystemSync(self.target.embedded_path)
         log.info("sink ready target=%s database=%s", self.target.describe(), self.database)
 
     def write(self, partials: Mapping[str, pa.Table], token: str) -> int:
@@ -165,9 +168,10 @@ class ClickHouseSink:
 
     def make_durable(self) -> None:
         """Make every insert so far survive power loss: the embedded engine's filesystem is synced
-        (ClickHouse fsyncs neither parts nor tokens by default, durable.py); a server keeps its own."""
-        if self.target.embedded_path is not None:
-            sync_filesystem(self.target.embedded_path)
+        (ClickHouse fsyncs neither parts nor tokens by default, durable.py); a server keeps its own.
+        Raises OSError when the disk failed to take what was written."""
+        if self._sync is not None:
+            self._sync.sync()
 
     def query_rows(self, sql: str) -> list[tuple[Any, ...]]:
         try:
@@ -176,6 +180,9 @@ class ClickHouseSink:
             raise translate(exc, "query") from exc
 
     def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -6,6 +6,7 @@ window by window: a flush counted twice doubles a window, a lost one empties it.
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -144,24 +145,34 @@ def test_the_checkpoint_moves_only_once_the_written_flush_is_durable(
         if failures:
             raise failures.pop()
 
-    wal = WalSettings(wal_dir=str(wal_dir), sink_retry_initial_s=0.01, sink_retry_max_s=0.05)
-    worker = WorkerSettings(key_hash_salt=SecretStr("salt"))
-    flusher = build_flusher(
-        FirehoseSettings(), worker, wal, sink, directory=wal_dir, make_durable=make_durable
-    )
-    flusher.open()
+    def durable_flusher() -> DurableFlusher:
+        wal = WalSettings(wal_dir=str(wal_dir), sink_retry_initial_s=0.01, sink_retry_max_s=0.05)
+        worker = WorkerSettings(key_hash_salt=SecretStr("salt"))
+        flusher = build_flusher(
+            FirehoseSettings(), worker, wal, sink, directory=wal_dir, make_durable=make_durable
+        )
+        flusher.open()
+        return flusher
+
+    flusher = durable_flusher()
     log_messages(flusher, range(20), base)
     records = sum(records_of(seq) for seq in range(20))
-    assert not flusher.flush(), "written, not durable: not done"
+    # Sending it again would land nowhere (ClickHouse has the token): the worker stops instead.
+    with pytest.raises(PipelineError, match=r"the disk failed .* log positions 0-20 kept"):
+        flusher.flush()
+    flusher.close()
     checkpoint = load_checkpoint(wal_dir)
     assert checkpoint is not None
-    assert checkpoint.flushed == 0, "the log keeps a flush its disk may still lose"
+    assert checkpoint.flushed == 0, "the log keeps a flush its disk may have lost"
+    assert synced == [(records, 0)], "synced after the inserts, before the checkpoint moved"
+
+    flusher = durable_flusher()  # restarted on a sound disk
     drain(flusher)
     flusher.close()
-    assert synced == [(records, 0), (records, 0)], "synced after the inserts, before the checkpoint moved"
     checkpoint = load_checkpoint(wal_dir)
     assert checkpoint is not None
     assert checkpoint.flushed == 20
+    assert synced[1:] == [(records, 0)]
     assert check_exact(sink.client, sink.database, NODE, base, set(range(20)), 20) == []
 
 
@@ -180,6 +191,14 @@ def test_the_worker_syncs_its_embedded_database_before_each_commit(
     )
     assert isinstance(journal, DurableFlusher)
     assert journal.make_durable == sink.make_durable
+    sink.setup()
+    try:
+        assert sink._sync is not None, "the embedded database's filesystem is held from the start"
+        embedded = sink.target.embedded_path
+        assert embedded is not None
+        assert os.fstat(sink._sync._fd or -1).st_ino == os.stat(embedded).st_ino
+    finally:
+        sink.close()
 
 
 def test_a_flush_that_never_reached_clickhouse_is_retried(sink: ClickHouseSink, wal_dir: Path) -> None:

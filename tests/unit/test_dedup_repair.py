@@ -3,6 +3,7 @@ ClickHouse lays them out; the real engine's side is tests/component/test_killed_
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from pathlib import Path
 
@@ -84,6 +85,8 @@ def test_a_torn_last_line_is_cut_so_the_next_record_starts_on_a_line_of_its_own(
             {"deduplication_log_1.txt": "1\tp_8", "deduplication_log_2.txt": add("p_9_9_0", "b")},
             "not the newest",
         ),
+        # unreadable and torn: not even the torn line is cut
+        ({"deduplication_log_1.txt": "3\tp_2_2_0\tb\n1\tp_3"}, "line 1 is not"),
     ],
 )
 def test_a_log_in_an_unknown_form_is_left_as_it_is_with_a_warning(
@@ -103,3 +106,20 @@ def test_every_table_is_looked_at_and_named(tmp_path: Path) -> None:
     table(tmp_path, ["p_1_1_0"], add("p_1_1_0", "b1"), name="kept")
     table(tmp_path, [], add("all_1_1_0", "x"), name="killed")
     assert [(f.table, f.parts) for f in forget_unwritten_blocks(tmp_path)] == [("db.killed", ("all_1_1_0",))]
+
+
+def test_a_status_file_replaced_while_it_was_being_locked_guards_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the engine that held it stopped cleanly and another started, with a status file of its own
+    logs = table(tmp_path, [], add("p_1_1_0", "b1"))
+    lock = fcntl.flock
+
+    def another_engine_started(fd: int, operation: int) -> None:
+        (tmp_path / "status").unlink()
+        (tmp_path / "status").touch()
+        lock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", another_engine_started)
+    assert forget_unwritten_blocks(tmp_path) == []
+    assert (logs / "deduplication_log_1.txt").read_text() == add("p_1_1_0", "b1")
