@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import http.client
 import urllib.parse
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import SecretStr
 
+from sinks.clickhouse.durable import FilesystemSync
 from sinks.clickhouse.serve import ClickHouseHttpServer, ServeSettings
 
 pytestmark = pytest.mark.component
@@ -317,3 +319,31 @@ def test_responses_are_compressed_as_negotiated(server: ClickHouseHttpServer, en
     _, headers, plain = raw(server, "GET", {"query": "SELECT 1"}, **{"Accept-Encoding": encoding})
     assert "Content-Encoding" not in headers
     assert plain == b"1\n"
+
+
+def test_an_insert_is_acknowledged_once_synced_and_a_failed_sync_refuses_every_insert_after(
+    server: ClickHouseHttpServer, writer: Any
+) -> None:
+    # A worker drops what `db serve` acknowledged from its log: acknowledged means on the disk.
+    syncs: list[int] = []
+    failing = {"on": False}
+
+    def syncfs(fd: int) -> None:
+        syncs.append(fd)
+        if failing["on"]:
+            raise OSError(5, "Input/output error")
+
+    server.engine._sync = FilesystemSync(server.engine.path, syncfs=syncfs)
+    writer.insert("d.t", [[1, "a", datetime.datetime(2026, 1, 1)]], column_names=["x", "s", "ts"])
+    assert len(syncs) == 1
+    writer.command("SELECT 1")
+    assert len(syncs) == 1, "only inserts are synced"
+    failing["on"] = True
+    with pytest.raises(DatabaseError, match="CANNOT_FSYNC"):
+        writer.insert("d.t", [[2, "b", datetime.datetime(2026, 1, 1)]], column_names=["x", "s", "ts"])
+    failing["on"] = False  # a retry, with the same token, would land nowhere and be acknowledged
+    with pytest.raises(DatabaseError, match="CANNOT_FSYNC"):
+        writer.insert("d.t", [[2, "b", datetime.datetime(2026, 1, 1)]], column_names=["x", "s", "ts"])
+    assert len(syncs) == 2
+    # the insert whose sync failed ran (its acknowledgement was refused); the one after never did
+    assert writer.command("SELECT count() FROM d.t") == 2

@@ -36,8 +36,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from sinks.clickhouse.client import prepare_embedded
+from sinks.clickhouse.durable import FilesystemSync
 from sinks.clickhouse.serve.cancellation import Ticket
-from sinks.clickhouse.serve.errors import TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_EXCEPTION, ServeError
+from sinks.clickhouse.serve.errors import (
+    CANNOT_FSYNC,
+    TOO_MANY_SIMULTANEOUS_QUERIES,
+    UNKNOWN_EXCEPTION,
+    ServeError,
+)
 from sinks.clickhouse.serve.gate import admit
 from sinks.clickhouse.serve.handles import Handle, Role, quote_literal
 from sinks.clickhouse.serve.reader_policy import (
@@ -138,9 +144,13 @@ class ChdbEngine:
         self._kill_lock = threading.Lock()
         self.version = ""
         self.timezone = "UTC"
+        self._sync: FilesystemSync | None = None
+        # set by a failed sync: every later write is refused (fail-stop, see _made_durable)
+        self._disk_failure: str | None = None
 
     def open(self) -> None:
         prepare_embedded(self.path)  # the path as given: a link planted there is refused, not followed
+        self._sync = FilesystemSync(self.path)
         handle = self._open_handle(Role.WRITER)
         try:
             row = handle.run(b"SELECT version(), timezone()").bytes().decode().strip().split("\t")
@@ -321,18 +331,45 @@ class ChdbEngine:
         handle.apply_settings(query.settings)
         fmt = output_format(query.sql, query.default_format)
         started = time.perf_counter()
+        keyword = first_keyword(query.sql)
+        if keyword == "INSERT":
+            self._refuse_after_disk_failure()
         insert = split_insert_data(query.sql)
         if insert is None:
             # the marker (a comment) only in what the engine runs: format and keyword come from the statement
             result = handle.run(marker + query.sql, fmt or "TabSeparated", query.params)
         else:
             result = _insert_from_file(handle, *insert)
+        if keyword == "INSERT":
+            self._made_durable()
         elapsed = time.perf_counter() - started
-        keyword = first_keyword(query.sql)
         if in_session and keyword in ("SET", "USE"):
             handle.forget_state()
         body = result.bytes() or b""
         return Outcome(body, fmt, _summary(result, elapsed, insert=keyword == "INSERT"))
+
+    def _made_durable(self) -> None:
+        """An insert is acknowledged only once it survives power loss (durable.py: ClickHouse fsyncs
+        nothing by default, and a writer drops what it sent once acknowledged).
+
+        A failed sync is fail-stop: a writer's retry of that insert would be dropped as a duplicate
+        (ClickHouse has its token) and then acknowledged, so every insert is refused from then on and
+        the writers keep their data (each in its log) until the disk is checked and the endpoint restarted.
+        """
+        self._refuse_after_disk_failure()
+        if self._sync is None:
+            return
+        try:
+            self._sync.sync()
+        except OSError as exc:
+            self._disk_failure = f"the disk failed to take an acknowledged insert ({exc})"
+            log.error("%s: every insert is refused until the endpoint restarts", self._disk_failure)
+            self._refuse_after_disk_failure()
+
+    def _refuse_after_disk_failure(self) -> None:
+        if self._disk_failure is not None:
+            msg = f"{self._disk_failure}; restart the endpoint once the disk is checked"
+            raise ServeError(CANNOT_FSYNC, msg)
 
     def cancel(self, ticket: Ticket) -> None:
         """Stop the query running under `ticket`, or keep it from starting (raises ServeError).
@@ -361,6 +398,9 @@ class ChdbEngine:
         for handle in idle:
             handle.close()
         self.sessions.close()
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
 
 
 def summary_header(outcome: Outcome) -> str:
