@@ -23,6 +23,8 @@ from sinks.clickhouse.contract import DISTINCT_FUNCTION, merged_quantile_sql
 
 RATE_LIMIT_EVENTS: Final = ("RatelimitExceeded", "OrgRateLimitExceeded")
 QUOTA_EVENTS: Final = ("QuotaExceeded", "OrgQuotaExceeded")
+# limits of a whole org: Tyk names no API in them (the handler that carried one does)
+ORG_LIMIT_EVENTS: Final = ("OrgRateLimitExceeded", "OrgQuotaExceeded")
 
 
 def _pandas_dtype(clickhouse_type: str) -> str:
@@ -102,27 +104,37 @@ def rate_limited_apis(client: Any, scope: Scope, *, limit: int = 10) -> pd.DataF
     """The (org, API) pairs hitting limits most, with the share of their requests limited and peak keys.
 
     One row per org_id and api_id (an api_id under two orgs is two rows). `requests` are
-    that pair's requests; for api_id '' (org-level events: Tyk names no API) they are
-    the org's requests over all its APIs, so `limited_share` compares org-level refusals
-    with the org's traffic. `peak_keys_per_window`: the most distinct keys refused in
-    one window (across event types).
+    that pair's requests. Org-level events (OrgRateLimitExceeded, OrgQuotaExceeded) are
+    one row per org under api_id '', whatever API they arrived through (each reaches
+    tykpulse through a webhook handler attached to an API, which names it); their
+    `requests` are the org's over all its APIs. `limited_share` is the share of requests
+    that hit a limit: with throttling, some of them were still served after retries
+    (`status_429` counts those refused). `peak_keys_per_window`: the most distinct keys
+    limited in one window (across event types).
     """
     where, params = scope.where()
-    params.update(rate_events=list(RATE_LIMIT_EVENTS), quota_events=list(QUOTA_EVENTS), limit=limit)
+    params.update(
+        rate_events=list(RATE_LIMIT_EVENTS),
+        quota_events=list(QUOTA_EVENTS),
+        org_events=list(ORG_LIMIT_EVENTS),
+        limit=limit,
+    )
     sql = f"""
-        SELECT org_id, api_id, sum(w.hits) AS hits, sum(w.rate_limited) AS rate_limited,
+        SELECT org_id, w.series_api AS api_id, sum(w.hits) AS hits, sum(w.rate_limited) AS rate_limited,
                sum(w.quota_exceeded) AS quota_exceeded, max(w.keys) AS peak_keys_per_window,
                count() AS windows_with_hits,
                min(window_start) AS first_hit, max(window_start) AS last_hit
         FROM (
-            SELECT window_start, org_id, api_id, sum(hits) AS hits,
+            SELECT window_start, org_id,
+                   if(v.event_type IN {{org_events:Array(String)}}, '', v.api_id) AS series_api,
+                   sum(hits) AS hits,
                    sumIf(v.hits, v.event_type IN {{rate_events:Array(String)}}) AS rate_limited,
                    sumIf(v.hits, v.event_type IN {{quota_events:Array(String)}}) AS quota_exceeded,
                    {DISTINCT_FUNCTION}Merge(v.distinct_keys) AS keys
             FROM {scope.state("rate_limit_hits")} AS v{where}
-            GROUP BY window_start, org_id, api_id
+            GROUP BY window_start, org_id, series_api
         ) AS w
-        GROUP BY org_id, api_id ORDER BY hits DESC, org_id, api_id LIMIT {{limit:UInt32}}"""
+        GROUP BY org_id, series_api ORDER BY hits DESC, org_id, api_id LIMIT {{limit:UInt32}}"""
     limited = _frame(client, sql, params)
     if limited.empty:  # the same columns as a busy period, no rows
         return limited.assign(requests=0, status_429=0, limited_share=0.0)

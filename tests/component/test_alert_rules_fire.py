@@ -261,6 +261,24 @@ def test_rate_limit_storm_keeps_orgs_apart_and_handles_org_level_events(sink: Cl
     assert sorted(labels["target"] for labels in fired) == ["API shared", "the whole org (org-level limit)"]
 
 
+def test_an_org_level_storm_arriving_through_many_apis_is_one_org_wide_series(sink: ClickHouseSink) -> None:
+    # Tyk's org events name no API, but each reaches tykpulse through a webhook handler attached to an
+    # API, whose URL names it: org5's limit refuses all its 1200 requests over 20 APIs, 60 each.
+    scenario = healthy()
+    for m in (1, 0):
+        for n in range(20):
+            api = f"api-{n}"
+            refused = [analytics(0, org="org5", api=api, code=403) for _ in range(30)]
+            scenario.send("tyk.analytics", refused, minutes_ago=m)
+            limited = [event("OrgRateLimitExceeded", 0, org="org5", api=api, key="org5") for _ in range(30)]
+            scenario.send("tyk.event.OrgRateLimitExceeded", limited, minutes_ago=m)
+    fired = fires(sink, scenario, RULES["rate_limit_storm"])
+    # before: 20 series of 60 events each, none reaching 100: nothing fired
+    assert [(labels["org_id"], labels["api_id"], labels["target"]) for labels in fired] == [
+        ("org5", "", "the whole org (org-level limit)")
+    ]
+
+
 def test_token_churn_spike_baseline_is_per_minute_heard(sink: ClickHouseSink) -> None:
     # A database 22 minutes old: 12 creates a minute, then 50 a minute for the last 5 whole minutes
     # (250, 4.2 times the usual 60 per 5 minutes). Over 12 five-minute blocks the baseline read 21

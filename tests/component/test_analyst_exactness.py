@@ -104,7 +104,7 @@ def test_peak_keys_are_distinct_across_event_types(sink: ClickHouseSink) -> None
     records.events(1, "RatelimitExceeded", ["k1"])
     client = write(sink, records)
     top = analyst.rate_limited_apis(client, analyst.Scope())
-    # 7 distinct keys refused in minute 0 (the largest event type alone had 6)
+    # 7 distinct keys limited in minute 0 (the largest event type alone had 6)
     assert top[["api_id", "peak_keys_per_window", "windows_with_hits"]].values.tolist() == [["api1", 7, 2]]
     hits = analyst.rate_limit_hits(client, analyst.Scope(), by="api_id")
     # per minute, distinct over both event types (adding them said 10 in minute 0)
@@ -125,6 +125,22 @@ def test_rate_limited_apis_keeps_orgs_apart_and_compares_org_events_with_the_org
     # org1 refused 50 of its own 100 requests on "shared" (mixed with org2's 900 it read 5 %);
     # org3's 20 org-level refusals (no API) against its 200 requests (it read 0 against 0 requests)
     assert rows == {("org1", "shared"): (50, 100, 0.5), ("org3", ""): (20, 200, 0.1)}
+
+
+def test_org_level_events_arriving_through_apis_are_one_row_per_org(sink: ClickHouseSink) -> None:
+    # each org event reaches tykpulse through a webhook handler attached to an API, which names it
+    records = Records()
+    for api in ("a", "b", "c"):
+        records.requests(0, {10: 100}, org="org5", api=api)
+        records.events(0, "OrgRateLimitExceeded", ["org5"] * 30, org="org5", api=api)
+        records.events(0, "OrgQuotaExceeded", ["org5"] * 2, org="org5", api=api)
+    records.events(0, "RatelimitExceeded", ["k1", "k2"], org="org5", api="a")
+    top = analyst.rate_limited_apis(write(sink, records), analyst.Scope())
+    rows = {
+        (r.org_id, r.api_id): (r.hits, r.rate_limited, r.quota_exceeded, r.requests) for r in top.itertuples()
+    }
+    # the org's 96 org-level events against its 300 requests (it read three rows of 32 against 100)
+    assert rows == {("org5", ""): (96, 90, 6, 300), ("org5", "a"): (2, 2, 0, 100)}
 
 
 def test_changes_per_hour_are_over_the_period_asked_about(sink: ClickHouseSink) -> None:

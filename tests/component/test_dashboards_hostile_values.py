@@ -172,10 +172,10 @@ def test_peak_keys_are_distinct_per_api_across_event_types(written: tuple[ClickH
     distinct = len({k for _, keys in REFUSED for k in keys})
     shared = run_board(sink, span, "rate_limits", {"api": [hexed("shared")]})
     # before: the largest event type's own count (3), not the API's
-    assert [row[1] for row in shared["Distinct keys refused per minute (peak API)"]] == [distinct]
+    assert [row[1] for row in shared["Distinct keys limited per minute (peak API)"]] == [distinct]
     limits = run_board(sink, span, "rate_limits", {})
     peak = max(distinct, ORG_QUOTA_EXCEEDED)  # the org-level limit (api '') refused 6 keys
-    assert [row[1] for row in limits["Distinct keys refused per minute (peak API)"]] == [peak]
+    assert [row[1] for row in limits["Distinct keys limited per minute (peak API)"]] == [peak]
     apis = {(row[0], row[1]): row for row in limits["APIs hitting limits"]}
     _, _, rate_limited, quota, peak, *_ = apis[("shared", "acme")]
     assert (rate_limited, quota, peak) == (3, 2, distinct)
