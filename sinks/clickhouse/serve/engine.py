@@ -145,7 +145,7 @@ class ChdbEngine:
         self.version = ""
         self.timezone = "UTC"
         self._sync: FilesystemSync | None = None
-        # set by a failed sync: every later write is refused (fail-stop, see _made_durable)
+        # set by a failed sync: every later INSERT is refused (fail-stop, see _made_durable)
         self._disk_failure: str | None = None
 
     def open(self) -> None:
