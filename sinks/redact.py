@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 MASK: Final = "***"
 # scheme://user:password@  or  scheme://:password@  or  scheme://token@ : the userinfo of a URL
@@ -66,3 +66,8 @@ def checked_url(url: str, what: str) -> SplitResult:
         )
         raise ValueError(msg) from None
     return parts
+
+
+def query_names(parts: SplitResult) -> frozenset[str]:
+    """The names of a URL's query parameters, lower-cased (where credentials may hide)."""
+    return frozenset(key.lower() for key, _ in parse_qsl(parts.query, keep_blank_values=True))

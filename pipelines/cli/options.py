@@ -9,12 +9,14 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import click
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
+
+from sinks.redact import query_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 S = TypeVar("S", bound=BaseSettings)
@@ -66,8 +68,7 @@ def url_has_password(url: str) -> bool:
         parts = urlsplit(url)
     except ValueError:
         return False
-    named = {key.lower() for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
-    return parts.password is not None or "password" in named
+    return parts.password is not None or "password" in query_names(parts)
 
 
 def secret_url_seen(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

@@ -275,8 +275,7 @@ class RangePlanner:
         for publisher in self.ingestor.sequences.publishers():
             key = (publisher.node, publisher.boot)
             previous = self._seen.get(key)
-            moved = previous is None or previous[0] != publisher.last_seq
-            seen = now_ns if moved or previous is None else previous[1]
+            seen = now_ns if previous is None or previous[0] != publisher.last_seq else previous[1]
             self._seen[key] = (publisher.last_seq, seen, publisher.run_bounds())
         horizon = now_ns - SEQUENCE_TTL_NS
         return [

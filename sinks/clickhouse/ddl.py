@@ -227,9 +227,8 @@ def positions_table(db: str, layout: ClusterLayout | None = None) -> str:
         "    topic String,\n    partition UInt32,\n    claim UInt64,\n"
         "    first_offset Int64,\n    last_offset Int64,\n"
         "    seq_nodes Array(String),\n    seq_boots Array(Int64),\n    seq_last Array(Int64),\n"
-        f"    {POSITIONS_RUN_COLUMNS[0][0]} {POSITIONS_RUN_COLUMNS[0][1]},\n"
-        f"    {POSITIONS_RUN_COLUMNS[1][0]} {POSITIONS_RUN_COLUMNS[1][1]},\n"
-        "    owner String,\n    written_at DateTime64(3, 'UTC'),\n"
+        + "".join(f"    {name} {type_},\n" for name, type_ in POSITIONS_RUN_COLUMNS)
+        + "    owner String,\n    written_at DateTime64(3, 'UTC'),\n"
         "    version UInt128 MATERIALIZED bitShiftLeft(toUInt128(claim), 64) + toUInt128(last_offset + 1)\n"
         f") ENGINE = {engine}\nORDER BY (topic, partition)"
     )

@@ -140,12 +140,12 @@ def _forget_in_table(table: Path) -> tuple[str, ...]:
                 live[block] = part
             else:
                 live.pop(block, None)
-    # Block numbers grow with every insert, and a killed insert is the last one: its part
-    # names a block above every part on disk (merged parts keep their sources' range). Older
-    # parts gone for other reasons (emptied by a TTL) are below it, and are left alone.
     if torn_at is not None:
         # ClickHouse appends here next: a torn line would swallow the start of its next record
         os.truncate(files[-1], torn_at)
+    # Block numbers grow with every insert, and a killed insert is the last one: its part
+    # names a block above every part on disk (merged parts keep their sources' range). Older
+    # parts gone for other reasons (emptied by a TTL) are below it, and are left alone.
     newest = _newest_written_block(table)
     unwritten = {block: part for block, part in live.items() if _max_block(part) > newest}
     if unwritten:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Final
-from urllib.parse import parse_qsl
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sinks.clickhouse.contract import DATABASE
-from sinks.redact import checked_url
+from sinks.redact import checked_url, query_names
 
 DEFAULT_EMBEDDED_PATH: Final = Path("data") / "clickhouse"
 
@@ -67,8 +66,7 @@ class ClickHouseSettings(BaseSettings):
             parts = checked_url(dsn, "ClickHouse DSN")
             # clickhouse-connect takes these from user:password@ too, and failed with a TypeError
             # ("multiple values for argument 'password'") when both were given
-            named = {key.lower() for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
-            if named & {"password", "user", "username"}:
+            if query_names(parts) & {"password", "user", "username"}:
                 msg = (
                     "ClickHouse DSN: give the user as user@ in the URL and the password as "
                     "TYKPULSE_CLICKHOUSE_PASSWORD (or user:password@), not as query parameters"
