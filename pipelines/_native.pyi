@@ -15,6 +15,14 @@ def record_crc(head: bytes, frames: Sequence[Buffer]) -> int:
     OverflowError for a frame of 4 GiB or more.
     """
 
+def encode_small_record(
+    position: int, received_ns: int, frames: Sequence[Buffer], limit: int
+) -> tuple[bytes, int] | None:
+    """One whole WAL record (header and body) and its checksum, built in one pass; None when the
+    record would be larger than `limit` bytes or cannot be logged (more than 65,535 frames, a frame
+    of 4 GiB or more). OverflowError when position or received_ns do not fit u64 / i64.
+    """
+
 def find_record(data: bytes, start: int, first: int, bound: int, budget: int) -> int | None:
     """The offset of the first intact record at or after `start` whose position is in [first, bound),
     after a damaged record at offset 0 whose position was `first`; None if there is none, or once

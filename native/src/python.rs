@@ -66,6 +66,31 @@ fn record_crc(py: Python<'_>, head: &[u8], frames: Vec<Bound<'_, PyAny>>) -> PyR
         .map_err(|len| PyOverflowError::new_err(format!("a frame of {len} bytes cannot be logged")))
 }
 
+/// encode_small_record(position, received_ns, frames, limit) -> (bytes, int) | None: one whole
+/// WAL record and its checksum, built in one pass, for a message of at most `limit` bytes.
+#[pyfunction]
+fn encode_small_record<'py>(
+    py: Python<'py>,
+    position: u64,
+    received_ns: i64,
+    frames: Vec<Bound<'py, PyAny>>,
+    limit: usize,
+) -> PyResult<Option<(Bound<'py, PyBytes>, u32)>> {
+    let held = frames.iter().map(borrow).collect::<PyResult<Vec<_>>>()?;
+    let slices: Vec<&[u8]> = held.iter().map(Data::as_slice).collect();
+    match wal::record_size(&slices) {
+        Some(size) if size <= limit => {
+            let mut crc = 0;
+            let record = PyBytes::new_with(py, size, |out| {
+                crc = wal::write_record(out, position, received_ns, &slices);
+                Ok(())
+            })?;
+            Ok(Some((record, crc)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// find_record(data, start, first, bound, budget) -> int | None: where reading resumes after damage.
 #[pyfunction]
 fn find_record(
@@ -284,6 +309,7 @@ fn traffic_rows<'py>(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32c_py, m)?)?;
     m.add_function(wrap_pyfunction!(record_crc, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_small_record, m)?)?;
     m.add_function(wrap_pyfunction!(find_record, m)?)?;
     m.add_function(wrap_pyfunction!(traffic_rows, m)?)?;
     m.add_class::<PyMessageColumns>()?;

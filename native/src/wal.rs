@@ -29,6 +29,43 @@ pub fn record_crc<'a>(
 const RECORD_HEADER: usize = 8;
 /// The smallest body: position (u64), receive time (i64), frame count (u16).
 const BODY_HEADER: usize = 18;
+
+/// The size of the whole record (header and body) that holds `frames`, or None when a frame's
+/// length does not fit its u32 prefix or there are more frames than the u16 count holds.
+pub fn record_size(frames: &[&[u8]]) -> Option<usize> {
+    if frames.len() > usize::from(u16::MAX) {
+        return None;
+    }
+    let mut size = RECORD_HEADER + BODY_HEADER;
+    for frame in frames {
+        u32::try_from(frame.len()).ok()?;
+        size = size.checked_add(4 + frame.len())?;
+    }
+    u32::try_from(size - RECORD_HEADER).ok()?;
+    Some(size)
+}
+
+/// Write one whole record holding `frames` into `out`, which is exactly `record_size(frames)`
+/// bytes; returns its checksum. The layout is pipelines/wal/format.py's: body length and CRC-32C,
+/// then the body (position, receive time, frame count, each frame as u32 length + bytes).
+pub fn write_record(out: &mut [u8], position: u64, received_ns: i64, frames: &[&[u8]]) -> u32 {
+    let (header, body) = out.split_at_mut(RECORD_HEADER);
+    body[..8].copy_from_slice(&position.to_le_bytes());
+    body[8..16].copy_from_slice(&received_ns.to_le_bytes());
+    // record_size bounds both casts below: at most u16::MAX frames, a body under 4 GiB
+    body[16..18].copy_from_slice(&(frames.len() as u16).to_le_bytes());
+    let mut at = BODY_HEADER;
+    for frame in frames {
+        body[at..at + 4].copy_from_slice(&(frame.len() as u32).to_le_bytes());
+        at += 4;
+        body[at..at + frame.len()].copy_from_slice(frame);
+        at += frame.len();
+    }
+    let crc = crc32c(0, body);
+    header[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    header[4..].copy_from_slice(&crc.to_le_bytes());
+    crc
+}
 /// A record larger than this is damage, not data (`MAX_BODY_BYTES` in pipelines/wal/format.py).
 const MAX_BODY: usize = 1 << 30;
 
@@ -231,6 +268,32 @@ mod tests {
             find_record(&whole[..whole.len() - 1], 0, 0, u64::MAX, BUDGET),
             None
         );
+    }
+
+    #[test]
+    fn write_record_lays_a_record_out_as_record_crc_checks_it() {
+        let frames: [&[u8]; 3] = [b"tyk.analytics", b"envelope", b""];
+        let size = record_size(&frames).unwrap();
+        let mut out = vec![0u8; size];
+        let crc = write_record(&mut out, 5, 7, &frames);
+        let mut head = 5u64.to_le_bytes().to_vec();
+        head.extend_from_slice(&7i64.to_le_bytes());
+        head.extend_from_slice(&3u16.to_le_bytes());
+        assert_eq!(record_crc(&head, frames), Ok(crc));
+        assert_eq!(read_u32(&out, 0), Some((size - RECORD_HEADER) as u32));
+        assert_eq!(read_u32(&out, 4), Some(crc));
+        assert_eq!(find_record(&out, 0, 5, u64::MAX, BUDGET), Some(0));
+    }
+
+    #[test]
+    fn record_size_refuses_what_the_layout_cannot_hold() {
+        let empty: &[u8] = b"";
+        assert_eq!(record_size(&[]), Some(MIN_RECORD));
+        assert_eq!(
+            record_size(&vec![empty; 65_535]),
+            Some(MIN_RECORD + 4 * 65_535)
+        );
+        assert_eq!(record_size(&vec![empty; 65_536]), None);
     }
 
     #[test]

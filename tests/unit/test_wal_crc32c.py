@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pipelines._native import crc32c, record_crc
-from pipelines.wal.format import BODY_HEADER, FRAME_LENGTH, RECORD_HEADER, encode_record, read_record
+from pipelines.wal.format import (
+    BODY_HEADER,
+    FRAME_LENGTH,
+    RECORD_HEADER,
+    SMALL_RECORD_BYTES,
+    encode_record,
+    encode_record_parts,
+    read_record,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -83,3 +92,32 @@ def test_a_record_checksum_covers_its_whole_body(frames: list[bytes]) -> None:
     record = read_record(io.BytesIO(data))
     assert record is not None
     assert record.frames == frames
+
+
+@given(
+    st.lists(st.binary(max_size=1200), max_size=4),
+    st.integers(0, 2**64 - 1),
+    st.integers(-(2**63), 2**63 - 1),
+)
+def test_small_records_built_whole_are_laid_out_as_large_ones(
+    frames: list[bytes], position: int, received_ns: int
+) -> None:
+    """A record up to SMALL_RECORD_BYTES is built in one native pass, a larger one from its parts:
+    both must be the layout format.py describes, byte for byte."""
+    head = BODY_HEADER.pack(position, received_ns, len(frames))
+    body = head + b"".join(FRAME_LENGTH.pack(len(f)) + f for f in frames)
+    expected = RECORD_HEADER.pack(len(body), reference_crc32c(body)) + body
+    parts, size, crc = encode_record_parts(position, received_ns, frames)
+    assert b"".join(parts) == expected
+    assert (size, crc) == (len(expected), reference_crc32c(body))
+    assert (len(parts) == 1) == (len(expected) <= SMALL_RECORD_BYTES)
+
+
+@pytest.mark.parametrize("frame", [b"small", b"x" * SMALL_RECORD_BYTES])
+@pytest.mark.parametrize(("position", "received_ns"), [(-1, 0), (2**64, 0), (0, 2**63), (0, -(2**63) - 1)])
+def test_a_record_out_of_the_layouts_range_is_refused_either_way(
+    frame: bytes, position: int, received_ns: int
+) -> None:
+    # the writer counts such a message as dropped_unloggable (it catches both)
+    with pytest.raises((OverflowError, struct.error)):
+        encode_record_parts(position, received_ns, [frame])
