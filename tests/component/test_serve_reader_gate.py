@@ -304,6 +304,41 @@ def test_formats_the_engine_does_not_know_are_refused_before_chdbs_wrapper_sees_
     assert site.writer("INSERT INTO tykpulse.traffic_1m VALUES ('c', 0)").body == b""
 
 
+# 47 KB of this (6,000 columns) answered 1.5 GB with ~4 GB RSS on the old code, default limits: Pretty
+# pads every cell to its column's widest value and is rendered outside the query's memory tracker
+WIDE_PRETTY = "SELECT {cols} FROM (SELECT leftPad('', if(number = 0, 300, 0), 'a') AS x FROM numbers(1000))"
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "Pretty",
+        "PrettySpace",
+        "PrettyCompactMonoBlock",
+        "PrettyNoEscapes",
+        "prettyspace",
+        "PrettyJSONEachRow",
+    ],
+)
+def test_pretty_formats_whose_size_no_limit_bounds_are_refused(site: Site, fmt: str) -> None:
+    # Found by attack: neither max_memory_usage, max_result_bytes (block bytes) nor the in-flight budget
+    # (applied once chDB has produced the whole answer) bounds a Pretty answer: one reader's query took
+    # the ingesting process to ~4 GB RSS, and readers have 4 slots. Refused before anything runs, as
+    # clause or default_format.
+    wide = WIDE_PRETTY.format(cols=", ".join(f"x AS c{i}" for i in range(20)))
+    assert site.refused(f"{wide} FORMAT {fmt}") == ACCESS_DENIED
+    assert site.refused(f"EXPLAIN SELECT 1 FORMAT {fmt}") == ACCESS_DENIED
+    query = dataclasses.replace(_query(wide), default_format=fmt)
+    with pytest.raises(ServeError) as info:
+        site.engine.run(query, role=Role.READER, user="default")
+    assert info.value.code == ACCESS_DENIED
+    # the word in a string, or as a name, is no format clause; bounded formats still answer
+    assert site.read("SELECT 'x FORMAT Pretty' AS `format Pretty`").body == b"x FORMAT Pretty\n"
+    assert len(site.read(f"{wide} FORMAT TSV").body) == 20 * 300 + 20 * 1000  # Pretty: 20 * 1,000 * 250
+    # the writer is trusted with them
+    assert site.writer("SELECT 1 FORMAT PrettySpace").body.rstrip().endswith(b"1")
+
+
 def test_names_given_as_parameters_or_the_current_database_are_checked_too(site: Site) -> None:
     assert site.refused("SELECT * FROM {t:Identifier}", t="system.processes") == ACCESS_DENIED
     assert site.refused("SELECT * FROM processes", database="system") == ACCESS_DENIED

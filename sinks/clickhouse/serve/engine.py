@@ -49,6 +49,7 @@ from sinks.clickhouse.serve.handles import Handle, Role, quote_literal
 from sinks.clickhouse.serve.reader_policy import (
     READER_HOME,
     ReaderLimits,
+    check_format,
     reader_database,
     reader_settings,
     reads_only_settings,
@@ -211,6 +212,8 @@ class ChdbEngine:
         with self._reader_handle(settings, readonly=1) as handle:
             handle.use(database)
             sql, settings_only = self._admit(handle, query, database)
+            # the format asked for by default_format, or the statement's own (checked by the gate too)
+            check_format(output_format(sql, query.default_format))
             checked = dataclasses.replace(query, sql=sql, settings=settings, database=database)
             # cancelled while it waited for a slot or the gate: not started at all
             ticket.check()

@@ -18,7 +18,7 @@ from typing import Final
 
 from sinks.clickhouse.serve.errors import ACCESS_DENIED, ServeError
 from sinks.clickhouse.serve.handles import Handle
-from sinks.clickhouse.serve.reader_policy import check_statement
+from sinks.clickhouse.serve.reader_policy import check_format, check_statement
 from sinks.clickhouse.serve.syntax_tree import Node, SyntaxTreeError, parse_tree
 
 _FORMAT_QUERY: Final = b"SELECT formatQuery({tykpulse_statement:String})"
@@ -28,6 +28,7 @@ _PARAMETER_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t
 _IN_SCOPE: Final = re.compile(r"\s*:\s*In scope SELECT formatQuery\(.*\Z", re.DOTALL)
 _QUOTED: Final = re.compile(r"'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
 _OUTFILE: Final = re.compile(r"\bINTO\s+OUTFILE\b|\bFROM\s+INFILE\b", re.IGNORECASE)
+_FORMAT_CLAUSE: Final = re.compile(r"\bFORMAT\s+([A-Za-z]\w*)", re.IGNORECASE)
 
 
 def escape_parameter(value: str) -> str:
@@ -81,5 +82,9 @@ def _check_spelling(canonical: str) -> None:
             msg = "Identifiers with escaped characters are not allowed for read-only users"
             raise ServeError(ACCESS_DENIED, msg)
     outside_quotes.append(canonical[position:])
-    if _OUTFILE.search(" ".join(outside_quotes)):
+    unquoted = " ".join(outside_quotes)
+    if _OUTFILE.search(unquoted):
         raise ServeError(ACCESS_DENIED, "INTO OUTFILE is not allowed for read-only users")
+    # wherever the FORMAT clause sits (the endpoint reads the trailing one to pick the response's format)
+    for clause in _FORMAT_CLAUSE.finditer(unquoted):
+        check_format(clause.group(1))

@@ -207,6 +207,10 @@ READER_SETTINGS: Final = frozenset(
 _OUTPUT_FORMAT_PREFIX: Final = "output_format_"
 _FILE_WRITING_SETTINGS: Final = frozenset({"output_format_schema", "output_format_avro_rows_in_file"})
 _OVERFLOW_MODES: Final = frozenset({"throw", "break"})
+# Output formats whose size no reader limit bounds: Pretty* pads every cell of a column to its widest
+# value and is rendered outside the query's memory tracker (max_memory_usage, max_result_bytes of
+# blocks and the in-flight budget all miss it): 47 KB of SELECT made a 1.5 GB answer, ~4 GB RSS.
+UNBOUNDED_FORMAT_PREFIX: Final = "pretty"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -254,6 +258,12 @@ def reader_settings(requested: Mapping[str, str], limits: ReaderLimits) -> dict[
             msg = f"Cannot modify '{name}' setting in readonly mode (tykpulse's reader allow-list)"
             raise ServeError(READONLY, msg)
     return effective
+
+
+def check_format(fmt: str | None) -> None:
+    """Refuse an output format whose size the reader limits do not bound (raises ServeError ACCESS_DENIED)."""
+    if fmt is not None and fmt.lower().startswith(UNBOUNDED_FORMAT_PREFIX):
+        _refuse(f"Format {fmt} (its output is not bounded by the result limits; use TSV, JSON or Native)")
 
 
 def _settable(name: str) -> bool:
