@@ -103,17 +103,17 @@ def _read_line(rfile: Reader, what: str) -> bytes:
 
 
 def _read_chunked(rfile: Reader, limit: int) -> bytes:
-    parts: list[bytes] = []
-    total = 0
+    # one buffer, not a list of chunks: a body sent one byte a chunk held a 33-byte object per byte
+    # (8 MiB of body took 631 MiB; the 256 MiB allowed, ~20 GB, where readers reserve 256 MiB)
+    body = bytearray()
     while True:
         size = _chunk_size(_read_line(rfile, "chunk size"))
         if size == 0:
             _skip_trailers(rfile)
-            return b"".join(parts)
-        total += size
-        if total > limit:
+            return bytes(body)
+        if len(body) + size > limit:
             raise _too_large(limit)
-        parts.append(_read_exact(rfile, size))
+        body += _read_exact(rfile, size)
         if rfile.read(2) != b"\r\n":
             msg = "Malformed chunk: data not followed by CRLF"
             raise _bad(msg)
