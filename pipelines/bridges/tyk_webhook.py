@@ -41,13 +41,14 @@ from pipelines.bridges.int_ranges import INT64
 from pipelines.bridges.key_digest import KeyDigester
 from pipelines.firehose.protocol import event_topic, parse_topic
 from pipelines.firehose.timestamps import parse_rfc3339_ns
+from pipelines.json_tokens import JSON_STRING
 
 TEMPLATE_MARKER: Final = '{"tykpulse_template":'
 # Far above any webhook body (2 levels) and far below the interpreter's recursion limit (1 000).
 MAX_JSON_DEPTH: Final = 64
 
-# A JSON string (escapes included, linear: no nested quantifiers) or one bracket.
-_JSON_TOKEN: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+# A JSON string (pipelines.json_tokens: one pass, whatever the quotes) or one bracket.
+_JSON_TOKEN: Final = re.compile(JSON_STRING + r"|[\[\]{}]", re.DOTALL)
 
 # Go's html/template escaper (htmlReplacementTable): exactly these, nothing more.
 _GO_HTML_ENTITIES: Final = {"&#34;": '"', "&#39;": "'", "&#43;": "+", "&amp;": "&", "&lt;": "<", "&gt;": ">"}
@@ -129,9 +130,9 @@ def parse_go_time(text: str) -> int | None:
 
 def nesting_exceeds(text: str, limit: int) -> bool:
     """Whether JSON `text` nests arrays and objects more than `limit` deep (brackets in strings
-    do not count). Where the text is not JSON, the count up to the first error is at least the
-    depth json.loads reaches before it fails, so a False here means json.loads cannot recurse
-    deeper than `limit`."""
+    do not count, nor those after a string that never closes, where json.loads stops). Where the
+    text is not JSON, the count up to the first error is at least the depth json.loads reaches
+    before it fails, so a False here means json.loads cannot recurse deeper than `limit`. One pass."""
     depth = 0
     for match in _JSON_TOKEN.finditer(text):
         char = text[match.start()]

@@ -16,6 +16,8 @@ import pytest
 
 from pipelines.bridges.key_digest import KeyDigester
 from pipelines.bridges.tyk_webhook import (
+    _JSON_TOKEN,
+    MAX_JSON_DEPTH,
     WebhookEvent,
     WebhookRejection,
     nesting_exceeds,
@@ -130,12 +132,35 @@ def test_rejections(body: bytes, reason: str) -> None:
         ('{"a": "[[[{{{"}', 1),  # brackets in strings do not nest
         ('{"a": "\\"[[["}', 1),  # nor after an escaped quote
         ('{"a": "\\\\", "b": [[]]}', 3),  # an escaped backslash ends before the closing quote
-        ('"unterminated [[[', 3),  # not JSON: counted as if outside a string, never less
+        ('[[ "unterminated [[[', 2),  # not JSON: json.loads stops at the string, as the scan does
+        ('[[ "unterminated \\', 2),  # ending in a lone backslash
     ],
 )
 def test_nesting_depth_scan(text: str, depth: int) -> None:
     assert not nesting_exceeds(text, depth)
     assert nesting_exceeds(text, depth - 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"' + '\\"' * 20_000,  # every quote escaped but the first: no string ever closes
+        '[{"a": ' + '"\\' * 20_000,
+        '"' * 20_001,  # an odd number of quotes
+    ],
+)
+def test_a_body_no_string_closes_is_scanned_in_one_pass(text: str) -> None:
+    # Found by attack: a string token could fail at a quote, and finditer retried it from every later
+    # quote, each retry scanning to the end: quadratic on the event loop (32 KB of '"\\"...' held every
+    # connection 5 s, a good event posted meanwhile waited; the 1 MiB default limit ~1.5 hours). Now a
+    # token starts at every quote, so the scan is one pass over the text.
+    quotes = [i for i, char in enumerate(text) if char == '"']
+    assert all(_JSON_TOKEN.match(text, i) is not None for i in quotes)
+    assert len(list(_JSON_TOKEN.finditer(text))) <= text.count("[") + text.count("{") + len(quotes)
+    assert not nesting_exceeds(text, MAX_JSON_DEPTH)
+    result = webhook_event(text.encode(), {}, RECEIVED, DIGESTER)
+    assert isinstance(result, WebhookRejection)
+    assert result.reason == "bad_body"
 
 
 def test_default_template_aliases_and_scalars_only() -> None:
