@@ -18,7 +18,10 @@ rest of the body is not read: the connection is closed after the answer); 408
 head and body not received within `request_timeout_s` (one deadline for the
 whole request, however slowly it dribbles in; 120 s idle between keep-alive
 requests); 503 no worker subscribed (the event would be dropped: Tyk logs the
-failure), or over `max_connections` connections at once (answered and closed). Tyk never retries a
+failure), or over `max_connections` connections at once (answered and closed) when no connection
+can make room: at the cap, a new connection closes the one that has waited longest for a request among
+those that never sent the shared secret (counted `evicted`), so connections that send nothing cannot
+hold every slot; Tyk's, once they sent the secret, are never closed for room. Tyk never retries a
 webhook, so delivery from Tyk is at most once; from the receiver on, an
 accepted event is published within `flush_ms` unless the process dies first;
 one the publisher still refuses is counted (`publish_failed`) and logged, and
@@ -97,6 +100,17 @@ class WebhookStats:
         }
 
 
+@dataclasses.dataclass(slots=True, eq=False)
+class _Slot:
+    """One connection being served, for the cap: what may be closed to make room for a new one."""
+
+    transport: asyncio.WriteTransport
+    # loop time since which it waits for a request (between requests, or its head arriving); None while
+    # the body of an authorised request is read or a request is answered: not evictable then
+    waiting_since: float | None
+    trusted: bool = False  # made a request with the right secret: never evicted
+
+
 class _SlowRequestError(Exception):
     """A request's head and body did not arrive within request_timeout_s."""
 
@@ -153,6 +167,10 @@ class WebhookReceiver:
         self.pending[result.topic].append(result.record)
         self.pending_count += 1
         return Reply(200, {"accepted": 1})
+
+    def trusts(self, request: h11.Request) -> bool:
+        """Whether `request` carries the shared secret (none set: nobody is trusted, anyone may post)."""
+        return bool(self.secret) and self._authorised(request)
 
     def _authorised(self, request: h11.Request) -> bool:
         given = [value for name, value in request.headers if name == self.secret_header]
@@ -223,7 +241,7 @@ class WebhookServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._publishing: list[asyncio.Future[None]] = []
-        self._connections = 0  # being served now (max_connections)
+        self._slots: set[_Slot] = set()  # connections being served now (max_connections)
 
     async def run(self, stop: threading.Event) -> None:
         self.loop = asyncio.get_running_loop()
@@ -273,7 +291,7 @@ class WebhookServer:
             log.error("webhook publish failed", exc_info=future.exception())
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._connections >= self.receiver.settings.max_connections:
+        if len(self._slots) >= self.receiver.settings.max_connections and not self._evict():
             limit = self.receiver.settings.max_connections
             reply = self.receiver._reject(503, "too_many_connections", f"over {limit} connections at once")
             with contextlib.suppress(OSError):
@@ -281,11 +299,14 @@ class WebhookServer:
                 await asyncio.wait_for(writer.drain(), 2.0)
             await self._close(writer)
             return
-        self._connections += 1
+        slot = _Slot(writer.transport, asyncio.get_running_loop().time())
+        self._slots.add(slot)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         try:
-            await self._serve(conn, reader, writer)
+            await self._serve(conn, reader, writer, slot)
         except h11.RemoteProtocolError as exc:
+            if slot not in self._slots:  # evicted mid-head (_evict): counted there, nothing to answer
+                return
             self.receiver.stats.rejected["bad_http"] += 1
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 with contextlib.suppress(h11.LocalProtocolError, OSError):
@@ -301,8 +322,23 @@ class WebhookServer:
         except OSError:  # the client went away (reset, timed out, not connected): nothing to answer
             pass
         finally:
-            self._connections -= 1
+            self._slots.discard(slot)
             await self._close(writer)
+
+    def _evict(self) -> bool:
+        """Make room for a new connection: close the one that has waited longest for a request among
+        those that never sent the shared secret. False when there is none (the new one is refused).
+
+        Without this, connections that send nothing (each kept for the 120 s idle timeout, or for ever
+        with a GET now and then) held every slot, and every webhook Tyk sent was answered 503."""
+        evictable = [s for s in self._slots if s.waiting_since is not None and not s.trusted]
+        if not evictable:
+            return False
+        victim = min(evictable, key=lambda s: s.waiting_since or 0.0)
+        self._slots.discard(victim)
+        victim.transport.abort()  # its pending read ends: the task closes it and gives up its slot
+        self.receiver._reject(503, "evicted", "a connection waiting for a request closed to make room")
+        return True
 
     @staticmethod
     async def _close(writer: asyncio.StreamWriter) -> None:
@@ -311,7 +347,7 @@ class WebhookServer:
             await asyncio.wait_for(writer.wait_closed(), 2.0)
 
     async def _serve(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, slot: _Slot
     ) -> None:
         loop = asyncio.get_running_loop()
         request: h11.Request | None = None
@@ -335,6 +371,9 @@ class WebhookServer:
                 conn.receive_data(data)
             elif isinstance(event, h11.Request):
                 request, body = event, bytearray()
+                if self.receiver.trusts(event):
+                    slot.trusted = True
+                    slot.waiting_since = None
                 if _declared_length(event) > limit:
                     await self._refuse_large(conn, reader, writer, event)
                     return
@@ -344,6 +383,7 @@ class WebhookServer:
                     return
                 body += event.data
             elif isinstance(event, h11.EndOfMessage) and request is not None:
+                slot.waiting_since = None
                 reply = self.receiver.handle(request, bytes(body), too_large=False)
                 if reply.status == 200 and "accepted" in reply.body:
                     self._schedule_flush()
@@ -352,6 +392,7 @@ class WebhookServer:
                     return
                 conn.start_next_cycle()
                 started = None
+                slot.waiting_since = loop.time()
             else:  # ConnectionClosed, or PAUSED (cannot happen: each cycle is answered before the next)
                 return
 

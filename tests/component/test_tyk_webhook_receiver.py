@@ -363,15 +363,20 @@ def test_connections_beyond_the_cap_are_refused_503(zmq_context: zmq.Context[Any
     with running_receiver(zmq_context, max_connections=3) as running:
         port = running["port"]
         refused = 0
+        authorised = (
+            f"POST /tyk/events HTTP/1.1\r\nHost: x\r\nX-Tykpulse-Secret: {SECRET}\r\n"
+            f"Content-Length: {len(BODY['body'])}\r\n\r\n{BODY['body']}"
+        ).encode()
 
         def occupy() -> socket.socket:
-            """A keep-alive connection the receiver serves (a slot may still be held by a closed one)."""
+            """A keep-alive connection that sent the secret (never closed to make room; a slot may still
+            be held by a closed one)."""
             nonlocal refused
             while True:
                 s = socket.create_connection(("127.0.0.1", port), timeout=5)
                 try:
-                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                    if b'"subscribed"' in read_response(s):
+                    s.sendall(authorised)
+                    if b'"no_subscriber"' in read_response(s):
                         return s
                 except ConnectionError:  # refused before the request was read: may arrive as a reset
                     pass
@@ -379,7 +384,7 @@ def test_connections_beyond_the_cap_are_refused_503(zmq_context: zmq.Context[Any
                 s.close()
                 time.sleep(0.05)
 
-        idle = [occupy() for _ in range(3)]
+        held = [occupy() for _ in range(3)]
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
                 refusal = read_response(extra)
@@ -387,8 +392,11 @@ def test_connections_beyond_the_cap_are_refused_503(zmq_context: zmq.Context[Any
                 assert refusal.startswith(b"HTTP/1.1 503 ")
                 assert b'"too_many_connections"' in refusal
                 assert extra.recv(100) == b""  # closed
+            for s in held:  # none of them was closed to make room
+                s.sendall(authorised)
+                assert b'"no_subscriber"' in read_response(s)
         finally:
-            for s in idle:
+            for s in held:
                 s.close()
         deadline = time.monotonic() + 5
         while True:  # until the receiver has seen the idle ones close
@@ -401,7 +409,40 @@ def test_connections_beyond_the_cap_are_refused_503(zmq_context: zmq.Context[Any
             refused += 1
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert reply[1]["rejected"] == {"too_many_connections": refused}
+        assert reply[1]["rejected"] == {"too_many_connections": refused, "no_subscriber": 6}
+
+
+def test_connections_that_send_nothing_cannot_hold_every_slot(zmq_context: zmq.Context[Any]) -> None:
+    """Anyone who reaches the port, without the secret, opened max_connections connections and sent
+    nothing (or a GET now and then): each was kept for the 120 s idle timeout, and every webhook Tyk
+    sent meanwhile was answered 503 too_many_connections (and lost: Tyk never retries one). Now a new
+    connection closes the one that has waited longest among those that never sent the secret."""
+    with running_receiver(zmq_context, max_connections=4) as running:
+        port = running["port"]
+        ok = {"X-Tykpulse-Secret": SECRET}
+        silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+        keeping = socket.create_connection(("127.0.0.1", port), timeout=5)  # one that asks now and then
+        tyk: list[http.client.HTTPConnection] = []
+        try:
+            keeping.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b'"subscribed"' in read_response(keeping)
+            for _ in range(4):  # Tyk's kept-alive connections are served (no worker: 503 no_subscriber)
+                tyk.append(http.client.HTTPConnection("127.0.0.1", port, timeout=10))
+                tyk[-1].request("POST", "/tyk/events", body=BODY["body"].encode(), headers=ok)
+                response = tyk[-1].getresponse()
+                assert (response.status, json.loads(response.read())["rejected"]) == (503, "no_subscriber")
+            for s in [*silent, keeping]:  # every one of them was closed to make room
+                s.settimeout(5)
+                with contextlib.suppress(ConnectionError):
+                    assert s.recv(100) == b""
+        finally:
+            for s in [*silent, keeping]:
+                s.close()
+            for c in tyk:
+                c.close()
+        stats = request(port, "GET", "/stats")[1]
+        assert "too_many_connections" not in stats["rejected"]
+        assert stats["rejected"]["evicted"] >= 5  # (and the fixture's readiness probe, when still open)
 
 
 def test_an_oversized_body_is_refused_without_reading_it(receiver: dict[str, Any]) -> None:
