@@ -3,8 +3,8 @@
 A key becomes a 64-bit keyed BLAKE2b digest. Every worker that writes to the
 same database must use the same salt (TYKPULSE_KEY_HASH_SALT) so that distinct
 counts merge across workers; when none is set, load_key() generates one per
-deployment (see docs/operations.md). The cache bounds the cost to one hash per
-distinct key, not per record.
+deployment (see docs/operations.md). The cache (pipelines.digest_cache) bounds
+the cost to one hash per distinct key, not per record.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from typing import Final, TypeVar
 
 from pydantic import SecretStr
 
+from pipelines.digest_cache import DigestCache
 from pipelines.errors import ConfigurationError
 from pipelines.settings import TykBridgeSettings, TykWebhookSettings, WorkerSettings
 
 BridgeKeySettings = TypeVar("BridgeKeySettings", TykBridgeSettings, TykWebhookSettings)
-
-_CACHE_LIMIT: Final = 1_000_000
 
 
 class KeyHasher:
@@ -33,17 +32,15 @@ class KeyHasher:
             msg = "key hash salt must be at most 64 bytes"
             raise ValueError(msg)
         self._salt = salt
-        self._cache: dict[str, int] = {}
+        self.cache: DigestCache[int] = DigestCache()
 
     def hash(self, key: str) -> int:
-        cached = self._cache.get(key)
+        cached = self.cache.get(key)
         if cached is not None:
             return cached
         digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, key=self._salt).digest()
         value = int.from_bytes(digest, "little")
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = value
+        self.cache.keep(key, value)
         return value
 
     def hash_many(self, keys: list[str]) -> list[int | None]:

@@ -24,11 +24,12 @@ import hashlib
 import re
 from typing import Final
 
+from pipelines.digest_cache import DigestCache
+
 KEY_DIGEST_PREFIX: Final = "kd1:"
 _PERSON: Final = b"tykpulse-keydig1"  # BLAKE2b personalisation: separates this use of the salt
 _DIGEST_BYTES: Final = 16
 _IS_DIGEST: Final = re.compile(r"kd1:[0-9a-f]{32}")
-_CACHE_LIMIT: Final = 1_000_000
 
 
 class KeyDigester:
@@ -37,18 +38,16 @@ class KeyDigester:
             msg = "key salt must be at most 64 bytes"
             raise ValueError(msg)
         self._salt = salt
-        self._cache: dict[str, str] = {}
+        self.cache: DigestCache[str] = DigestCache()
 
     def digest(self, key: str) -> str:
         if not key:
             return ""
-        cached = self._cache.get(key)
+        cached = self.cache.get(key)
         if cached is not None:
             return cached
         value = self.digest_text(key)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = value
+        self.cache.keep(key, value)
         return value
 
     def digest_text(self, text: str) -> str:
