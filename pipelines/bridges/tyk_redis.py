@@ -50,6 +50,7 @@ from pipelines.bridges.tyk_protobuf import decode_protobuf
 from pipelines.bridges.tyk_records import FirehoseConverter, TykAnalyticsRecord, decode_msgpack
 from pipelines.errors import TykDecodeError
 from pipelines.firehose.protocol import NOTICE_PREFIX, TOPIC_ANALYTICS
+from pipelines.observe.throttle import LogThrottle
 from sinks.redact import redact
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,8 @@ class TykRedisBridge:
         self.node_secret = node_secret
         self.stats = BridgeStats()
         self._waiting_logged = False
+        # whoever may PUBLISH on Tyk's Redis sends bad notices at their own rate: not a line each
+        self._log_throttle = LogThrottle()
         self._held: collections.deque[Notice] = collections.deque()
         self._unreleased: collections.deque[PublishedBatch] = collections.deque()
         self._recover = True  # the first move of a run (and after a Redis error) takes what is parked
@@ -282,7 +285,14 @@ class TykRedisBridge:
                 self._hold(notice)
             else:
                 self.stats.bad_notices += 1
-                log.warning("dropped notification count=%d reason=%s", self.stats.bad_notices, notice)
+                held = self._log_throttle.allow("bad_notice")
+                if held is not None:
+                    log.warning(
+                        "dropped notification count=%d reason=%s (not logged since the last: %d)",
+                        self.stats.bad_notices,
+                        notice,
+                        held,
+                    )
         if self._held and self.publisher.has_subscriber(NOTICE_PREFIX):
             self._publish_notices(stop)
 

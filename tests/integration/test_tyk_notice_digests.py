@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -124,3 +125,38 @@ def test_hostile_notifications_are_counted_and_the_good_ones_published(
     assert (bridge.stats.notices, bridge.stats.bad_notices) == (2, 1)
     payloads = [r["payload"] for topic, rs in publisher.published for r in rs]
     assert payloads == ["good", "good"]
+
+
+def test_a_flood_of_bad_notifications_is_counted_not_logged_line_by_line(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever may PUBLISH on Tyk's Redis sent bad notifications at their own rate, and each was a
+    WARNING line (a real bridge: 20,000 of 12 bytes wrote 20,000 lines, 3.4 MB, of its log)."""
+    channel = "tyk.cluster.notifications.flood"
+    listener = NotificationListener(client, channel)
+    publisher = CapturingPublisher()
+    bridge = TykRedisBridge(
+        AnalyticsListStore(client, analytics_lists("analytics-", "flood", "")),
+        cast(BridgePublisher, publisher),
+        FirehoseConverter(KeyDigester(b"deployment-key")),
+        notifications=listener,
+    )
+    good = b'{"command":"ApiUpdated","payload":"good","algorithm":0}'
+    wire = [b"not json %d" % i for i in range(500)] + [good]
+    try:
+        listener.poll(0.1)
+        pipe = client.pipeline(transaction=False)
+        for data in wire:
+            pipe.publish(channel, data)
+        pipe.execute()
+        stop = threading.Event()
+        deadline = time.monotonic() + 10
+        with caplog.at_level(logging.WARNING, logger="pipelines.bridges.tyk_redis"):
+            while bridge.stats.notices + bridge.stats.bad_notices < len(wire) and time.monotonic() < deadline:
+                bridge.forward_notifications(0.1, stop)
+    finally:
+        listener.close()
+    assert (bridge.stats.notices, bridge.stats.bad_notices) == (1, 500)
+    lines = [r.getMessage() for r in caplog.records if "dropped notification" in r.getMessage()]
+    assert len(lines) == 1, len(lines)  # before: 500
+    assert "count=1 " in lines[0]
