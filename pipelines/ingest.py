@@ -20,7 +20,7 @@ from typing import Final
 
 from pipelines.firehose.codec import DecodedMessage, Limits, MessageDecoder, Rejection
 from pipelines.firehose.protocol import MAX_FUTURE_NS, MAX_PAST_NS, RejectReason, TopicKind
-from pipelines.firehose.sequence import MAX_GAP, Observation, SequenceTracker, Verdict
+from pipelines.firehose.sequence import GapLog, Observation, SequenceTracker, Verdict
 from pipelines.keys import KeyHasher
 from pipelines.observe.throttle import LogThrottle
 from pipelines.settings import FirehoseSettings, WorkerSettings
@@ -97,6 +97,7 @@ class Ingestor:
         self._room = threading.Event()
         self._room.set()
         self._throttle = LogThrottle()
+        self._gaps = GapLog(log)
         self._pending = PendingMessages()
         self._lock = threading.Lock()
 
@@ -166,32 +167,7 @@ class Ingestor:
 
     def _count_gap(self, observation: Observation, node: str, boot: int, seq: int) -> None:
         self.stats.lost += observation.lost
-        if observation.lost:
-            held = self._throttle.allow("gap")
-            if held is not None:
-                log.warning(
-                    "sequence gap node=%s boot=%d seq=%d lost=%d lost_total=%d (gaps not logged since the "
-                    "last line: %d)",
-                    node,
-                    boot,
-                    seq,
-                    observation.lost,
-                    self.stats.lost,
-                    held,
-                )
-        elif observation.implausible_jump:
-            held = self._throttle.allow("jump")
-            if held is not None:
-                log.warning(
-                    "sequence jump node=%s boot=%d seq=%d: more than %d ahead of every seq seen, not "
-                    "counted as loss (another sender using this node's name?) (not logged since the "
-                    "last line: %d)",
-                    node,
-                    boot,
-                    seq,
-                    MAX_GAP,
-                    held,
-                )
+        self._gaps.report(observation, node, boot, seq, self.stats.lost)
 
     def _log_rejection(self, rejection: Rejection) -> None:
         held = self._throttle.allow(rejection.reason)

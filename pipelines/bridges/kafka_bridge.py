@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from pipelines.firehose.kafka_record import read_envelope, to_records
-from pipelines.firehose.sequence import SequenceTracker, Verdict
+from pipelines.firehose.sequence import GapLog, SequenceTracker, Verdict
 from pipelines.firehose.subscriber import FirehoseSubscriber
 from pipelines.security.curve import CurveSession
 from pipelines.settings import FirehoseSettings, KafkaBridgeSettings, KafkaSettings, WorkerSettings
@@ -74,6 +74,7 @@ class KafkaBridge:
         self.drain_timeout_s = (worker or WorkerSettings()).drain_timeout_s
         self.context = context or zmq.Context.instance()
         self.sequences = SequenceTracker()
+        self._gaps = GapLog(log)
         self.summary = BridgeSummary()
         self._chunks: queue.Queue[Chunk] = queue.Queue(maxsize=bridge.bridge_queue_chunks)
         self._quiet_since = time.monotonic()
@@ -224,9 +225,9 @@ class KafkaBridge:
         observation = self.sequences.observe(node, boot, seq)
         if observation.verdict is Verdict.DUPLICATE:
             self.summary.duplicates += 1
-        elif observation.lost:
+        else:
             self.summary.lost += observation.lost
-            log.warning("sequence gap node=%s boot=%d lost=%d", node, boot, observation.lost)
+            self._gaps.report(observation, node, boot, seq, self.summary.lost)
 
     def _failed(self, exc: BaseException, messages: int) -> None:
         reason = type(exc).__name__

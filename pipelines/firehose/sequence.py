@@ -32,10 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 from collections.abc import Iterable
 from typing import Final
 
 import msgspec
+
+from pipelines.observe.throttle import LogThrottle
 
 
 class Verdict(enum.Enum):
@@ -94,6 +97,44 @@ class Observation:
 
 _NEXT: Final = Observation(Verdict.ACCEPT, 0, False)
 _DUPLICATE: Final = Observation(Verdict.DUPLICATE, 0, False)
+
+
+class GapLog:
+    """Logs what observations say about loss, at most a line per kind every period (LogThrottle):
+    a burst of drops at a high-water mark, or a sender skipping seqs, is not a line per message.
+    Every consumer of the firehose (the Ingestor, the Kafka bridge) logs through one."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self._throttle = LogThrottle()
+
+    def report(self, observation: Observation, node: str, boot: int, seq: int, lost_total: int) -> None:
+        if observation.lost:
+            held = self._throttle.allow("gap")
+            if held is not None:
+                self.log.warning(
+                    "sequence gap node=%s boot=%d seq=%d lost=%d lost_total=%d (gaps not logged since the "
+                    "last line: %d)",
+                    node,
+                    boot,
+                    seq,
+                    observation.lost,
+                    lost_total,
+                    held,
+                )
+        elif observation.implausible_jump:
+            held = self._throttle.allow("jump")
+            if held is not None:
+                self.log.warning(
+                    "sequence jump node=%s boot=%d seq=%d: more than %d ahead of every seq seen, not "
+                    "counted as loss (another sender using this node's name?) (not logged since the "
+                    "last line: %d)",
+                    node,
+                    boot,
+                    seq,
+                    MAX_GAP,
+                    held,
+                )
 
 
 class SequencePosition(msgspec.Struct, frozen=True):
