@@ -468,6 +468,36 @@ def test_an_oversized_body_is_refused_without_reading_it(receiver: dict[str, Any
     assert request(receiver["port"], "GET", "/stats")[1]["rejected"] == {"too_large": 2, "no_subscriber": 1}
 
 
+def test_a_body_is_not_read_when_the_head_decides_the_answer(receiver: dict[str, Any]) -> None:
+    """Without the secret, a POST's body was read to its end (and h11 parsed each chunk) before the
+    401: a real receiver spent 7.3 s of its only event loop on 4 MB of one-byte chunks (a legit
+    webhook meanwhile waited 1.3 s). Now the head alone earns the answer; the body is never read."""
+    port = receiver["port"]
+    heads = [
+        b"POST /tyk/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",  # no secret
+        b"POST /tyk/events HTTP/1.1\r\nHost: x\r\nX-Tykpulse-Secret: nope\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+        b"POST /elsewhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET /stats HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ]
+    expected = [b"HTTP/1.1 401 ", b"HTTP/1.1 401 ", b"HTTP/1.1 404 ", b"HTTP/1.1 200 "]
+    for head, status in zip(heads, expected, strict=True):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(head + b"1\r\nx\r\n" * 100)  # the body never ends
+            reply = read_response(s)
+            assert reply.startswith(status), reply
+            assert b"connection: close" in reply.lower()
+            assert read_rest(s) == b""  # closed by the receiver, the body never read to its end
+    # the request a body decides is still read whole and answered on a kept-alive connection
+    ok = {"X-Tykpulse-Secret": SECRET}
+    assert request(port, "POST", "/tyk/events", BODY["body"], ok)[1]["rejected"] == "no_subscriber"
+    assert request(port, "GET", "/stats")[1]["rejected"] == {
+        "unauthorized": 2,
+        "not_found": 1,
+        "no_subscriber": 1,
+    }
+
+
 def test_clients_that_go_away_mid_answer_leave_no_error_in_the_log(
     zmq_context: zmq.Context[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
