@@ -14,7 +14,10 @@ The layout is the one MergeTree column files use on disk; the tests check it
 against files the engine wrote. Decompression trusts no size a client sent: a
 block whose stated size would take the output past `max_size` is refused
 before anything is allocated for it, and a zstd block cannot expand past its
-stated size.
+stated size. Nor are blocks free: each costs a checksum and a decompressor call
+whatever it holds (an empty one is 25 bytes), so a body may hold at most 1,024
+blocks plus one per 4 KiB they decode to, as codecs.py allows gzip members and
+frames (clients write blocks of up to 1 MiB, as `max_compress_block_size` does).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Final
 import lz4.block
 from clickhouse_cityhash.cityhash import CityHash128
 
-from sinks.clickhouse.serve.codecs import DEFAULT_MAX_SIZE, too_large
+from sinks.clickhouse.serve.codecs import DEFAULT_MAX_SIZE, members_allowed, too_large
 from sinks.clickhouse.serve.errors import CANNOT_DECOMPRESS, NOT_IMPLEMENTED, ServeError
 
 if sys.version_info >= (3, 14):
@@ -94,7 +97,13 @@ def decompress_blocks(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     BAD_ARGUMENTS/413 when they hold more than `max_size` bytes)."""
     out = bytearray()
     offset = 0
+    blocks = 0
     while offset < len(data):
+        # an empty block is 25 bytes and costs ~4 us: 256 MiB of them held the server ~40 s
+        if blocks >= members_allowed(len(out)):
+            msg = f"{blocks} compressed blocks holding {len(out)} bytes and more to come: too many for that"
+            raise ServeError(CANNOT_DECOMPRESS, msg)
+        blocks += 1
         if len(data) - offset < CHECKSUM + HEADER:
             msg = "Truncated compressed block header"
             raise ServeError(CANNOT_DECOMPRESS, msg)

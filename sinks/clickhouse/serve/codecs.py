@@ -64,6 +64,12 @@ _FREE_MEMBERS: Final = 1024
 _BYTES_PER_MEMBER: Final = 4096
 
 
+def members_allowed(decoded: int) -> int:
+    """How many compressed members, frames or blocks a body may hold once they decoded to `decoded`
+    bytes (codecs here, ClickHouse's own blocks in blocks.py)."""
+    return _FREE_MEMBERS + decoded // _BYTES_PER_MEMBER
+
+
 class _Pieces:
     """`data` in pieces that double in size within a member, from a cursor a member's end moves back."""
 
@@ -90,7 +96,7 @@ class _Pieces:
         self.position -= unused
         self.size = _FIRST_PIECE
         self.members += 1
-        if self.position < len(self.view) and self.members >= _FREE_MEMBERS + decoded // _BYTES_PER_MEMBER:
+        if self.position < len(self.view) and self.members >= members_allowed(decoded):
             msg = f"{self.members} compressed members or frames holding {decoded} bytes: too many for that"
             raise ValueError(msg)
 
