@@ -35,10 +35,13 @@ import msgspec
 import zmq
 
 from pipelines.firehose.publisher import FirehosePublisher, MessageTooLargeError
+from pipelines.observe.printable import spelled_out
+from pipelines.observe.throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SEND_TIMEOUT_MS = 1000
+_LOGGED_PREFIX_CHARS = 128
 _SUBSCRIBE, _UNSUBSCRIBE = b"\x01", b"\x00"
 
 
@@ -60,6 +63,8 @@ class BridgePublisher:
         self.socket.setsockopt(zmq.XPUB_NODROP, 1)
         self.socket.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
         self.subscriptions: set[bytes] = set()
+        # whoever may subscribe chooses how many subscriptions arrive: not a line each
+        self._log_throttle = LogThrottle()
         self.blocked_sends = 0
         self.too_large_records = 0
 
@@ -75,15 +80,29 @@ class BridgePublisher:
             kind, prefix = message[:1], bytes(message[1:])
             if kind == _SUBSCRIBE:
                 self.subscriptions.add(prefix)
-                log.info("firehose subscriber topic=%r", prefix.decode(errors="replace"))
+                self._log_change("firehose subscriber", prefix)
             elif kind == _UNSUBSCRIBE:
                 self.subscriptions.discard(prefix)
-                log.info("firehose unsubscribed topic=%r", prefix.decode(errors="replace"))
+                self._log_change("firehose unsubscribed", prefix)
+
+    def _log_change(self, what: str, prefix: bytes) -> None:
+        held = self._log_throttle.allow(what)
+        if held is not None:
+            log.info(
+                "%s topic=%r subscriptions=%d (not logged since the last line: %d)",
+                what,
+                spelled_out(prefix.decode(errors="replace")[:_LOGGED_PREFIX_CHARS]),
+                len(self.subscriptions),
+                held,
+            )
 
     def has_subscriber(self, topic: str) -> bool:
+        """Whether a subscription matches `topic`: a lookup per prefix of the topic, so however many
+        subscriptions a subscriber sent, this costs the topic's length (it runs before every send)."""
         self.poll_subscriptions()
         encoded = topic.encode()
-        return any(encoded.startswith(prefix) for prefix in self.subscriptions)
+        subscriptions = self.subscriptions
+        return any(encoded[:end] in subscriptions for end in range(len(encoded) + 1))
 
     def wait_for_subscriber(self, topic: str, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -9,6 +9,7 @@ from Redis.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -98,3 +99,42 @@ def test_a_message_over_the_limit_is_refused_before_it_takes_a_sequence_number(
         assert publisher.sent_messages == 0
     finally:
         publisher.close(0, goodbye=False)
+
+
+def test_a_flood_of_subscriptions_is_tracked_without_a_line_each(
+    zmq_context: zmq.Context[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever may subscribe chooses how many subscriptions arrive. Found by attack: 100,000 distinct
+    ones made 151,792 INFO lines (155 MiB of log) from a bridge, and has_subscriber, which runs before
+    every send, walked every subscription. Still tracked exactly; logged once a period."""
+    publisher = BridgePublisher(
+        FirehosePublisher(zmq_context, [parse_endpoint("@tcp://127.0.0.1:0")], node="bridge-1")
+    )
+    flood = zmq_context.socket(zmq.SUB)
+    worker = zmq_context.socket(zmq.SUB)
+    try:
+        flood.setsockopt(zmq.SNDHWM, 0)  # every subscription reaches the bridge
+        flood.connect(publisher.publisher.addresses[0])
+        for i in range(5_000):
+            flood.setsockopt(zmq.SUBSCRIBE, b"x%05d" % i)
+        with caplog.at_level(logging.INFO, logger="pipelines.bridges.publishing"):
+            deadline = time.monotonic() + 10
+            while len(publisher.subscriptions) < 5_000 and time.monotonic() < deadline:
+                publisher.poll_subscriptions(100)
+            assert len(publisher.subscriptions) == 5_000
+            assert not publisher.has_subscriber(TOPIC_ANALYTICS)  # none of those prefixes matches
+            worker.connect(publisher.publisher.addresses[0])
+            worker.setsockopt(zmq.SUBSCRIBE, b"tyk.")
+            assert publisher.wait_for_subscriber(TOPIC_ANALYTICS, 10)
+            assert publisher.has_subscriber("tyk.event.QuotaExceeded")
+            worker.setsockopt(zmq.UNSUBSCRIBE, b"tyk.")
+            deadline = time.monotonic() + 10
+            while publisher.has_subscriber(TOPIC_ANALYTICS) and time.monotonic() < deadline:
+                publisher.poll_subscriptions(100)
+            assert not publisher.has_subscriber(TOPIC_ANALYTICS)
+        lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.bridges.publishing"]
+        assert 1 <= len(lines) <= 2, lines  # before: 5,002
+    finally:
+        flood.close(linger=0)
+        worker.close(linger=0)
+        publisher.publisher.close()
