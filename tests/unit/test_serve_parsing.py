@@ -17,6 +17,7 @@ from sinks.clickhouse.serve.statements import (
     changes_handle_state,
     first_keyword,
     output_format,
+    without_format,
 )
 
 pytestmark = pytest.mark.unit
@@ -79,6 +80,10 @@ def test_statement_kinds() -> None:
     assert output_format(b"SELECT 1 FORMAT JSONEachRow", "TabSeparated") == "JSONEachRow"
     assert output_format(b"WITH 1 AS x SELECT x", "Native") == "Native"
     assert output_format(b"INSERT INTO t FORMAT Native\n...", "Native") is None
+    # the engine's canonical text quotes a format named like a keyword
+    assert output_format(b"SELECT 1\nFORMAT `Values`", "TabSeparated") == "Values"
+    assert without_format(b"SELECT 1\nFORMAT `Values`") == b"SELECT 1"
+    assert without_format(b"SELECT 1 FORMAT TSV ;") == without_format(b"SELECT 1;") == b"SELECT 1"
     assert changes_handle_state(b"SET max_threads = 1")
     assert changes_handle_state(b"create temporary table t (x UInt8)")
     assert not changes_handle_state(b"SELECT 1")

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -37,6 +38,7 @@ from typing import Any, Final
 
 from sinks.clickhouse.client import prepare_embedded
 from sinks.clickhouse.durable import FilesystemSync
+from sinks.clickhouse.serve.answers import capped_answer
 from sinks.clickhouse.serve.cancellation import Ticket
 from sinks.clickhouse.serve.errors import (
     CANNOT_FSYNC,
@@ -57,10 +59,12 @@ from sinks.clickhouse.serve.reader_policy import (
 from sinks.clickhouse.serve.request import HttpQuery
 from sinks.clickhouse.serve.sessions import Sessions
 from sinks.clickhouse.serve.statements import (
+    ROW_KEYWORDS,
     changes_handle_state,
     first_keyword,
     output_format,
     split_insert_data,
+    without_format,
 )
 
 log = logging.getLogger(__name__)
@@ -148,6 +152,8 @@ class ChdbEngine:
         self._sync: FilesystemSync | None = None
         # set by a failed sync: every later INSERT is refused (fail-stop, see _made_durable)
         self._disk_failure: str | None = None
+        # the pipes readers' answers come through (answers.py), private to this process's user
+        self._answers: Path | None = None
 
     def open(self) -> None:
         prepare_embedded(self.path)  # the path as given: a link planted there is refused, not followed
@@ -159,6 +165,7 @@ class ChdbEngine:
         finally:
             handle.close()
         self.version, self.timezone = row[0], row[1]
+        self._answers = Path(tempfile.mkdtemp(prefix="tykpulse-answers-"))
 
     def _open_handle(self, role: Role, settings: dict[str, str] | None = None, readonly: int = 1) -> Handle:
         try:
@@ -217,10 +224,12 @@ class ChdbEngine:
             checked = dataclasses.replace(query, sql=sql, settings=settings, database=database)
             # cancelled while it waited for a slot or the gate: not started at all
             ticket.check()
+            # the formatted answer is bounded too, not only its blocks (answers.py)
+            cap = int(settings["max_result_bytes"])
             if not settings_only:
-                return self._execute(handle, checked, in_session=False, marker=ticket.marker)
+                return self._execute(handle, checked, in_session=False, marker=ticket.marker, answer_cap=cap)
         with self._reader_handle(settings, readonly=2) as handle:
-            return self._execute(handle, checked, in_session=False, marker=ticket.marker)
+            return self._execute(handle, checked, in_session=False, marker=ticket.marker, answer_cap=cap)
 
     def _admit(self, handle: Handle, query: HttpQuery, database: str) -> tuple[bytes, bool]:
         """The gate's verdict (canonical statement, reads only system.settings), remembered.
@@ -329,26 +338,47 @@ class ChdbEngine:
                 return
         handle.close()
 
-    def _execute(self, handle: Handle, query: HttpQuery, *, in_session: bool, marker: bytes = b"") -> Outcome:
+    def _execute(
+        self,
+        handle: Handle,
+        query: HttpQuery,
+        *,
+        in_session: bool,
+        marker: bytes = b"",
+        answer_cap: int | None = None,
+    ) -> Outcome:
+        """Run `query` on `handle`; with `answer_cap`, a statement that reads rows is answered through a
+        pipe and refused past that many bytes of formatted answer (answers.py)."""
         handle.use(query.database or (None if in_session else "default"))
         handle.apply_settings(query.settings)
         fmt = output_format(query.sql, query.default_format)
+        answer_fmt = fmt or "TabSeparated"
         started = time.perf_counter()
         keyword = first_keyword(query.sql)
         if keyword == "INSERT":
             self._refuse_after_disk_failure()
         insert = split_insert_data(query.sql)
-        if insert is None:
-            # the marker (a comment) only in what the engine runs: format and keyword come from the statement
-            result = handle.run(marker + query.sql, fmt or "TabSeparated", query.params)
-        else:
+        body: bytes | None = None
+        if insert is not None:
             result = _insert_from_file(handle, *insert)
+        elif answer_cap is not None and keyword in ROW_KEYWORDS and self._answers is not None:
+            body, result = capped_answer(
+                lambda sql: handle.run(sql, answer_fmt, query.params),
+                marker + without_format(query.sql),
+                answer_fmt,
+                answer_cap,
+                self._answers,
+            )
+        else:
+            # the marker (a comment) only in what the engine runs: format and keyword come from the statement
+            result = handle.run(marker + query.sql, answer_fmt, query.params)
         if keyword == "INSERT":
             self._made_durable()
         elapsed = time.perf_counter() - started
         if in_session and keyword in ("SET", "USE"):
             handle.forget_state()
-        body = result.bytes() or b""
+        if body is None:
+            body = result.bytes() or b""
         return Outcome(body, fmt, _summary(result, elapsed, insert=keyword == "INSERT"))
 
     def _made_durable(self) -> None:
@@ -404,6 +434,9 @@ class ChdbEngine:
         if self._sync is not None:
             self._sync.close()
             self._sync = None
+        if self._answers is not None:
+            shutil.rmtree(self._answers, ignore_errors=True)
+            self._answers = None
 
 
 def summary_header(outcome: Outcome) -> str:

@@ -12,11 +12,15 @@ from typing import Final
 
 _LEADING_NOISE: Final = re.compile(rb"\A(?:\s+|--[^\n]*(?:\n|\Z)|#[^\n]*(?:\n|\Z)|/\*.*?\*/|\()*", re.DOTALL)
 _FIRST_WORD: Final = re.compile(rb"[A-Za-z]+")
-_TRAILING_FORMAT: Final = re.compile(rb"\bFORMAT\s+(\w+)\s*;?\s*\Z", re.IGNORECASE)
+# the engine's canonical text quotes a format name that is also a keyword: FORMAT `Values`
+_TRAILING_FORMAT: Final = re.compile(rb"\bFORMAT\s+(?:`(\w+)`|(\w+))\s*;?\s*\Z", re.IGNORECASE)
 
 RESULT_KEYWORDS: Final = frozenset(
     {"SELECT", "WITH", "SHOW", "DESC", "DESCRIBE", "EXISTS", "EXPLAIN", "CHECK", "VALUES"}
 )
+# Statements whose answer holds rows a reader chooses (and so may be any size): the others answer
+# with what their text or the catalogue holds.
+ROW_KEYWORDS: Final = frozenset({"SELECT", "WITH"})
 # Statements that change the handle's own state; without a session they must
 # not leak into the next request that borrows the handle.
 STATEFUL_KEYWORDS: Final = frozenset({"SET", "USE"})
@@ -57,12 +61,19 @@ def first_keyword(sql: bytes) -> str:
     return match.group(0).decode().upper() if match else ""
 
 
+def without_format(sql: bytes) -> bytes:
+    """The statement without its trailing FORMAT clause (as output_format reads it)."""
+    tail = max(len(sql) - 256, 0)
+    match = _TRAILING_FORMAT.search(sql, tail)
+    return sql[: match.start()].rstrip() if match else sql.rstrip().removesuffix(b";").rstrip()
+
+
 def output_format(sql: bytes, default_format: str) -> str | None:
     """The format a result-producing statement answers in; None for statements without a result."""
     if first_keyword(sql) not in RESULT_KEYWORDS:
         return None
     match = _TRAILING_FORMAT.search(sql[-256:])
-    return match.group(1).decode() if match else default_format
+    return (match.group(1) or match.group(2)).decode() if match else default_format
 
 
 def changes_handle_state(sql: bytes) -> bool:
