@@ -17,12 +17,14 @@ cannot carry as int64; `bad_target`: a request target that is not a URL); 401 wr
 rest of the body is not read: the connection is closed after the answer); 408
 head and body not received within `request_timeout_s` (one deadline for the
 whole request, however slowly it dribbles in; 120 s idle between keep-alive
-requests); 503 no worker subscribed (the event would be dropped: Tyk logs the
+requests; a client that does not read its answers within `request_timeout_s` is closed,
+counted `reply_unread`); 503 no worker subscribed (the event would be dropped: Tyk logs the
 failure), or over `max_connections` connections at once (answered and closed) when no connection
-can make room: at the cap, a new connection closes the one that has waited longest for a request among
-those that never sent the shared secret (counted `evicted`), so connections that send nothing cannot
-hold every slot; Tyk's, once they sent the secret, are never closed for room. Tyk never retries a
-webhook, so delivery from Tyk is at most once; from the receiver on, an
+can make room: at the cap, a new connection closes the one that has waited longest for a request
+among those that never sent the shared secret (counted `evicted`), so connections that send nothing
+cannot hold every slot; Tyk's, once they sent the secret, are never closed for room. The cap is
+lowered to what the descriptor limit holds (connection_budget). Tyk never retries a webhook, so
+delivery from Tyk is at most once; from the receiver on, an
 accepted event is published within `flush_ms` unless the process dies first;
 one the publisher still refuses is counted (`publish_failed`) and logged, and
 costs only itself, not the batch it was flushed with.
@@ -50,6 +52,7 @@ import hmac
 import http
 import json
 import logging
+import resource
 import threading
 import time
 from typing import Any, Final
@@ -77,6 +80,10 @@ _TICK_S: Final = 0.1
 _SHORT_BODY_BYTES: Final = 64 * 1024
 _SHUTDOWN_DRAIN_S: Final = 10.0
 _ACCEPT_METHODS: Final = frozenset({b"POST", b"PUT", b"PATCH"})
+# Connections asyncio accepts in one go (and the listen queue): descriptors used before any is served.
+_ACCEPT_BACKLOG: Final = 512
+# Descriptors the process needs besides connections (ZeroMQ, the metrics endpoint, logs).
+_SPARE_DESCRIPTORS: Final = 64
 
 
 @dataclasses.dataclass(slots=True)
@@ -119,6 +126,11 @@ class _Slot:
 
 class _SlowRequestError(Exception):
     """A request's head and body did not arrive within request_timeout_s."""
+
+
+class _UnreadReplyError(OSError):
+    """A reply could not be handed to the client within request_timeout_s: it does not read (an
+    OSError, so the handlers that end a connection whose client went away end this one too)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -249,9 +261,13 @@ class WebhookReceiver:
 class WebhookServer:
     """The asyncio side: connections, the flush timer, the tick that tracks subscribers."""
 
-    def __init__(self, receiver: WebhookReceiver, host: str, port: int) -> None:
+    def __init__(
+        self, receiver: WebhookReceiver, host: str, port: int, max_connections: int | None = None
+    ) -> None:
         self.receiver = receiver
         self.host, self.port = host, port
+        # what the descriptor limit holds of --max-connections (connection_budget)
+        self.max_connections = max_connections or receiver.settings.max_connections
         self.loop: asyncio.AbstractEventLoop | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._publishing: list[asyncio.Future[None]] = []
@@ -259,7 +275,7 @@ class WebhookServer:
 
     async def run(self, stop: threading.Event) -> None:
         self.loop = asyncio.get_running_loop()
-        server = await asyncio.start_server(self._connection, self.host, self.port, backlog=4096)
+        server = await asyncio.start_server(self._connection, self.host, self.port, backlog=_ACCEPT_BACKLOG)
         log.info("tyk webhook listening on http://%s:%d%s", self.host, self.port, self.receiver.settings.path)
         try:
             while not stop.is_set():
@@ -305,8 +321,8 @@ class WebhookServer:
             log.error("webhook publish failed", exc_info=future.exception())
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._slots) >= self.receiver.settings.max_connections and not self._evict():
-            limit = self.receiver.settings.max_connections
+        if len(self._slots) >= self.max_connections and not self._evict():
+            limit = self.max_connections
             reply = self.receiver._reject(503, "too_many_connections", f"over {limit} connections at once")
             with contextlib.suppress(OSError):
                 writer.write(_closing_reply(reply))
@@ -333,6 +349,10 @@ class WebhookServer:
             with contextlib.suppress(OSError):
                 writer.write(_closing_reply(reply))
                 await asyncio.wait_for(writer.drain(), 2.0)
+        except _UnreadReplyError:  # before OSError: counted, then closed like a client gone away
+            timeout = self.receiver.settings.request_timeout_s
+            self.receiver._reject(408, "reply_unread", f"replies not read within {timeout:g} s")
+            writer.transport.abort()  # close() would keep the socket until the unread replies are sent
         except OSError:  # the client went away (reset, timed out, not connected): nothing to answer
             pass
         finally:
@@ -404,7 +424,10 @@ class WebhookServer:
                     return
                 body += event.data
             elif isinstance(event, h11.EndOfMessage) and request is not None:
-                slot.waiting_since = None
+                if slot.trusted or not self.receiver.secret:
+                    # kept while answered; any other may be closed for room even then (it is
+                    # answered a refusal, /healthz or /stats: nothing it sent is lost)
+                    slot.waiting_since = None
                 reply = self.receiver.handle(request, bytes(body), too_large=False)
                 if reply.status == 200 and "accepted" in reply.body:
                     self._schedule_flush()
@@ -446,10 +469,11 @@ class WebhookServer:
                     return
                 discarded += len(chunk)
 
-    @staticmethod
     async def _send(
-        conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply, *, close: bool = False
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply, *, close: bool = False
     ) -> None:
+        """Write `reply`; _UnreadReplyError when the client does not take it within request_timeout_s
+        (pipelined requests whose answers are never read held the connection for ever)."""
         payload = json.dumps(reply.body).encode()
         headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
         if close:
@@ -457,7 +481,10 @@ class WebhookServer:
         writer.write(conn.send(h11.Response(status_code=reply.status, headers=headers)) or b"")
         writer.write(conn.send(h11.Data(data=payload)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
-        await writer.drain()
+        try:
+            await asyncio.wait_for(writer.drain(), self.receiver.settings.request_timeout_s)
+        except TimeoutError:
+            raise _UnreadReplyError from None
 
 
 def _declared_length(request: h11.Request) -> int:
@@ -515,6 +542,33 @@ def check_exposure(settings: TykWebhookSettings, host: str) -> None:
         )
 
 
+def connection_budget(max_connections: int) -> int:
+    """`max_connections`, or as many as the process's descriptor limit holds with room to spare.
+
+    The soft limit is raised to the hard one first (as Go programs do at start). Connections past
+    the limit were never refused by the cap: accept() failed with EMFILE, and asyncio logged a
+    traceback for each of up to _ACCEPT_BACKLOG attempts at every wake-up (34 MB of log in 15 s,
+    the loop too busy to answer, for as long as a peer held its connections open).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    budget = max(1, soft - _ACCEPT_BACKLOG - _SPARE_DESCRIPTORS)
+    if budget < max_connections:
+        log.warning(
+            "--max-connections %d lowered to %d: the descriptor limit is %d (raise it, e.g. LimitNOFILE)",
+            max_connections,
+            budget,
+            soft,
+        )
+        return budget
+    return max_connections
+
+
 def serve(
     settings: TykWebhookSettings,
     publisher: BridgePublisher,
@@ -532,7 +586,8 @@ def serve(
     if stats is not None:
         receiver.stats = stats
     try:
-        asyncio.run(WebhookServer(receiver, host, port).run(stop))
+        server = WebhookServer(receiver, host, port, connection_budget(settings.max_connections))
+        asyncio.run(server.run(stop))
     finally:
         receiver.zmq_thread.shutdown(wait=True)
     return receiver.stats

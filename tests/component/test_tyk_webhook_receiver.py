@@ -7,6 +7,7 @@ import http.client
 import json
 import logging
 import os
+import resource
 import socket
 import subprocess
 import threading
@@ -496,6 +497,104 @@ def test_a_body_is_not_read_when_the_head_decides_the_answer(receiver: dict[str,
         "not_found": 1,
         "no_subscriber": 1,
     }
+
+
+def pipeline_unread(port: int, seconds: float) -> socket.socket:
+    """A connection that pipelines requests for `seconds` and never reads an answer (each answer is a
+    404 that names the 8 KB path asked, so the socket buffers fill after a few hundred)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+    requests = b"GET /" + b"x" * 8000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            s.send(requests)
+        except BlockingIOError:
+            time.sleep(0.05)
+    return s
+
+
+def test_a_client_that_never_reads_its_answers_holds_no_slot(zmq_context: zmq.Context[Any]) -> None:
+    """Pipelined requests whose answers are never read left the receiver waiting for ever in
+    writer.drain() (no deadline), the connection counted against --max-connections and not closed
+    for room: two such connections and a cap of 2, and every webhook was a 503 for as long as the
+    client liked. Now a reply not taken within request_timeout_s closes the connection (counted
+    reply_unread), and one without the secret may be closed for room meanwhile."""
+    with running_receiver(zmq_context, max_connections=2, request_timeout_s=1.0) as running:
+        port = running["port"]
+        hogs = [pipeline_unread(port, 1.0) for _ in range(2)]
+        try:
+            ok = {"X-Tykpulse-Secret": SECRET}
+            status, body = request(port, "POST", "/tyk/events", BODY["body"], ok)
+            assert (status, body.get("rejected")) == (503, "no_subscriber"), body  # served, not the cap
+        finally:
+            for s in hogs:
+                s.close()
+    with running_receiver(zmq_context, request_timeout_s=1.0) as running:
+        hog = pipeline_unread(running["port"], 1.0)
+        try:
+            deadline = time.monotonic() + 8
+            while True:  # the receiver gives up on it 1 s after its answers stop being taken
+                rejected = request(running["port"], "GET", "/stats")[1]["rejected"]
+                if "reply_unread" in rejected or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert rejected.get("reply_unread") == 1, rejected
+            assert served_connections(running["port"]) == 0  # closed, not kept until its replies are read
+        finally:
+            hog.close()
+
+
+def served_connections(port: int) -> int:
+    """Established TCP connections whose local port is `port` (the receiver's side), from /proc."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "01")
+
+
+def test_idle_connections_cannot_exhaust_the_descriptor_limit(tmp_path: Path) -> None:
+    """A real receiver under the common 1,024-descriptor limit (soft and hard), --max-connections at
+    its default 1,024: the cap was never reached, accept() failed with EMFILE first, and asyncio
+    logged a traceback for each of up to 4,096 accept attempts at every wake-up (34 MB of log in 15 s,
+    /healthz unanswered, CPU busy) for as long as anyone held ~1,000 idle connections. Now the cap
+    fits the limit (with a warning) and the oldest idle connection is closed for a new one."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TYKPULSE_")}
+    environment |= {"TYKPULSE_SECRET": SECRET, "TYKPULSE_KEY_HASH_SALT": "salt"}
+    command = tykpulse(
+        "bridge", "tyk-webhook", "--listen", f"0.0.0.0:{port}", "--bind", "tcp://127.0.0.1:0", "--no-metrics"
+    )
+    stderr = tmp_path / "stderr"
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            command,
+            env=environment,
+            stderr=err,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)),
+        )
+    idle: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert request(port, "GET", "/healthz")[0] == 503  # served (no worker subscribes here)
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        idle.extend(socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(1000))
+        time.sleep(1.0)
+        status, body = request(port, "POST", "/tyk/events", BODY["body"], {"X-Tykpulse-Secret": SECRET})
+        assert (status, body.get("rejected")) == (503, "no_subscriber"), body
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        proc.wait(30)
+    log = stderr.read_text(errors="replace")
+    assert "out of system resource" not in log, f"{len(log)} bytes of log"
+    assert "--max-connections 1024 lowered to 448" in log
 
 
 def test_clients_that_go_away_mid_answer_leave_no_error_in_the_log(
