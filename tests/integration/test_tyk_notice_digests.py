@@ -90,6 +90,33 @@ def test_keyspace_notices_from_redis_carry_digests(client: redis.Redis) -> None:
     assert verdicts == [False, True]  # the genuine one re-signed, the forged one not
 
 
+GOOD_NOTICE = b'{"command":"ApiUpdated","payload":"good","algorithm":0}'
+
+
+def notice_bridge(
+    client: redis.Redis, channel: str, name: str
+) -> tuple[TykRedisBridge, NotificationListener, CapturingPublisher]:
+    """A bridge listening on `channel` (subscribed once this returns), publishing to a capture."""
+    listener = NotificationListener(client, channel)
+    publisher = CapturingPublisher()
+    bridge = TykRedisBridge(
+        AnalyticsListStore(client, analytics_lists("analytics-", name, "")),
+        cast(BridgePublisher, publisher),
+        FirehoseConverter(KeyDigester(b"deployment-key")),
+        notifications=listener,
+    )
+    listener.poll(0.1)
+    return bridge, listener, publisher
+
+
+def forward(bridge: TykRedisBridge, count: int) -> None:
+    """Forward notifications until `count` were counted, good or bad (10 s at most)."""
+    stop = threading.Event()
+    deadline = time.monotonic() + 10
+    while bridge.stats.notices + bridge.stats.bad_notices < count and time.monotonic() < deadline:
+        bridge.forward_notifications(0.1, stop)
+
+
 @pytest.mark.parametrize(
     "hostile",
     [
@@ -102,24 +129,12 @@ def test_hostile_notifications_are_counted_and_the_good_ones_published(
     client: redis.Redis, hostile: bytes
 ) -> None:
     channel = "tyk.cluster.notifications.hostile"
-    listener = NotificationListener(client, channel)
-    publisher = CapturingPublisher()
-    bridge = TykRedisBridge(
-        AnalyticsListStore(client, analytics_lists("analytics-", "hostile", "")),
-        cast(BridgePublisher, publisher),
-        FirehoseConverter(KeyDigester(b"deployment-key")),
-        notifications=listener,
-    )
-    good = b'{"command":"ApiUpdated","payload":"good","algorithm":0}'
-    wire = [good, hostile, good]
+    bridge, listener, publisher = notice_bridge(client, channel, "hostile")
+    wire = [GOOD_NOTICE, hostile, GOOD_NOTICE]
     try:
-        listener.poll(0.1)
         for data in wire:
             assert client.publish(channel, data) == 1
-        stop = threading.Event()
-        deadline = time.monotonic() + 10
-        while bridge.stats.notices + bridge.stats.bad_notices < len(wire) and time.monotonic() < deadline:
-            bridge.forward_notifications(0.1, stop)
+        forward(bridge, len(wire))
     finally:
         listener.close()
     assert (bridge.stats.notices, bridge.stats.bad_notices) == (2, 1)
@@ -133,27 +148,15 @@ def test_a_flood_of_bad_notifications_is_counted_not_logged_line_by_line(
     """Whoever may PUBLISH on Tyk's Redis sent bad notifications at their own rate, and each was a
     WARNING line (a real bridge: 20,000 of 12 bytes wrote 20,000 lines, 3.4 MB, of its log)."""
     channel = "tyk.cluster.notifications.flood"
-    listener = NotificationListener(client, channel)
-    publisher = CapturingPublisher()
-    bridge = TykRedisBridge(
-        AnalyticsListStore(client, analytics_lists("analytics-", "flood", "")),
-        cast(BridgePublisher, publisher),
-        FirehoseConverter(KeyDigester(b"deployment-key")),
-        notifications=listener,
-    )
-    good = b'{"command":"ApiUpdated","payload":"good","algorithm":0}'
-    wire = [b"not json %d" % i for i in range(500)] + [good]
+    bridge, listener, _ = notice_bridge(client, channel, "flood")
+    wire = [b"not json %d" % i for i in range(500)] + [GOOD_NOTICE]
     try:
-        listener.poll(0.1)
         pipe = client.pipeline(transaction=False)
         for data in wire:
             pipe.publish(channel, data)
         pipe.execute()
-        stop = threading.Event()
-        deadline = time.monotonic() + 10
         with caplog.at_level(logging.WARNING, logger="pipelines.bridges.tyk_redis"):
-            while bridge.stats.notices + bridge.stats.bad_notices < len(wire) and time.monotonic() < deadline:
-                bridge.forward_notifications(0.1, stop)
+            forward(bridge, len(wire))
     finally:
         listener.close()
     assert (bridge.stats.notices, bridge.stats.bad_notices) == (1, 500)
