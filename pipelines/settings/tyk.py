@@ -90,7 +90,11 @@ class TykWebhookSettings(EnvSettings):
         "and closed.",
     )
     max_connections: int = Field(
-        default=1024, ge=1, description="Most connections served at once; more are answered 503 and closed."
+        default=1024,
+        ge=1,
+        description="Most connections served at once (lowered, with a warning, to what the descriptor "
+        "limit holds); at the cap the longest-idle connection that never sent the secret is closed for "
+        "a new one, else it is answered 503 and closed.",
     )
     flush_ms: int = Field(default=20, ge=0, description="Events are batched per name for at most this long.")
     message_records: int = Field(

@@ -52,7 +52,10 @@ class ServeSettings(BaseSettings):
         description="Rows one read-only query may return (readers may ask for fewer).",
     )
     serve_reader_max_result_mb: int = Field(
-        default=256, gt=0, description="Result size of one read-only query, MiB (readers may ask for less)."
+        default=256,
+        gt=0,
+        description="Result size of one read-only query, MiB, as blocks and as the formatted answer "
+        "(readers may ask for less).",
     )
     serve_reader_max_threads: int = Field(
         default=4, gt=0, description="Threads one read-only query may use (readers may ask for fewer)."
