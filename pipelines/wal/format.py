@@ -51,8 +51,9 @@ MAX_FRAMES: Final = 0xFFFF
 # (Only version-1 segments use zlib; the native CRC-32C keeps the GIL below 1 MiB.)
 CRC_SLICE: Final = 4096
 # A record up to this size is built whole, in one native pass: at 1 record per message the
-# per-frame packing and the checksum call cost more than the copy (2.4-3.2 -> ~0.6 us per
-# message); a larger one is written from its parts, so that its payload is copied only by the OS.
+# per-frame packing and the checksum call cost more than the copy (2.1-3.4 -> 1.0-1.5 us per
+# message, bench.native_core); a larger one is written from its parts, so that its payload is
+# copied only by the OS.
 SMALL_RECORD_BYTES: Final = 2048
 
 # A record checksum: (data, running crc) -> crc.

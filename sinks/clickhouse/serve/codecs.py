@@ -116,7 +116,7 @@ def _inflate(data: bytes, wbits: int, limit: int, *, members: bool) -> bytes:
                 out += stream.decompress(stream.unconsumed_tail, limit + 1 - len(out))
             if len(out) > limit:
                 raise too_large(limit)
-        pieces.member_ended(len(stream.unused_data or b""), len(out))  # lz4: None when nothing is left
+        pieces.member_ended(len(stream.unused_data), len(out))
         if not (members and pieces):
             return bytes(out)
 
