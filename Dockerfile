@@ -29,7 +29,8 @@ RUN pip install /wheels/*.whl \
     && useradd --system --create-home --home-dir /var/lib/tykpulse tykpulse
 USER tykpulse
 WORKDIR /var/lib/tykpulse
-# 5555/5556: proxy frontend/backend (ZeroMQ); 6066: the Faust worker's web endpoint.
-EXPOSE 5555 5556 6066
+# 5555/5556: proxy frontend/backend (ZeroMQ); 9464: a command's /metrics, /healthz and /status
+# when TYKPULSE_METRICS_PORT sets it (compose does).
+EXPOSE 5555 5556 9464
 ENTRYPOINT ["tykpulse"]
 CMD ["--help"]

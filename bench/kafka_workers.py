@@ -247,10 +247,10 @@ def run_setup(
             dsn = f"http://tykpulse:{PASSWORD}@127.0.0.1:{port}"
             _wait_for_database(port, processes[0])
         ports = [free_port() for _ in range(workers)]
-        for index, web_port in enumerate(ports):
+        for index, metrics_port in enumerate(ports):
             command = tykpulse(
                 "worker", "--kafka", broker.bootstrap, "--topic", topic, "--kafka-group", tmp.name,
-                "--clickhouse", dsn, "--web-port", str(web_port), "--web-bind", "127.0.0.1",
+                "--clickhouse", dsn, "--metrics-port", str(metrics_port),
                 "--flush-interval-s", str(flush_interval_s),
             )  # fmt: skip
             processes.append(Process(f"worker-{index}", command, tmp))

@@ -84,10 +84,18 @@ class WorkerHealth:
         return False, f"unhealthy: records consumed or flushes retried without a flush landing for {age:.1f}s"
 
 
+def observe_worker(app: Any, limit_s: float) -> ServiceWatch:
+    """The watch of an app create_app built: a sensor added to it, and its runner's status."""
+    sensor = WorkerSensor()
+    app.sensors.add(sensor)
+    return worker_watch(sensor, app.tykpulse_runner.status, limit_s)
+
+
 def worker_watch(
     sensor: WorkerSensor, status: Callable[[], Mapping[str, Any]], limit_s: float
 ) -> ServiceWatch:
-    """The watch of a Faust worker: the sensor's counts and the runner's written totals."""
+    """The watch of a Faust worker: the sensor's counts and the runner's written totals; its
+    /status state is the runner's status (owner, topic, partitions and their offsets, written)."""
 
     def current() -> Mapping[str, Any]:
         for _ in range(3):
@@ -122,4 +130,4 @@ def worker_watch(
             "last_ok_age_s": health.age_s(),
         }
 
-    return ServiceWatch("worker", readings, health)
+    return ServiceWatch("worker", readings, health, current)

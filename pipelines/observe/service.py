@@ -29,10 +29,17 @@ def running() -> tuple[bool, str]:
 
 
 class ServiceWatch:
-    def __init__(self, command: str, readings: Callable[[], Readings], health: Health = running) -> None:
+    def __init__(
+        self,
+        command: str,
+        readings: Callable[[], Readings],
+        health: Health = running,
+        state: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.command = command
         self.readings = readings
         self._health = health
+        self._state = state
         self._started = time.monotonic()
         self.registry: CollectorRegistry = service_registry(
             command, version("tykpulse"), readings, lambda: self.health()[0]
@@ -42,9 +49,10 @@ class ServiceWatch:
         return self._health()
 
     def status(self) -> dict[str, Any]:
-        """What `tykpulse status` prints: health, uptime and every counter, as JSON-able values."""
+        """What `tykpulse status` prints: health, uptime, every counter as JSON-able values, and the
+        command's state where it has one (a Faust worker's partitions and offsets)."""
         healthy, detail = self.health()
-        return {
+        status = {
             "command": self.command,
             "pid": os.getpid(),
             "healthy": healthy,
@@ -52,6 +60,9 @@ class ServiceWatch:
             "uptime_s": round(time.monotonic() - self._started, 1),
             "totals": {key: _plain(value) for key, value in self.readings().items()},
         }
+        if self._state is not None:
+            status["state"] = dict(self._state())
+        return status
 
 
 def _plain(value: float | Mapping[str, float]) -> Any:

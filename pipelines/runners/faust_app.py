@@ -22,14 +22,18 @@ a hint: Faust acknowledges a chunk when the agent takes the next one, so a
 commit can run one chunk ahead of ClickHouse, which costs a re-read, never a
 record. No Faust tables: all state a successor needs is in ClickHouse already.
 
-Faust's web server runs (--web-port); /tykpulse/status/ shows the assigned
-partitions, their next offsets and what was written.
+The assigned partitions, their next offsets and what was written are in the
+state of the metrics endpoint's /status (pipelines.observe.faust_sensor), the
+capped server every long-running command has. Faust's own web server stays
+off: it has no bound on connections, and idle ones took every descriptor the
+worker had.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -44,6 +48,7 @@ from faust.types import TP
 
 from pipelines.ingest import Ingestor, NoticeCheck, build_ingestor
 from pipelines.keys import worker_with_key
+from pipelines.observe.faust_sensor import observe_worker
 from pipelines.runners.kafka_partition import Added, PartitionFlush, PartitionProcessor
 from pipelines.runners.kafka_writer import KAFKA_DEAD_LETTER_FILE, FlushWriter
 from pipelines.security.notices import notice_check
@@ -52,6 +57,7 @@ from pipelines.settings import (
     FirehoseSettings,
     KafkaSettings,
     NoticeSettings,
+    ObservabilitySettings,
     WorkerSettings,
 )
 from pipelines.wal.build import key_directory
@@ -346,10 +352,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=faust_settings.session_timeout_s,
         broker_heartbeat_interval=max(session_ms // 10, 100) / 1000,
-        web_enabled=True,
-        web_port=faust_settings.web_port,
-        web_bind=faust_settings.web_bind,
-        web_in_thread=False,
+        web_enabled=False,
     )
     topic = app.topic(kafka.kafka_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
     app.agent(topic, name="tykpulse-rollups")(runner.agent)
@@ -361,10 +364,6 @@ def create_app(
 
     app.timer(_STALL_S)(watchdog)
 
-    @app.page("/tykpulse/status/")
-    async def status(web: Any, request: Any) -> Any:
-        return web.json(runner.status())
-
     async def shutdown(sender: Any, /, *_: Any, signal: Any = None, **__: Any) -> None:
         runner.close()
 
@@ -375,8 +374,13 @@ def create_app(
 
 
 def app_from_environment() -> faust.App:
-    """The app `faust -A pipelines.runners.faust_app worker` runs: every setting from TYKPULSE_*."""
-    return create_app(
+    """The app `faust -A pipelines.runners.faust_app worker` runs: every setting from TYKPULSE_*,
+    and the metrics endpoint `tykpulse worker` serves, from the worker's start to its shutdown."""
+    # deferred: the command line's helper, needed only when Faust's own command line runs the app
+    from pipelines.cli.observe import serving
+
+    observe = ObservabilitySettings()
+    app = create_app(
         KafkaSettings(),
         FaustWorkerSettings(),
         WorkerSettings(),
@@ -384,6 +388,18 @@ def app_from_environment() -> faust.App:
         FirehoseSettings(),
         NoticeSettings(),
     )
+    watch = observe_worker(app, observe.healthy_flush_age_s)
+    endpoint = contextlib.ExitStack()
+
+    async def serve_endpoint() -> None:
+        endpoint.enter_context(serving(observe, watch, "worker"))
+
+    async def close_endpoint(sender: Any, /, *_: Any, **__: Any) -> None:
+        endpoint.close()
+
+    app.task(serve_endpoint)
+    app.on_before_shutdown.connect(close_endpoint)
+    return app
 
 
 @functools.cache

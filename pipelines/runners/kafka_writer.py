@@ -58,7 +58,7 @@ class FlushWriter:
         return self.delivery.stats
 
     def status(self) -> dict[str, int]:
-        """What was written, for the worker's /tykpulse/status/ page."""
+        """What was written, for the state in the worker's /status."""
         stats = self.delivery.stats
         return {
             "flushes": stats.flushes,

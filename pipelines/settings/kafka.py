@@ -67,7 +67,7 @@ class KafkaBridgeSettings(EnvSettings):
 
 
 class FaustWorkerSettings(EnvSettings):
-    """The Faust worker: consumer group, batching and its web endpoint."""
+    """The Faust worker: consumer group, batching and retries (its endpoint is ObservabilitySettings')."""
 
     kafka_group: str = Field(default="tykpulse", description="Consumer group (the Faust app id).")
     take_max: int = Field(default=5_000, gt=0, description="Most Kafka records processed per chunk.")
@@ -75,11 +75,6 @@ class FaustWorkerSettings(EnvSettings):
         default=30.0,
         gt=0,
         description="Kafka group session timeout: how fast a dead worker's partitions move.",
-    )
-    web_port: int = Field(default=6066, ge=0, le=65535, description="Faust web endpoint port.")
-    web_bind: str = Field(
-        default="127.0.0.1",
-        description="Faust web endpoint bind address (0.0.0.0 to be scraped from outside).",
     )
     worker_retry_max_s: float = Field(
         default=5.0,

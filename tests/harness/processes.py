@@ -4,6 +4,7 @@ Processes, the tykpulse processes of one test with their log files."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -42,9 +43,15 @@ class Processes:
         self._files: list[Any] = []
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        return self.start_command(name, tykpulse(*args, log_level="info"))
+
+    def start_command(
+        self, name: str, command: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Any command line (`faust -A ...`), its output in the log of `name`."""
         log = (self.logs / f"{name}.log").open("ab")
         self._files.append(log)
-        proc = subprocess.Popen(tykpulse(*args, log_level="info"), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs[name] = proc
         return proc
 
@@ -61,3 +68,21 @@ class Processes:
             self.stop(name, 20.0)
         for f in self._files:
             f.close()
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process `pid` listens on: its socket descriptors matched to the kernel's
+    tables (a port another process holds is not counted)."""
+    sockets = set()
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # a descriptor closed while listed
+            target = os.readlink(descriptor)
+            if target.startswith("socket:["):
+                sockets.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in sockets:  # 0A: TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports

@@ -28,10 +28,11 @@ __all__ = [
 
 
 def worker_status(port: int) -> dict[str, Any] | None:
+    """A worker's state (owner, topic, partitions, written) from its metrics endpoint's /status."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/tykpulse/status/", timeout=5) as response:
-            return dict(json.loads(response.read()))
-    except (urllib.error.URLError, OSError, ValueError):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
+            return dict(json.loads(response.read())["state"])
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
         return None
 
 

@@ -30,7 +30,7 @@ from pipelines.observe.metrics import COMMAND_FAMILIES
 from tests.harness.alert_receiver import AlertReceiver
 from tests.harness.kafka.broker import KafkaBroker
 from tests.harness.observed import Samples, announced_url, get, scrape, status, value
-from tests.harness.processes import Processes, free_port
+from tests.harness.processes import Processes, free_port, listening_ports
 from tests.harness.redis import RedisServer
 from tests.harness.tykpulse import http_get, tykpulse, wait_for_endpoint, wait_until
 from tests.helpers import analytics
@@ -261,13 +261,15 @@ def test_faust_worker_counts_through_its_sensor(
     processes: Processes, tmp_path: Path, kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     asyncio.run(produce(kafka_broker.bootstrap, kafka_topic, range(5)))
-    _, url = start(
+    proc, url = start(
         processes, tmp_path, "worker", "worker",
         "--kafka", kafka_broker.bootstrap, "--topic", kafka_topic, "--kafka-group", f"g-{kafka_topic}",
-        "--clickhouse", f"chdb://{tmp_path / 'clickhouse'}", "--web-port", str(free_port()),
-        "--flush-interval-s", "0.5",
+        "--clickhouse", f"chdb://{tmp_path / 'clickhouse'}", "--flush-interval-s", "0.5",
     )  # fmt: skip
     check_endpoints(url, "worker")
+    # the capped endpoint is the worker's only listening port: Faust's own web server (no bound on
+    # connections; idle ones took every descriptor the worker had) stays off
+    assert listening_ports(proc.pid) == {int(url.rsplit(":", 1)[1])}
     samples = eventually(
         url,
         lambda s: (
@@ -280,6 +282,9 @@ def test_faust_worker_counts_through_its_sensor(
     assert value(samples, "tykpulse_kafka_assigned_partitions") == 4
     assert value(samples, "tykpulse_rows_written_total") > 0
     assert value(samples, "tykpulse_flushes_total", outcome="dropped") == 0
+    state = status(url)["state"]
+    assert sorted(state["partitions"]) == ["0", "1", "2", "3"]
+    assert sum(p["next_offset"] for p in state["partitions"].values()) == 30  # 5 seqs x 6 nodes
     stopped_cleanly(processes, "worker", tmp_path)
 
 

@@ -2,14 +2,16 @@
 
 The consumer group's committed offsets are set to the end of the topic before the worker first
 starts, as if another tool had committed them: the worker must still process everything, because
-ClickHouse holds no position yet. A second start (same group, same database) and more records
-must land exactly once.
+ClickHouse holds no position yet. A second start (same group, same database; this time by Faust's
+own command line, `faust -A pipelines.runners.faust_app worker`) and more records must land exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,26 +72,34 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     procs.close()
 
 
-def run_worker(procs: Processes, broker: KafkaBroker, topic: str, dsn: str, expected_messages: int) -> None:
+def run_worker(
+    procs: Processes,
+    broker: KafkaBroker,
+    topic: str,
+    dsn: str,
+    expected_messages: int,
+    *,
+    faust_cli: bool = False,
+) -> None:
+    """A worker until its status shows `expected_messages` offsets, then SIGTERM: `tykpulse worker`,
+    or with faust_cli the same app as Faust's own command line runs it (settings from TYKPULSE_*)."""
     port = free_port()
-    procs.start(
-        "worker",
-        "worker",
-        "--kafka",
-        broker.bootstrap,
-        "--topic",
-        topic,
-        "--kafka-group",
-        f"g-{topic}",
-        "--clickhouse",
-        dsn,
-        "--web-port",
-        str(port),
-        "--web-bind",
-        "127.0.0.1",
-        "--flush-interval-s",
-        "0.5",
-    )
+    settings = {
+        "kafka_bootstrap": broker.bootstrap,
+        "kafka_topic": topic,
+        "kafka_group": f"g-{topic}",
+        "clickhouse_dsn": dsn,
+        "metrics_port": str(port),
+        "flush_interval_s": "0.5",
+    }
+    if faust_cli:
+        env = {**os.environ, **{f"TYKPULSE_{name.upper()}": value for name, value in settings.items()}}
+        command = [sys.executable, "-m", "faust", "-A", "pipelines.runners.faust_app", "worker", "-l", "info"]
+        procs.start_command("worker", command, env)
+    else:
+        flags = {"kafka_bootstrap": "--kafka", "kafka_topic": "--topic", "clickhouse_dsn": "--clickhouse"}
+        args = [part for name, value in settings.items() for part in (flags.get(name, option(name)), value)]
+        procs.start("worker", "worker", *args)
 
     def written() -> Any:
         status = worker_status(port)
@@ -99,6 +109,10 @@ def run_worker(procs: Processes, broker: KafkaBroker, topic: str, dsn: str, expe
     procs.procs["worker"].send_signal(signal.SIGTERM)
     assert procs.procs["worker"].wait(timeout=60) == 0
     procs.procs.pop("worker")
+
+
+def option(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def landed(dsn: str) -> tuple[dict[str, Any], int]:
@@ -124,7 +138,8 @@ def test_clickhouse_not_kafka_says_where_to_resume(
     assert requests == 40 * len(NODES) * PER_MESSAGE
 
     asyncio.run(produce(kafka_broker.bootstrap, kafka_topic, range(45, 60)))  # seqs 40..44 never sent
-    run_worker(processes, kafka_broker, kafka_topic, dsn, 55 * len(NODES))
+    # the second start through Faust's own command line: the same app, endpoint and exactly-once
+    run_worker(processes, kafka_broker, kafka_topic, dsn, 55 * len(NODES), faust_cli=True)
     health, requests = landed(dsn)
     assert health == {node: (55, 55 * PER_MESSAGE, 5, 0) for node in NODES}
     assert requests == 55 * len(NODES) * PER_MESSAGE

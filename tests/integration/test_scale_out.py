@@ -34,7 +34,7 @@ class Pipeline:
         self.topic = topic
         self.procs = Processes(tmp)
         self.db_port, self.front, self.back = free_port(), free_port(), free_port()
-        self.web_ports = {"worker-a": free_port(), "worker-b": free_port()}
+        self.metrics_ports = {"worker-a": free_port(), "worker-b": free_port()}
         self.dsn = f"http://tykpulse:{PASSWORD}@127.0.0.1:{self.db_port}"
         self.truth_path = tmp / "truth.json"
 
@@ -92,10 +92,8 @@ class Pipeline:
             f"g-{self.topic}",
             "--clickhouse",
             self.dsn,
-            "--web-port",
-            str(self.web_ports[name]),
-            "--web-bind",
-            "127.0.0.1",
+            "--metrics-port",
+            str(self.metrics_ports[name]),
             "--session-timeout-s",
             "6",
             "--flush-interval-s",
@@ -115,23 +113,23 @@ class Pipeline:
             f"@tcp://127.0.0.1:{self.back}",
         )
         self.start_bridge()
-        for name in self.web_ports:
+        for name in self.metrics_ports:
             self.start_worker(name)
         wait_until(
-            lambda: self.owned() == {0, 1, 2, 3} and all(self.partitions(n) for n in self.web_ports),
+            lambda: self.owned() == {0, 1, 2, 3} and all(self.partitions(n) for n in self.metrics_ports),
             "both workers to share the 4 partitions",
             180,
         )
 
     def partitions(self, worker: str) -> set[int]:
-        status = worker_status(self.web_ports[worker])
+        status = worker_status(self.metrics_ports[worker])
         return {int(p) for p in status["partitions"]} if status else set()
 
     def owned(self) -> set[int]:
-        return set().union(*(self.partitions(n) for n in self.web_ports if n in self.procs.procs))
+        return set().union(*(self.partitions(n) for n in self.metrics_ports if n in self.procs.procs))
 
     def written(self, worker: str) -> int:
-        status = worker_status(self.web_ports[worker])
+        status = worker_status(self.metrics_ports[worker])
         return int(status["written"]["messages"]) if status else 0
 
     def simulate(self, duration: float, seed: int) -> Any:

@@ -91,9 +91,9 @@ def test_endpoints_and_ports_agree() -> None:
     assert SERVICES["bridge"]["environment"]["TYKPULSE_FIREHOSE"] == f"tcp://proxy:{back}"
     assert f"', {back})" in " ".join(SERVICES["proxy"]["healthcheck"]["test"])
     worker = SERVICES["worker"]
-    port = worker["environment"]["TYKPULSE_WEB_PORT"]
-    assert f":{port}/tykpulse/status/" in " ".join(worker["healthcheck"]["test"])
-    assert worker["expose"] == [port, worker["environment"]["TYKPULSE_METRICS_PORT"]]
+    port = worker["environment"]["TYKPULSE_METRICS_PORT"]
+    assert f":{port}/healthz" in " ".join(worker["healthcheck"]["test"])
+    assert worker["expose"] == [port]
     assert "ports" not in worker, "a host port would stop `--scale worker=N`"
     assert "container_name" not in worker
     for name in ("bridge", "worker"):

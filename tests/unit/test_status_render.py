@@ -83,3 +83,19 @@ def test_names_from_elsewhere_print_as_themselves(node: str) -> None:
     assert shown in text
     assert "[bold]publisher[/bold]" in text  # the worker's detail, literally
     assert text.count("stale") >= 2
+
+
+def test_a_workers_partitions_print_in_numeric_order_whatever_the_state_holds() -> None:
+    console = Console(record=True, width=200)
+    worker = {"command": "worker", "healthy": True, "detail": "ok", "uptime_s": 1.0, "totals": {}}
+    partitions = {
+        "10": {"next_offset": 1200, "landed_offset": 1100},
+        "2": {"next_offset": 7, "landed_offset": None},
+        "x[/red]": "not a mapping",  # anyone's endpoint: printed, never a crash
+    }
+    render({**worker, "state": {"partitions": partitions}}, console)
+    text = console.export_text()
+    rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
+    assert rows == [["2", "7", "-"], ["10", "1200", "1100"]]
+    assert "x[/red]" in text
+    render({**worker, "state": "not a mapping"}, console)  # no table, no error

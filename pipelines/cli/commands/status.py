@@ -92,6 +92,25 @@ def render_service(status: dict[str, Any], console: Console) -> None:
             value = _number(value)
         table.add_row(_plain(name), _plain(value))
     console.print(table)
+    state = status.get("state")
+    partitions = state.get("partitions") if isinstance(state, dict) else None
+    if isinstance(partitions, dict) and partitions:
+        console.print(partitions_table(partitions))
+
+
+def partitions_table(partitions: dict[str, Any]) -> Table:
+    """A Faust worker's assigned partitions: where it reads next and what has landed in ClickHouse."""
+    table = Table(title="assigned partitions", box=None, padding=(0, 2))
+    for column in ("partition", "next offset", "landed offset"):
+        table.add_column(column, justify="right")
+    # numeric order without trusting the keys to be numbers (the endpoint may be anyone's)
+    for partition, offsets in sorted(partitions.items(), key=lambda item: (len(item[0]), item[0])):
+        known = offsets if isinstance(offsets, dict) else {}
+        landed = known.get("landed_offset")
+        table.add_row(
+            _plain(partition), _plain(known.get("next_offset")), "-" if landed is None else _plain(landed)
+        )
+    return table
 
 
 def _number(value: float) -> str:

@@ -51,21 +51,21 @@ def command(
 ) -> None:
     """Consume the bridge's topic in a consumer group and write rollups to ClickHouse.
 
-    Run several (on one host with distinct --web-port): Kafka spreads the
-    topic's partitions over them and moves a dead worker's partitions to the
+    Run several: Kafka spreads the topic's partitions over them and moves a dead worker's partitions to the
     others. Each flush covers an exact offset range and is recorded in
     ClickHouse with its rollups, so a partition resumes where ClickHouse says,
     and nothing is counted twice or lost (docs/scaling.md). The same app runs
     with `faust -A pipelines.runners.faust_app worker`. SIGTERM stops cleanly.
 
     /metrics, /healthz and /status (--metrics-port) count what the consumer
-    received (a Faust sensor) and what was written; /healthz fails while
-    flushes are retried, or records consumed, without a flush landing for
-    --healthy-flush-age-s.
+    received (a Faust sensor) and what was written; /status also shows the
+    assigned partitions and their offsets. /healthz fails while flushes are
+    retried, or records consumed, without a flush landing for
+    --healthy-flush-age-s. Faust's own web server is off (no connection cap).
     """
     import faust  # deferred: Faust takes a while to import and only this command needs it
 
-    from pipelines.observe.faust_sensor import WorkerSensor, worker_watch
+    from pipelines.observe.faust_sensor import observe_worker
     from pipelines.runners.faust_app import create_app
 
     try:
@@ -73,9 +73,6 @@ def command(
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
     level = ctx.find_root().params.get("log_level") or "info"
-    sensor = WorkerSensor()
-    app.sensors.add(sensor)
-    runner = app.tykpulse_runner  # type: ignore[attr-defined]  # set by create_app for this command
-    watch = worker_watch(sensor, runner.status, observe.healthy_flush_age_s)
+    watch = observe_worker(app, observe.healthy_flush_age_s)
     with serving(observe, watch, "worker"):
         faust.Worker(app, loglevel=level).execute_from_commandline()
