@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Final
 
 import click
 from rich.console import Console
@@ -30,13 +30,32 @@ from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.summary import publisher_rows
 from sinks.errors import SinkError
 
+# A run's /status lists its publishers: megabytes at most. Whatever answers at a URL is read no
+# further than this (a port can outlive the command that announced it and be someone else's).
+MAX_STATUS_BYTES: Final = 64 << 20
 
-def fetch_status(url: str, timeout_s: float = 5.0) -> dict[str, Any]:
+
+class NotAStatusError(ValueError):
+    """The endpoint answered, but not with a tykpulse /status."""
+
+
+def fetch_status(url: str, timeout_s: float = 5.0, max_bytes: int = MAX_STATUS_BYTES) -> dict[str, Any]:
     if not url.startswith(("http://", "https://")):
         msg = f"worker URL must be http(s): {url}"
         raise click.UsageError(msg)
     with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=timeout_s) as response:  # noqa: S310
-        data: dict[str, Any] = json.loads(response.read())
+        body = response.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        msg = f"an answer over {max_bytes} bytes"
+        raise NotAStatusError(msg)
+    try:
+        data = json.loads(body)
+    except ValueError as exc:  # UnicodeDecodeError included
+        msg = f"not JSON ({exc})"
+        raise NotAStatusError(msg) from exc
+    if not isinstance(data, dict) or not {"healthy", "detail", "uptime_s"} <= data.keys():
+        msg = "JSON without a status's healthy, detail and uptime_s"
+        raise NotAStatusError(msg)
     return data
 
 
@@ -187,8 +206,17 @@ def _ask(what: str, url: str, console: Console) -> int:
     except (urllib.error.URLError, OSError) as exc:
         console.print(f"[red]cannot reach {_plain(what)} at {_plain(url)}[/red]: {_plain(exc)}")
         return 2
-    render(status, console)
-    return 0 if status["healthy"] else 1
+    except NotAStatusError as exc:
+        where = f"{_plain(what)} at {_plain(url)}"
+        console.print(f"[red]{where} answered no tykpulse status[/red]: {_plain(exc)}")
+        return 2
+    try:
+        render(status, console)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a status of another shape
+        where = f"{_plain(what)} at {_plain(url)}"
+        console.print(f"[red]cannot read the status of {where}[/red]: {_plain(repr(exc))}")
+        return 2
+    return 0 if status["healthy"] is True else 1
 
 
 @click.command("status")
