@@ -6,8 +6,10 @@ Times, in CPU time of this process, on a 100-record message of 29-field Tyk reco
 the payload decoded into the columns the rollups read (the reference: msgspec structs,
 timestamps normalised, columns extracted as BatchBuilder does; the native decoder), and
 the WAL checksum of the whole message (zlib's CRC-32 in GIL-keeping slices; native CRC-32C);
-and the WAL framing of a 1-record message (headers packed field by field around one checksum
-call, as the writer did; the native whole-record build).
+the WAL framing of a 1-record message (headers packed field by field around one checksum
+call, as the writer did; the native whole-record build); and the decode of a 1-record message
+(its envelope by msgspec and the codec's checks, then the payload natively, as the worker did;
+envelope and payload in one native call), alone and inside a worker's Ingestor.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from pipelines._native import FlushColumns, MessageColumns, record_crc
 from pipelines.firehose.analytics_columns import FlushAnalytics
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
 from pipelines.firehose.timestamps import to_ns_array
+from pipelines.ingest import Ingestor
 from pipelines.wal.format import BODY_HEADER, FRAME_LENGTH, RECORD_HEADER, crc32, encode_record_parts
 
 RECORDS = 100
 CALLS = 3_000
+INGESTED = 50_000
 
 
 def record(i: int, now: int) -> dict[str, Any]:
@@ -42,11 +46,12 @@ def record(i: int, now: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def cpu_per_call(work: Callable[[], object]) -> float:
+def cpu_per_call(work: Callable[[], object], times: int = 1) -> float:
+    calls = CALLS * times
     started = time.process_time()
-    for _ in range(CALLS):
+    for _ in range(calls):
         work()
-    return (time.process_time() - started) / CALLS
+    return (time.process_time() - started) / calls
 
 
 def main() -> None:
@@ -110,6 +115,49 @@ def main() -> None:
     native_s = cpu_per_call(lambda: encode_record_parts(0, now, single))
     print(
         f"WAL framing, 1-record message, us/message: python {python_s * 1e6:.2f}  native {native_s * 1e6:.2f}"
+    )
+    envelope_fields = {"v": 1, "node": "n", "boot": 1, "seq": 1, "sent": 1, "enc": "msgpack"}
+    single[1] = msgpack.packb({**envelope_fields, "count": 1})
+    before, worker = MessageDecoder(native_envelope=False), MessageDecoder()
+
+    def envelope_in_python() -> DecodedMessage:
+        message = before.decode(single)
+        assert isinstance(message, DecodedMessage)
+        return message
+
+    def one_native_call() -> DecodedMessage:
+        message = worker.decode(single)
+        assert isinstance(message, DecodedMessage)
+        return message
+
+    assert envelope_in_python().envelope == one_native_call().envelope
+    # sub-microsecond differences: the least of seven alternating rounds of ten times the calls
+    rounds = [(cpu_per_call(envelope_in_python, 10), cpu_per_call(one_native_call, 10)) for _ in range(7)]
+    python_s, native_s = (min(times) for times in zip(*rounds, strict=True))
+    print(
+        f"decode, 1-record message, us/message: envelope in python {python_s * 1e6:.2f}  "
+        f"one native call {native_s * 1e6:.2f}"
+    )
+    stream = [
+        [b"tyk.analytics", msgpack.packb({**envelope_fields, "seq": seq, "count": 1}), single[2]]
+        for seq in range(INGESTED)
+    ]
+
+    def ingested(decoder: MessageDecoder) -> float:
+        """CPU per message of a worker's Ingestor taking the stream, then building its batch."""
+        ingestor = Ingestor()
+        ingestor.decoder = decoder
+        started = time.process_time()
+        for message in stream:
+            ingestor.ingest(message)
+        assert ingestor.take().analytics.height == INGESTED
+        return (time.process_time() - started) / INGESTED
+
+    rounds = [(ingested(before), ingested(worker)) for _ in range(5)]
+    python_s, native_s = (min(times) for times in zip(*rounds, strict=True))
+    print(
+        f"Ingestor ingest + take, 1-record messages, us/message: envelope in python {python_s * 1e6:.2f}  "
+        f"one native call {native_s * 1e6:.2f}"
     )
 
 

@@ -58,6 +58,16 @@ class MessageColumns:
     def __len__(self) -> int: ...
     def columns(self) -> Columns: ...
 
+def decode_analytics_message(
+    envelope: Buffer, payload: Buffer, max_records: int, max_node_bytes: int
+) -> tuple[str, int, int, int, int, MessageColumns | None] | None:
+    """(node, boot, seq, sent, count, columns) of a msgpack tyk.analytics message.
+
+    None whenever the reference decoder (pipelines.firehose.codec) would not accept the envelope as
+    it is; columns None when it would not accept every record as it is (MessageColumns.decode): the
+    caller then decodes that part the reference way.
+    """
+
 class FlushColumns:
     """The analytics records of one flush, appended message by message under one dictionary per id."""
 

@@ -483,6 +483,68 @@ pub fn decode_analytics(payload: &[u8], count: usize) -> Option<AnalyticsColumns
     (reader.at == payload.len()).then_some(out)
 }
 
+/// The fields of a version-1 envelope (PROTOCOL.md, frame 2) the receive side keeps.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    pub node: &'a str,
+    pub boot: i64,
+    pub seq: i64,
+    pub sent: i64,
+    pub count: usize,
+}
+
+/// The envelope of a msgpack message the reference decoder (codec.py's `Envelope` and
+/// `_envelope_problem`) accepts as it is: every field once and of its type, `v` 1, `enc`
+/// "msgpack", `boot` and `seq` >= 0, `count` <= `max_records`, a `node` of 1..=`max_node_bytes`
+/// printable ASCII characters, unknown keys stepped over, nothing after the map. None for
+/// anything else, so the reference decoder judges it and gives the reason.
+pub fn decode_envelope(
+    data: &[u8],
+    max_records: usize,
+    max_node_bytes: usize,
+) -> Option<Envelope<'_>> {
+    let mut reader = Reader { data, at: 0 };
+    let (mut v, mut node, mut boot, mut seq, mut sent, mut count, mut enc) =
+        (None, None, None, None, None, None, None);
+    for _ in 0..reader.map_len()? {
+        let key = reader.str()?;
+        // a repeated key declines (`replace` returning Some): which one counts is the reference's call
+        let repeated = match key {
+            "v" => v.replace(reader.int()?.to_i64()?).is_some(),
+            "node" => node.replace(reader.str()?).is_some(),
+            "boot" => boot.replace(reader.int()?.to_i64()?).is_some(),
+            "seq" => seq.replace(reader.int()?.to_i64()?).is_some(),
+            "sent" => sent.replace(reader.int()?.to_i64()?).is_some(),
+            "count" => count.replace(reader.int()?.to_i64()?).is_some(),
+            "enc" => enc.replace(reader.str()?).is_some(),
+            _ => reader.skip(1).is_none(),
+        };
+        if repeated {
+            return None;
+        }
+    }
+    let node = node?;
+    let printable = |b: &u8| (0x20..=0x7e).contains(b);
+    let count = usize::try_from(count?).ok()?;
+    let envelope = Envelope {
+        node,
+        boot: boot?,
+        seq: seq?,
+        sent: sent?,
+        count,
+    };
+    (reader.at == data.len()
+        && v? == 1
+        && enc? == "msgpack"
+        && count <= max_records
+        && !node.is_empty()
+        && node.len() <= max_node_bytes
+        && node.as_bytes().iter().all(printable)
+        && envelope.boot >= 0
+        && envelope.seq >= 0)
+        .then_some(envelope)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,5 +587,92 @@ mod tests {
         assert_eq!(decode_analytics(&payload, 2), None);
         payload.push(0);
         assert_eq!(decode_analytics(&payload, 1), None);
+    }
+
+    fn envelope_bytes(fields: &[(&str, Value)]) -> Vec<u8> {
+        let mut out = vec![0x80 | fields.len() as u8];
+        for (key, value) in fields {
+            out.push(0xa0 | key.len() as u8);
+            out.extend_from_slice(key.as_bytes());
+            match value {
+                Value::Int(n) => {
+                    out.push(0xd3);
+                    out.extend_from_slice(&n.to_be_bytes());
+                }
+                Value::Str(text) => {
+                    out.push(0xd9);
+                    out.push(text.len() as u8);
+                    out.extend_from_slice(text.as_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    enum Value {
+        Int(i64),
+        Str(&'static str),
+    }
+
+    fn usual() -> Vec<(&'static str, Value)> {
+        vec![
+            ("v", Value::Int(1)),
+            ("node", Value::Str("gw-1")),
+            ("boot", Value::Int(1_700_000_000_000)),
+            ("seq", Value::Int(7)),
+            ("sent", Value::Int(-5)),
+            ("count", Value::Int(3)),
+            ("enc", Value::Str("msgpack")),
+        ]
+    }
+
+    #[test]
+    fn the_usual_envelope_is_read() {
+        let data = envelope_bytes(&usual());
+        let expected = Envelope {
+            node: "gw-1",
+            boot: 1_700_000_000_000,
+            seq: 7,
+            sent: -5,
+            count: 3,
+        };
+        assert_eq!(decode_envelope(&data, 100_000, 128), Some(expected));
+    }
+
+    #[test]
+    fn anything_the_reference_would_judge_declines() {
+        let read =
+            |fields: &[(&str, Value)]| decode_envelope(&envelope_bytes(fields), 100, 8).is_some();
+        let with = |key: &'static str, value: Value| {
+            let mut fields = usual();
+            fields.retain(|(k, _)| *k != key);
+            fields.push((key, value));
+            read(&fields)
+        };
+        assert!(read(&usual()));
+        assert!(!with("v", Value::Int(2)));
+        assert!(!with("enc", Value::Str("json")));
+        assert!(!with("count", Value::Int(101)));
+        assert!(!with("count", Value::Int(-1)));
+        assert!(!with("seq", Value::Int(-1)));
+        assert!(!with("boot", Value::Int(-1)));
+        assert!(!with("sent", Value::Str("now")));
+        assert!(!with("node", Value::Str("")));
+        assert!(!with("node", Value::Str("123456789")));
+        assert!(!with("node", Value::Str("gw\n1")));
+        assert!(!with("node", Value::Int(1)));
+        let mut repeated = usual();
+        repeated.push(("seq", Value::Int(8)));
+        assert!(!read(&repeated));
+        let mut missing = usual();
+        missing.retain(|(k, _)| *k != "sent");
+        assert!(!read(&missing));
+        let mut trailing = envelope_bytes(&usual());
+        trailing.push(0xc0);
+        assert!(decode_envelope(&trailing, 100, 8).is_none());
+        assert!(decode_envelope(&trailing[..trailing.len() - 3], 100, 8).is_none());
+        let mut unknown = usual();
+        unknown.push(("x", Value::Str("later versions")));
+        assert!(read(&unknown));
     }
 }

@@ -194,6 +194,36 @@ impl PyMessageColumns {
     }
 }
 
+/// (node, boot, seq, sent, count, columns) of a `tyk.analytics` message, read in one call.
+type AnalyticsMessage = (String, i64, i64, i64, usize, Option<PyMessageColumns>);
+
+/// decode_analytics_message(envelope, payload, max_records, max_node_bytes): a msgpack analytics
+/// message's envelope fields when the reference decoder would accept them as they are
+/// (decode::decode_envelope), else None; with its payload's columns, or None in their place when
+/// the reference decoder must judge the payload (decode::decode_analytics).
+#[pyfunction]
+fn decode_analytics_message(
+    py: Python<'_>,
+    envelope: &Bound<'_, PyAny>,
+    payload: &Bound<'_, PyAny>,
+    max_records: usize,
+    max_node_bytes: usize,
+) -> PyResult<Option<AnalyticsMessage>> {
+    let held = borrow(envelope)?;
+    let Some(read) = decode::decode_envelope(held.as_slice(), max_records, max_node_bytes) else {
+        return Ok(None);
+    };
+    let columns = PyMessageColumns::decode(py, payload, read.count)?;
+    Ok(Some((
+        read.node.to_owned(),
+        read.boot,
+        read.seq,
+        read.sent,
+        read.count,
+        columns,
+    )))
+}
+
 /// The analytics records of one flush, appended message by message.
 #[pyclass(module = "pipelines._native", name = "FlushColumns")]
 #[derive(Default)]
@@ -311,6 +341,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(record_crc, m)?)?;
     m.add_function(wrap_pyfunction!(encode_small_record, m)?)?;
     m.add_function(wrap_pyfunction!(find_record, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_analytics_message, m)?)?;
     m.add_function(wrap_pyfunction!(traffic_rows, m)?)?;
     m.add_class::<PyMessageColumns>()?;
     m.add_class::<PyFlushColumns>()?;

@@ -1,7 +1,8 @@
 """Encode and decode firehose messages (three frames: topic, envelope, payload).
 
-Decoding is whole-message. An analytics payload goes to the native core first,
-which decodes it straight into columns (analytics_columns.py) or declines it.
+Decoding is whole-message. An analytics message goes to the native core first,
+which reads its envelope and decodes its payload straight into columns
+(analytics_columns.py) in one call, or declines it.
 Every other payload, and one the native core declined, is decoded in one
 msgspec call into slim record structs; only when that fails does the decoder
 fall back to record-by-record decoding, so that one bad record rejects only
@@ -27,6 +28,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from pipelines._native import decode_analytics_message
 from pipelines.errors import DECODE_ERRORS
 from pipelines.firehose import analytics_columns
 from pipelines.firehose.analytics_columns import MessageColumns
@@ -35,10 +37,12 @@ from pipelines.firehose.protocol import (
     ENCODING_MSGPACK,
     ENCODINGS,
     MAX_MESSAGE_BYTES,
+    MAX_NODE_BYTES,
     MAX_RECORDS_PER_MESSAGE,
     MESSAGE_FRAMES,
     PROTOCOL_VERSION,
     RECORD_TYPES,
+    TOPIC_ANALYTICS,
     Envelope,
     RejectReason,
     TopicKind,
@@ -60,6 +64,7 @@ _TOPIC_MEMO_LIMIT: Final = 4096
 # rejection it names, so it is counted like any other, wherever it is decoded
 # (after the write-ahead log too, which logs the stand-in, not the message).
 DISCARDED_TOPIC: Final = b"\x00discarded"
+_ANALYTICS_TOPIC: Final = TOPIC_ANALYTICS.encode()
 _DISCARD_REASONS: Final = frozenset({RejectReason.FRAME_COUNT, RejectReason.MESSAGE_TOO_LARGE})
 # JSON tokens that matter for counting top-level elements: a whole string or one structural
 # character (pipelines.json_tokens: one pass, whatever the quotes). Everything else (numbers,
@@ -131,11 +136,16 @@ class MessageDecoder:
 
     With `analytics_columns` off it is the reference decoder: analytics records
     as structs, decoded by msgspec alone (tests compare the native path with it).
+    With `native_envelope` off, an analytics message's envelope is read the way
+    every other message's is, as before the native call (bench.native_core).
     """
 
-    def __init__(self, limits: Limits | None = None, *, analytics_columns: bool = True) -> None:
+    def __init__(
+        self, limits: Limits | None = None, *, analytics_columns: bool = True, native_envelope: bool = True
+    ) -> None:
         self.limits = limits or Limits()
         self.analytics_columns = analytics_columns
+        self._native_message = analytics_columns and native_envelope
         self._envelope = msgspec.msgpack.Decoder(Envelope)
         self._batch: dict[str, dict[TopicKind, _Decoder]] = {
             # list[t] is built at runtime from the table of record types, hence the ignore
@@ -161,6 +171,16 @@ class MessageDecoder:
         size = len(topic_bytes) + len(envelope_bytes) + len(payload)
         if size > self.limits.max_message_bytes:
             return Rejection(RejectReason.MESSAGE_TOO_LARGE, f"{size} bytes")
+        if topic_bytes == _ANALYTICS_TOPIC and self._native_message:
+            # the usual message in one native call: the Python calls below cost several times
+            # the decoding of a small message; anything unusual is declined to them
+            read = decode_analytics_message(envelope_bytes, payload, self.limits.max_records, MAX_NODE_BYTES)
+            if read is not None:
+                node, boot, seq, sent, count, read_columns = read
+                read_envelope = Envelope(PROTOCOL_VERSION, node, boot, seq, sent, count, ENCODING_MSGPACK)
+                if read_columns is None:  # declined: not tried natively a second time
+                    return self._reference_analytics(read_envelope, payload)
+                return DecodedMessage(TOPIC_ANALYTICS, TopicKind.ANALYTICS, "", read_envelope, read_columns)
         envelope = self._decode_envelope(envelope_bytes)
         if isinstance(envelope, Rejection):
             return envelope
@@ -174,7 +194,11 @@ class MessageDecoder:
             columns = analytics_columns.decode(payload, envelope.count)
             if columns is not None:
                 return DecodedMessage(topic, kind, name, envelope, columns)
-        result = self._decode_payload(topic, kind, name, envelope, payload)
+        return self._reference_analytics(envelope, payload)
+
+    def _reference_analytics(self, envelope: Envelope, payload: bytes) -> DecodedMessage | Rejection:
+        """An analytics payload the native core declined, decoded the reference way into columns."""
+        result = self._decode_payload(TOPIC_ANALYTICS, TopicKind.ANALYTICS, "", envelope, payload)
         if isinstance(result, DecodedMessage) and isinstance(result.records, list):
             result.records = analytics_columns.from_records(result.records)
         return result

@@ -1,6 +1,6 @@
 """The native analytics decoder against the reference (codec.py + timestamps.py), record for record.
 
-The native decoder either gives exactly the reference's columns or declines (None),
+The native decoder either gives exactly the reference's columns (and envelope) or declines (None),
 whatever the input: random, hostile or malformed. For ordinary payloads, the
 ones tykpulse's publishers and bridges send, it never declines.
 """
@@ -16,11 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines._native import MessageColumns
+from pipelines._native import MessageColumns, decode_analytics_message
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
 from pipelines.firehose.protocol import TOPIC_ANALYTICS, RejectReason
 from pipelines.firehose.timestamps import to_ns_array
 from tests.helpers import AnalyticsRow, analytics_rows
+from tests.helpers import message as firehose_message
 
 pytestmark = pytest.mark.unit
 
@@ -250,4 +251,131 @@ def test_a_worker_decodes_damaged_messages_as_the_reference_does(
     records: list[Any], data: st.DataObject
 ) -> None:
     got, expected = decoded_the_workers_way(damaged(pack(records), data), len(records))
+    assert got == expected
+
+
+# The envelope: the native core reads it with the payload in one call (decode_analytics_message)
+# and must read it as the reference does, or decline.
+
+good_envelope = {
+    "v": st.just(1),
+    "node": st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=128),
+    "boot": st.integers(0, 2**63 - 1),
+    "seq": st.integers(0, 2**63 - 1),
+    "sent": st.integers(-(2**63), 2**63 - 1),
+    "enc": st.just("msgpack"),
+}
+envelope_values = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.sampled_from(["msgpack", "json", "", "gw\n1", "n" * 129, "gé", "\u202e"]),
+    st.text(max_size=10),
+    hostile_values,
+)
+
+
+def decoded_with_envelope(envelope: bytes, payload: bytes) -> tuple[Any, Any]:
+    """What a worker's decoder and the reference make of one message, envelope included."""
+    frames = [TOPIC_ANALYTICS.encode(), envelope, payload]
+    results: list[Any] = []
+    for decoder in (_WORKER_DECODER, _DECODER):
+        result = decoder.decode(frames)
+        if isinstance(result, DecodedMessage):
+            rejected = [(r.reason, r.count) for r in result.rejected]
+            results.append((result.envelope, analytics_rows(result.records), rejected))
+        else:
+            results.append((result.reason, result.count, result.node, result.position))
+    return results[0], results[1]
+
+
+ENVELOPE_KEYS = [*good_envelope, "count"]
+
+
+@given(
+    st.lists(good_records, max_size=4),
+    st.fixed_dictionaries(good_envelope),
+    # one or two fields changed to a value near a bound or of another type, or a later version's key
+    st.dictionaries(
+        st.sampled_from([*ENVELOPE_KEYS, "later"]),
+        st.integers(-3, 3) | st.sampled_from([2**63 - 1, 2**63, -(2**63), 2**64 - 1]) | envelope_values,
+        max_size=2,
+    ),
+    st.lists(st.sampled_from(ENVELOPE_KEYS), max_size=1),  # a field left out
+)
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_hostile_envelopes_are_read_as_the_reference_reads_them(
+    records: list[Any], fields: dict[str, Any], changed: dict[str, Any], missing: list[str]
+) -> None:
+    envelope = {**fields, "count": len(records), **changed}
+    for key in missing:
+        envelope.pop(key, None)
+    got, expected = decoded_with_envelope(msgpack.packb(envelope, use_bin_type=True), pack(records))
+    assert got == expected
+
+
+BOUNDARY_VALUES = [
+    *range(-3, 4),
+    2**63 - 1,
+    2**63,
+    -(2**63),
+    2**64 - 1,
+    100_000,
+    100_001,
+    1.0,
+    None,
+    True,
+    b"msgpack",
+    "msgpack",
+    "json",
+    "",
+    " ",
+    "~" * 128,
+    "n" * 129,
+    "gw\n1",
+    "gw\x7f",
+    "gé",
+    "\u202e",
+    [],
+    {},
+]
+
+
+def test_every_field_at_its_bounds_is_read_as_the_reference_reads_it() -> None:
+    records = [{"timestamp": 1, "org_id": "o", "api_id": "a", "response_code": 200}]
+    usual = {**_ENVELOPE, "count": 1}
+    for key in [*usual, "later"]:
+        for value in BOUNDARY_VALUES:
+            envelope = msgpack.packb({**usual, key: value}, use_bin_type=True)
+            got, expected = decoded_with_envelope(envelope, pack(records))
+            assert got == expected, (key, value)
+        left_out = msgpack.packb({k: v for k, v in usual.items() if k != key})
+        got, expected = decoded_with_envelope(left_out, pack(records))
+        assert got == expected, key
+
+
+@given(st.lists(good_records, max_size=3), st.fixed_dictionaries(good_envelope), st.data())
+def test_damaged_envelopes_are_read_as_the_reference_reads_them(
+    records: list[Any], fields: dict[str, Any], data: st.DataObject
+) -> None:
+    envelope = damaged(msgpack.packb({**fields, "count": len(records)}), data)
+    cut = data.draw(st.integers(0, len(envelope)))
+    for frame in (envelope, envelope[:cut], envelope + b"\xc0"):
+        got, expected = decoded_with_envelope(frame, pack(records))
+        assert got == expected
+
+
+def test_a_repeated_envelope_key_is_left_to_the_reference() -> None:
+    envelope = msgpack.packb({**_ENVELOPE, "count": 0})
+    repeated = bytes([envelope[0] + 1]) + envelope[1:] + b"\xa3seq\x05"  # one key more: seq again
+    assert decode_analytics_message(repeated, pack([]), 10, 128) is None
+    got, expected = decoded_with_envelope(repeated, pack([]))
+    assert got == expected
+
+
+def test_the_messages_tykpulse_publishes_are_read_natively() -> None:
+    records = [{"timestamp": 1, "org_id": "o", "api_id": "a", "response_code": 200}]
+    frames = firehose_message(TOPIC_ANALYTICS, records, node="gw-1", seq=3)
+    read = decode_analytics_message(frames[1], frames[2], 100_000, 128)
+    assert read is not None
+    assert read[:5] == ("gw-1", 1, 3, 0, 1)
+    got, expected = decoded_with_envelope(frames[1], frames[2])
     assert got == expected
