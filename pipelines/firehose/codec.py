@@ -265,14 +265,18 @@ class MessageDecoder:
                 records.append(single.decode(raw))
             except DECODE_ERRORS as exc:
                 detail = _clip(f"record {index}: {exc}")
-                reason = (
-                    RejectReason.MISSING_FIELD
-                    if "missing required field" in str(exc)
-                    else (RejectReason.BAD_RECORD)
-                )
-                message.rejected.append(Rejection(reason, detail, env.node))
+                message.rejected.append(Rejection(_record_reason(str(exc)), detail, env.node))
         _drop_mismatched_names(message)
         return message
+
+
+def _record_reason(error: str) -> RejectReason:
+    if "missing required field" in error:
+        return RejectReason.MISSING_FIELD
+    # a timestamp of no timestamp's shape (protocol.WireTimestamp): what it is when of any shape
+    if error.endswith("at `$.timestamp`"):
+        return RejectReason.BAD_TIMESTAMP
+    return RejectReason.BAD_RECORD
 
 
 def discarded_message(reason: RejectReason, detail: str) -> list[bytes]:

@@ -1,10 +1,11 @@
 """Record timestamps in the protocol's three forms, normalised to unix nanoseconds.
 
 Accepted: an int of unix nanoseconds, an RFC 3339 string with an offset (Go's
-JSON form, up to nanosecond precision) and a msgspec-decoded msgpack timestamp
-extension (a timezone-aware datetime; msgspec keeps microseconds). Anything
-else (floats, bools, naive times, numbers outside the int64 range, instants
-before the unix epoch) is invalid and reported as INVALID_NS.
+JSON form, up to nanosecond precision) and a msgpack timestamp extension (an Ext
+as the decoders leave it, or the timezone-aware datetime msgspec decodes it to
+as Any; msgspec keeps microseconds either way). Anything else (floats, bools,
+naive times, numbers outside the int64 range, instants before the unix epoch)
+is invalid and reported as INVALID_NS.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -58,11 +60,22 @@ def to_ns(value: Any) -> int | None:
         ns = parsed
     elif isinstance(value, dt.datetime) and value.tzinfo is not None:
         ns = _datetime_ns(value)
+    elif isinstance(value, msgspec.msgpack.Ext) and isinstance(stamp := _extension(value), dt.datetime):
+        ns = _datetime_ns(stamp)
     else:
         return None
     if ns < 0 or ns > _INT64_MAX:
         return None
     return ns
+
+
+def _extension(value: msgspec.msgpack.Ext) -> Any:
+    """What msgspec makes of an extension decoded as Any: a datetime for a timestamp (with its
+    microseconds, as a field of type Any holds it), the Ext itself for another, None if malformed."""
+    try:
+        return msgspec.msgpack.decode(msgspec.msgpack.encode(value))
+    except msgspec.DecodeError:  # a malformed or out-of-range timestamp extension
+        return None
 
 
 def to_ns_array(values: Sequence[Any]) -> npt.NDArray[np.int64]:

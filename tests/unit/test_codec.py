@@ -8,6 +8,7 @@ import tracemalloc
 from typing import Any
 
 import msgpack
+import msgspec
 import pytest
 
 from pipelines.firehose.codec import (
@@ -22,6 +23,7 @@ from pipelines.firehose.codec import (
     msgpack_array_length,
 )
 from pipelines.firehose.protocol import RejectReason, TopicKind
+from pipelines.firehose.timestamps import to_ns
 from tests.conftest import T0_NS
 from tests.helpers import analytics, analytics_rows, event, message
 
@@ -178,6 +180,52 @@ def test_a_json_count_mismatch_is_counted_before_records_are_split() -> None:
         tracemalloc.stop()
     assert "envelope count 2" in result.detail
     assert peak < 1 << 20
+
+
+# A record's timestamp of no timestamp's shape: typed Any, it was built whatever it held (one
+# 16 MiB record whose timestamp was an array of empty maps took a worker 1.2 GB and 5 s).
+_STAMPED_RECORDS: dict[bytes, dict[str, Any]] = {
+    b"tyk.analytics": {"org_id": "o", "api_id": "a", "response_code": 200},
+    b"tyk.event.TokenCreated": {"event": "TokenCreated", "org_id": "o"},
+    b"tyk.notice.ApiUpdated": {"command": "ApiUpdated"},
+    b"tyk.heartbeat": {"node": "gw1"},
+}
+_MARK = "\x00stamp"
+
+
+def _with_hostile_timestamp(record: dict[str, Any], enc: str) -> bytes:
+    """A payload of one record whose timestamp is an array of ~1 M empty maps."""
+    stamped = [{**record, "timestamp": _MARK}]
+    if enc == "json":
+        elements = (1 << 20) // 3
+        hostile = b"[" + b"{}," * (elements - 1) + b"{}]"
+        return json.dumps(stamped).encode().replace(json.dumps(_MARK).encode(), hostile)
+    elements = 1 << 20
+    hostile = b"\xdd" + elements.to_bytes(4, "big") + b"\x80" * elements
+    packed: bytes = msgpack.packb(stamped)
+    return packed.replace(msgpack.packb(_MARK), hostile)
+
+
+@pytest.mark.parametrize("enc", ["msgpack", "json"])
+@pytest.mark.parametrize("topic", list(_STAMPED_RECORDS))
+def test_a_timestamp_of_no_timestamps_shape_is_rejected_unbuilt(topic: bytes, enc: str) -> None:
+    raw = [topic, envelope(enc=enc), _with_hostile_timestamp(_STAMPED_RECORDS[topic], enc)]
+    tracemalloc.start()
+    try:
+        result = decoded(DECODER.decode(raw))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(result.records) == 0
+    assert [r.reason for r in result.rejected] == [RejectReason.BAD_TIMESTAMP]
+    assert peak < 1 << 20
+
+
+def test_a_timestamp_extension_is_read_as_a_datetime_field_held_it() -> None:
+    ext = msgspec.msgpack.Ext(-1, (1_795_774_502).to_bytes(4, "big"))
+    assert to_ns(ext) == 1_795_774_502 * 1_000_000_000
+    assert to_ns(msgspec.msgpack.Ext(-1, b"\x00" * 5)) is None  # no timestamp's length
+    assert to_ns(msgspec.msgpack.Ext(5, b"\x00" * 4)) is None  # another extension
 
 
 @pytest.mark.parametrize(
@@ -347,7 +395,9 @@ def test_the_reference_decoder_keeps_each_timestamp_form() -> None:
     stamps = [r.timestamp for r in result.structs]
     assert stamps[0] == T0_NS
     assert stamps[1] == "2026-11-27T10:15:00.5+01:00"
-    assert stamps[2] == dt.datetime(2026, 11, 27, 10, 15, 0, 123457, tzinfo=dt.UTC)
+    # the extension as it came (protocol.WireTimestamp), read as msgspec reads it into a datetime
+    assert isinstance(stamps[2], msgspec.msgpack.Ext)
+    assert to_ns(stamps[2]) == to_ns(dt.datetime(2026, 11, 27, 10, 15, 0, 123457, tzinfo=dt.UTC))
 
 
 def test_node_longer_than_128_bytes_is_rejected() -> None:
