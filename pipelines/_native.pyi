@@ -23,6 +23,11 @@ def encode_small_record(
     of 4 GiB or more). OverflowError when position or received_ns do not fit u64 / i64.
     """
 
+def containers_within(payload: Buffer, limit: int) -> int | None:
+    """The maps and arrays a msgpack value holds at every depth, counted without building anything;
+    None when it holds more than `limit` or is no single well-formed value (the GIL is released for
+    1 MiB and more)."""
+
 def find_record(data: bytes, start: int, first: int, bound: int, budget: int) -> int | None:
     """The offset of the first intact record at or after `start` whose position is in [first, bound),
     after a damaged record at offset 0 whose position was `first`; None if there is none, or once

@@ -545,6 +545,56 @@ pub fn decode_envelope(
         .then_some(envelope)
 }
 
+/// The maps and arrays a msgpack value holds, at every depth, when `payload` is exactly one
+/// value and holds at most `limit` of them; None otherwise (more, malformed, cut short, trailing
+/// bytes). What decoding it into Python objects would build, known without building anything:
+/// one byte can be a whole map, and a Python dict costs ~70 bytes. O(payload), no recursion: a
+/// count of the values still to read stands for the nesting.
+pub fn containers_within(payload: &[u8], limit: usize) -> Option<usize> {
+    let mut reader = Reader {
+        data: payload,
+        at: 0,
+    };
+    let (mut pending, mut containers) = (1u64, 0usize);
+    while pending > 0 {
+        pending -= 1;
+        let first = reader.byte()?;
+        let (elements, skip) = match first {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x90..=0x9f => (u64::from(first & 0x0f), 0),
+            0xdc => (reader.be(2)?, 0),
+            0xdd => (reader.be(4)?, 0),
+            0x80..=0x8f => (2 * u64::from(first & 0x0f), 0),
+            0xde => (2 * reader.be(2)?, 0),
+            0xdf => (2 * reader.be(4)?, 0),
+            0xa0..=0xbf => (0, u64::from(first & 0x1f)),
+            0xcc..=0xcf => (0, 1 << (first - 0xcc)),
+            0xd0..=0xd3 => (0, 1 << (first - 0xd0)),
+            0xca => (0, 4),
+            0xcb => (0, 8),
+            0xd9 | 0xc4 => (0, reader.be(1)?),
+            0xda | 0xc5 => (0, reader.be(2)?),
+            0xdb | 0xc6 => (0, reader.be(4)?),
+            0xd4..=0xd8 => (0, 1 + (1 << (first - 0xd4))), // fixext: type, then 1..16 bytes
+            0xc7 => (0, 1 + reader.be(1)?),
+            0xc8 => (0, 1 + reader.be(2)?),
+            0xc9 => (0, 1 + reader.be(4)?),
+            0xc1 => return None, // never used
+        };
+        if matches!(first, 0x80..=0x9f | 0xdc..=0xdf) {
+            containers += 1;
+            if containers > limit {
+                return None;
+            }
+        }
+        reader.take(usize::try_from(skip).ok()?)?;
+        // every value takes a byte at least: a header claiming more than the payload holds ends
+        // at its end, so the count cannot run away
+        pending = pending.checked_add(elements)?;
+    }
+    (reader.at == payload.len()).then_some(containers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,6 +621,26 @@ mod tests {
         assert_eq!(ns("2026-02-29T00:00:00Z"), None);
         assert_eq!(ns("2026-11-27T10:15:02.1234567891Z"), None);
         assert_eq!(ns("2026-11-27T10:15:02Z\n"), None);
+    }
+
+    #[test]
+    fn containers_are_counted_without_building() {
+        // [{"a": [1, {}]}, "x", b"\x00", ext 5, 1.5]
+        let value =
+            b"\x95\x81\xa1a\x92\x01\x80\xa1x\xc4\x01\x00\xd4\x05\x00\xcb\x3f\xf8\0\0\0\0\0\0";
+        assert_eq!(containers_within(value, 10), Some(4));
+        assert_eq!(containers_within(value, 3), None);
+        assert_eq!(containers_within(&value[..value.len() - 1], 10), None);
+        assert_eq!(
+            containers_within(&[value.as_slice(), b"\x00"].concat(), 10),
+            None
+        );
+        // an array header claiming 4 G elements over 3 bytes: cut short, not a runaway
+        assert_eq!(
+            containers_within(b"\xdd\xff\xff\xff\xff\x80\x80\x80", 10),
+            None
+        );
+        assert_eq!(containers_within(b"\xc1", 10), None);
     }
 
     #[test]

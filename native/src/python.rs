@@ -108,6 +108,22 @@ fn find_record(
     py.allow_threads(|| wal::find_record(slice, start, first, bound, budget))
 }
 
+/// containers_within(payload, limit) -> int | None: the maps and arrays a msgpack value holds,
+/// or None when it holds more than `limit` or is no single well-formed value.
+#[pyfunction]
+fn containers_within(
+    py: Python<'_>,
+    payload: &Bound<'_, PyAny>,
+    limit: usize,
+) -> PyResult<Option<usize>> {
+    let held = borrow(payload)?;
+    let slice = held.as_slice();
+    if slice.len() < RELEASE_GIL_BYTES {
+        return Ok(decode::containers_within(slice, limit));
+    }
+    Ok(py.allow_threads(|| decode::containers_within(slice, limit)))
+}
+
 fn int64_bytes<'py>(py: Python<'py>, values: &[i64]) -> PyResult<Bound<'py, PyBytes>> {
     le_bytes(py, values, i64::to_le_bytes)
 }
@@ -343,6 +359,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(find_record, m)?)?;
     m.add_function(wrap_pyfunction!(decode_analytics_message, m)?)?;
     m.add_function(wrap_pyfunction!(traffic_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(containers_within, m)?)?;
     m.add_class::<PyMessageColumns>()?;
     m.add_class::<PyFlushColumns>()?;
     Ok(())

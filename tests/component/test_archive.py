@@ -9,6 +9,7 @@ path wrote, inside the range only.
 from __future__ import annotations
 
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any, cast
 
@@ -210,6 +211,35 @@ def test_credentials_under_any_name_or_depth_never_reach_the_archive_and_deep_ne
     assert auth["key"] == hashed_key(hasher, f"{RAW}-11")
     assert "OriginatingRequest" not in auth
     assert auth["Message"] == "Auth Failure"
+
+
+def test_a_payload_of_more_maps_than_records_hold_is_neither_built_nor_archived(
+    sink: ClickHouseSink, tmp_path: Path
+) -> None:
+    # Found by attack: the archive built every accepted message whole, fields the ingestor skips
+    # included, so a valid record with an unknown field of 16 M empty maps (one byte each) took a
+    # worker 2.8 GB and 16 s in its flush, and the archive kept it.
+    now = time.time_ns()
+    marker = "\x00bomb"
+    maps = 1 << 20
+    bomb = message("tyk.analytics", [analytics(now) | {"x": marker}], node="gw2")
+    bomb[2] = bomb[2].replace(
+        msgspec.msgpack.encode(marker), b"\xdd" + maps.to_bytes(4, "big") + b"\x80" * maps
+    )
+    flusher = archiving_flusher(sink, tmp_path / "wal")
+    for frames in (message("tyk.analytics", [analytics(now)], node="gw1"), bomb):
+        assert flusher.writer.append(frames, now)
+    flusher.writer.commit()
+    tracemalloc.start()
+    try:
+        drain(flusher)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        flusher.close()
+    nodes = sink.query_rows(f"SELECT node FROM {sink.database}.{ARCHIVE_TABLE} ORDER BY node")
+    assert nodes == [("gw1",)]
+    assert peak < 16 << 20
 
 
 def test_a_notice_rejected_for_its_signature_is_not_archived(sink: ClickHouseSink, tmp_path: Path) -> None:
