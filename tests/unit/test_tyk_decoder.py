@@ -9,6 +9,7 @@ checked against the generated `_pb2` on random messages.
 from __future__ import annotations
 
 import copy
+import tracemalloc
 from typing import Any
 
 import msgspec
@@ -203,6 +204,31 @@ def test_msgpack_integers_outside_go_types_are_decode_errors(field: str, value: 
         record = {"Geo": {"City": record}}
     with pytest.raises(TykDecodeError):
         decode_msgpack(msgspec.msgpack.encode(record))
+
+
+@pytest.mark.parametrize(
+    "graphql",
+    [
+        {"Errors": [{"Message": "m", "Path": "\x00bomb"}]},  # a path is Any: maps built as dicts
+        {"Errors": "\x00bomb"},  # each map a TykGraphError
+    ],
+)
+def test_a_msgpack_element_of_more_maps_than_a_record_holds_is_refused_unbuilt(
+    graphql: dict[str, Any],
+) -> None:
+    maps = 1 << 20
+    element = msgspec.msgpack.encode({"APIID": "a", "OrgID": "o", "GraphQLStats": graphql})
+    element = element.replace(
+        msgspec.msgpack.encode("\x00bomb"), b"\xdd" + maps.to_bytes(4, "big") + b"\x80" * maps
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(TykDecodeError, match="maps and lists"):
+            decode_msgpack(element)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
 
 
 def test_protobuf_unknown_fields_are_skipped() -> None:
