@@ -28,6 +28,11 @@ def containers_within(payload: Buffer, limit: int) -> int | None:
     None when it holds more than `limit` or is no single well-formed value (the GIL is released for
     1 MiB and more)."""
 
+def json_array_exceeds(payload: Buffer, limit: int) -> bool:
+    """Whether a JSON array surely has more than `limit` top-level elements (at least `limit` commas
+    at depth 1, strings stepped over whole); one pass, nothing built (the GIL is released for 1 MiB
+    and more). Malformed JSON is not judged."""
+
 def find_record(data: bytes, start: int, first: int, bound: int, budget: int) -> int | None:
     """The offset of the first intact record at or after `start` whose position is in [first, bound),
     after a damaged record at offset 0 whose position was `first`; None if there is none, or once

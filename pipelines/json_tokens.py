@@ -1,9 +1,10 @@
 """The JSON string token of the scans that judge hostile JSON before it is parsed.
 
-The firehose codec counts a JSON payload's top-level elements, and the Tyk
-webhook receiver measures a body's nesting, without building anything: both
-step from token to token with `finditer`, a token being a whole string (so the
-brackets and commas inside it are skipped) or one structural character.
+The Tyk webhook receiver measures a body's nesting without building anything:
+it steps from token to token with `finditer`, a token being a whole string (so
+the brackets and commas inside it are skipped) or one structural character.
+(The firehose codec counted a payload's top-level elements the same way, a
+Python step per token; it now does it natively, native/src/json.rs.)
 
 The string token matches at *every* quote: one that is never closed runs to the
 end of the text (possessive, so nothing is retried). A pattern that could fail

@@ -6,6 +6,7 @@
 
 pub mod decode;
 pub mod flush;
+pub mod json;
 pub mod traffic;
 pub mod wal;
 

@@ -8,6 +8,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::decode;
 use crate::flush::{FlushColumns, MessageColumns, OwnedDictionary};
+use crate::json;
 use crate::traffic;
 use crate::wal;
 
@@ -122,6 +123,18 @@ fn containers_within(
         return Ok(decode::containers_within(slice, limit));
     }
     Ok(py.allow_threads(|| decode::containers_within(slice, limit)))
+}
+
+/// json_array_exceeds(payload, limit) -> bool: whether a JSON array has more than `limit`
+/// top-level elements (at least `limit` commas at depth 1); one pass, nothing built.
+#[pyfunction]
+fn json_array_exceeds(py: Python<'_>, payload: &Bound<'_, PyAny>, limit: usize) -> PyResult<bool> {
+    let held = borrow(payload)?;
+    let slice = held.as_slice();
+    if slice.len() < RELEASE_GIL_BYTES {
+        return Ok(json::array_exceeds(slice, limit));
+    }
+    Ok(py.allow_threads(|| json::array_exceeds(slice, limit)))
 }
 
 fn int64_bytes<'py>(py: Python<'py>, values: &[i64]) -> PyResult<Bound<'py, PyBytes>> {
@@ -360,6 +373,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_analytics_message, m)?)?;
     m.add_function(wrap_pyfunction!(traffic_rows, m)?)?;
     m.add_function(wrap_pyfunction!(containers_within, m)?)?;
+    m.add_function(wrap_pyfunction!(json_array_exceeds, m)?)?;
     m.add_class::<PyMessageColumns>()?;
     m.add_class::<PyFlushColumns>()?;
     Ok(())

@@ -22,12 +22,12 @@ not a Python object per element.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import msgspec
 
+from pipelines import _native
 from pipelines._native import decode_analytics_message
 from pipelines.errors import DECODE_ERRORS
 from pipelines.firehose import analytics_columns
@@ -49,7 +49,6 @@ from pipelines.firehose.protocol import (
     node_problem,
     parse_topic,
 )
-from pipelines.json_tokens import JSON_STRING
 from pipelines.observe.printable import spelled_out
 
 # msgspec raises ValidationError/DecodeError, but invalid UTF-8 inside a
@@ -66,10 +65,6 @@ _TOPIC_MEMO_LIMIT: Final = 4096
 DISCARDED_TOPIC: Final = b"\x00discarded"
 _ANALYTICS_TOPIC: Final = TOPIC_ANALYTICS.encode()
 _DISCARD_REASONS: Final = frozenset({RejectReason.FRAME_COUNT, RejectReason.MESSAGE_TOO_LARGE})
-# JSON tokens that matter for counting top-level elements: a whole string or one structural
-# character (pipelines.json_tokens: one pass, whatever the quotes). Everything else (numbers,
-# literals, colons, whitespace) is skipped by finditer.
-_JSON_TOKENS: Final = re.compile((JSON_STRING + r"|[\[\]{},]").encode(), re.DOTALL)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -308,23 +303,12 @@ def json_array_exceeds(payload: bytes, limit: int) -> bool:
     """Whether a JSON array surely has more than `limit` top-level elements.
 
     Counts the commas between top-level elements and stops at the `limit`-th
-    (which proves `limit + 1` elements). Nothing is kept but one match object at
-    a time, so memory is O(1) whatever the payload. Malformed JSON is not judged
-    here: the decoder that runs next rejects it.
+    (which proves `limit + 1` elements), natively, in one pass over the bytes:
+    nothing is built, and no Python runs per token (16 MiB of commas nested in
+    an array took 9.5 s token by token). Malformed JSON is not judged here: the
+    decoder that runs next rejects it.
     """
-    depth = 0
-    commas = 0
-    for match in _JSON_TOKENS.finditer(payload):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-        elif token in (b"]", b"}"):
-            depth -= 1
-        elif token == b"," and depth == 1:
-            commas += 1
-            if commas >= limit:
-                return True
-    return False
+    return _native.json_array_exceeds(payload, limit)
 
 
 def _message_rejection(

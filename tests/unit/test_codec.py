@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -12,7 +14,6 @@ import msgspec
 import pytest
 
 from pipelines.firehose.codec import (
-    _JSON_TOKENS,
     DISCARDED_TOPIC,
     DecodedMessage,
     Limits,
@@ -253,23 +254,40 @@ HOSTILE_STRINGS = [
 ]
 
 
-@pytest.mark.parametrize("payload", HOSTILE_STRINGS)
-def test_every_quote_starts_a_string_token(payload: bytes) -> None:
-    # The counting scan is linear only if a string token never fails to match at a
-    # quote: finditer retried a failed one from every later quote, each retry scanning
-    # to the end (quadratic: 80 KB took 19 s, 16 MiB days of CPU).
-    quotes = [i for i, byte in enumerate(payload) if byte == ord('"')]
-    assert quotes
-    assert all(_JSON_TOKENS.match(payload, i) is not None for i in quotes)
-    tokens = list(_JSON_TOKENS.finditer(payload))
-    assert tokens[-1].end() == len(payload) or payload.endswith(b'"')
-    assert len(tokens) <= len(quotes) + 1
+def _calls_during(work: Callable[[], object]) -> int:
+    """Python and C function calls made while `work` runs (sys.setprofile sees both)."""
+    calls = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        calls += event in ("call", "c_call")
+
+    sys.setprofile(count)
+    try:
+        work()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        *HOSTILE_STRINGS,
+        b"[[" + b"," * 30_000 + b"]]",  # commas nested in the one element: counted by none
+        b"[[" + b'"",' * 10_000 + b"]]",
+        b"[" + b"[]" * 15_000 + b"]",
+    ],
+)
+def test_counting_json_elements_costs_no_call_per_token(payload: bytes) -> None:
+    # Found by attack: the scan stepped from token to token in Python, a call or more each:
+    # 16 MiB of commas inside a nested array held a worker 9.5 s (and every quote once
+    # started a rescan to the end: quadratic, see pipelines.json_tokens).
+    assert _calls_during(lambda: json_array_exceeds(payload, 2)) < 10
 
 
 def test_a_hostile_json_string_is_rejected_after_one_pass() -> None:
     payload = b"[" + b'"\\' * 150_000  # 300 KB
-    # one pass: the bracket, then one string token to the end; nothing is rescanned
-    assert [m.span() for m in _JSON_TOKENS.finditer(payload)] == [(0, 1), (1, len(payload))]
     raw = [b"tyk.analytics", envelope(count=1, enc="json"), payload]
     result = rejected(DECODER.decode(raw), RejectReason.BAD_PAYLOAD)
     assert result.count == 1
