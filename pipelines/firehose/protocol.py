@@ -24,6 +24,11 @@ NOTICE_PREFIX: Final = "tyk.notice."
 SUBSCRIBE_ALL: Final = "tyk."
 
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+# A subscription is a topic prefix (`tyk.notice.` and a command name: tens of bytes). libzmq keeps
+# every distinct one a subscriber sends, ~50 bytes of memory per byte, so the sockets subscribers
+# reach refuse longer ones (ZMQ_MAXMSGSIZE: the connection that sent it is dropped). Handshake
+# frames pass the same limit: CURVE's INITIATE is ~300 bytes.
+MAX_SUBSCRIPTION_BYTES: Final = 1024
 MESSAGE_FRAMES: Final = 3  # topic, envelope, payload
 MAX_RECORDS_PER_MESSAGE: Final = 100_000
 MAX_NODE_BYTES: Final = 128

@@ -5,11 +5,16 @@ end. Subscriptions flow upstream, so publishers behind the proxy see them.
 The proxy originates no messages of its own (so it sends no heartbeats: the
 publishers behind it do).
 
-Both sides refuse frames over max_message_bytes (ZMQ_MAXMSGSIZE): an
+The frontend refuses frames over max_message_bytes (ZMQ_MAXMSGSIZE): an
 oversize frame from a publisher drops that publisher's connection (it
 reconnects; what it had queued behind the frame is lost and shows as a
-sequence gap), so it is never forwarded to a worker. The backend's limit
-bounds subscription frames from workers.
+sequence gap), so it is never forwarded to a worker. The backend receives
+only subscriptions and refuses one over MAX_SUBSCRIPTION_BYTES the same way.
+That bounds what one subscription costs, not how many a subscriber sends:
+libzmq stores each distinct one (here, and in every publisher behind the
+proxy) until its sender leaves, and offers no way to refuse one
+(XPUB_MANUAL stores them too). Who may connect to the backend is the bound
+(docs/operations.md, "Who may publish").
 
 With CURVE, both sides use the same session: one own key pair, one allowlist
 admitting publishers and workers alike. When keys are revoked the proxy
@@ -28,7 +33,7 @@ from typing import Any
 import zmq
 
 from pipelines.firehose.endpoints import Endpoint, attach
-from pipelines.firehose.protocol import MAX_MESSAGE_BYTES
+from pipelines.firehose.protocol import MAX_MESSAGE_BYTES, MAX_SUBSCRIPTION_BYTES
 from pipelines.security.curve import BoundEndpoints, CurveSession
 
 log = logging.getLogger(__name__)
@@ -54,9 +59,10 @@ class FirehoseProxy:
             socket.setsockopt(zmq.RCVHWM, hwm)
             socket.setsockopt(zmq.SNDHWM, hwm)
             socket.setsockopt(zmq.LINGER, 0)
-            socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
             if curve is not None:
                 curve.secure(socket, endpoints)
+        self.frontend.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        self.backend.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         self.frontend_addresses = self._attach(self.frontend, frontend, self._bound[0])
         self.backend_addresses = self._attach(self.backend, backend, self._bound[1])
         self._control_address = f"inproc://tykpulse-proxy-control-{id(self)}"

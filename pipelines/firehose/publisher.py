@@ -30,6 +30,7 @@ from pipelines.firehose.protocol import (
     DEFAULT_HEARTBEAT_INTERVAL_MS,
     ENCODING_MSGPACK,
     MAX_MESSAGE_BYTES,
+    MAX_SUBSCRIPTION_BYTES,
     TOPIC_HEARTBEAT,
 )
 from pipelines.security.curve import BoundEndpoints, CurveSession
@@ -88,6 +89,7 @@ class FirehosePublisher:
         self.socket = context.socket(zmq.XPUB)
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
         self.socket.setsockopt(zmq.LINGER, 5_000)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)  # it receives only subscriptions
         self.bound = BoundEndpoints(self.socket, curve)
         try:
             if curve is not None:
