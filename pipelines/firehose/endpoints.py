@@ -47,10 +47,7 @@ def attach(socket: Any, endpoint: Endpoint) -> str:
     """
     try:
         if endpoint.bind:
-            if endpoint.address.startswith(_IPC):
-                _bind_private(socket, endpoint.address)
-            else:
-                socket.bind(endpoint.address)
+            bind(socket, endpoint.address)
             last = socket.getsockopt(zmq.LAST_ENDPOINT)
             return last.decode() if isinstance(last, bytes) else str(last)
         socket.connect(endpoint.address)
@@ -60,6 +57,14 @@ def attach(socket: Any, endpoint: Endpoint) -> str:
 
 
 _IPC: Final = "ipc://"
+
+
+def bind(socket: Any, address: str) -> None:
+    """Bind `address`, an ipc:// socket file owner-only (see attach); raises zmq.ZMQError."""
+    if address.startswith(_IPC):
+        _bind_private(socket, address)
+    else:
+        socket.bind(address)
 
 
 def _bind_private(socket: Any, address: str) -> None:

@@ -37,7 +37,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from pipelines.errors import ConfigurationError, EndpointError
-from pipelines.firehose.endpoints import Endpoint
+from pipelines.firehose.endpoints import Endpoint, bind
 from pipelines.observe.throttle import LogThrottle
 
 if TYPE_CHECKING:  # settings imports the firehose modules, which use this one
@@ -258,7 +258,7 @@ class BoundEndpoints:
         deadline = time.monotonic() + _REBIND_TIMEOUT_S
         while True:
             try:
-                self.socket.bind(address)
+                bind(self.socket, address)  # an ipc:// file owner-only again, as when first bound
             except zmq.ZMQError as exc:
                 if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
                     raise EndpointError(address, f"rebinding after revocation: {exc}") from exc

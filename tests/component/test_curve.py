@@ -288,3 +288,27 @@ def test_a_secret_key_is_written_where_only_its_owner_can_look(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gw.key", "gw.key_secret"]  # nothing left
     assert not where.exists()
     assert public.read_text().count("public-key") == secret.read_text().count("public-key") == 1
+
+
+def test_a_revocation_rebind_keeps_an_ipc_socket_file_owner_only(
+    keys: dict[str, Path], contexts: Callable[[], zmq.Context[Any]], tmp_path: Path
+) -> None:
+    # Found by review: the rebind after a revocation bound ipc:// plainly, so the socket file took
+    # the umask's mode (0775 under umask 002: the group could connect) instead of attach's 0600.
+    context = contexts()
+    session = server(context, keys)
+    path = tmp_path / "firehose.sock"
+    old = os.umask(0o002)
+    try:
+        publisher = FirehosePublisher(context, [parse_endpoint(f"@ipc://{path}")], node="gw1", curve=session)
+        try:
+            assert path.stat().st_mode & 0o777 == 0o600
+            (keys["allow"] / "worker.key").unlink()
+            assert session.reload() == (0, 1)
+            assert publisher.bound.refresh()  # what the publisher does on its next send
+            assert path.stat().st_mode & 0o777 == 0o600
+        finally:
+            publisher.close(0)
+    finally:
+        os.umask(old)
+        session.close()
