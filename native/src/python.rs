@@ -40,16 +40,26 @@ impl Data<'_> {
     }
 }
 
+/// `work` over the bytes of `data` (borrowed, see `borrow`), with the GIL released from
+/// RELEASE_GIL_BYTES.
+fn over_bytes<T: Send>(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    work: impl FnOnce(&[u8]) -> T + Send,
+) -> PyResult<T> {
+    let held = borrow(data)?;
+    let slice = held.as_slice();
+    if slice.len() < RELEASE_GIL_BYTES {
+        return Ok(work(slice));
+    }
+    Ok(py.allow_threads(|| work(slice)))
+}
+
 /// crc32c(data, crc=0) -> int: the CRC-32C of a bytes-like object, continuing from `crc`.
 #[pyfunction]
 #[pyo3(name = "crc32c", signature = (data, crc = 0))]
 fn crc32c_py(py: Python<'_>, data: &Bound<'_, PyAny>, crc: u32) -> PyResult<u32> {
-    let held = borrow(data)?;
-    let slice = held.as_slice();
-    if slice.len() < RELEASE_GIL_BYTES {
-        return Ok(wal::crc32c(crc, slice));
-    }
-    Ok(py.allow_threads(|| wal::crc32c(crc, slice)))
+    over_bytes(py, data, |slice| wal::crc32c(crc, slice))
 }
 
 /// record_crc(head, frames) -> int: the checksum of a WAL record body.
@@ -117,24 +127,14 @@ fn containers_within(
     payload: &Bound<'_, PyAny>,
     limit: usize,
 ) -> PyResult<Option<usize>> {
-    let held = borrow(payload)?;
-    let slice = held.as_slice();
-    if slice.len() < RELEASE_GIL_BYTES {
-        return Ok(decode::containers_within(slice, limit));
-    }
-    Ok(py.allow_threads(|| decode::containers_within(slice, limit)))
+    over_bytes(py, payload, |slice| decode::containers_within(slice, limit))
 }
 
 /// json_array_exceeds(payload, limit) -> bool: whether a JSON array has more than `limit`
 /// top-level elements (at least `limit` commas at depth 1); one pass, nothing built.
 #[pyfunction]
 fn json_array_exceeds(py: Python<'_>, payload: &Bound<'_, PyAny>, limit: usize) -> PyResult<bool> {
-    let held = borrow(payload)?;
-    let slice = held.as_slice();
-    if slice.len() < RELEASE_GIL_BYTES {
-        return Ok(json::array_exceeds(slice, limit));
-    }
-    Ok(py.allow_threads(|| json::array_exceeds(slice, limit)))
+    over_bytes(py, payload, |slice| json::array_exceeds(slice, limit))
 }
 
 fn int64_bytes<'py>(py: Python<'py>, values: &[i64]) -> PyResult<Bound<'py, PyBytes>> {
@@ -168,13 +168,9 @@ impl PyMessageColumns {
     /// decoder must judge it; decoded with the GIL released from 1 MiB (see RELEASE_GIL_BYTES).
     #[staticmethod]
     fn decode(py: Python<'_>, payload: &Bound<'_, PyAny>, count: usize) -> PyResult<Option<Self>> {
-        let held = borrow(payload)?;
-        let slice = held.as_slice();
-        let decoded = if slice.len() < RELEASE_GIL_BYTES {
+        let decoded = over_bytes(py, payload, |slice| {
             decode::decode_analytics(slice, count).map(MessageColumns::from)
-        } else {
-            py.allow_threads(|| decode::decode_analytics(slice, count).map(MessageColumns::from))
-        };
+        })?;
         Ok(decoded.map(Self))
     }
 
