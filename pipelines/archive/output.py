@@ -20,8 +20,8 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from pipelines._native import containers_within
 from pipelines.archive.sanitize import Sanitizer
+from pipelines.containers import container_limit, msgpack_buildable
 from pipelines.errors import DECODE_ERRORS
 from pipelines.firehose.protocol import (
     ENCODING_JSON,
@@ -40,8 +40,6 @@ from sinks.clickhouse.archive import ARCHIVE_SCHEMA, ARCHIVE_TABLE, EventsArchiv
 from sinks.clickhouse.sink import ClickHouseSink
 
 _MAX_SECONDS: Final = 2**32 - 1
-_MIN_CONTAINERS: Final = 1_024
-_BYTES_PER_CONTAINER: Final = 16
 
 
 class EventsArchiveOutput:
@@ -133,14 +131,13 @@ class EventsArchiveOutput:
 
 
 def _buildable(payload: bytes, enc: str) -> bool:
-    """Whether the payload holds few enough maps and lists to be built whole, which the archive
-    does (and sanitizes in Python) for every record, its fields the ingestor skips included. One
-    byte can be a whole map: a valid record with an unknown field of 16 M empty maps took a worker
-    2.8 GB and 16 s in the flush. The bound is ~3x the densest Tyk record's (one per ~50 bytes)."""
-    limit = _MIN_CONTAINERS + len(payload) // _BYTES_PER_CONTAINER
+    """Whether the payload holds few enough maps and lists to be built whole (pipelines.containers),
+    which the archive does, and sanitizes in Python, for every record, its fields the ingestor skips
+    included: a valid record with an unknown field of 16 M empty maps took a worker 2.8 GB and 16 s
+    in the flush."""
     if enc == ENCODING_JSON:  # an upper bound: braces inside strings are counted too
-        return payload.count(b"{") + payload.count(b"[") <= limit
-    return containers_within(payload, limit) is not None
+        return payload.count(b"{") + payload.count(b"[") <= container_limit(len(payload))
+    return msgpack_buildable(payload)
 
 
 def _forged(verifier: NoticeVerifier, record: Any) -> bool:

@@ -25,9 +25,9 @@ from typing import Any, Final
 
 import msgspec
 
-from pipelines._native import containers_within
 from pipelines.bridges.int_ranges import Int64, UInt64
 from pipelines.bridges.key_digest import KeyDigester
+from pipelines.containers import container_limit, msgpack_buildable
 from pipelines.errors import DECODE_ERRORS, TykDecodeError
 
 NS: Final = 1_000_000_000
@@ -151,18 +151,14 @@ class TykAnalyticsRecord(msgspec.Struct, kw_only=True):
 
 
 _MSGPACK_DECODER: Final = msgspec.msgpack.Decoder(TykAnalyticsRecord)
-# Every field is built, GraphQL error paths (Any) included, and one byte can be a whole map: an
-# element whose one error path held 16 M empty maps took the bridge 1.2 GB. A record holds a few
-# maps and lists; an element holding more than one per 16 bytes is refused unbuilt.
-_MIN_CONTAINERS: Final = 1_024
-_BYTES_PER_CONTAINER: Final = 16
 
 
 def decode_msgpack(element: bytes) -> TykAnalyticsRecord:
     """One Redis list element of `analytics-tyk-system-analytics[_N]`; TykDecodeError if it is not one."""
-    limit = _MIN_CONTAINERS + len(element) // _BYTES_PER_CONTAINER
-    if containers_within(element, limit) is None:
-        reason = f"not one msgpack value of at most {limit} maps and lists"
+    # every field is built, GraphQL error paths (Any) included: an element whose one error path
+    # held 16 M empty maps took the bridge 1.2 GB (pipelines.containers)
+    if not msgpack_buildable(element):
+        reason = f"not one msgpack value of at most {container_limit(len(element))} maps and lists"
         raise TykDecodeError(encoding="msgpack", reason=reason)
     try:
         return _MSGPACK_DECODER.decode(element)
