@@ -23,6 +23,7 @@ decodes as None, like the pump's decoder), GraphQL error paths (messages only).
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
@@ -40,6 +41,7 @@ from pipelines.bridges.tyk_records import (
     TykMCPStats,
     TykNetworkStats,
 )
+from pipelines.containers import container_limit
 from pipelines.errors import TykDecodeError
 
 _U64: Final = 1 << 64
@@ -77,12 +79,31 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             _fail("varint longer than 10 bytes")
 
 
+class _FieldBudget(threading.local):
+    """The fields the element being decoded may still have, nested messages included
+    (container_limit of its size, set by decode_protobuf). A field can take two bytes and costs a
+    tuple and its value (a string for a tag): 16 MiB of empty tags built 1.1 GB, 16 MiB of unknown
+    fields 360 MB; Tyk's record has a few dozen."""
+
+    left = 0
+    limit = 0
+
+
+_budget: Final = _FieldBudget()
+
+
 def _fields(buf: bytes, span: Span) -> Fields:
-    """Every field of the message in buf[start:end], in wire order (the hot loop: kept flat)."""
+    """Every field of the message in buf[start:end], in wire order (the hot loop: kept flat),
+    within the element's _FieldBudget (a nested message is read after its parent's fields)."""
     pos, end = span
     out: Fields = []
     append = out.append
+    most = _budget.left
+    # every field takes two bytes at least: a span that cannot hold more than `most` is not counted
+    counted = end - pos > 2 * most
     while pos < end:
+        if counted and len(out) >= most:
+            _fail(f"more fields than {_budget.limit} in the element")
         tag = buf[pos]
         if tag < 0x80:
             pos += 1
@@ -122,6 +143,7 @@ def _fields(buf: bytes, span: Span) -> Fields:
         if pos > end:
             _fail(f"field {tag >> 3} runs past the end of its message")
         append((tag >> 3, value))
+    _budget.left -= len(out)
     return out
 
 
@@ -330,6 +352,7 @@ def decode_protobuf(element: bytes) -> TykAnalyticsRecord:
     buf = bytes(element)
     fields: dict[str, Any] = {}
     tags: list[str] = []
+    _budget.left = _budget.limit = container_limit(len(buf))
     try:
         for number, value in _fields(buf, (0, len(buf))):
             if number == _TAGS:

@@ -231,6 +231,45 @@ def test_a_msgpack_element_of_more_maps_than_a_record_holds_is_refused_unbuilt(
     assert peak < 1 << 20
 
 
+def _length_delimited(tag: bytes, body: bytes) -> bytes:
+    return tag + _varint(len(body)) + body
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+EMPTY_TAG = b"\xca\x01\x00"  # field 25 (tags), an empty string: three bytes, a tuple and a str
+# GraphQL stats (32) of type entries (2), each a key and 1,000 empty field names: every nested
+# message within its own share, the element far beyond
+DENSE_TYPES = _length_delimited(
+    b"\x82\x02",
+    _length_delimited(b"\x12", b"\x0a\x00" + _length_delimited(b"\x12", b"\x0a\x00" * 1_000)) * 60,
+)
+
+
+@pytest.mark.parametrize(
+    "tail", [EMPTY_TAG * 70_000, b"\x98\x06\x00" * 70_000, DENSE_TYPES], ids=["tags", "unknown", "nested"]
+)
+def test_a_protobuf_element_of_more_fields_than_a_record_holds_is_refused(tail: bytes) -> None:
+    """A field can take two bytes and costs a tuple and its value: 16 MiB of empty tags built
+    1.1 GB. Past one field per 16 bytes (and 1,024), nested messages included, it is refused."""
+    data = (FIXTURES / RECORDS[1]["protobuf_file"]).read_bytes()
+    tracemalloc.start()
+    try:
+        with pytest.raises(TykDecodeError, match="more fields than"):
+            decode_protobuf(data + tail)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * len(tail)  # ~60x before, ~11x at the bound
+    assert decode_protobuf(data + EMPTY_TAG * 100).tags == [*(decode_protobuf(data).tags or []), *[""] * 100]
+
+
 def test_protobuf_unknown_fields_are_skipped() -> None:
     data = (FIXTURES / RECORDS[1]["protobuf_file"]).read_bytes()
     extra = b"\xb8\x06\x07" + b"\xc2\x06\x03abc" + b"\xc9\x06" + b"\x00" * 8  # fields 103, 104, 105
