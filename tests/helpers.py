@@ -80,3 +80,18 @@ def analytics_rows(records: list[Any] | MessageColumns) -> list[AnalyticsRow]:
             strict=True,
         )
     ]
+
+
+def varint(n: int) -> bytes:
+    """A protobuf base-128 varint."""
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            return bytes([*out, low])
+        out.append(low | 0x80)
+
+
+def protobuf_field(number: int, wire: int, payload: bytes) -> bytes:
+    """One protobuf field: its tag, then a length-delimited payload (wire 2) or the payload as it is."""
+    return varint(number << 3 | wire) + (varint(len(payload)) + payload if wire == 2 else payload)

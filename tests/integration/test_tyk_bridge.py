@@ -33,6 +33,7 @@ from pipelines.bridges.tyk_redis import TykRedisBridge
 from tests.harness.processes import free_port, stop_process
 from tests.harness.redis import RedisServer
 from tests.harness.tykpulse import tykpulse as harness_tykpulse
+from tests.helpers import protobuf_field, varint
 from tests.integration.test_tyk_notice_digests import CapturingPublisher
 
 pytestmark = pytest.mark.integration
@@ -320,26 +321,13 @@ def test_an_element_nested_too_deep_is_counted_and_its_neighbours_published(
     assert not analytics_keys(hostile_client)  # nothing left stuck in a processing list
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        if not n:
-            return bytes([*out, low])
-        out.append(low | 0x80)
-
-
-def _pb_field(number: int, wire: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | wire) + (_varint(len(payload)) + payload if wire == 2 else payload)
-
-
 def pb_record(path: str, **varints: int) -> bytes:
     """A protobuf record: org o, api a, response 200, now, with `varints` as {field number: value}."""
     now = int(time.time())
-    data = _pb_field(12, 2, path.encode()) + _pb_field(17, 2, b"o") + _pb_field(16, 2, b"a")
-    data += _pb_field(3, 2, path.encode()) + _pb_field(13, 2, _pb_field(1, 0, _varint(now)))
+    data = protobuf_field(12, 2, path.encode()) + protobuf_field(17, 2, b"o") + protobuf_field(16, 2, b"a")
+    data += protobuf_field(3, 2, path.encode()) + protobuf_field(13, 2, protobuf_field(1, 0, varint(now)))
     fields = {11: 200} | {int(k.lstrip("f")): v for k, v in varints.items()}
-    return data + b"".join(_pb_field(n, 0, _varint(v)) for n, v in fields.items())
+    return data + b"".join(protobuf_field(n, 0, varint(v)) for n, v in fields.items())
 
 
 def test_protobuf_integers_beyond_their_field_type_are_counted(hostile_client: redis.Redis) -> None:

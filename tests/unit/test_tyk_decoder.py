@@ -23,7 +23,7 @@ from pipelines.bridges.tyk_records import FirehoseConverter, decode_msgpack, fir
 from pipelines.errors import TykDecodeError
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
 from pipelines.firehose.protocol import TOPIC_ANALYTICS
-from tests.helpers import analytics_rows, message
+from tests.helpers import analytics_rows, message, protobuf_field
 from tests.unit.test_tyk_fixture_files import (
     FIXTURES,
     RECORDS,
@@ -231,29 +231,18 @@ def test_a_msgpack_element_of_more_maps_than_a_record_holds_is_refused_unbuilt(
     assert peak < 1 << 20
 
 
-def _length_delimited(tag: bytes, body: bytes) -> bytes:
-    return tag + _varint(len(body)) + body
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    return bytes(out + bytes([n]))
-
-
-EMPTY_TAG = b"\xca\x01\x00"  # field 25 (tags), an empty string: three bytes, a tuple and a str
-# GraphQL stats (32) of type entries (2), each a key and 1,000 empty field names: every nested
-# message within its own share, the element far beyond
-DENSE_TYPES = _length_delimited(
-    b"\x82\x02",
-    _length_delimited(b"\x12", b"\x0a\x00" + _length_delimited(b"\x12", b"\x0a\x00" * 1_000)) * 60,
+EMPTY_TAG = protobuf_field(25, 2, b"")  # tags: an empty string, three bytes, a tuple and a str
+UNKNOWN = protobuf_field(99, 0, b"\x00")  # a varint field no reader knows
+# GraphQL stats (32) of type entries (2), each a key (1) and 1,000 empty field names (2 of 1s):
+# every nested message within its own share, the element far beyond
+EMPTY_NAME = protobuf_field(1, 2, b"")
+DENSE_TYPES = protobuf_field(
+    32, 2, protobuf_field(2, 2, EMPTY_NAME + protobuf_field(2, 2, EMPTY_NAME * 1_000)) * 60
 )
 
 
 @pytest.mark.parametrize(
-    "tail", [EMPTY_TAG * 70_000, b"\x98\x06\x00" * 70_000, DENSE_TYPES], ids=["tags", "unknown", "nested"]
+    "tail", [EMPTY_TAG * 70_000, UNKNOWN * 70_000, DENSE_TYPES], ids=["tags", "unknown", "nested"]
 )
 def test_a_protobuf_element_of_more_fields_than_a_record_holds_is_refused(tail: bytes) -> None:
     """A field can take two bytes and costs a tuple and its value: 16 MiB of empty tags built
