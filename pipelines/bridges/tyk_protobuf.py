@@ -86,7 +86,6 @@ class _FieldBudget(threading.local):
     fields 360 MB; Tyk's record has a few dozen."""
 
     left = 0
-    limit = 0
 
 
 _budget: Final = _FieldBudget()
@@ -103,7 +102,7 @@ def _fields(buf: bytes, span: Span) -> Fields:
     counted = end - pos > 2 * most
     while pos < end:
         if counted and len(out) >= most:
-            _fail(f"more fields than {_budget.limit} in the element")
+            _fail(f"more fields than {container_limit(len(buf))} in the element")
         tag = buf[pos]
         if tag < 0x80:
             pos += 1
@@ -352,7 +351,7 @@ def decode_protobuf(element: bytes) -> TykAnalyticsRecord:
     buf = bytes(element)
     fields: dict[str, Any] = {}
     tags: list[str] = []
-    _budget.left = _budget.limit = container_limit(len(buf))
+    _budget.left = container_limit(len(buf))
     try:
         for number, value in _fields(buf, (0, len(buf))):
             if number == _TAGS:

@@ -27,8 +27,8 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from pipelines import _native
 from pipelines._native import decode_analytics_message
+from pipelines._native import json_array_exceeds as native_json_array_exceeds
 from pipelines.errors import DECODE_ERRORS
 from pipelines.firehose import analytics_columns
 from pipelines.firehose.analytics_columns import MessageColumns
@@ -308,7 +308,7 @@ def json_array_exceeds(payload: bytes, limit: int) -> bool:
     an array took 9.5 s token by token). Malformed JSON is not judged here: the
     decoder that runs next rejects it.
     """
-    return _native.json_array_exceeds(payload, limit)
+    return native_json_array_exceeds(payload, limit)
 
 
 def _message_rejection(

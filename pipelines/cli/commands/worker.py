@@ -51,11 +51,12 @@ def command(
 ) -> None:
     """Consume the bridge's topic in a consumer group and write rollups to ClickHouse.
 
-    Run several: Kafka spreads the topic's partitions over them and moves a dead worker's partitions to the
-    others. Each flush covers an exact offset range and is recorded in
-    ClickHouse with its rollups, so a partition resumes where ClickHouse says,
-    and nothing is counted twice or lost (docs/scaling.md). The same app runs
-    with `faust -A pipelines.runners.faust_app worker`. SIGTERM stops cleanly.
+    Run several: Kafka spreads the topic's partitions over them and moves a
+    dead worker's partitions to the others. Each flush covers an exact offset
+    range and is recorded in ClickHouse with its rollups, so a partition
+    resumes where ClickHouse says, and nothing is counted twice or lost
+    (docs/scaling.md). The same app runs with
+    `faust -A pipelines.runners.faust_app worker`. SIGTERM stops cleanly.
 
     /metrics, /healthz and /status (--metrics-port) count what the consumer
     received (a Faust sensor) and what was written; /status also shows the
