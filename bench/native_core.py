@@ -9,7 +9,9 @@ the WAL checksum of the whole message (zlib's CRC-32 in GIL-keeping slices; nati
 the WAL framing of a 1-record message (headers packed field by field around one checksum
 call, as the writer did; the native whole-record build); and the decode of a 1-record message
 (its envelope by msgspec and the codec's checks, then the payload natively, as the worker did;
-envelope and payload in one native call), alone and inside a worker's Ingestor.
+envelope read natively), alone and inside a worker's Ingestor; and a worker's
+Ingestor taking messages one per call against the appender's hand-overs of many (envelopes read in
+one native call, the payloads of the accepted ones decoded in another).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pipelines.firehose.analytics_columns import FlushAnalytics
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
 from pipelines.firehose.timestamps import to_ns_array
 from pipelines.ingest import Ingestor
+from pipelines.wal.appender import BATCH_MESSAGES
 from pipelines.wal.format import BODY_HEADER, FRAME_LENGTH, RECORD_HEADER, crc32, encode_record_parts
 
 RECORDS = 100
@@ -125,18 +128,20 @@ def main() -> None:
         assert isinstance(message, DecodedMessage)
         return message
 
-    def one_native_call() -> DecodedMessage:
+    def envelope_read_natively() -> DecodedMessage:
         message = worker.decode(single)
         assert isinstance(message, DecodedMessage)
         return message
 
-    assert envelope_in_python().envelope == one_native_call().envelope
+    assert envelope_in_python().envelope == envelope_read_natively().envelope
     # sub-microsecond differences: the least of seven alternating rounds of ten times the calls
-    rounds = [(cpu_per_call(envelope_in_python, 10), cpu_per_call(one_native_call, 10)) for _ in range(7)]
+    rounds = [
+        (cpu_per_call(envelope_in_python, 10), cpu_per_call(envelope_read_natively, 10)) for _ in range(7)
+    ]
     python_s, native_s = (min(times) for times in zip(*rounds, strict=True))
     print(
         f"decode, 1-record message, us/message: envelope in python {python_s * 1e6:.2f}  "
-        f"one native call {native_s * 1e6:.2f}"
+        f"envelope read natively {native_s * 1e6:.2f}"
     )
     stream = [
         [b"tyk.analytics", msgpack.packb({**envelope_fields, "seq": seq, "count": 1}), single[2]]
@@ -157,8 +162,38 @@ def main() -> None:
     python_s, native_s = (min(times) for times in zip(*rounds, strict=True))
     print(
         f"Ingestor ingest + take, 1-record messages, us/message: envelope in python {python_s * 1e6:.2f}  "
-        f"one native call {native_s * 1e6:.2f}"
+        f"envelope read natively {native_s * 1e6:.2f}"
     )
+
+    for records in (1, RECORDS):
+        one_by_one, handed_over = hand_overs(now, records)
+        print(
+            f"Ingestor replay + take, {records}-record messages, us/record: one message per call "
+            f"{one_by_one * 1e6 / records:.3f}  {BATCH_MESSAGES} per call {handed_over * 1e6 / records:.3f}"
+        )
+
+
+def hand_overs(now: int, records: int) -> tuple[float, float]:
+    """CPU per message of a worker's Ingestor taking a stream one message per call, and in the
+    appender's hand-overs (ingest_many: envelopes in one native call, payloads in another);
+    the least of five alternating rounds each."""
+    envelope = {"v": 1, "node": "n", "boot": 1, "sent": 1, "enc": "msgpack", "count": records}
+    payload = msgpack.packb([record(i, now) for i in range(records)])
+    messages = INGESTED // records
+    stream = [[b"tyk.analytics", msgpack.packb({**envelope, "seq": seq}), payload] for seq in range(messages)]
+
+    def ingested(per_call: int) -> float:
+        ingestor = Ingestor()
+        started = time.process_time()
+        for at in range(0, messages, per_call):
+            part = stream[at : at + per_call]
+            ingestor.ingest_many(part, [now] * len(part))
+        assert ingestor.take().analytics.height == messages * records
+        return (time.process_time() - started) / messages
+
+    rounds = [(ingested(1), ingested(BATCH_MESSAGES)) for _ in range(5)]
+    one, many = (min(times) for times in zip(*rounds, strict=True))
+    return one, many
 
 
 if __name__ == "__main__":

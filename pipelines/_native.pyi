@@ -68,21 +68,28 @@ class MessageColumns:
     def __len__(self) -> int: ...
     def columns(self) -> Columns: ...
 
-def decode_analytics_message(
-    envelope: Buffer, payload: Buffer, max_records: int, max_node_bytes: int
-) -> tuple[str, int, int, int, int, MessageColumns | None] | None:
-    """(node, boot, seq, sent, count, columns) of a msgpack tyk.analytics message.
-
-    None whenever the reference decoder (pipelines.firehose.codec) would not accept the envelope as
-    it is; columns None when it would not accept every record as it is (MessageColumns.decode): the
-    caller then decodes that part the reference way.
-    """
+def analytics_envelopes(
+    messages: Sequence[Sequence[Buffer]],
+    topic: bytes,
+    max_message_bytes: int,
+    max_records: int,
+    max_node_bytes: int,
+) -> list[tuple[str, int, int, int, int] | None]:
+    """Per message (its frames), (node, boot, seq, sent, count) when it is a `topic` message of three
+    frames and at most `max_message_bytes` whose msgpack envelope the reference decoder
+    (pipelines.firehose.codec) accepts as it is, else None: the caller decodes that one the
+    reference way."""
 
 class FlushColumns:
     """The analytics records of one flush, appended message by message under one dictionary per id."""
 
     def __init__(self) -> None: ...
     def append(self, message: MessageColumns) -> None: ...
+    def append_payloads(self, payloads: Sequence[Buffer], counts: Sequence[int]) -> int:
+        """Msgpack tyk.analytics payloads, the n-th of counts[n] records, decoded and appended in
+        order until one is not what MessageColumns.decode accepts; how many were appended (the GIL
+        is released when they add up to 1 MiB). ValueError when the two lengths differ."""
+
     def __len__(self) -> int: ...
     def columns(self) -> Columns: ...
 

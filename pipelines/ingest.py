@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from pipelines.firehose.codec import DecodedMessage, Limits, MessageDecoder, Rejection
+from pipelines.firehose.codec import DecodedMessage, EnvelopeFields, Limits, MessageDecoder, Rejection
 from pipelines.firehose.protocol import MAX_FUTURE_NS, MAX_PAST_NS, RejectReason, TopicKind
-from pipelines.firehose.sequence import GapLog, Observation, SequenceTracker, Verdict
+from pipelines.firehose.sequence import IN_ORDER, GapLog, Observation, SequenceTracker, Verdict
 from pipelines.keys import KeyHasher
 from pipelines.observe.throttle import LogThrottle
 from pipelines.settings import FirehoseSettings, WorkerSettings
@@ -104,11 +104,105 @@ class Ingestor:
     def ingest(self, frames: Sequence[bytes], received_ns: int | None = None) -> bool:
         """Take one received message; True if it was accepted (its records may still be refused one
         by one), False if it was refused as a whole or dropped as a duplicate."""
-        return self._ingest(frames, self.clock() if received_ns is None else _receive_time(received_ns))
+        received = self.clock() if received_ns is None else _receive_time(received_ns)
+        return self._ingest_many([frames], [received])[0]
 
-    def _ingest(self, frames: Sequence[bytes], received: int) -> bool:
+    def replay(self, frames: Sequence[bytes], received_ns: int) -> bool:
+        """Ingest a message received earlier, at `received_ns` (a ReplayClock is set to it);
+        True if it was accepted, as ingest()."""
+        return self.ingest_many([frames], [received_ns])[0]
+
+    def ingest_many(self, messages: Sequence[Sequence[bytes]], received_ns: Sequence[int]) -> list[bool]:
+        """Ingest messages received earlier, the n-th at received_ns[n], in order (a ReplayClock is
+        set to the last one's time); whether each was accepted, as ingest().
+
+        The way to hand over many messages: their analytics envelopes are read in one native
+        call, and the payloads of a run of accepted ones decoded in another, where one call per
+        message cost several times the decoding of a small one.
+        """
+        received = [_receive_time(ns) for ns in received_ns]
+        accepted = self._ingest_many(messages, received)
+        if received and isinstance(self.clock, ReplayClock):
+            self.clock.now_ns = received[-1]
+        return accepted
+
+    def _ingest_many(self, messages: Sequence[Sequence[bytes]], received: list[int]) -> list[bool]:
         try:
-            result = self.decoder.decode(frames)
+            envelopes = self.decoder.analytics_envelopes(messages)
+            judged_natively = True
+        except Exception:  # bad input must never stop the receive loop: each is judged on its own
+            envelopes, judged_natively = [None] * len(messages), False
+        accepted = [False] * len(messages)
+        run = _AnalyticsRun()
+        observe = self.sequences.observe
+        for at, read in enumerate(envelopes):
+            if read is None:
+                self._add_run(run, accepted)
+                accepted[at] = self._ingest(messages[at], received[at], native=not judged_natively)
+                continue
+            node, boot, seq = read[0], read[1], read[2]
+            observation = observe(node, boot, seq)
+            if observation is not IN_ORDER:
+                if observation.verdict is Verdict.DUPLICATE:
+                    self._add_run(run, accepted)  # its rejection after those of the messages before it
+                if not self._observed(observation, node, boot, seq, received[at]):
+                    continue
+            run.add(at, read, messages[at][2], received[at], observation.lost)
+        self._add_run(run, accepted)
+        return accepted
+
+    def _add_run(self, run: _AnalyticsRun, accepted: list[bool]) -> None:
+        """Add a run of accepted analytics messages, their payloads decoded natively in one call;
+        one the native core declines is decoded the reference way in its place, in order."""
+        while run.at:
+            with self._lock:
+                try:
+                    added = self._pending.add_analytics_payloads(
+                        run.payloads,
+                        run.count,
+                        node=run.node,
+                        boot=run.boot,
+                        sent_ns=run.sent,
+                        received_ns=run.received,
+                        lost=run.lost,
+                    )
+                except Exception:  # each is judged the reference way instead (never the loop stopped)
+                    added = 0
+                records = sum(run.count[:added])
+                self.pending_records += records
+                if self.pending_records >= self.max_pending_records:
+                    self._room.clear()
+            self.stats.messages += added
+            for at in run.at[:added]:
+                accepted[at] = True
+            if added == len(run.at):
+                break
+            accepted[run.at[added]] = self._add_declined(run, added)
+            run.drop_through(added)
+        run.clear()
+
+    def _add_declined(self, run: _AnalyticsRun, index: int) -> bool:
+        """The run's message at `index`, whose payload the native core declined, decoded the
+        reference way (its sequence is observed already)."""
+        read = (run.node[index], run.boot[index], run.seq[index], run.sent[index], run.count[index])
+        received, lost = run.received[index], run.lost[index]
+        try:
+            result = self.decoder.declined_analytics(read, run.payloads[index])
+        except Exception as exc:  # bad input must never stop the receive loop
+            result = Rejection(
+                RejectReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:200], read[0], read[4]
+            )
+        if isinstance(result, Rejection):
+            self._refuse_received(received, result, read[1], lost)
+            return False
+        self._accept(result, received, lost)
+        return True
+
+    def _ingest(self, frames: Sequence[bytes], received: int, *, native: bool = True) -> bool:
+        """One message decoded on its own (`native` off: its analytics envelope was declined
+        natively already, and is not read natively a second time)."""
+        try:
+            result = self.decoder.decode(frames, native=native)
         except Exception as exc:  # bad input must never stop the receive loop
             result = Rejection(RejectReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:200])
         if isinstance(result, Rejection):
@@ -119,10 +213,23 @@ class Ingestor:
             return False
         env = result.envelope
         observation = self.sequences.observe(env.node, env.boot, env.seq)
+        if not self._observed(observation, env.node, env.boot, env.seq, received):
+            return False
+        self._accept(result, received, observation.lost)
+        return True
+
+    def _observed(self, observation: Observation, node: str, boot: int, seq: int, received: int) -> bool:
+        """Count what an observation says; False for a duplicate (dropped, counted)."""
         if observation.verdict is Verdict.DUPLICATE:
             self.stats.duplicates += 1
-            self._reject(received, Rejection(RejectReason.DUPLICATE, f"seq {env.seq}", env.node, 1))
+            self._reject(received, Rejection(RejectReason.DUPLICATE, f"seq {seq}", node, 1))
             return False
+        self._count_gap(observation, node, boot, seq)
+        return True
+
+    def _accept(self, result: DecodedMessage, received: int, lost: int) -> None:
+        """A decoded message whose sequence was observed (not a duplicate), into the pending batch."""
+        env = result.envelope
         if result.kind is TopicKind.NOTICE and self.notice_check is not None:
             result.rejected.extend(self._checked_notices(result, self.notice_check))
         with self._lock:
@@ -132,7 +239,7 @@ class Ingestor:
                 boot=env.boot,
                 sent_ns=env.sent,
                 received_ns=received,
-                lost=observation.lost,
+                lost=lost,
                 kind=result.kind,
                 records=result.records,
             )
@@ -142,19 +249,9 @@ class Ingestor:
             if self.pending_records >= self.max_pending_records:
                 self._room.clear()
         self.stats.messages += 1
-        self._count_gap(observation, env.node, env.boot, env.seq)
         for rejection in result.rejected:
             self.stats.rejected[rejection.reason.value] += rejection.count
             self._log_rejection(rejection)
-        return True
-
-    def replay(self, frames: Sequence[bytes], received_ns: int) -> bool:
-        """Ingest a message received earlier, at `received_ns` (a ReplayClock is set to it first);
-        True if it was accepted, as ingest()."""
-        received = _receive_time(received_ns)
-        if isinstance(self.clock, ReplayClock):
-            self.clock.now_ns = received
-        return self._ingest(frames, received)
 
     def wait_for_room(self, timeout_s: float) -> bool:
         """Block while max_pending_records are buffered (until take() or timeout); True if there is room.
@@ -189,16 +286,14 @@ class Ingestor:
         counts as lost only what never arrived, and a refused message did arrive.
         """
         observation = self.sequences.observe(rejection.node, boot, seq)
-        if observation.verdict is Verdict.DUPLICATE:
-            self.stats.duplicates += 1
-            self._reject(received, Rejection(RejectReason.DUPLICATE, f"seq {seq}", rejection.node, 1))
-            return
+        if self._observed(observation, rejection.node, boot, seq, received):
+            self._refuse_received(received, rejection, boot, observation.lost)
+
+    def _refuse_received(self, received: int, rejection: Rejection, boot: int, lost: int) -> None:
+        """A message refused as a whole whose sequence was observed (not a duplicate)."""
         with self._lock:
-            self._pending.add_rejected(
-                node=rejection.node, boot=boot, received_ns=received, lost=observation.lost
-            )
+            self._pending.add_rejected(node=rejection.node, boot=boot, received_ns=received, lost=lost)
         self.stats.rejected_messages += 1
-        self._count_gap(observation, rejection.node, boot, seq)
         self._reject(received, rejection)
 
     @staticmethod
@@ -264,6 +359,44 @@ class Ingestor:
                         "rejected reason=%s count=%d (at flush; not logged since: %d)", reason, count, held
                     )
         return batch
+
+
+class _AnalyticsRun:
+    """Accepted analytics messages whose payloads are still to decode, as parallel columns."""
+
+    __slots__ = ("at", "boot", "count", "lost", "node", "payloads", "received", "sent", "seq")
+
+    def __init__(self) -> None:
+        self.at: list[int] = []  # each message's index in the hand-over
+        self.node: list[str] = []
+        self.boot: list[int] = []
+        self.seq: list[int] = []
+        self.sent: list[int] = []
+        self.count: list[int] = []
+        self.payloads: list[bytes] = []
+        self.received: list[int] = []
+        self.lost: list[int] = []
+
+    def add(self, at: int, read: EnvelopeFields, payload: bytes, received: int, lost: int) -> None:
+        node, boot, seq, sent, count = read
+        self.at.append(at)
+        self.node.append(node)
+        self.boot.append(boot)
+        self.seq.append(seq)
+        self.sent.append(sent)
+        self.count.append(count)
+        self.payloads.append(payload)
+        self.received.append(received)
+        self.lost.append(lost)
+
+    def drop_through(self, index: int) -> None:
+        """Forget the messages up to and including `index` (added, or added in their place)."""
+        columns = (self.at, self.node, self.boot, self.seq, self.sent, self.count, self.payloads)
+        for column in (*columns, self.received, self.lost):
+            del column[: index + 1]
+
+    def clear(self) -> None:
+        self.drop_through(len(self.at) - 1)
 
 
 def _receive_time(ns: int) -> int:

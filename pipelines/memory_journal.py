@@ -26,6 +26,7 @@ from pipelines.ingest import Ingestor
 from pipelines.journal import FlushObserver, RunSummary
 from pipelines.observe.throttle import LogThrottle
 from pipelines.rollups import compute
+from pipelines.wal.appender import BATCH_MESSAGES
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class MemoryJournal:
         self._flush_no = 0
         self._pending: collections.deque[Shipment] = collections.deque()
         self._throttle = LogThrottle()
+        self._messages: list[list[bytes]] = []
+        self._received_ns: list[int] = []
 
     def open(self) -> None:
         """Apply the schema now: nothing received could be kept through an outage (raises SinkError)."""
@@ -49,10 +52,19 @@ class MemoryJournal:
         self.delivery.ready = True
 
     def append(self, frames: list[bytes]) -> None:
-        self.ingestor.ingest(frames)
+        """Receiver thread: one received message, stamped now; decoded with the others of its drain."""
+        self._messages.append(frames)
+        self._received_ns.append(self.ingestor.clock())
+        if len(self._messages) >= BATCH_MESSAGES:
+            self.received()
 
     def received(self) -> None:
-        """Nothing to hand over: append decoded the messages already."""
+        """Receiver thread: decode what was appended since the last call, in one hand-over to the
+        Ingestor (as the WAL's appender hands its batches over)."""
+        if self._messages:
+            messages, received_ns = self._messages, self._received_ns
+            self._messages, self._received_ns = [], []
+            self.ingestor.ingest_many(messages, received_ns)
 
     def wait_for_room(self, timeout_s: float) -> bool:
         return self.ingestor.wait_for_room(timeout_s)

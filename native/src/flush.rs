@@ -6,7 +6,7 @@
 //! it as a duplicate. Appending re-codes the message's ids into the flush's
 //! dictionaries: one lookup per distinct id of the message, not one per record.
 
-use crate::decode::{AnalyticsColumns, Dictionary, IdMap};
+use crate::decode::{decode_analytics, AnalyticsColumns, Dictionary, IdMap};
 
 /// A dictionary-encoded string column that owns its values.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -90,22 +90,24 @@ struct FlushDictionary {
 }
 
 impl FlushDictionary {
-    fn append(&mut self, column: &OwnedDictionary) {
-        let recode: Vec<u32> = column
-            .values
+    /// One message's column (its distinct `values`, and `codes` into them), re-coded into the flush's.
+    fn append<S: AsRef<str>>(&mut self, values: &[S], codes: &[u32]) {
+        let recode: Vec<u32> = values
             .iter()
-            .map(|value| match self.index.get(value) {
-                Some(code) => *code,
-                None => {
-                    let code = self.values.len() as u32;
-                    self.values.push(value.clone());
-                    self.index.insert(value.clone(), code);
-                    code
+            .map(|value| {
+                let value = value.as_ref();
+                match self.index.get(value) {
+                    Some(code) => *code,
+                    None => {
+                        let code = self.values.len() as u32;
+                        self.values.push(value.to_owned());
+                        self.index.insert(value.to_owned(), code);
+                        code
+                    }
                 }
             })
             .collect();
-        self.codes
-            .extend(column.codes.iter().map(|c| recode[*c as usize]));
+        self.codes.extend(codes.iter().map(|c| recode[*c as usize]));
     }
 }
 
@@ -122,10 +124,37 @@ pub struct FlushColumns {
 impl FlushColumns {
     pub fn append(&mut self, message: &MessageColumns) {
         self.timestamp_ns.extend_from_slice(&message.timestamp_ns);
-        self.org_id.append(&message.org_id);
-        self.api_id.append(&message.api_id);
+        self.org_id
+            .append(&message.org_id.values, &message.org_id.codes);
+        self.api_id
+            .append(&message.api_id.values, &message.api_id.codes);
         self.response_code.extend_from_slice(&message.response_code);
         self.latency_ms.extend_from_slice(&message.latency_ms);
+    }
+
+    /// Columns decoded from a payload still borrowed (`decode::decode_analytics`), appended
+    /// without owning its ids first.
+    pub fn append_decoded(&mut self, message: &AnalyticsColumns<'_>) {
+        self.timestamp_ns.extend_from_slice(&message.timestamp_ns);
+        self.org_id
+            .append(&message.org_id.values, &message.org_id.codes);
+        self.api_id
+            .append(&message.api_id.values, &message.api_id.codes);
+        self.response_code.extend_from_slice(&message.response_code);
+        self.latency_ms.extend_from_slice(&message.latency_ms);
+    }
+
+    /// Msgpack analytics payloads, each of its count of records, decoded and appended in order
+    /// until one is not what `decode::decode_analytics` accepts; how many were appended (the rest,
+    /// from the one declined, are left to the caller, which judges that one the reference way).
+    pub fn append_payloads(&mut self, payloads: &[(&[u8], usize)]) -> usize {
+        for (appended, (payload, count)) in payloads.iter().enumerate() {
+            match decode_analytics(payload, *count) {
+                Some(columns) => self.append_decoded(&columns),
+                None => return appended,
+            }
+        }
+        payloads.len()
     }
 
     pub fn len(&self) -> usize {
@@ -184,5 +213,36 @@ mod tests {
         let expanded: Vec<&str> = codes.iter().map(|c| values[*c as usize].as_str()).collect();
         assert_eq!(expanded, vec!["a", "b", "b", "c", "a"]);
         assert_eq!(flush.timestamp_ns, vec![0, 1, 0, 1, 2]);
+    }
+
+    /// [{"timestamp": ts, "org_id": org, "api_id": "a", "response_code": 200}]
+    fn payload(ts: u8, org: &str) -> Vec<u8> {
+        let mut out = vec![0x91, 0x84, 0xa9];
+        out.extend(b"timestamp");
+        out.push(ts);
+        out.push(0xa6);
+        out.extend(b"org_id");
+        out.push(0xa0 | org.len() as u8);
+        out.extend(org.as_bytes());
+        out.extend(b"\xa6api_id\xa1a\xadresponse_code\xcc\xc8");
+        out
+    }
+
+    #[test]
+    fn payloads_are_appended_in_order_until_one_is_declined() {
+        let (first, second, third) = (payload(1, "o2"), payload(2, "o1"), payload(3, "o2"));
+        let mut flush = FlushColumns::default();
+        flush.append(&message(&["o1"], &["a"]));
+        let declined = b"\x91\xc1".as_slice();
+        let added = flush.append_payloads(&[(&first, 1), (&second, 1), (declined, 1), (&third, 1)]);
+        assert_eq!(added, 2);
+        assert_eq!(flush.timestamp_ns, vec![0, 1, 2]);
+        let (values, codes) = flush.org_id();
+        let expanded: Vec<&str> = codes.iter().map(|c| values[*c as usize].as_str()).collect();
+        assert_eq!(expanded, vec!["o1", "o2", "o1"]);
+        // a count that is not the payload's declines it too, before anything of it is appended
+        assert_eq!(flush.append_payloads(&[(&third, 1), (&first, 2)]), 1);
+        assert_eq!(flush.timestamp_ns, vec![0, 1, 2, 3]);
+        assert_eq!(flush.append_payloads(&[]), 0);
     }
 }

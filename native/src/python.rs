@@ -220,33 +220,40 @@ impl PyMessageColumns {
 }
 
 /// (node, boot, seq, sent, count, columns) of a `tyk.analytics` message, read in one call.
-type AnalyticsMessage = (String, i64, i64, i64, usize, Option<PyMessageColumns>);
+/// The envelope fields of an analytics message the worker decodes natively:
+/// (node, boot, seq, sent, count).
+type EnvelopeFields = (String, i64, i64, i64, usize);
 
-/// decode_analytics_message(envelope, payload, max_records, max_node_bytes): a msgpack analytics
-/// message's envelope fields when the reference decoder would accept them as they are
-/// (decode::decode_envelope), else None; with its payload's columns, or None in their place when
-/// the reference decoder must judge the payload (decode::decode_analytics).
+/// analytics_envelopes(messages, topic, max_message_bytes, max_records, max_node_bytes): for each
+/// message (a sequence of frames), its envelope fields when it is a `topic` message of three frames
+/// and at most `max_message_bytes` whose msgpack envelope the reference decoder accepts as it is
+/// (decode::decode_envelope), else None: the caller decodes that one the reference way.
 #[pyfunction]
-fn decode_analytics_message(
-    py: Python<'_>,
-    envelope: &Bound<'_, PyAny>,
-    payload: &Bound<'_, PyAny>,
+fn analytics_envelopes(
+    messages: Vec<Vec<Bound<'_, PyAny>>>,
+    topic: &[u8],
+    max_message_bytes: usize,
     max_records: usize,
     max_node_bytes: usize,
-) -> PyResult<Option<AnalyticsMessage>> {
-    let held = borrow(envelope)?;
-    let Some(read) = decode::decode_envelope(held.as_slice(), max_records, max_node_bytes) else {
-        return Ok(None);
-    };
-    let columns = PyMessageColumns::decode(py, payload, read.count)?;
-    Ok(Some((
-        read.node.to_owned(),
-        read.boot,
-        read.seq,
-        read.sent,
-        read.count,
-        columns,
-    )))
+) -> PyResult<Vec<Option<EnvelopeFields>>> {
+    let mut read = Vec::with_capacity(messages.len());
+    for frames in &messages {
+        let [first, envelope, payload] = frames.as_slice() else {
+            read.push(None);
+            continue;
+        };
+        let (first, envelope) = (borrow(first)?, borrow(envelope)?);
+        let (first, envelope_bytes) = (first.as_slice(), envelope.as_slice());
+        let size = first.len() + envelope_bytes.len() + payload.len()?;
+        let fields = if first != topic || size > max_message_bytes {
+            None
+        } else {
+            decode::decode_envelope(envelope_bytes, max_records, max_node_bytes)
+                .map(|e| (e.node.to_owned(), e.boot, e.seq, e.sent, e.count))
+        };
+        read.push(fields);
+    }
+    Ok(read)
 }
 
 /// The analytics records of one flush, appended message by message.
@@ -263,6 +270,30 @@ impl PyFlushColumns {
 
     fn append(&mut self, message: &Bound<'_, PyMessageColumns>) {
         self.0.append(&message.get().0);
+    }
+
+    /// Msgpack analytics payloads, the n-th of counts[n] records, decoded and appended in order
+    /// until one is declined (FlushColumns::append_payloads); how many were appended. The GIL is
+    /// released when they add up to RELEASE_GIL_BYTES.
+    fn append_payloads(
+        &mut self,
+        py: Python<'_>,
+        payloads: Vec<Bound<'_, PyAny>>,
+        counts: Vec<usize>,
+    ) -> PyResult<usize> {
+        if payloads.len() != counts.len() {
+            return Err(PyValueError::new_err(
+                "payloads and counts of different lengths",
+            ));
+        }
+        let held = payloads.iter().map(borrow).collect::<PyResult<Vec<_>>>()?;
+        let pairs: Vec<(&[u8], usize)> = held.iter().map(Data::as_slice).zip(counts).collect();
+        let total: usize = pairs.iter().map(|(payload, _)| payload.len()).sum();
+        let flush = &mut self.0;
+        if total < RELEASE_GIL_BYTES {
+            return Ok(flush.append_payloads(&pairs));
+        }
+        Ok(py.allow_threads(|| flush.append_payloads(&pairs)))
     }
 
     fn __len__(&self) -> usize {
@@ -366,7 +397,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(record_crc, m)?)?;
     m.add_function(wrap_pyfunction!(encode_small_record, m)?)?;
     m.add_function(wrap_pyfunction!(find_record, m)?)?;
-    m.add_function(wrap_pyfunction!(decode_analytics_message, m)?)?;
+    m.add_function(wrap_pyfunction!(analytics_envelopes, m)?)?;
     m.add_function(wrap_pyfunction!(traffic_rows, m)?)?;
     m.add_function(wrap_pyfunction!(containers_within, m)?)?;
     m.add_function(wrap_pyfunction!(json_array_exceeds, m)?)?;

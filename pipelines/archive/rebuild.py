@@ -195,9 +195,8 @@ class Rebuilder:
         where = events_overlapping(summary.from_s, summary.to_s)
         self.progress.phase("reading the archive (messages)", total=self.archive.count(where))
         for chunk in self.archive.messages(where):
-            for message in chunk:
-                ingestor.replay(self._frames(message), message.received_ns)
-                summary.messages += 1
+            ingestor.ingest_many([self._frames(m) for m in chunk], [m.received_ns for m in chunk])
+            summary.messages += len(chunk)
             self._take(ingestor, summary, kept)
             self.progress.advance(len(chunk))
         return {name: pa.concat_tables(tables) for name, tables in kept.items() if tables}

@@ -27,7 +27,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from pipelines._native import decode_analytics_message
+from pipelines._native import analytics_envelopes
 from pipelines._native import json_array_exceeds as native_json_array_exceeds
 from pipelines.errors import DECODE_ERRORS
 from pipelines.firehose import analytics_columns
@@ -64,6 +64,8 @@ _TOPIC_MEMO_LIMIT: Final = 4096
 # (after the write-ahead log too, which logs the stand-in, not the message).
 DISCARDED_TOPIC: Final = b"\x00discarded"
 _ANALYTICS_TOPIC: Final = TOPIC_ANALYTICS.encode()
+# (node, boot, seq, sent, count): an analytics envelope read natively (MessageDecoder.analytics_envelopes)
+EnvelopeFields = tuple[str, int, int, int, int]
 _DISCARD_REASONS: Final = frozenset({RejectReason.FRAME_COUNT, RejectReason.MESSAGE_TOO_LARGE})
 
 
@@ -157,7 +159,9 @@ class MessageDecoder:
             ENCODING_JSON: msgspec.json.Decoder(list[msgspec.Raw]),
         }
 
-    def decode(self, frames: Sequence[bytes]) -> DecodedMessage | Rejection:
+    def decode(self, frames: Sequence[bytes], *, native: bool = True) -> DecodedMessage | Rejection:
+        """One message (its frames); `native` off: an analytics message's envelope is not tried
+        natively (analytics_envelopes declined it already)."""
         if len(frames) != MESSAGE_FRAMES:
             if len(frames) == 4 and frames[0] == DISCARDED_TOPIC:
                 return _discarded_rejection(frames)
@@ -166,16 +170,15 @@ class MessageDecoder:
         size = len(topic_bytes) + len(envelope_bytes) + len(payload)
         if size > self.limits.max_message_bytes:
             return Rejection(RejectReason.MESSAGE_TOO_LARGE, f"{size} bytes")
-        if topic_bytes == _ANALYTICS_TOPIC and self._native_message:
-            # the usual message in one native call: the Python calls below cost several times
-            # the decoding of a small message; anything unusual is declined to them
-            read = decode_analytics_message(envelope_bytes, payload, self.limits.max_records, MAX_NODE_BYTES)
+        if topic_bytes == _ANALYTICS_TOPIC and native:
+            # the usual message read natively: the Python calls below cost several times the
+            # decoding of a small message; anything unusual is declined to them
+            read = self.analytics_envelopes([frames])[0]
             if read is not None:
-                node, boot, seq, sent, count, read_columns = read
-                read_envelope = Envelope(PROTOCOL_VERSION, node, boot, seq, sent, count, ENCODING_MSGPACK)
-                if read_columns is None:  # declined: not tried natively a second time
-                    return self._reference_analytics(read_envelope, payload)
-                return DecodedMessage(TOPIC_ANALYTICS, TopicKind.ANALYTICS, "", read_envelope, read_columns)
+                columns = analytics_columns.decode(payload, read[4])
+                if columns is None:  # declined: not tried natively a second time
+                    return self.declined_analytics(read, payload)
+                return DecodedMessage(TOPIC_ANALYTICS, TopicKind.ANALYTICS, "", _read_envelope(read), columns)
         envelope = self._decode_envelope(envelope_bytes)
         if isinstance(envelope, Rejection):
             return envelope
@@ -190,6 +193,24 @@ class MessageDecoder:
             if columns is not None:
                 return DecodedMessage(topic, kind, name, envelope, columns)
         return self._reference_analytics(envelope, payload)
+
+    def analytics_envelopes(self, messages: Sequence[Sequence[bytes]]) -> list[EnvelopeFields | None]:
+        """Per message, (node, boot, seq, sent, count) when it is an analytics message whose frames
+        and envelope `decode` would accept as they are, read natively in one call for them all;
+        None for any other (`decode` judges it). The payloads are left to the caller, who decodes
+        them into a flush's columns (FlushColumns.append_payloads) once their sequence is checked,
+        and hands any it declines to `declined_analytics`."""
+        if not self._native_message:
+            return [None] * len(messages)
+        limits = self.limits
+        return analytics_envelopes(
+            messages, _ANALYTICS_TOPIC, limits.max_message_bytes, limits.max_records, MAX_NODE_BYTES
+        )
+
+    def declined_analytics(self, read: EnvelopeFields, payload: bytes) -> DecodedMessage | Rejection:
+        """An analytics payload whose envelope `analytics_envelopes` read and whose records the
+        native core declined: decoded the reference way (its rejection, if any, says why)."""
+        return self._reference_analytics(_read_envelope(read), payload)
 
     def _reference_analytics(self, envelope: Envelope, payload: bytes) -> DecodedMessage | Rejection:
         """An analytics payload the native core declined, decoded the reference way into columns."""
@@ -309,6 +330,11 @@ def json_array_exceeds(payload: bytes, limit: int) -> bool:
     decoder that runs next rejects it.
     """
     return native_json_array_exceeds(payload, limit)
+
+
+def _read_envelope(read: EnvelopeFields) -> Envelope:
+    node, boot, seq, sent, count = read
+    return Envelope(PROTOCOL_VERSION, node, boot, seq, sent, count, ENCODING_MSGPACK)
 
 
 def _message_rejection(

@@ -95,7 +95,9 @@ class Observation:
     implausible_jump: bool = False
 
 
-_NEXT: Final = Observation(Verdict.ACCEPT, 0, False)
+# What observe() returns for a message that loses, jumps and starts nothing: the common case,
+# which a caller on the per-message path can tell by identity and skip.
+IN_ORDER: Final = Observation(Verdict.ACCEPT, 0, False)
 _DUPLICATE: Final = Observation(Verdict.DUPLICATE, 0, False)
 
 
@@ -170,7 +172,7 @@ class SequenceTracker:
             current.high = seq
             state.accepted += 1
             current.used = state.accepted
-            return _NEXT
+            return IN_ORDER
         return self._observe_runs(state, seq)
 
     @staticmethod
@@ -206,7 +208,7 @@ class SequenceTracker:
         run.used = state.accepted
         state.current = run
         state.lost += lost
-        return Observation(Verdict.ACCEPT, lost, False, jumped) if lost or jumped else _NEXT
+        return Observation(Verdict.ACCEPT, lost, False, jumped) if lost or jumped else IN_ORDER
 
     def _shrink(self) -> None:
         """Forget the incarnations heard least (the newest among equals) down to 90 % of the bound:

@@ -139,8 +139,7 @@ class PartitionProcessor:
         self._active_at = time.monotonic()
         received_ns = timestamp_ms * 1_000_000
         carried = messages_of(value, headers)
-        for frames in carried:
-            self.ingestor.replay(frames, received_ns)
+        self.ingestor.ingest_many(carried, [received_ns] * len(carried))
         if self._first is None:
             self._first = offset
         self._last = offset

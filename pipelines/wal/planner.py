@@ -153,18 +153,24 @@ class RangePlanner:
             live = self.live
             if live is None or not live.open:
                 return
-            replay = self.ingestor.replay
+            taken: list[WalRecord] = []
             for record in records:
-                if record.position < live.end:
+                if record.position < live.end + len(taken):
                     continue  # logged before the range opened: a read-back takes it
-                if record.position > live.end:
+                if record.position > live.end + len(taken):
                     # Cannot happen while the tap sees every write; if it did, the log has them.
-                    live.close(f"records not contiguous at {live.end}, got {record.position}")
-                    return
-                replay(record.frames, record.received_ns)
-                live.chain = chain_digest(live.chain, record)
-                live.end += 1
-                live.last_received_ns = record.received_ns
+                    live.close(f"records not contiguous at {live.end + len(taken)}, got {record.position}")
+                    break
+                taken.append(record)
+            if not taken:
+                return
+            self._replay(taken)
+            chain = live.chain
+            for record in taken:
+                chain = chain_digest(chain, record)
+            live.chain = chain
+            live.end += len(taken)
+            live.last_received_ns = taken[-1].received_ns
 
     def go_live(self) -> None:
         """With everything in the log flushed: decode what is logged next as it comes."""
@@ -236,8 +242,9 @@ class RangePlanner:
 
     def _replay(self, records: Sequence[WalRecord]) -> list[bool]:
         """Each record through the ingestor; whether each message was accepted (what the archive keeps)."""
-        replay = self.ingestor.replay
-        return [replay(record.frames, record.received_ns) for record in records]
+        return self.ingestor.ingest_many(
+            [record.frames for record in records], [record.received_ns for record in records]
+        )
 
     def _take_live(self) -> Flight | None:
         """Cut the live range where the tap is now; None if it holds no record."""

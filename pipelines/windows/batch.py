@@ -178,6 +178,33 @@ class PendingMessages:
         else:
             self.records[kind].extend(records)
 
+    def add_analytics_payloads(
+        self,
+        payloads: list[bytes],
+        counts: list[int],
+        *,
+        node: list[str],
+        boot: list[int],
+        sent_ns: list[int],
+        received_ns: list[int],
+        lost: list[int],
+    ) -> int:
+        """Accepted analytics messages whose payloads are still to decode, decoded natively straight
+        into the flush's columns, in order, until one is declined (FlushColumns.append_payloads);
+        how many were added. The one declined and those after it are not added: the caller decodes
+        that one the reference way (and adds it with `add`) before the rest, so records stay in
+        the order of their messages."""
+        added = self.analytics.append_payloads(payloads, counts)
+        self.node += node[:added]
+        self.received_ns += received_ns[:added]
+        self.lost += lost[:added]
+        self.boot += boot[:added]
+        self.sent_ns += sent_ns[:added]
+        self.kind += [TopicKind.ANALYTICS] * added
+        self.record_count += counts[:added]
+        self.rejected += [False] * added
+        return added
+
     def add_rejected(self, *, node: str, boot: int, received_ns: int, lost: int) -> None:
         """A message refused as a whole whose envelope was read: received, so not lost.
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines._native import MessageColumns, decode_analytics_message
+from pipelines._native import MessageColumns, analytics_envelopes
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
 from pipelines.firehose.protocol import TOPIC_ANALYTICS, RejectReason
 from pipelines.firehose.timestamps import to_ns_array
@@ -254,7 +254,7 @@ def test_a_worker_decodes_damaged_messages_as_the_reference_does(
     assert got == expected
 
 
-# The envelope: the native core reads it with the payload in one call (decode_analytics_message)
+# The envelope: the native core reads those of many messages in one call (analytics_envelopes)
 # and must read it as the reference does, or decline.
 
 good_envelope = {
@@ -366,7 +366,9 @@ def test_damaged_envelopes_are_read_as_the_reference_reads_them(
 def test_a_repeated_envelope_key_is_left_to_the_reference() -> None:
     envelope = msgpack.packb({**_ENVELOPE, "count": 0})
     repeated = bytes([envelope[0] + 1]) + envelope[1:] + b"\xa3seq\x05"  # one key more: seq again
-    assert decode_analytics_message(repeated, pack([]), 10, 128) is None
+    assert analytics_envelopes(
+        [[TOPIC_ANALYTICS.encode(), repeated, pack([])]], TOPIC_ANALYTICS.encode(), 2**20, 10, 128
+    ) == [None]
     got, expected = decoded_with_envelope(repeated, pack([]))
     assert got == expected
 
@@ -374,8 +376,7 @@ def test_a_repeated_envelope_key_is_left_to_the_reference() -> None:
 def test_the_messages_tykpulse_publishes_are_read_natively() -> None:
     records = [{"timestamp": 1, "org_id": "o", "api_id": "a", "response_code": 200}]
     frames = firehose_message(TOPIC_ANALYTICS, records, node="gw-1", seq=3)
-    read = decode_analytics_message(frames[1], frames[2], 100_000, 128)
-    assert read is not None
-    assert read[:5] == ("gw-1", 1, 3, 0, 1)
+    read = analytics_envelopes([frames], TOPIC_ANALYTICS.encode(), 2**20, 100_000, 128)
+    assert read == [("gw-1", 1, 3, 0, 1)]
     got, expected = decoded_with_envelope(frames[1], frames[2])
     assert got == expected
