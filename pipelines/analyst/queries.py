@@ -25,6 +25,11 @@ RATE_LIMIT_EVENTS: Final = ("RatelimitExceeded", "OrgRateLimitExceeded")
 QUOTA_EVENTS: Final = ("QuotaExceeded", "OrgQuotaExceeded")
 # limits of a whole org: Tyk names no API in them (the handler that carried one does)
 ORG_LIMIT_EVENTS: Final = ("OrgRateLimitExceeded", "OrgQuotaExceeded")
+# The keys limited, merged over a group's rows. Tyk gives an org-level event the org id as its key
+# (fact sheet 3.3): merged with an API's keys, each org hit one key more than were limited.
+_API_KEYS: Final = (
+    f"{DISTINCT_FUNCTION}MergeIf(v.distinct_keys, v.event_type NOT IN {{org_events:Array(String)}})"
+)
 
 
 def _pandas_dtype(clickhouse_type: str) -> str:
@@ -83,18 +88,23 @@ def rate_limit_hits(client: Any, scope: Scope, *, by: str = "api_id") -> pd.Data
 
     `distinct_keys`: the distinct keys refused in the window and `by` group (its
     rows' key states merged: a key refused under two event types or orgs counts once).
+    Organisation-level events add none: the key Tyk gives them is the org id.
     """
     if by not in ("api_id", "org_id", "event_type"):
         msg = f"by must be 'api_id', 'org_id' or 'event_type', got {by!r}"
         raise ValueError(msg)
     where, params = scope.where()
-    params.update(rate_events=list(RATE_LIMIT_EVENTS), quota_events=list(QUOTA_EVENTS))
+    params.update(
+        rate_events=list(RATE_LIMIT_EVENTS),
+        quota_events=list(QUOTA_EVENTS),
+        org_events=list(ORG_LIMIT_EVENTS),
+    )
     sql = f"""
         SELECT window_start, {by},
                sum(hits) AS hits,
                sumIf(v.hits, v.event_type IN {{rate_events:Array(String)}}) AS rate_limited,
                sumIf(v.hits, v.event_type IN {{quota_events:Array(String)}}) AS quota_exceeded,
-               {DISTINCT_FUNCTION}Merge(v.distinct_keys) AS distinct_keys
+               {_API_KEYS} AS distinct_keys
         FROM {scope.state("rate_limit_hits")} AS v{where}
         GROUP BY window_start, {by} ORDER BY window_start, {by}"""
     return _frame(client, sql, params)
@@ -110,7 +120,7 @@ def rate_limited_apis(client: Any, scope: Scope, *, limit: int = 10) -> pd.DataF
     `requests` are the org's over all its APIs. `limited_share` is the share of requests
     that hit a limit: with throttling, some of them were still served after retries
     (`status_429` counts those refused). `peak_keys_per_window`: the most distinct keys
-    limited in one window (across event types).
+    limited in one window (across event types; 0 on the org-level rows: their events name no key).
     """
     where, params = scope.where()
     params.update(
@@ -130,7 +140,7 @@ def rate_limited_apis(client: Any, scope: Scope, *, limit: int = 10) -> pd.DataF
                    sum(hits) AS hits,
                    sumIf(v.hits, v.event_type IN {{rate_events:Array(String)}}) AS rate_limited,
                    sumIf(v.hits, v.event_type IN {{quota_events:Array(String)}}) AS quota_exceeded,
-                   {DISTINCT_FUNCTION}Merge(v.distinct_keys) AS keys
+                   {_API_KEYS} AS keys
             FROM {scope.state("rate_limit_hits")} AS v{where}
             GROUP BY window_start, org_id, series_api
         ) AS w
