@@ -56,7 +56,7 @@ class FirehoseSettings(EnvSettings):
 class WorkerSettings(EnvSettings):
     """How a worker windows, aggregates and flushes."""
 
-    window_seconds: int = Field(default=60, description="Tumbling event-time window width; divides 3600.")
+    window_seconds: int = Field(default=60, description="Tumbling event-time window width; divides 60.")
     flush_interval_s: float = Field(default=1.0, gt=0, description="Seconds between flushes to ClickHouse.")
     drain_timeout_s: float = Field(
         default=2.0, ge=0, description="On shutdown, keep receiving until the firehose is quiet this long."

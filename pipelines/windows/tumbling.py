@@ -1,8 +1,8 @@
 """Tumbling event-time windows as pure functions of a timestamp.
 
 A window is identified by its start, in whole UTC seconds. Windows must tile
-an hour exactly (the width divides 3600) so that hourly rollups inside
-ClickHouse are sums of whole windows.
+a minute exactly (the width divides 60) so that the per-minute and hourly
+rollups inside ClickHouse are sums of whole windows.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ class TumblingWindows:
     width_s: int = 60
 
     def __post_init__(self) -> None:
-        if not 1 <= self.width_s <= 3600 or 3600 % self.width_s:
-            msg = f"window width must divide 3600 seconds, got {self.width_s}"
+        # The `_1m` tables take a window's start to its minute: a wider window landed whole in
+        # one of them (five minutes of requests read as one minute's, per-minute alert rates 5x).
+        if not 1 <= self.width_s <= 60 or 60 % self.width_s:
+            msg = f"window width must divide 60 seconds, got {self.width_s}"
             raise ConfigurationError(msg)
 
     def start_s(self, ts_ns: int) -> int:

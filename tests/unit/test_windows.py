@@ -29,7 +29,14 @@ def test_widths_must_tile_an_hour(width: int) -> None:
         TumblingWindows(width)
 
 
-@pytest.mark.parametrize("width", [1, 10, 60, 300, 3600])
+@pytest.mark.parametrize("width", [120, 300, 900, 3600])
+def test_widths_must_tile_a_minute(width: int) -> None:
+    # the `_1m` tables would hold a whole window under one minute (traffic_1m: 5 minutes of requests)
+    with pytest.raises(ConfigurationError):
+        TumblingWindows(width)
+
+
+@pytest.mark.parametrize("width", [1, 10, 15, 30, 60])
 def test_valid_widths(width: int) -> None:
     assert TumblingWindows(width).start_s(T0_NS + 3599 * 10**9) % width == 0
 
