@@ -1,7 +1,8 @@
 """WorkerWatch: what a runner reports as it flushes, and what metrics, /healthz and status read.
 
 A runner calls tick() on every flush tick (publisher staleness is decided
-there, even when nothing arrives), took() with every batch, wrote() or
+there when no batch was taken since the last tick, so even when nothing
+arrives) and took() with every batch (decided there, with what it held), wrote() or
 failed() per sink write and settled() at the end of every tick. The watch
 owns the publisher liveness tracker and the Prometheus metrics; it never
 touches the hot receive path (it reads the Ingestor's running totals).
@@ -58,15 +59,26 @@ class WorkerWatch:
         self._started = time.monotonic()
         self._last_ok = time.monotonic()
         self._lock = threading.Lock()
+        self._took_since_tick = False
 
     # ------------------------------------------------------------------ runner side
     def tick(self) -> None:
+        """A flush tick: judge publishers' silence now, unless a batch was taken since the last
+        tick (took() judged it then). Between two takes, messages received are not yet known here:
+        judged now, a flush slower than a publisher's stale limit (three heartbeat intervals)
+        made publishers that kept talking stale, then live again at the next take."""
         with self._lock:
+            if self._took_since_tick:
+                self._took_since_tick = False
+                return
             self.liveness.check()
 
     def took(self, batch: Batch) -> None:
+        """A batch taken: what it holds is what was heard until now, so silence is judged now."""
         with self._lock:
             self.liveness.update(batch)
+            self.liveness.check()
+            self._took_since_tick = True
 
     def paused(self) -> None:
         self.receiver_paused += 1

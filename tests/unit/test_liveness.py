@@ -8,6 +8,7 @@ import pytest
 
 from pipelines.firehose.liveness import PublisherLiveness
 from pipelines.ingest import Ingestor
+from pipelines.observe.watch import WorkerWatch
 from pipelines.windows.batch import Batch
 from tests.conftest import T0_NS
 from tests.helpers import message
@@ -133,3 +134,30 @@ def test_a_restart_after_a_goodbye_is_live_and_a_kill_without_one_turns_stale() 
     assert states == {("gw", 1): "stopped", ("gw", 2): "live", ("other", 1): "live"}
     turned = liveness.check(T0_NS + 1_000 * MS)
     assert sorted((s.node, s.boot) for s in turned) == [("gw", 2), ("other", 1)]
+
+
+def test_a_slow_flush_does_not_make_a_talking_publisher_stale(caplog: pytest.LogCaptureFixture) -> None:
+    """Silence is judged with what the last take held: a flush tick after a flush slower than
+    three heartbeat intervals, messages received meanwhile not yet taken, is no silence."""
+    now = [T0_NS]
+    watch = WorkerWatch(Ingestor(), clock=lambda: now[0])
+    watch.took(batch(("gw", 1, 0, T0_NS), interval_ms=100))
+    now[0] = T0_NS + 700 * MS  # the flush took 700 ms; gw sent every 100 ms meanwhile
+    with caplog.at_level(logging.INFO):
+        watch.tick()
+        watch.took(batch(("gw", 1, 6, T0_NS + 690 * MS), interval_ms=100))
+        assert [s.stale for s in watch.publisher_states()] == [False]
+        now[0] = T0_NS + 1000 * MS  # then nothing at all: the next take (empty) judges it stale
+        watch.tick()
+        watch.took(Batch.empty())
+        assert [s.stale for s in watch.publisher_states()] == [True]
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("publisher stale node=gw" in line for line in lines) == 1
+    assert not any("live again" in line for line in lines)
+    # where nothing is taken (a log with nothing new), the next tick judges it
+    quiet = WorkerWatch(Ingestor(), clock=lambda: now[0])
+    quiet.took(batch(("gw", 1, 0, T0_NS + 1000 * MS), interval_ms=100))
+    quiet.tick()
+    now[0] = T0_NS + 1400 * MS
+    quiet.tick()
+    assert [s.stale for s in quiet.publisher_states()] == [True]
