@@ -113,8 +113,8 @@ class Ingestor:
         return self.ingest_many([frames], [received_ns])[0]
 
     def ingest_many(self, messages: Sequence[Sequence[bytes]], received_ns: Sequence[int]) -> list[bool]:
-        """Ingest messages received earlier, the n-th at received_ns[n], in order (a ReplayClock is
-        set to the last one's time); whether each was accepted, as ingest().
+        """Ingest messages in order, the n-th received at received_ns[n] (just now, or earlier: a
+        ReplayClock is set to the last one's time); whether each was accepted, as ingest().
 
         The way to hand over many messages: their analytics envelopes are read in one native
         call, and the payloads of a run of accepted ones decoded in another, where one call per
