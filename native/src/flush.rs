@@ -122,26 +122,37 @@ pub struct FlushColumns {
 }
 
 impl FlushColumns {
-    pub fn append(&mut self, message: &MessageColumns) {
-        self.timestamp_ns.extend_from_slice(&message.timestamp_ns);
-        self.org_id
-            .append(&message.org_id.values, &message.org_id.codes);
-        self.api_id
-            .append(&message.api_id.values, &message.api_id.codes);
-        self.response_code.extend_from_slice(&message.response_code);
-        self.latency_ms.extend_from_slice(&message.latency_ms);
+    pub fn append(&mut self, m: &MessageColumns) {
+        let ids = [
+            (&m.org_id.values[..], &m.org_id.codes[..]),
+            (&m.api_id.values, &m.api_id.codes),
+        ];
+        self.extend(&m.timestamp_ns, ids, &m.response_code, &m.latency_ms);
     }
 
     /// Columns decoded from a payload still borrowed (`decode::decode_analytics`), appended
     /// without owning its ids first.
-    pub fn append_decoded(&mut self, message: &AnalyticsColumns<'_>) {
-        self.timestamp_ns.extend_from_slice(&message.timestamp_ns);
-        self.org_id
-            .append(&message.org_id.values, &message.org_id.codes);
-        self.api_id
-            .append(&message.api_id.values, &message.api_id.codes);
-        self.response_code.extend_from_slice(&message.response_code);
-        self.latency_ms.extend_from_slice(&message.latency_ms);
+    pub fn append_decoded(&mut self, m: &AnalyticsColumns<'_>) {
+        let ids = [
+            (&m.org_id.values[..], &m.org_id.codes[..]),
+            (&m.api_id.values, &m.api_id.codes),
+        ];
+        self.extend(&m.timestamp_ns, ids, &m.response_code, &m.latency_ms);
+    }
+
+    /// One message's columns, its [org, api] ids as (distinct values, codes into them).
+    fn extend<S: AsRef<str>>(
+        &mut self,
+        timestamp_ns: &[i64],
+        [org_id, api_id]: [(&[S], &[u32]); 2],
+        response_code: &[i64],
+        latency_ms: &[i64],
+    ) {
+        self.timestamp_ns.extend_from_slice(timestamp_ns);
+        self.org_id.append(org_id.0, org_id.1);
+        self.api_id.append(api_id.0, api_id.1);
+        self.response_code.extend_from_slice(response_code);
+        self.latency_ms.extend_from_slice(latency_ms);
     }
 
     /// Msgpack analytics payloads, each of its count of records, decoded and appended in order
