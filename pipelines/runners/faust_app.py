@@ -50,6 +50,7 @@ from pipelines.ingest import Ingestor, NoticeCheck, build_ingestor
 from pipelines.keys import worker_with_key
 from pipelines.observe.faust_sensor import observe_worker
 from pipelines.runners.kafka_partition import Added, PartitionFlush, PartitionProcessor
+from pipelines.runners.kafka_probe import OffsetProbe
 from pipelines.runners.kafka_writer import KAFKA_DEAD_LETTER_FILE, FlushWriter
 from pipelines.security.notices import notice_check
 from pipelines.settings import (
@@ -114,6 +115,7 @@ class KafkaRollupRunner:
             self.sink, self.store, dead_letters, faust_settings.worker_retry_max_s
         )
         self.processors: dict[TP, PartitionProcessor] = {}
+        self.probe = OffsetProbe(kafka.kafka_bootstrap)
         # One thread decodes and aggregates and owns the processors' state between awaits; another
         # does every ClickHouse call, in order, so a chunk's inserts overlap the next chunk's decoding.
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tykpulse-rollups")
@@ -192,14 +194,24 @@ class KafkaRollupRunner:
         for tp, processor in stalled:
             end = ends.get(tp)
             if end is not None and end > processor.next_offset:
+                target = await self._past_holes(tp, processor, processor.next_offset)
+                if target >= end:
+                    continue  # nothing but markers up to the end: nothing to read yet
                 log.warning(
-                    "partition=%d idle with offsets %d-%d unread: seeking",
-                    tp.partition,
-                    processor.next_offset,
-                    end - 1,
+                    "partition=%d idle with offsets %d-%d unread: seeking", tp.partition, target, end - 1
                 )
                 processor.touch()
-                await seek(app.consumer, {tp: processor.next_offset})
+                await seek(app.consumer, {tp: target})
+
+    async def _past_holes(self, tp: TP, processor: PartitionProcessor, expected: int) -> int:
+        """Where to seek for `expected`: there, or at the next record the log holds after it when
+        the offsets from it hold none (a transaction marker), which the processor is told."""
+        found = await self.probe.next_offset(tp.topic, tp.partition, expected)
+        if found is None or found <= expected:
+            return expected
+        # in the rollups thread, which owns the processor: a chunk of its records may be in there
+        await self.in_thread(processor.skip_to, expected, found)
+        return processor.next_offset
 
     def _claim(self, tp: TP, earliest: int) -> PartitionProcessor:
         """Claim `tp` in ClickHouse (retrying while it is unreachable) and build its processor."""
@@ -259,7 +271,11 @@ class KafkaRollupRunner:
             return
         in_flight, self._in_flight = self._in_flight, None
         seeks = await in_flight
-        held = {tp: offset for tp, offset in seeks.items() if tp in self.processors}
+        held = {
+            tp: await self._past_holes(tp, self.processors[tp], offset)
+            for tp, offset in seeks.items()
+            if tp in self.processors
+        }
         if held:
             await seek(consumer, held)
 
@@ -366,6 +382,7 @@ def create_app(
 
     async def shutdown(sender: Any, /, *_: Any, signal: Any = None, **__: Any) -> None:
         runner.close()
+        await runner.probe.close()
 
     app.on_before_shutdown.connect(shutdown)
 

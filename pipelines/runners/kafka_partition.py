@@ -17,7 +17,9 @@ partial rollups under the same token. Three things make that so:
 
 Records below the next expected offset already landed and are skipped;
 records above it mean Kafka's committed offset is ahead of ClickHouse, so the
-processor asks for a seek back and ignores records until the expected one.
+processor asks for a seek back and ignores records until the expected one, or
+that the expected offset holds no record (a transaction marker), which the
+runner finds out from the log itself and tells it (skip_to).
 """
 
 from __future__ import annotations
@@ -146,6 +148,23 @@ class PartitionProcessor:
         self._messages += len(carried)
         self.next_offset = offset + 1
         return Added.ACCEPTED
+
+    def skip_to(self, expected: int, found: int) -> bool:
+        """Expect `found` next instead of `expected`, when a reader of the log starting at `expected`
+        is handed `found` first (pipelines.runners.kafka_probe): the offsets between hold no record,
+        a transaction marker for one. False if the processor has moved on since it asked."""
+        if self.next_offset != expected or found <= expected:
+            return False
+        log.warning(
+            "partition=%s offsets %d-%d hold no record (transaction markers, or removed): going on at %d",
+            self.label,
+            expected,
+            found - 1,
+            found,
+        )
+        self.next_offset = found
+        self._active_at = time.monotonic()
+        return True
 
     @property
     def at_redo_end(self) -> bool:

@@ -4,6 +4,8 @@ The consumer group's committed offsets are set to the end of the topic before th
 starts, as if another tool had committed them: the worker must still process everything, because
 ClickHouse holds no position yet. A second start (same group, same database; this time by Faust's
 own command line, `faust -A pipelines.runners.faust_app worker`) and more records must land exactly once.
+
+A transaction's commit marker takes an offset no consumer is handed: a worker must go on past it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,15 @@ from tests.harness.kafka.broker import KafkaBroker
 from tests.harness.processes import free_port
 from tests.helpers import analytics
 from tests.helpers import message as firehose_message
-from tests.integration.scaleout import Processes, ingest_health, topic_partitions, wait_until, worker_status
+from tests.integration.scaleout import (
+    Processes,
+    end_offsets,
+    ingest_health,
+    read_topic,
+    topic_partitions,
+    wait_until,
+    worker_status,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 # A worker refuses records stamped more than max_past_s (7 days) before its clock, so the
@@ -49,6 +60,21 @@ async def produce(bootstrap: str, topic: str, seqs: range) -> None:
                 record = to_record(frames, read_envelope(frames[1]))
                 sends.append(await producer.send(topic, record.value, key=record.key, headers=record.headers))
         await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
+async def produce_in_transaction(bootstrap: str, topic: str, partitions: int) -> None:
+    """A message of node `tx<p>` in each partition, in one transaction: its commit marker follows."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"tx-{uuid.uuid4().hex}")
+    await producer.start()
+    try:
+        async with producer.transaction():
+            for partition in range(partitions):
+                records = [analytics(RECENT_NS + i, api=f"a{i}") for i in range(PER_MESSAGE)]
+                frames = firehose_message("tyk.analytics", records, node=f"tx{partition}", seq=0)
+                record = to_record(frames, read_envelope(frames[1]))
+                await producer.send(topic, record.value, headers=record.headers, partition=partition)
     finally:
         await producer.stop()
 
@@ -80,9 +106,12 @@ def run_worker(
     expected_messages: int,
     *,
     faust_cli: bool = False,
+    landed: int | None = None,
 ) -> None:
     """A worker until its status shows `expected_messages` offsets, then SIGTERM: `tykpulse worker`,
-    or with faust_cli the same app as Faust's own command line runs it (settings from TYKPULSE_*)."""
+    or with faust_cli the same app as Faust's own command line runs it (settings from TYKPULSE_*).
+    With `landed`, it waits until that many offsets are in ClickHouse too (the last record of each
+    partition flushed), as a SIGTERM before the write thread takes a flush drops it."""
     port = free_port()
     settings = {
         "kafka_bootstrap": broker.bootstrap,
@@ -103,7 +132,11 @@ def run_worker(
 
     def written() -> Any:
         status = worker_status(port)
-        return status and sum(p["next_offset"] for p in status["partitions"].values()) >= expected_messages
+        if not status:
+            return False
+        partitions = status["partitions"].values()
+        read = sum(p["next_offset"] for p in partitions) >= expected_messages
+        return read and (landed is None or sum(p["landed_offset"] + 1 for p in partitions) >= landed)
 
     wait_until(written, f"the worker to reach {expected_messages} offsets", 180)
     procs.procs["worker"].send_signal(signal.SIGTERM)
@@ -144,3 +177,23 @@ def test_clickhouse_not_kafka_says_where_to_resume(
     assert health == {node: (55, 55 * PER_MESSAGE, 5, 0) for node in NODES}
     assert requests == 55 * len(NODES) * PER_MESSAGE
     assert "partitions assigned" in processes.log("worker")
+
+
+def test_a_transaction_marker_does_not_stop_a_partition(
+    kafka_broker: KafkaBroker, kafka_topic: str, processes: Processes, tmp_path: Path
+) -> None:
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    asyncio.run(produce(kafka_broker.bootstrap, kafka_topic, range(10)))
+    asyncio.run(produce_in_transaction(kafka_broker.bootstrap, kafka_topic, 4))
+    asyncio.run(produce(kafka_broker.bootstrap, kafka_topic, range(10, 20)))
+    # every offset but the four markers holds a record: the worker reads up to the end of each
+    # partition, and the last record of each lands
+    last = {r.partition: r.offset for r in read_topic(kafka_broker.bootstrap, kafka_topic)}
+    end = end_offsets(kafka_broker.bootstrap, kafka_topic)
+    run_worker(processes, kafka_broker, kafka_topic, dsn, end, landed=sum(o + 1 for o in last.values()))
+    health, requests = landed(dsn)
+    assert health == {
+        **{node: (20, 20 * PER_MESSAGE, 0, 0) for node in NODES},
+        **{f"tx{p}": (1, PER_MESSAGE, 0, 0) for p in range(4)},
+    }
+    assert requests == (20 * len(NODES) + 4) * PER_MESSAGE

@@ -153,6 +153,19 @@ def test_offsets_ahead_of_clickhouse_ask_for_one_seek_then_wait() -> None:
     assert processor.next_offset == 3
 
 
+def test_offsets_that_hold_no_record_are_passed_once_the_log_says_so() -> None:
+    log = log_of(4)
+    processor = PartitionProcessor(claimed(), make_ingestor)
+    assert feed(processor, log[:2]) == [Added.ACCEPTED] * 2
+    # offset 2 is a transaction's commit marker: the next record a reader is handed is at 3
+    assert processor.add(3, log[2][1], log[2][2].value, log[2][2].headers) is Added.SEEK
+    assert not processor.skip_to(1, 3)  # asked about an offset it no longer expects
+    assert processor.skip_to(2, 3)
+    assert processor.add(3, log[2][1], log[2][2].value, log[2][2].headers) is Added.ACCEPTED
+    flush = processor.take_flush()
+    assert (flush.position.first_offset, flush.position.last_offset, flush.messages) == (0, 3, 3)
+
+
 def test_receive_time_is_the_kafka_timestamp_not_the_worker_clock() -> None:
     processor = PartitionProcessor(claimed(), make_ingestor)
     feed(processor, log_of(3))
