@@ -294,7 +294,7 @@ class KafkaRollupRunner:
             added = processor.add(offset, timestamp_ms, value, list(headers))
             if added is Added.SEEK:
                 seeks[tp] = processor.next_offset
-            elif processor.at_redo_end:
+            elif processor.at_redo_end or (processor.full and processor.can_flush):
                 self._flush(processor)
         for processor in list(self.processors.values()):
             if processor.can_flush and not processor.revoked:

@@ -172,6 +172,13 @@ class PartitionProcessor:
         return self.redo_until is not None and self._last >= self.redo_until
 
     @property
+    def full(self) -> bool:
+        """As many records and rejections buffered as the Ingestor's bound (--max-pending-records):
+        flush before the next record (a flush may end at any record). A chunk holds far more: up to
+        5,000 records, and a 300-byte lz4 record of 65,536 empty messages buffers ~12 MB of rejections."""
+        return self.ingestor.pending_records >= self.ingestor.max_pending_records
+
+    @property
     def can_flush(self) -> bool:
         return self._first is not None and (self.redo_until is None or self.at_redo_end)
 
