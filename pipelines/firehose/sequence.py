@@ -77,6 +77,11 @@ class PublisherSequence:
     duplicates: int = 0
 
     @property
+    def covered(self) -> int:
+        """How many seqs its runs hold: as many messages at least were heard from it."""
+        return sum(run.high - run.low + 1 for run in self.runs)
+
+    @property
     def last_seq(self) -> int:
         """The latest seq of the run that grew last (what a checkpoint keeps)."""
         return self.current.high
@@ -250,17 +255,14 @@ class SequenceTracker:
 
     def positions(self, *, boots_per_node: int | None = None) -> list[SequencePosition]:
         """The tracker as a checkpoint keeps it, sorted (the same state always looks the same);
-        with `boots_per_node`, only that many incarnations per node: those heard most, the
-        newest among equals."""
+        with `boots_per_node`, only that many incarnations per node (see _kept)."""
         states: Iterable[PublisherSequence] = self._by_key.values()
         if boots_per_node is not None:
             by_node: dict[str, list[PublisherSequence]] = {}
             for state in states:
                 by_node.setdefault(state.node, []).append(state)
             states = [
-                state
-                for incarnations in by_node.values()
-                for state in sorted(incarnations, key=lambda s: (-s.accepted, -s.boot))[:boots_per_node]
+                state for incarnations in by_node.values() for state in _kept(incarnations, boots_per_node)
             ]
         ordered = sorted(states, key=lambda s: (s.node, s.boot))
         return [SequencePosition(s.node, s.boot, s.last_seq, runs=s.run_bounds()) for s in ordered]
@@ -274,3 +276,13 @@ class SequenceTracker:
         tracker = cls()
         tracker.restore_positions(positions)
         return tracker
+
+
+def _kept(incarnations: list[PublisherSequence], count: int) -> list[PublisherSequence]:
+    """The incarnation heard most since the tracker was built or restored, then those whose runs
+    hold the most seqs; the newest among equals. A restored tracker has heard nothing yet: ranked
+    by that alone, two messages under a quiet node's name with other boots, in one Kafka flush
+    range, took both places and erased the publisher's own sequence at the flush. Now they can
+    take the first place only; the second needs more seqs than the publisher was ever heard with."""
+    busiest = sorted(incarnations, key=lambda s: (-s.accepted, -s.boot))
+    return busiest[:1] + sorted(busiest[1:], key=lambda s: (-s.covered, -s.boot))[: count - 1]

@@ -10,8 +10,8 @@ partial rollups under the same token. Three things make that so:
 - receive time is the record's Kafka timestamp (when the bridge received the
   message), not the worker's clock; the Ingestor's clock is that timestamp too;
 - the sequence state before each range is recorded with the range and
-  restored from it (pruned to the two boots per node heard most, in memory and
-  in the record alike);
+  restored from it (pruned to two boots per node, in memory and in the record
+  alike: the one heard most in the range and the one with the most seqs seen);
 - a claimed, possibly half-written range is redone exactly: records are taken
   up to its last offset and flushed there, before anything else.
 
@@ -63,9 +63,9 @@ BOOTS_PER_NODE: Final = 2
 
 
 def snapshot(tracker: SequenceTracker) -> SequenceState:
-    """The tracker's positions (the two boots per node heard most) as the columns of a Kafka
-    position row. Two, not the newest: a forged envelope with a newer boot under a node's name
-    would otherwise erase the real publisher's sequence at every flush."""
+    """The tracker's positions (two boots per node, SequenceTracker.positions) as the columns of a
+    Kafka position row. Two, not the newest: a forged envelope with a newer boot under a node's
+    name would otherwise erase the real publisher's sequence at every flush."""
     positions = tracker.positions(boots_per_node=BOOTS_PER_NODE)
     return SequenceState(
         tuple(p.node for p in positions),

@@ -102,6 +102,31 @@ def test_snapshot_keeps_the_two_boots_per_node_heard_most_and_restores() -> None
     assert restore(old).observe("a", 2, 8).verdict is Verdict.DUPLICATE
 
 
+def test_two_forged_boots_in_a_quiet_range_do_not_erase_the_publishers_sequence() -> None:
+    # Found by attack on the Kafka path: a restored tracker has heard no one, so two records under
+    # a node's name with other boots, in a flush range where the node itself was quiet, were "the
+    # two boots heard most" and the publisher's own runs were gone after that flush: a copy of one
+    # of its messages counted again, and a gap of 5 counted as 9.
+    processor = PartitionProcessor(claimed(), make_ingestor)
+    offsets = iter(range(100))
+
+    def send(boot: int, seq: int) -> None:
+        frames = message("tyk.analytics", [analytics(T0_NS + seq * 10**9)], node="gw", boot=boot, seq=seq)
+        record = to_record(frames, read_envelope(frames[1]))
+        processor.add(next(offsets), T0_NS // MS + seq * 1000, record.value, record.headers)
+
+    for seq in range(10):
+        send(1, seq)
+    processor.take_flush()
+    send(5, 0)  # forged
+    send(6, 0)  # forged
+    processor.take_flush()
+    send(1, 5)  # a copy of a message already counted
+    send(1, 15)  # 10-14 never arrived
+    health = tables(processor.take_flush())["ingest_health"]
+    assert [(row["messages"], row["lost_messages"]) for row in health] == [(1, 5)]
+
+
 def test_a_copy_of_a_message_flushed_before_is_a_duplicate_and_no_loss() -> None:
     # Found by attack on a real broker: the tracker restored after every flush held the last seq
     # alone, so the bridge's copy of seq 5 after seqs 0-9 were flushed was counted again, and the
