@@ -40,6 +40,11 @@ TABLE_ALREADY_EXISTS: Final = 57
 _DEDUP_SETTINGS: Final = {"deduplicate_blocks_in_dependent_materialized_views": 1, "insert_deduplicate": 1}
 # Through a Distributed table, an insert returns only once every shard has its rows (and their tokens).
 _CLUSTER_SETTINGS: Final = {"distributed_foreground_insert": 1}
+# A flush may hold windows of any month (a partition of the state tables each): on the Kafka path a
+# receive time is the record's timestamp, which its producer sets, and 101 records a month apart made
+# every attempt of their flush fail (252 TOO_MANY_PARTS, retried as a limit) and stopped the partition
+# for good. A window is a DateTime, so the months there can be are bounded anyway (1970-2106).
+_PARTITION_SETTINGS: Final = {"max_partitions_per_insert_block": 0}
 
 
 # ClickHouse error codes that prove the rows (or their shape) are bad: retrying the same
@@ -134,7 +139,11 @@ class ClickHouseSink:
         self.database = settings.clickhouse_database
         self.target = parse_dsn(settings.clickhouse_dsn)
         self.layout = ClusterLayout(settings.clickhouse_cluster) if settings.clickhouse_cluster else None
-        self._insert_settings = {**_DEDUP_SETTINGS, **(_CLUSTER_SETTINGS if self.layout else {})}
+        self._insert_settings = {
+            **_DEDUP_SETTINGS,
+            **_PARTITION_SETTINGS,
+            **(_CLUSTER_SETTINGS if self.layout else {}),
+        }
         self._client: Any = None
         self._sync: FilesystemSync | None = None
 

@@ -46,6 +46,15 @@ def empty_bundle(offset: int) -> Record:
     return (TP(TOPIC, 0), offset, T0_NS // MS, EMPTY_BUNDLE, [(HEADER_BUNDLE, b"65536")])
 
 
+def forged_month(offset: int, months_back: int) -> Record:
+    """A message whose Kafka timestamp (its receive time, set by whoever produced it) is a month
+    further back for each record."""
+    received_ns = T0_NS - months_back * 31 * 86_400 * 10**9
+    frames = message("tyk.analytics", [analytics(received_ns)], node="forger", seq=offset)
+    record = to_record(frames, read_envelope(frames[1]))
+    return (TP(TOPIC, 0), offset, received_ns // MS, record.value, record.headers)
+
+
 def health(runner: KafkaRollupRunner) -> list[Any]:
     query = (
         f"SELECT node_id, sum(messages), sum(records), sum(rejected) FROM {runner.sink.database}"
@@ -66,3 +75,15 @@ def test_a_chunk_of_bundles_is_flushed_within_the_pending_bound(runner: KafkaRol
     assert runner.writer.stats.flushes >= 4
     assert health(runner) == [("", 0, 0, 8 * MAX_BUNDLE_MESSAGES), ("gw1", 2, 8, 0)]
     assert runner.processors[tp].landed_offset == 9
+
+
+def test_a_flush_spanning_many_months_lands(runner: KafkaRollupRunner) -> None:
+    # Found by attack: 150 records a month apart made every insert of their flush fail with
+    # "Too many partitions for single INSERT block" (252, retried as a limit), forever.
+    tp = TP(TOPIC, 0)
+    runner.processors[tp] = runner._claim(tp, 0)
+    runner.process([good(0, 0), *(forged_month(offset, offset) for offset in range(1, 151)), good(151, 1)])
+    assert runner._last_write is not None
+    runner._last_write.result(timeout=120)
+    assert runner.processors[tp].landed_offset == 151
+    assert health(runner)[-1] == ("gw1", 2, 8, 0)
