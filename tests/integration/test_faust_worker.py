@@ -165,14 +165,16 @@ def test_clickhouse_not_kafka_says_where_to_resume(
     # Kafka's committed offsets say "all read": only ClickHouse's (empty) positions can
     # make the worker read the 40 messages, whether it seeks at assignment or on delivery.
     asyncio.run(commit_at_end(kafka_broker.bootstrap, kafka_topic, f"g-{kafka_topic}"))
-    run_worker(processes, kafka_broker, kafka_topic, dsn, 40 * len(NODES))
+    run_worker(processes, kafka_broker, kafka_topic, dsn, 40 * len(NODES), landed=40 * len(NODES))
     health, requests = landed(dsn)
     assert health == {node: (40, 40 * PER_MESSAGE, 0, 0) for node in NODES}
     assert requests == 40 * len(NODES) * PER_MESSAGE
 
     asyncio.run(produce(kafka_broker.bootstrap, kafka_topic, range(45, 60)))  # seqs 40..44 never sent
     # the second start through Faust's own command line: the same app, endpoint and exactly-once
-    run_worker(processes, kafka_broker, kafka_topic, dsn, 55 * len(NODES), faust_cli=True)
+    run_worker(
+        processes, kafka_broker, kafka_topic, dsn, 55 * len(NODES), faust_cli=True, landed=55 * len(NODES)
+    )
     health, requests = landed(dsn)
     assert health == {node: (55, 55 * PER_MESSAGE, 5, 0) for node in NODES}
     assert requests == 55 * len(NODES) * PER_MESSAGE
