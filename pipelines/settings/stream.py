@@ -81,7 +81,8 @@ class WorkerSettings(EnvSettings):
         gt=0,
         description="Records buffered between flushes; when full the receiver stops reading and "
         "ZeroMQ drops at its high-water mark (seen as sequence gaps). With the write-ahead log, not "
-        "while ClickHouse writes fail: the log takes what arrives then.",
+        "while ClickHouse writes fail: the log takes what arrives then. A Kafka worker flushes a "
+        "partition once this many wait.",
     )
 
 
