@@ -81,7 +81,11 @@ _SHORT_BODY_BYTES: Final = 64 * 1024
 _SHUTDOWN_DRAIN_S: Final = 10.0
 _ACCEPT_METHODS: Final = frozenset({b"POST", b"PUT", b"PATCH"})
 # Connections asyncio accepts in one go (and the listen queue): descriptors used before any is served.
-_ACCEPT_BACKLOG: Final = 512
+_ACCEPT_BACKLOG: Final = 128
+# Accept bursts before the first connection of a burst can make room (_evict): its transport is
+# made one loop turn after the accept, its handler runs the next, its victim closes the one after.
+# A starved loop finds the listen queue full at each of those turns.
+_BURSTS_BEFORE_ROOM: Final = 3
 # Descriptors the process needs besides connections (ZeroMQ, the metrics endpoint, logs).
 _SPARE_DESCRIPTORS: Final = 64
 
@@ -548,7 +552,10 @@ def connection_budget(max_connections: int) -> int:
     The soft limit is raised to the hard one first (as Go programs do at start). Connections past
     the limit were never refused by the cap: accept() failed with EMFILE, and asyncio logged a
     traceback for each of up to _ACCEPT_BACKLOG attempts at every wake-up (34 MB of log in 15 s,
-    the loop too busy to answer, for as long as a peer held its connections open).
+    the loop too busy to answer, for as long as a peer held its connections open). Room is kept for
+    the bursts accepted before a new connection can evict an idle one (_BURSTS_BEFORE_ROOM): with
+    one burst of 512 kept, a loop slowed by other work accepted a second before the first evicted
+    anything, and 1,000 idle connections still hit the limit.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
@@ -557,7 +564,7 @@ def connection_budget(max_connections: int) -> int:
             soft = hard
     if soft == resource.RLIM_INFINITY:
         return max_connections
-    budget = max(1, soft - _ACCEPT_BACKLOG - _SPARE_DESCRIPTORS)
+    budget = max(1, soft - _BURSTS_BEFORE_ROOM * _ACCEPT_BACKLOG - _SPARE_DESCRIPTORS)
     if budget < max_connections:
         log.warning(
             "--max-connections %d lowered to %d: the descriptor limit is %d (raise it, e.g. LimitNOFILE)",

@@ -594,7 +594,7 @@ def test_idle_connections_cannot_exhaust_the_descriptor_limit(tmp_path: Path) ->
         proc.wait(30)
     log = stderr.read_text(errors="replace")
     assert "out of system resource" not in log, f"{len(log)} bytes of log"
-    assert "--max-connections 1024 lowered to 448" in log
+    assert "--max-connections 1024 lowered to 576" in log
 
 
 def test_clients_that_go_away_mid_answer_leave_no_error_in_the_log(
