@@ -62,7 +62,7 @@ class ReplayClock:
     A write-ahead log read back, a Kafka partition, an archive being rebuilt:
     each message carries the time it was first received, and judging its
     timestamps by that time (not by now) gives the verdicts of the first pass.
-    `Ingestor.replay` sets it.
+    `Ingestor.ingest_many` sets it.
     """
 
     def __init__(self) -> None:
@@ -106,11 +106,6 @@ class Ingestor:
         by one), False if it was refused as a whole or dropped as a duplicate."""
         received = self.clock() if received_ns is None else _receive_time(received_ns)
         return self._ingest_many([frames], [received])[0]
-
-    def replay(self, frames: Sequence[bytes], received_ns: int) -> bool:
-        """Ingest a message received earlier, at `received_ns` (a ReplayClock is set to it);
-        True if it was accepted, as ingest()."""
-        return self.ingest_many([frames], [received_ns])[0]
 
     def ingest_many(self, messages: Sequence[Sequence[bytes]], received_ns: Sequence[int]) -> list[bool]:
         """Ingest messages in order, the n-th received at received_ns[n] (just now, or earlier: a
@@ -414,7 +409,7 @@ def build_ingestor(
     replay: bool = False,
     hasher: KeyHasher | None = None,
 ) -> Ingestor:
-    """The Ingestor every runner uses; with replay, its clock is a ReplayClock (see Ingestor.replay)."""
+    """The Ingestor every runner uses; with replay, its clock is a ReplayClock (see Ingestor.ingest_many)."""
     return Ingestor(
         TumblingWindows(worker.window_seconds),
         limits=Limits(firehose.max_message_bytes, firehose.max_records),

@@ -194,7 +194,7 @@ def test_without_the_log_a_backed_up_sink_holds_the_receiver_back_instead_of_dro
     ingestor = Ingestor(clock=ReplayClock(), hasher=KeyHasher(b"salt"), max_pending_records=3)
     journal = MemoryJournal(ingestor, delivery, max_pending_flushes=2)
     for seq in range(6):
-        ingestor.replay(message("tyk.analytics", [analytics(T0_NS + seq)], seq=seq), T0_NS)
+        ingestor.ingest_many([message("tyk.analytics", [analytics(T0_NS + seq)], seq=seq)], [T0_NS])
         journal.flush()
         clock.now += 1.0
     assert journal.unwritten_flushes() == 3, "two flushes wait, and the Ingestor holds the rest"

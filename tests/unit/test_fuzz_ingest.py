@@ -141,7 +141,7 @@ def _replayed(ingestor: Ingestor, stream: list[list[bytes]], hand_overs: list[in
         accepted += ingestor.ingest_many(part, [T0_NS + 10**6 * n for n in range(at, at + len(part))])
         at += len(part)
     for n in range(at, len(stream)):
-        accepted.append(ingestor.replay(stream[n], T0_NS + 10**6 * n))
+        accepted.append(ingestor.ingest_many([stream[n]], [T0_NS + 10**6 * n])[0])
     return accepted
 
 

@@ -194,10 +194,16 @@ def test_each_record_is_judged_by_its_own_messages_receive_time() -> None:
     day = 24 * 3600 * 10**9
     ingestor = Ingestor(clock=ReplayClock(), max_future_ns=day, max_past_ns=day)
     stamped = T0_NS + 2 * day
-    ingestor.replay(message("tyk.analytics", [analytics(stamped)], seq=0), T0_NS)  # 2 days ahead: future
-    ingestor.replay(message("tyk.analytics", [analytics(T0_NS)], seq=1), T0_NS)  # on time
-    ingestor.replay(message("tyk.analytics", [analytics(stamped)], seq=2), T0_NS + 3 * day)  # 1 day late: ok
-    ingestor.replay(message("tyk.analytics", [analytics(T0_NS)], seq=3), T0_NS + 3 * day)  # 3 days late: past
+    ingestor.ingest_many(
+        [message("tyk.analytics", [analytics(stamped)], seq=0)], [T0_NS]
+    )  # 2 days ahead: future
+    ingestor.ingest_many([message("tyk.analytics", [analytics(T0_NS)], seq=1)], [T0_NS])  # on time
+    ingestor.ingest_many(
+        [message("tyk.analytics", [analytics(stamped)], seq=2)], [T0_NS + 3 * day]
+    )  # 1 day late: ok
+    ingestor.ingest_many(
+        [message("tyk.analytics", [analytics(T0_NS)], seq=3)], [T0_NS + 3 * day]
+    )  # 3 days late: past
     batch = ingestor.take()
     assert batch.records == 2
     assert dict(ingestor.stats.rejected) == {"future_timestamp": 1, "past_timestamp": 1}
