@@ -11,14 +11,18 @@ call, as the writer did; the native whole-record build); and the decode of a 1-r
 (its envelope by msgspec and the codec's checks, then the payload natively, as the worker did;
 envelope read natively), alone and inside a worker's Ingestor; and a worker's
 Ingestor taking messages one per call against the appender's hand-overs of many (envelopes read in
-one native call, the payloads of the accepted ones decoded in another).
+one native call, the payloads of the accepted ones decoded in another); and the appender thread
+logging 1-record messages in those hand-overs, the flusher's tap decoding them into its live range
+(WalWriter.append per message against append_many: a run of small records framed in one call).
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -28,9 +32,18 @@ from pipelines._native import FlushColumns, MessageColumns, record_crc
 from pipelines.firehose.analytics_columns import FlushAnalytics
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
 from pipelines.firehose.timestamps import to_ns_array
-from pipelines.ingest import Ingestor
+from pipelines.ingest import Ingestor, ReplayClock
 from pipelines.wal.appender import BATCH_MESSAGES
-from pipelines.wal.format import BODY_HEADER, FRAME_LENGTH, RECORD_HEADER, crc32, encode_record_parts
+from pipelines.wal.format import (
+    BODY_HEADER,
+    FRAME_LENGTH,
+    RECORD_HEADER,
+    LoggedRecords,
+    crc32,
+    encode_record_parts,
+)
+from pipelines.wal.reader import chain_crcs
+from pipelines.wal.writer import FsyncPolicy, WalWriter
 
 RECORDS = 100
 CALLS = 3_000
@@ -168,9 +181,14 @@ def main() -> None:
     for records in (1, RECORDS):
         one_by_one, handed_over = hand_overs(now, records)
         print(
-            f"Ingestor replay + take, {records}-record messages, us/record: one message per call "
+            f"Ingestor ingest_many + take, {records}-record messages, us/record: one message per call "
             f"{one_by_one * 1e6 / records:.3f}  {BATCH_MESSAGES} per call {handed_over * 1e6 / records:.3f}"
         )
+    one_by_one, handed_over = logged(now)
+    print(
+        f"WAL append + commit + tap, 1-record messages in hand-overs of {BATCH_MESSAGES}, us/message: "
+        f"append per message {one_by_one * 1e6:.2f}  append_many {handed_over * 1e6:.2f}"
+    )
 
 
 def hand_overs(now: int, records: int) -> tuple[float, float]:
@@ -192,6 +210,45 @@ def hand_overs(now: int, records: int) -> tuple[float, float]:
         return (time.process_time() - started) / messages
 
     rounds = [(ingested(1), ingested(BATCH_MESSAGES)) for _ in range(5)]
+    one, many = (min(times) for times in zip(*rounds, strict=True))
+    return one, many
+
+
+def logged(now: int) -> tuple[float, float]:
+    """CPU per message of the appender thread: a hand-over logged (fsync never) and decoded by the
+    tap into a live range, as a caught-up worker does; the least of five alternating rounds each."""
+    envelope = {"v": 1, "node": "n", "boot": 1, "sent": 1, "enc": "msgpack", "count": 1}
+    payload = msgpack.packb([record(0, now)])
+    stream = [[b"tyk.analytics", msgpack.packb({**envelope, "seq": seq}), payload] for seq in range(INGESTED)]
+
+    def appended(per_message: bool) -> float:
+        with tempfile.TemporaryDirectory() as directory:
+            writer = WalWriter(Path(directory), fsync=FsyncPolicy.NEVER)
+            writer.open(0)
+            ingestor = Ingestor(clock=ReplayClock())
+            chain = [0]
+
+            def tap(records: LoggedRecords) -> None:
+                # what the flusher's live range does with a write (RangePlanner.logged)
+                ingestor.ingest_many(records.frames, records.received_ns)
+                chain[0] = chain_crcs(chain[0], records.crcs)
+
+            writer.tap = tap
+            started = time.process_time()
+            for at in range(0, INGESTED, BATCH_MESSAGES):
+                batch = stream[at : at + BATCH_MESSAGES]
+                if per_message:
+                    for message in batch:
+                        writer.append(message, now)
+                else:
+                    writer.append_many(batch, [now] * len(batch))
+                writer.commit()
+            assert ingestor.take().analytics.height == INGESTED
+            spent = time.process_time() - started
+            writer.close()
+        return spent / INGESTED
+
+    rounds = [(appended(True), appended(False)) for _ in range(5)]
     one, many = (min(times) for times in zip(*rounds, strict=True))
     return one, many
 

@@ -23,6 +23,15 @@ def encode_small_record(
     of 4 GiB or more). OverflowError when position or received_ns do not fit u64 / i64.
     """
 
+def encode_small_records(
+    position: int, messages: list[list[bytes]], received_ns: list[int], start: int, limit: int
+) -> tuple[bytes, list[int]]:
+    """The messages from `start` on as whole WAL records numbered from `position`, end to end, and
+    their checksums, built in one call; it stops before the first message whose record would be
+    larger than `limit` bytes or cannot be logged (encode_small_record's None), so the checksums say
+    how many it took. OverflowError when a position or receive time does not fit u64 / i64.
+    """
+
 def containers_within(payload: Buffer, limit: int) -> int | None:
     """The maps and arrays a msgpack value holds at every depth, counted without building anything;
     None when it holds more than `limit` or is no single well-formed value (the GIL is released for

@@ -102,6 +102,51 @@ fn encode_small_record<'py>(
     }
 }
 
+/// encode_small_records(position, messages, received_ns, start, limit) -> (bytes, [int]): the
+/// messages from `start` on as whole WAL records numbered from `position`, laid end to end, and
+/// their checksums; it stops before the first one whose record would be larger than `limit` (or
+/// cannot be logged), so the list says how many it took (none: that message goes one at a time).
+#[pyfunction]
+fn encode_small_records<'py>(
+    py: Python<'py>,
+    position: u64,
+    messages: &Bound<'py, PyList>,
+    received_ns: &Bound<'py, PyList>,
+    start: usize,
+    limit: usize,
+) -> PyResult<(Bound<'py, PyBytes>, Vec<u32>)> {
+    let mut taken: Vec<(Vec<Data<'py>>, i64, usize)> = Vec::new();
+    let mut total = 0usize;
+    for index in start..messages.len().min(received_ns.len()) {
+        let frames: Vec<Bound<'py, PyAny>> = messages.get_item(index)?.extract()?;
+        let held = frames.iter().map(borrow).collect::<PyResult<Vec<_>>>()?;
+        let slices: Vec<&[u8]> = held.iter().map(Data::as_slice).collect();
+        let size = match wal::record_size(&slices) {
+            Some(size) if size <= limit => size,
+            _ => break,
+        };
+        let received: i64 = received_ns.get_item(index)?.extract()?;
+        total += size;
+        taken.push((held, received, size));
+    }
+    let mut crcs = Vec::with_capacity(taken.len());
+    let records = PyBytes::new_with(py, total, |out| {
+        let mut at = 0;
+        for (next, (held, received, size)) in (position..).zip(&taken) {
+            let slices: Vec<&[u8]> = held.iter().map(Data::as_slice).collect();
+            crcs.push(wal::write_record(
+                &mut out[at..at + size],
+                next,
+                *received,
+                &slices,
+            ));
+            at += size;
+        }
+        Ok(())
+    })?;
+    Ok((records, crcs))
+}
+
 /// find_record(data, start, first, bound, budget) -> int | None: where reading resumes after damage.
 #[pyfunction]
 fn find_record(
@@ -396,6 +441,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32c_py, m)?)?;
     m.add_function(wrap_pyfunction!(record_crc, m)?)?;
     m.add_function(wrap_pyfunction!(encode_small_record, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_small_records, m)?)?;
     m.add_function(wrap_pyfunction!(find_record, m)?)?;
     m.add_function(wrap_pyfunction!(analytics_envelopes, m)?)?;
     m.add_function(wrap_pyfunction!(traffic_rows, m)?)?;

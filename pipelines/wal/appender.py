@@ -22,7 +22,8 @@ from pipelines.wal.writer import WalWriter
 BATCH_MESSAGES: Final = 64
 QUEUE_BATCHES: Final = 16
 
-_Batch = list[tuple[list[bytes], int]]
+# (messages, their receive times)
+_Batch = tuple[list[list[bytes]], list[int]]
 
 
 class BackgroundAppender:
@@ -31,7 +32,8 @@ class BackgroundAppender:
     ) -> None:
         self.writer = writer
         self.batch_messages = batch_messages
-        self._batch: _Batch = []
+        self._messages: list[list[bytes]] = []
+        self._received: list[int] = []
         self._stage = Handoff("tykpulse-wal-append", self._append, max_items=queue_batches)
 
     def start(self) -> None:
@@ -44,14 +46,16 @@ class BackgroundAppender:
 
     def add(self, frames: list[bytes]) -> None:
         """Receiver thread: one received message, stamped now."""
-        self._batch.append((frames, time.time_ns()))
-        if len(self._batch) >= self.batch_messages:
+        self._messages.append(frames)
+        self._received.append(time.time_ns())
+        if len(self._messages) >= self.batch_messages:
             self.hand_over()
 
     def hand_over(self) -> None:
         """Receiver thread: queue what was added so far; waits while the appender is behind."""
-        if self._batch:
-            batch, self._batch = self._batch, []
+        if self._messages:
+            batch = self._messages, self._received
+            self._messages, self._received = [], []
             self._stage.put(batch)
 
     def wait_idle(self) -> None:
@@ -65,7 +69,5 @@ class BackgroundAppender:
         self._stage.stop()
 
     def _append(self, batch: _Batch) -> None:
-        writer = self.writer
-        for frames, received_ns in batch:
-            writer.append(frames, received_ns)
-        writer.commit()
+        self.writer.append_many(*batch)
+        self.writer.commit()

@@ -57,7 +57,7 @@ from pipelines.journal import FlushObserver, RunSummary
 from pipelines.wal.appender import BackgroundAppender
 from pipelines.wal.checkpoint import Checkpoint, store_checkpoint
 from pipelines.wal.deadletter import DeadLetters
-from pipelines.wal.format import WalRecord
+from pipelines.wal.format import LoggedRecords
 from pipelines.wal.planner import ArchiveOutput, Flight, FlushStats, RangePlanner
 from pipelines.wal.writer import WalWriter
 from pipelines.windows.batch import Batch
@@ -168,7 +168,7 @@ class DurableFlusher:
         """Wait until every message handed over is in the log (and, if live, decoded)."""
         self.appender.wait_idle()
 
-    def _logged(self, records: list[WalRecord]) -> None:
+    def _logged(self, records: LoggedRecords) -> None:
         """Appender thread (the writer's tap): decode records now in the log into the live range."""
         self.planner.logged(records)
 

@@ -72,6 +72,16 @@ class WalRecord:
     crc: int
 
 
+@dataclasses.dataclass(slots=True)
+class LoggedRecords:
+    """Records one write just handed to the OS, as columns: positions first, first + 1, ..."""
+
+    first: int
+    frames: list[Sequence[bytes]]
+    received_ns: list[int]
+    crcs: list[int]
+
+
 def segment_name(first_position: int) -> str:
     return f"{first_position:020d}{SEGMENT_SUFFIX}"
 

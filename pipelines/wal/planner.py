@@ -34,8 +34,8 @@ from pipelines.firehose.sequence import SequencePosition
 from pipelines.ingest import Ingestor
 from pipelines.rollups import compute
 from pipelines.wal.checkpoint import Checkpoint, InFlight
-from pipelines.wal.format import WalRecord
-from pipelines.wal.reader import RangeRead, WalReader, chain_digest, seal_digest
+from pipelines.wal.format import LoggedRecords, WalRecord
+from pipelines.wal.reader import RangeRead, WalReader, chain_crcs, seal_digest
 from pipelines.wal.writer import WalWriter
 from pipelines.windows.batch import Batch, PendingMessages
 
@@ -147,30 +147,27 @@ class RangePlanner:
             if self.live is not None:
                 self.live.close(reason)
 
-    def logged(self, records: list[WalRecord]) -> None:
+    def logged(self, records: LoggedRecords) -> None:
         """Appender thread (the writer's tap): decode records now in the log into the live range."""
         with self.live_lock:
             live = self.live
             if live is None or not live.open:
                 return
-            taken: list[WalRecord] = []
-            for record in records:
-                if record.position < live.end + len(taken):
-                    continue  # logged before the range opened: a read-back takes it
-                if record.position > live.end + len(taken):
-                    # Cannot happen while the tap sees every write; if it did, the log has them.
-                    live.close(f"records not contiguous at {live.end + len(taken)}, got {record.position}")
-                    break
-                taken.append(record)
-            if not taken:
+            # records logged before the range opened are left to a read-back
+            skip = live.end - records.first
+            if skip < 0:
+                # Cannot happen while the tap sees every write; if it did, the log has them.
+                live.close(f"records not contiguous at {live.end}, got {records.first}")
                 return
-            self._replay(taken)
-            chain = live.chain
-            for record in taken:
-                chain = chain_digest(chain, record)
-            live.chain = chain
-            live.end += len(taken)
-            live.last_received_ns = taken[-1].received_ns
+            if skip >= len(records.crcs):
+                return
+            frames, received, crcs = records.frames, records.received_ns, records.crcs
+            if skip:
+                frames, received, crcs = frames[skip:], received[skip:], crcs[skip:]
+            self.ingestor.ingest_many(frames, received)
+            live.chain = chain_crcs(live.chain, crcs)
+            live.end += len(crcs)
+            live.last_received_ns = received[-1]
 
     def go_live(self) -> None:
         """With everything in the log flushed: decode what is logged next as it comes."""

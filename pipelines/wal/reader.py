@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import struct
 import zlib
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -49,6 +50,12 @@ log = logging.getLogger(__name__)
 def chain_digest(digest: int, record: WalRecord) -> int:
     """The running digest of a range with one more record (start from 0)."""
     return zlib.crc32(record.crc.to_bytes(4, "little"), digest)
+
+
+def chain_crcs(digest: int, crcs: Sequence[int]) -> int:
+    """The running digest of a range with more records, given their CRCs: as chain_digest record
+    by record (a CRC continued over pieces is the CRC of the pieces joined)."""
+    return zlib.crc32(struct.pack(f"<{len(crcs)}I", *crcs), digest)
 
 
 def seal_digest(digest: int, start: int, end: int) -> int:

@@ -10,10 +10,10 @@ Surviving power loss also needs fsync, which the policy controls:
     interval   fsync in a commit when the last one is older than fsync_interval_ms
     never      only when a segment is closed and when the flusher asks (sync())
 
-A `tap` set by the flusher is handed every record once it is in the OS (on the
-appending thread, in log order), so the flusher can decode messages as they are
-logged instead of reading them back; records a failed write dropped are never
-handed over.
+A `tap` set by the flusher is handed the records of every write once they are in
+the OS (on the appending thread, in log order, as LoggedRecords), so the flusher
+can decode messages as they are logged instead of reading them back; records a
+failed write dropped are never handed over.
 
 The flusher thread reads up to `written`, calls sync() before it plans a flush
 (so nothing is counted in ClickHouse that the log could lose), and release()
@@ -40,12 +40,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+from pipelines._native import encode_small_records
 from pipelines.errors import ConfigurationError
 from pipelines.wal.checkpoint import fsync_directory
 from pipelines.wal.format import (
     MAGIC_V1,
     MAX_FRAMES,
     SEGMENT_HEADER,
+    SMALL_RECORD_BYTES,
+    LoggedRecords,
     RecordError,
     SegmentHeaderError,
     WalRecord,
@@ -109,9 +112,12 @@ class WalWriter:
         self._segments: list[_Segment] = []
         self._fd = -1
         self._lock_fd = -1
-        self.tap: Callable[[list[WalRecord]], None] | None = None
+        self.tap: Callable[[LoggedRecords], None] | None = None
         self._buffer: list[bytes] = []
-        self._buffer_records: list[WalRecord] = []
+        # what the tap is handed after the next write: the buffered records' frames, receive times, CRCs
+        self._tap_frames: list[Sequence[bytes]] = []
+        self._tap_received: list[int] = []
+        self._tap_crcs: list[int] = []
         self._buffered = 0
         self._buffered_records = 0
         self._next = 0
@@ -266,7 +272,9 @@ class WalWriter:
             self._rotate()
         self._buffer += parts
         if self.tap is not None:
-            self._buffer_records.append(WalRecord(self._next, received_ns, logged, crc))
+            self._tap_frames.append(logged)
+            self._tap_received.append(received_ns)
+            self._tap_crcs.append(crc)
         self._buffered += size
         self._buffered_records += 1
         self._next += 1
@@ -275,17 +283,66 @@ class WalWriter:
             self.commit()
         return True
 
+    def append_many(self, messages: list[list[bytes]], received_ns: list[int]) -> None:
+        """Buffer messages in order, the n-th received at received_ns[n], each as append() would.
+
+        A run of small records that fits the log and its segment is framed in one native call
+        and buffered as one piece: at 1 record per message, append()'s Python per message cost
+        more than framing and checksumming it. Anything else (a large record, a full log, a
+        segment to rotate) goes through append(), one message at a time.
+        """
+        at = 0
+        while at < len(messages):
+            try:
+                records, crcs = encode_small_records(
+                    self._next, messages, received_ns, at, SMALL_RECORD_BYTES
+                )
+            except OverflowError:  # a receive time out of range: append() judges the message
+                records, crcs = b"", []
+            taken = len(crcs)
+            if not taken:
+                self.append(messages[at], received_ns[at])
+                at += 1
+                continue
+            size = len(records)
+            if not self._room_for(size):
+                for index in range(at, at + taken):
+                    self.append(messages[index], received_ns[index])
+                at += taken
+                continue
+            self._buffer.append(records)
+            if self.tap is not None:
+                self._tap_frames += messages[at : at + taken]
+                self._tap_received += received_ns[at : at + taken]
+                self._tap_crcs += crcs
+            self._buffered += size
+            self._buffered_records += taken
+            self._next += taken
+            self.stats.appended += taken
+            at += taken
+            if self._buffered >= _BUFFER_LIMIT:
+                self.commit()
+
+    def _room_for(self, size: int) -> bool:
+        """Whether `size` more bytes fit under the log's bound and in the current segment."""
+        held = self._buffered + size
+        return self.stats.disk_bytes + held <= self.stats.max_bytes and (
+            self._segments[-1].size + held <= self.segment_bytes
+        )
+
     def commit(self) -> None:
         """Hand buffered records to the OS (and fsync, per policy). Receiver thread only."""
         if self._buffer:
+            first = self._written
             with self._lock:
                 written = self._write_out(self._buffer, self._buffered)
             self._buffer.clear()
             self._buffered = 0
             self._buffered_records = 0
-            records, self._buffer_records = self._buffer_records, []
+            records = LoggedRecords(first, self._tap_frames, self._tap_received, self._tap_crcs)
+            self._tap_frames, self._tap_received, self._tap_crcs = [], [], []
             self.pressure.update()
-            if written and self.tap is not None and records:
+            if written and self.tap is not None and records.crcs:
                 self.tap(records)
         due = time.monotonic() - self._last_fsync >= self.fsync_interval_s
         if self.policy is FsyncPolicy.ALWAYS or (self.policy is FsyncPolicy.INTERVAL and due):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipelines.wal.checkpoint import (
     CHECKPOINT_FILE,
@@ -18,6 +21,7 @@ from pipelines.wal.checkpoint import (
 )
 from pipelines.wal.format import (
     SEGMENT_HEADER,
+    LoggedRecords,
     WalRecord,
     encode_record,
     list_segments,
@@ -38,6 +42,19 @@ def frames(i: int, size: int = 100) -> list[bytes]:
 def writer(directory: Path, **kwargs: object) -> WalWriter:
     options: dict[str, object] = {"segment_bytes": 1 << 16, "max_bytes": 1 << 20, **kwargs}
     return WalWriter(directory, **options)  # type: ignore[arg-type]
+
+
+def tapped_records(tapped: list[WalRecord]) -> Callable[[LoggedRecords], None]:
+    """A tap that keeps what it is handed as WalRecords, as a read-back returns them."""
+
+    def tap(logged: LoggedRecords) -> None:
+        columns = zip(logged.frames, logged.received_ns, logged.crcs, strict=True)
+        tapped.extend(
+            WalRecord(logged.first + n, received, list(frames), crc)
+            for n, (frames, received, crc) in enumerate(columns)
+        )
+
+    return tap
 
 
 def fill(w: WalWriter, count: int, start: int = 0, size: int = 100) -> None:
@@ -331,7 +348,7 @@ def test_the_tap_sees_exactly_what_reached_the_file_in_order(tmp_path: Path) -> 
     """What the flusher decodes as it is logged is what a read-back would return, record for record."""
     w = writer(tmp_path, segment_bytes=4_000)
     tapped: list[WalRecord] = []
-    w.tap = tapped.extend
+    w.tap = tapped_records(tapped)
     w.open(0)
     fill(w, 30)
     good_fd = w._fd
@@ -373,3 +390,50 @@ def test_write_all_writes_every_part_in_order_when_the_os_takes_them_piecemeal(
     finally:
         os.close(fd)
     assert path.read_bytes() == b"".join(parts)
+
+
+_MESSAGE = st.one_of(
+    st.builds(frames, st.integers(0, 255), st.integers(0, 1900)),  # small: framed in one call
+    st.builds(frames, st.integers(0, 255), st.integers(1900, 6000)),  # around SMALL_RECORD_BYTES and over
+    st.lists(st.binary(max_size=40), max_size=5),  # any frame count, empty frames
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(_MESSAGE, st.sampled_from([1_000, 0, -1, 2**63 - 1, 2**63])), max_size=20),
+        max_size=8,
+    ),
+    segment_bytes=st.sampled_from([2_000, 9_000, 1 << 16]),
+    max_bytes=st.sampled_from([6_000, 40_000, 1 << 20]),
+)
+def test_a_hand_over_is_logged_as_its_messages_one_at_a_time(
+    tmp_path_factory: pytest.TempPathFactory,
+    batches: list[list[tuple[list[bytes], int]]],
+    segment_bytes: int,
+    max_bytes: int,
+) -> None:
+    """append_many frames runs of small records in one native call: the log's files, what the tap
+    is handed, and every count are what append() one message at a time gives, at rotations, at the
+    log's bound and for receive times a record cannot hold."""
+    outcomes = []
+    for one_at_a_time in (True, False):
+        directory = tmp_path_factory.mktemp("wal")
+        w = writer(directory, segment_bytes=segment_bytes, max_bytes=max_bytes)
+        tapped: list[WalRecord] = []
+        w.tap = tapped_records(tapped)
+        w.open(0)
+        for batch in batches:
+            messages, received = [m for m, _ in batch], [r for _, r in batch]
+            if one_at_a_time:
+                for message, at in batch:
+                    w.append(message, at)
+            else:
+                w.append_many(messages, received)
+            w.commit()
+        w.close()
+        files = {path.name: path.read_bytes() for _, path in list_segments(directory)}
+        stats = (w.stats.appended, w.stats.dropped_full, w.stats.dropped_unloggable, w.stats.disk_bytes)
+        outcomes.append((files, tapped, stats, w.written))
+    assert outcomes[1] == outcomes[0]

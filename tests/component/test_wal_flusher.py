@@ -33,7 +33,7 @@ from pipelines.wal.build import build_flusher, build_journal
 from pipelines.wal.checkpoint import load_checkpoint
 from pipelines.wal.deadletter import DEAD_LETTER_FILE, read_dead_letters
 from pipelines.wal.flusher import DurableFlusher
-from pipelines.wal.format import WalRecord
+from pipelines.wal.format import LoggedRecords
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.errors import SinkRejectedError, SinkUnavailableError
@@ -473,7 +473,7 @@ def test_a_worker_whose_log_stage_died_stops_with_the_reason(
     worker = WorkerSettings(key_hash_salt=SecretStr("salt"), flush_interval_s=0.1)
     flusher = build_flusher(firehose, worker, WalSettings(wal_dir=str(wal_dir)), sink, directory=wal_dir)
 
-    def broken_disk(records: list[WalRecord]) -> None:
+    def broken_disk(records: LoggedRecords) -> None:
         msg = "injected: the log stage broke"
         raise OSError(msg)
 

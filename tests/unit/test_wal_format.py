@@ -6,10 +6,13 @@ import io
 import zlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipelines.wal.format import (
     RECORD_HEADER,
     RecordError,
+    WalRecord,
     crc32,
     encode_record,
     read_record,
@@ -18,6 +21,7 @@ from pipelines.wal.format import (
     segment_header,
     segment_name,
 )
+from pipelines.wal.reader import chain_crcs, chain_digest
 
 pytestmark = pytest.mark.unit
 
@@ -92,3 +96,12 @@ def test_the_sliced_crc_is_zlibs_crc(size: int) -> None:
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     assert crc32(data) == zlib.crc32(data)
     assert crc32(data, 12345) == zlib.crc32(data, 12345)
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=50), st.integers(0, 2**32 - 1))
+def test_crcs_chained_at_once_are_chained_one_record_at_a_time(crcs: list[int], start: int) -> None:
+    """The live range chains a write's CRCs in one call; a read-back chains record by record."""
+    one_by_one = start
+    for position, crc in enumerate(crcs):
+        one_by_one = chain_digest(one_by_one, WalRecord(position, 0, [], crc))
+    assert chain_crcs(start, crcs) == one_by_one
