@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 
 import click
 
-from pipelines.observe.discovery import Announcement, runtime_dir
 from pipelines.observe.server import MetricsServer, Observed
+from pipelines.observe.serving import MetricsPortError
+from pipelines.observe.serving import serving as observe_serving
 from pipelines.settings import ObservabilitySettings
-
-log = logging.getLogger(__name__)
 
 # Commands other than run and worker have no flushes: the flush-age option is theirs only.
 NO_FLUSHES = ("healthy_flush_age_s",)
@@ -21,23 +19,10 @@ NO_FLUSHES = ("healthy_flush_age_s",)
 @contextlib.contextmanager
 def serving(settings: ObservabilitySettings, watch: Observed, command: str) -> Iterator[MetricsServer | None]:
     """The endpoint while the block runs (None with --no-metrics); a port in use is a usage error."""
-    if not settings.metrics:
-        yield None
-        return
+    stack = contextlib.ExitStack()
     try:
-        server = MetricsServer(watch, settings.metrics_host, settings.metrics_port)
-    except OSError as exc:
-        msg = f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
-        raise click.UsageError(msg) from exc
-    server.start()
-    announcement = None
-    try:
-        announcement = Announcement(runtime_dir(settings.runtime_dir), command, server.url)
-    except OSError as exc:
-        log.warning("cannot announce the metrics endpoint for `tykpulse status`: %s", exc)
-    try:
+        server = stack.enter_context(observe_serving(settings, watch, command))
+    except MetricsPortError as exc:
+        raise click.UsageError(str(exc)) from exc
+    with stack:
         yield server
-    finally:
-        if announcement is not None:
-            announcement.remove()
-        server.close()

@@ -49,6 +49,7 @@ from faust.types import TP
 from pipelines.ingest import Ingestor, NoticeCheck, build_ingestor
 from pipelines.keys import worker_with_key
 from pipelines.observe.faust_sensor import observe_worker
+from pipelines.observe.serving import serving
 from pipelines.runners.kafka_partition import Added, PartitionFlush, PartitionProcessor
 from pipelines.runners.kafka_probe import OffsetProbe
 from pipelines.runners.kafka_writer import KAFKA_DEAD_LETTER_FILE, FlushWriter
@@ -393,9 +394,6 @@ def create_app(
 def app_from_environment() -> faust.App:
     """The app `faust -A pipelines.runners.faust_app worker` runs: every setting from TYKPULSE_*,
     and the metrics endpoint `tykpulse worker` serves, from the worker's start to its shutdown."""
-    # deferred: the command line's helper, needed only when Faust's own command line runs the app
-    from pipelines.cli.observe import serving
-
     observe = ObservabilitySettings()
     app = create_app(
         KafkaSettings(),
