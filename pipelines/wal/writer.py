@@ -333,7 +333,9 @@ class WalWriter:
     def commit(self) -> None:
         """Hand buffered records to the OS (and fsync, per policy). Receiver thread only."""
         if self._buffer:
-            first = self._written
+            # the tap's columns are the last buffered records (all of them unless the tap was set
+            # in between)
+            first = self._next - len(self._tap_crcs)
             with self._lock:
                 written = self._write_out(self._buffer, self._buffered)
             self._buffer.clear()

@@ -368,6 +368,20 @@ def test_the_tap_sees_exactly_what_reached_the_file_in_order(tmp_path: Path) -> 
     assert [r.frames for r in on_disk] == [frames(i) for i in [*range(30), *range(35, 45)]]
 
 
+def test_a_tap_set_between_appends_is_handed_the_records_after_it_at_their_positions(tmp_path: Path) -> None:
+    w = writer(tmp_path)
+    w.open(0)
+    w.append_many([frames(0), frames(1)], [1_000, 1_001])
+    tapped: list[WalRecord] = []
+    w.tap = tapped_records(tapped)
+    w.append(frames(2), 1_002)
+    w.append_many([frames(3)], [1_003])
+    w.commit()
+    w.close()
+    assert tapped == read_all(tmp_path)[2:]
+    assert [r.position for r in tapped] == [2, 3]
+
+
 def test_write_all_writes_every_part_in_order_when_the_os_takes_them_piecemeal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
