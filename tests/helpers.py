@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import msgspec
+
 from pipelines.firehose.analytics_columns import FlushAnalytics, MessageColumns, from_records
 from pipelines.firehose.codec import MessageEncoder
 
@@ -95,3 +97,12 @@ def varint(n: int) -> bytes:
 def protobuf_field(number: int, wire: int, payload: bytes) -> bytes:
     """One protobuf field: its tag, then a length-delimited payload (wire 2) or the payload as it is."""
     return varint(number << 3 | wire) + (varint(len(payload)) + payload if wire == 2 else payload)
+
+
+def timestamp_ext(seconds: int, nanos: int, size: int) -> msgspec.msgpack.Ext:
+    """The timestamp extension in its form of `size` bytes, even where a shorter one would do."""
+    if size == 4:
+        return msgspec.msgpack.Ext(-1, seconds.to_bytes(4, "big"))
+    if size == 8:
+        return msgspec.msgpack.Ext(-1, (nanos << 34 | seconds).to_bytes(8, "big"))
+    return msgspec.msgpack.Ext(-1, nanos.to_bytes(4, "big") + seconds.to_bytes(8, "big", signed=True))

@@ -271,8 +271,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The msgpack timestamp extension (type -1), as the Python decoder sees it: a
-    /// datetime with microseconds (nanoseconds rounded half up, as msgspec does).
+    /// The msgpack timestamp extension (type -1), to the nanosecond, as timestamps.py reads it.
     fn ext_timestamp(&mut self) -> Option<Stamp> {
         let first = self.byte()?;
         let len = match first {
@@ -299,11 +298,7 @@ impl<'a> Reader<'a> {
         if !(0..=253_402_300_799).contains(&seconds) || nanos >= 1_000_000_000 {
             return None;
         }
-        let micros = (nanos + 500) / 1_000;
-        if seconds == 253_402_300_799 && micros == 1_000_000 {
-            return None; // rounds past the year 9999
-        }
-        let ns = i128::from(seconds) * 1_000_000_000 + i128::from(micros * 1_000);
+        let ns = i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
         Some(i64::try_from(ns).map_or(Stamp::Invalid, Stamp::Ns))
     }
 }
@@ -657,6 +652,57 @@ mod tests {
         assert_eq!(decode_analytics(&payload, 2), None);
         payload.push(0);
         assert_eq!(decode_analytics(&payload, 1), None);
+    }
+
+    /// The timestamp column of `[{"timestamp": <ext>, "org_id": "o", "api_id": "a", "response_code": 200}]`,
+    /// or None when declined.
+    fn ext_stamp(ext: &[u8]) -> Option<i64> {
+        let mut payload = vec![0x91, 0x84];
+        payload.extend(b"\xa9timestamp");
+        payload.extend(ext);
+        payload.extend(b"\xa6org_id\xa1o\xa6api_id\xa1a\xadresponse_code\xcc\xc8");
+        Some(decode_analytics(&payload, 1)?.timestamp_ns[0])
+    }
+
+    fn ext8(seconds: u64, nanos: u64) -> Vec<u8> {
+        [&[0xd7, 0xff][..], &(nanos << 34 | seconds).to_be_bytes()].concat()
+    }
+
+    fn ext12(seconds: i64, nanos: u32) -> Vec<u8> {
+        [
+            &[0xc7, 12, 0xff][..],
+            &nanos.to_be_bytes(),
+            &seconds.to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn timestamp_extensions_are_read_to_the_nanosecond() {
+        let edge = 1_795_774_560; // a whole minute
+        assert_eq!(
+            ext_stamp(&[&[0xd6, 0xff][..], &(edge as u32).to_be_bytes()].concat()),
+            Some(edge * 1_000_000_000)
+        );
+        for nanos in [999_999_999, 999_999_500, 500, 1] {
+            let want = Some((edge - 1) * 1_000_000_000 + i64::from(nanos));
+            assert_eq!(ext_stamp(&ext8(edge as u64 - 1, u64::from(nanos))), want);
+            assert_eq!(ext_stamp(&ext12(edge - 1, nanos)), want);
+        }
+        // past int64 nanoseconds: invalid, as the reference has it
+        assert_eq!(
+            ext_stamp(&ext12(9_223_372_036, 854_775_807)),
+            Some(i64::MAX)
+        );
+        assert_eq!(
+            ext_stamp(&ext12(9_223_372_036, 854_775_808)),
+            Some(INVALID_NS)
+        );
+        // malformed nanoseconds and seconds outside 1970..=9999 are the reference's to judge
+        assert_eq!(ext_stamp(&ext8(edge as u64, 1_000_000_000)), None);
+        assert_eq!(ext_stamp(&ext12(edge, 1_000_000_000)), None);
+        assert_eq!(ext_stamp(&ext12(-1, 999_999_999)), None);
+        assert_eq!(ext_stamp(&ext12(253_402_300_800, 0)), None);
     }
 
     fn envelope_bytes(fields: &[(&str, Value)]) -> Vec<u8> {

@@ -32,7 +32,7 @@ from pipelines.firehose.protocol import (
     TopicKind,
     parse_topic,
 )
-from pipelines.firehose.timestamps import INVALID_NS, to_ns_array
+from pipelines.firehose.timestamps import INVALID_NS, keep_extensions, to_ns_array
 from pipelines.keys import KeyHasher
 from pipelines.security.notices import NoticeVerifier
 from pipelines.wal.format import WalRecord
@@ -117,6 +117,8 @@ class EventsArchiveOutput:
                 return None
             decode = msgspec.json.decode if env.enc == ENCODING_JSON else msgspec.msgpack.decode
             payload = decode(frames[2])
+            if env.enc != ENCODING_JSON and isinstance(payload, list):
+                keep_extensions(frames[2], payload)
         except DECODE_ERRORS:  # deep nesting included: the ingestor rejected it, the archive skips it
             self.skipped += 1
             return None

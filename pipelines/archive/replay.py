@@ -33,7 +33,7 @@ from pipelines.archive.progress import NoProgress, Progress
 from pipelines.archive.timerange import TimeRange
 from pipelines.bridges.publishing import BridgePublisher
 from pipelines.firehose.protocol import MAX_FUTURE_NS, MAX_NODE_BYTES, MAX_PAST_NS
-from pipelines.firehose.timestamps import to_ns_array
+from pipelines.firehose.timestamps import keep_extensions, to_ns_array
 from pipelines.windows.batch import timestamp_verdicts
 from sinks.clickhouse.archive import ArchivedMessage, EventsArchive
 
@@ -107,7 +107,9 @@ class Replayer:
         if node not in self.publisher.publisher.nodes:
             self.publisher.publisher.add_node(node)
             self.summary.nodes += 1
-        records = self._accepted(self._decoder.decode(message.payload), message.received_ns)
+        decoded = self._decoder.decode(message.payload)
+        keep_extensions(message.payload, decoded)
+        records = self._accepted(decoded, message.received_ns)
         if not records:
             return True
         sent = self.publisher.publish(message.topic, records, stop, node=node)

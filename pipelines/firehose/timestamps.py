@@ -2,10 +2,11 @@
 
 Accepted: an int of unix nanoseconds, an RFC 3339 string with an offset (Go's
 JSON form, up to nanosecond precision) and a msgpack timestamp extension (an Ext
-as the decoders leave it, or the timezone-aware datetime msgspec decodes it to
-as Any; msgspec keeps microseconds either way). Anything else (floats, bools,
-naive times, numbers outside the int64 range, instants before the unix epoch)
-is invalid and reported as INVALID_NS.
+as the decoders leave it, read to the nanosecond, or the timezone-aware datetime
+msgspec decodes it to as Any, which keeps microseconds: keep_extensions puts the
+Ext back). Anything else (floats, bools, naive times, numbers outside the int64
+range, instants before the unix epoch, a malformed extension) is invalid and
+reported as INVALID_NS.
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from pipelines.errors import DECODE_ERRORS
+from pipelines.firehose.protocol import WireTimestamp
+
 INVALID_NS: Final = np.iinfo(np.int64).min
 _INT64_MAX: Final = np.iinfo(np.int64).max
+_NS_PER_S: Final = 1_000_000_000
+_TIMESTAMP_EXT: Final = -1
 
 _RFC3339 = re.compile(
     r"(?P<base>\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})"
@@ -60,8 +66,8 @@ def to_ns(value: Any) -> int | None:
         ns = parsed
     elif isinstance(value, dt.datetime) and value.tzinfo is not None:
         ns = _datetime_ns(value)
-    elif isinstance(value, msgspec.msgpack.Ext) and isinstance(stamp := _extension(value), dt.datetime):
-        ns = _datetime_ns(stamp)
+    elif isinstance(value, msgspec.msgpack.Ext) and (stamp := _extension_ns(value)) is not None:
+        ns = stamp
     else:
         return None
     if ns < 0 or ns > _INT64_MAX:
@@ -69,13 +75,55 @@ def to_ns(value: Any) -> int | None:
     return ns
 
 
-def _extension(value: msgspec.msgpack.Ext) -> Any:
-    """What msgspec makes of an extension decoded as Any: a datetime for a timestamp (with its
-    microseconds, as a field of type Any holds it), the Ext itself for another, None if malformed."""
-    try:
-        return msgspec.msgpack.decode(msgspec.msgpack.encode(value))
-    except msgspec.DecodeError:  # a malformed or out-of-range timestamp extension
+def _extension_ns(value: msgspec.msgpack.Ext) -> int | None:
+    """Unix nanoseconds of a timestamp extension in any of its three forms, exactly: msgspec's
+    datetime keeps microseconds, rounded, which would file a record up to 500 ns before a window's
+    end in the next window. None for another extension, another length, or nanoseconds past
+    999_999_999 (msgspec refuses those too; the native core leaves them to this reader)."""
+    if value.code != _TIMESTAMP_EXT:
         return None
+    data = bytes(value.data)
+    if len(data) == 4:
+        return int.from_bytes(data, "big") * _NS_PER_S
+    if len(data) == 8:
+        both = int.from_bytes(data, "big")
+        seconds, nanos = both & 0x3_FFFF_FFFF, both >> 34
+    elif len(data) == 12:
+        nanos, seconds = int.from_bytes(data[:4], "big"), int.from_bytes(data[4:], "big", signed=True)
+    else:
+        return None
+    return seconds * _NS_PER_S + nanos if nanos < _NS_PER_S else None
+
+
+class _Stamped(msgspec.Struct):
+    timestamp: WireTimestamp = None
+
+
+_RAW_RECORDS: Final = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_STAMPED: Final = msgspec.msgpack.Decoder(_Stamped)
+
+
+def keep_extensions(payload: bytes, records: list[Any]) -> None:
+    """Give the map records decoded as Any from the msgpack `payload` their timestamp extensions
+    back, in place, where msgspec made datetimes of them (microseconds): the archive re-encodes
+    what it decoded, and a rebuild or replay would file a record up to 500 ns before a window's
+    end in the next window. A record whose timestamp the record structs cannot read (a key
+    repeated with a value of another type) keeps its datetime: the worker rejected it."""
+    stamped = [
+        i
+        for i, r in enumerate(records)
+        if isinstance(r, dict) and isinstance(r.get("timestamp"), dt.datetime)
+    ]
+    if not stamped:
+        return
+    raws = _RAW_RECORDS.decode(payload)
+    for i in stamped:
+        try:
+            stamp = _STAMPED.decode(raws[i]).timestamp
+        except DECODE_ERRORS:
+            continue
+        if isinstance(stamp, msgspec.msgpack.Ext):
+            records[i]["timestamp"] = stamp
 
 
 def to_ns_array(values: Sequence[Any]) -> npt.NDArray[np.int64]:

@@ -25,6 +25,7 @@ from pipelines.archive.sanitize import ArchivedKeyHasher, hashed_key
 from pipelines.archive.timerange import TimeRange
 from pipelines.bridges.publishing import BridgePublisher, Sent
 from pipelines.delivery import RetryPolicy
+from pipelines.firehose.timestamps import to_ns
 from pipelines.keys import KeyHasher
 from pipelines.security.notices import NoticeVerifier, sign_sha256
 from pipelines.settings import FirehoseSettings, WalSettings, WorkerSettings
@@ -35,7 +36,7 @@ from sinks.clickhouse.archive import ARCHIVE_TABLE, ArchiveMissingError, EventsA
 from sinks.clickhouse.sink import ClickHouseSink, translate
 from sinks.errors import SinkError
 from tests.component.test_wal_flusher import drain
-from tests.helpers import analytics, event, message, notice
+from tests.helpers import analytics, event, message, notice, timestamp_ext
 from tests.sink_faults import Fault, FaultySink
 
 pytestmark = pytest.mark.component
@@ -530,3 +531,39 @@ def test_replay_resends_only_the_records_the_worker_counted(sink: ClickHouseSink
     assert node == "replay-gw"
     assert [r["api_id"] for r in sent] == ["kept", "just-within"]
     assert (summary.records, summary.refused) == (2, 2)
+
+
+@pytest.mark.parametrize("size", [8, 12])
+def test_a_timestamp_extension_is_archived_rebuilt_and_replayed_to_the_nanosecond(
+    sink: ClickHouseSink, tmp_path: Path, size: int
+) -> None:
+    # The archive decoded payloads as Any, where msgspec makes an extension a datetime of
+    # microseconds, and archived that: a rebuild moved a record 1 ns before a minute's end into
+    # the next minute, and a replay re-sent it so.
+    edge = first_hour_ns() + 10 * MINUTE_NS
+    edge_s = edge // 10**9
+    stamps = {"before": timestamp_ext(edge_s - 1, 999_999_999, size), "at": timestamp_ext(edge_s, 0, size)}
+    records = [analytics(stamp, api=api) for api, stamp in stamps.items()]
+    flusher = archiving_flusher(sink, tmp_path / "wal")
+    assert flusher.writer.append(message("tyk.analytics", records, node="gw", seq=0), edge)
+    flusher.writer.commit()
+    drain(flusher)
+    flusher.close()
+
+    def minutes() -> list[tuple[str, int]]:
+        rows = fetch_view(sink.client, sink.database, "traffic_1m")
+        return sorted((r["api_id"], r["window_start"]) for r in rows)
+
+    counted = [("at", edge_s), ("before", edge_s - 60)]
+    assert minutes() == counted
+    rebuild(sink, edge - HOUR_NS, edge + HOUR_NS, force=True)
+    assert minutes() == counted
+    bridge = CapturingBridge()
+    Replayer(EventsArchive(sink), cast(BridgePublisher, bridge)).run(
+        TimeRange(edge - HOUR_NS, edge + HOUR_NS)
+    )
+    ((_, _, sent),) = bridge.sent
+    assert {r["api_id"]: to_ns(r["timestamp"]) for r in sent} == {
+        "before": edge - 1,
+        "at": edge,
+    }

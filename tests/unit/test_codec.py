@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 import tracemalloc
@@ -13,6 +12,7 @@ import msgpack
 import msgspec
 import pytest
 
+from pipelines.firehose import analytics_columns
 from pipelines.firehose.codec import (
     DISCARDED_TOPIC,
     DecodedMessage,
@@ -25,8 +25,9 @@ from pipelines.firehose.codec import (
 )
 from pipelines.firehose.protocol import RejectReason, TopicKind
 from pipelines.firehose.timestamps import to_ns
+from pipelines.windows.tumbling import TumblingWindows
 from tests.conftest import T0_NS
-from tests.helpers import analytics, analytics_rows, event, message
+from tests.helpers import analytics, analytics_rows, event, message, timestamp_ext
 
 pytestmark = pytest.mark.unit
 
@@ -222,11 +223,41 @@ def test_a_timestamp_of_no_timestamps_shape_is_rejected_unbuilt(topic: bytes, en
     assert peak < 1 << 20
 
 
-def test_a_timestamp_extension_is_read_as_a_datetime_field_held_it() -> None:
-    ext = msgspec.msgpack.Ext(-1, (1_795_774_502).to_bytes(4, "big"))
-    assert to_ns(ext) == 1_795_774_502 * 1_000_000_000
+def test_a_timestamp_extension_is_read_to_the_nanosecond() -> None:
+    assert to_ns(timestamp_ext(1_795_774_502, 0, 4)) == 1_795_774_502 * 1_000_000_000
+    for size in (8, 12):
+        assert to_ns(timestamp_ext(1_795_774_502, 999_999_999, size)) == 1_795_774_502_999_999_999
+        assert to_ns(timestamp_ext(1_795_774_502, 500, size)) == 1_795_774_502_000_000_500
+        assert to_ns(timestamp_ext(0, 1, size)) == 1
+        # what msgspec refuses to make a datetime of is refused as ever
+        assert to_ns(timestamp_ext(1_795_774_502, 1_000_000_000, size)) is None
+    assert to_ns(timestamp_ext(-1, 999_999_999, 12)) is None  # before the epoch
+    assert to_ns(timestamp_ext(9_223_372_036, 854_775_807, 12)) == 2**63 - 1
+    assert to_ns(timestamp_ext(9_223_372_036, 854_775_808, 12)) is None  # past int64
+    assert to_ns(timestamp_ext(2**63 - 1, 0, 12)) is None
     assert to_ns(msgspec.msgpack.Ext(-1, b"\x00" * 5)) is None  # no timestamp's length
     assert to_ns(msgspec.msgpack.Ext(5, b"\x00" * 4)) is None  # another extension
+
+
+@pytest.mark.parametrize("size", [8, 12])
+@pytest.mark.parametrize("native", [True, False], ids=["native", "reference"])
+def test_a_timestamp_extension_1ns_before_a_window_edge_stays_in_the_earlier_window(
+    native: bool, size: int
+) -> None:
+    edge_s = T0_NS // 1_000_000_000  # a whole minute
+    records = [
+        analytics(timestamp_ext(edge_s - 1, 999_999_999, size)),
+        analytics(timestamp_ext(edge_s, 0, size)),
+    ]
+    payload = msgspec.msgpack.encode(records)
+    if native:
+        assert analytics_columns.decode(payload, 2) is not None, "the native core declined it"
+    decoder = DECODER if native else MessageDecoder(analytics_columns=False)
+    result = decoded(decoder.decode([b"tyk.analytics", envelope(count=2), payload]))
+    assert not result.rejected
+    stamps = [r.timestamp_ns for r in analytics_rows(result.records)]
+    assert stamps == [edge_s * 1_000_000_000 - 1, edge_s * 1_000_000_000]
+    assert [TumblingWindows(60).start_s(ns) for ns in stamps] == [edge_s - 60, edge_s]
 
 
 @pytest.mark.parametrize(
@@ -402,8 +433,8 @@ def test_all_three_timestamp_forms_decode() -> None:
     stamps = [r.timestamp_ns for r in analytics_rows(result.records)]
     assert stamps[0] == T0_NS
     assert stamps[1] == T0_NS - 3_600_000_000_000 + 500_000_000  # 10:15:00.5+01:00 is 09:15:00.5Z
-    # the extension's nanoseconds rounded to microseconds, as msgspec decodes it
-    assert stamps[2] == T0_NS + 123_457_000
+    # the extension to the nanosecond (msgspec's datetime would round it to 123_457 us)
+    assert stamps[2] == T0_NS + 123_456_789
 
 
 def test_the_reference_decoder_keeps_each_timestamp_form() -> None:
@@ -413,9 +444,9 @@ def test_the_reference_decoder_keeps_each_timestamp_form() -> None:
     stamps = [r.timestamp for r in result.structs]
     assert stamps[0] == T0_NS
     assert stamps[1] == "2026-11-27T10:15:00.5+01:00"
-    # the extension as it came (protocol.WireTimestamp), read as msgspec reads it into a datetime
+    # the extension as it came (protocol.WireTimestamp), read to the nanosecond
     assert isinstance(stamps[2], msgspec.msgpack.Ext)
-    assert to_ns(stamps[2]) == to_ns(dt.datetime(2026, 11, 27, 10, 15, 0, 123457, tzinfo=dt.UTC))
+    assert to_ns(stamps[2]) == T0_NS + 123_456_789
 
 
 def test_node_longer_than_128_bytes_is_rejected() -> None:

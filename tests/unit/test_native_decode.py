@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 import msgpack
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,8 +20,8 @@ from hypothesis import strategies as st
 from pipelines._native import MessageColumns, analytics_envelopes
 from pipelines.firehose.codec import DecodedMessage, MessageDecoder
 from pipelines.firehose.protocol import TOPIC_ANALYTICS, RejectReason
-from pipelines.firehose.timestamps import to_ns_array
-from tests.helpers import AnalyticsRow, analytics_rows
+from pipelines.firehose.timestamps import INVALID_NS, to_ns_array
+from tests.helpers import AnalyticsRow, analytics_rows, timestamp_ext
 from tests.helpers import message as firehose_message
 
 pytestmark = pytest.mark.unit
@@ -204,20 +205,44 @@ def test_duplicate_keys_are_left_to_the_reference() -> None:
     assert reference(b"\x91" + record, 1) is not None
 
 
-def test_timestamp_extension_is_rounded_to_microseconds_as_the_reference_does() -> None:
+def test_timestamp_extension_is_read_to_the_nanosecond_as_the_reference_does() -> None:
+    nanos = [123_456_789, 999_999_999, 999_999_500, 500, 1]
     payload = pack(
         [
             {
-                "timestamp": msgpack.Timestamp(1_795_774_502, 123_456_789),
+                "timestamp": msgpack.Timestamp(1_795_774_559, n),
                 "org_id": "o",
                 "api_id": "a",
                 "response_code": 200,
             }
+            for n in nanos
         ]
     )
-    got, _ = check(payload, 1)
+    got, expected = check(payload, len(nanos))
     assert got is not None
-    assert got[0] == [1_795_774_502_123_457_000]
+    assert got[0] == expected[0] == [1_795_774_559_000_000_000 + n for n in nanos]
+
+
+@given(st.sampled_from([4, 8, 12]), st.integers(-(2**40), 2**40), st.integers(0, 2**32 - 1))
+def test_timestamp_extensions_of_every_form_are_read_exactly_or_declined(
+    size: int, seconds: int, nanos: int
+) -> None:
+    """Hand-made forms too: a 12-byte one for any instant, nanoseconds past 999_999_999 (malformed)."""
+    seconds = {4: seconds % 2**32, 8: seconds % 2**34, 12: seconds}[size]
+    nanos = {4: 0, 8: nanos % 2**30, 12: nanos}[size]
+    record = {
+        "timestamp": timestamp_ext(seconds, nanos, size),
+        "org_id": "o",
+        "api_id": "a",
+        "response_code": 200,
+    }
+    payload = msgspec.msgpack.encode([record])
+    ns = seconds * 1_000_000_000 + nanos
+    exact = nanos < 1_000_000_000 and 0 <= ns < 2**63
+    got, expected = check(payload, 1)
+    assert expected is not None
+    assert expected[0] == [ns if exact else INVALID_NS]
+    assert got is not None or not exact, "the native decoder declined a valid extension"
 
 
 # a decoded message's rows and rejections, or a refused message's reason and count

@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import datetime as dt
 
+import msgspec
 import numpy as np
 import pytest
 
-from pipelines.firehose.timestamps import INVALID_NS, format_rfc3339_ns, parse_rfc3339_ns, to_ns, to_ns_array
+from pipelines.firehose.timestamps import (
+    INVALID_NS,
+    format_rfc3339_ns,
+    keep_extensions,
+    parse_rfc3339_ns,
+    to_ns,
+    to_ns_array,
+)
 from tests.conftest import T0_NS
+from tests.helpers import timestamp_ext
 
 pytestmark = pytest.mark.unit
 
@@ -63,3 +72,14 @@ def test_array_fast_path_and_mixed_path_agree() -> None:
 def test_format_round_trips() -> None:
     for ns in (T0_NS, T0_NS + 123_456_789, T0_NS + 1):
         assert parse_rfc3339_ns(format_rfc3339_ns(ns)) == ns
+
+
+def test_records_decoded_as_any_get_their_timestamp_extensions_back() -> None:
+    ext = timestamp_ext(T0_NS // 1_000_000_000 - 1, 999_999_999, 8)
+    payload = msgspec.msgpack.encode([{"timestamp": ext}, {"timestamp": T0_NS}, [ext], {"other": ext}])
+    records = msgspec.msgpack.decode(payload)
+    assert to_ns(records[0]["timestamp"]) == T0_NS  # the datetime msgspec builds: rounded
+    keep_extensions(payload, records)
+    assert records[0]["timestamp"] == ext
+    assert to_ns(records[0]["timestamp"]) == T0_NS - 1
+    assert records[1:] == msgspec.msgpack.decode(payload)[1:]  # only record timestamps are put back
