@@ -49,10 +49,34 @@ def stop_on_signals() -> threading.Event:
 
 
 def reload_on_sighup(reload: Callable[[], object]) -> None:
-    """Call `reload` on SIGHUP (e.g. re-read the CURVE allowlist)."""
+    """Call `reload` on SIGHUP (e.g. re-read the CURVE allowlist), on a thread of its own.
+
+    Not in the handler, for the reason above: a reload takes locks (the CURVE session's, the
+    proxy's control socket's), and a second SIGHUP during a reload ran the handler inside it, on
+    the thread that held them. A later call replaces `reload`.
+    """
+    _reloads[:] = [reload]
+    if _reload_pipe:
+        return
+    reader, writer = os.pipe()
+    _reload_pipe.append(writer)
 
     def handle(_signum: int, _frame: FrameType | None) -> None:
-        log.info("SIGHUP received: reloading")
-        reload()
+        os.write(writer, b"\x01")
+
+    def reload_on_signal() -> None:
+        name_os_thread()
+        while os.read(reader, 1):
+            log.info("SIGHUP received: reloading")
+            try:
+                _reloads[0]()
+            except Exception:  # a failed reload keeps what is loaded; the next SIGHUP tries again
+                log.exception("reload on SIGHUP failed")
 
     signal.signal(signal.SIGHUP, handle)
+    threading.Thread(target=reload_on_signal, name="tykpulse-reload", daemon=True).start()
+
+
+# the reload SIGHUP calls, and the write end of its pipe once its thread runs (one per process)
+_reloads: list[Callable[[], object]] = []
+_reload_pipe: list[int] = []

@@ -76,3 +76,42 @@ def test_a_second_signal_exits_at_once() -> None:
             assert proc.wait(timeout=20) == 130
         finally:
             proc.kill()  # our own child, by pid; a no-op once it exited
+
+
+# A second SIGHUP while a reload holds its lock: in the handler, the reload ran again inside the
+# first one, on the thread that held the lock.
+_SIGHUP_DURING_RELOAD = """
+import signal, threading, time
+from pipelines.cli.signals import reload_on_sighup
+
+lock, calls = threading.Lock(), []
+
+def reload():
+    with lock:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGHUP)
+            time.sleep(0.2)  # the main thread runs the handler meanwhile
+
+reload_on_sighup(reload)
+signal.raise_signal(signal.SIGHUP)
+deadline = time.monotonic() + 10
+while len(calls) < 2 and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("reloads", len(calls), flush=True)
+"""
+
+
+def test_a_sighup_during_a_reload_reloads_again_after_it() -> None:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _SIGHUP_DURING_RELOAD],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the second SIGHUP deadlocked the reload: still running 20 s later")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "reloads 2"
