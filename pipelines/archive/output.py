@@ -32,7 +32,7 @@ from pipelines.firehose.protocol import (
     TopicKind,
     parse_topic,
 )
-from pipelines.firehose.timestamps import INVALID_NS, keep_extensions, to_ns_array
+from pipelines.firehose.timestamps import INVALID_NS, keep_extensions, records_one_by_one, to_ns_array
 from pipelines.keys import KeyHasher
 from pipelines.security.notices import NoticeVerifier
 from pipelines.wal.format import WalRecord
@@ -115,10 +115,7 @@ class EventsArchiveOutput:
             if not _buildable(frames[2], env.enc):
                 self.skipped += 1
                 return None
-            decode = msgspec.json.decode if env.enc == ENCODING_JSON else msgspec.msgpack.decode
-            payload = decode(frames[2])
-            if env.enc != ENCODING_JSON and isinstance(payload, list):
-                keep_extensions(frames[2], payload)
+            payload = self._payload(frames[2], env.enc)
         except DECODE_ERRORS:  # deep nesting included: the ingestor rejected it, the archive skips it
             self.skipped += 1
             return None
@@ -130,6 +127,23 @@ class EventsArchiveOutput:
         if parsed[0] is TopicKind.HEARTBEAT:
             return None
         return topic, parsed[0], env, payload
+
+    @staticmethod
+    def _payload(payload: bytes, enc: str) -> Any:
+        if enc == ENCODING_JSON:
+            return msgspec.json.decode(payload)
+        try:
+            records = msgspec.msgpack.decode(payload)
+        except DECODE_ERRORS:
+            # one record msgspec cannot build (a malformed timestamp extension) failed the whole
+            # decode; the worker rejects that record alone and counts the others
+            records = records_one_by_one(payload)
+            if records is None:
+                raise
+            return records
+        if isinstance(records, list):
+            keep_extensions(payload, records)
+        return records
 
 
 def _buildable(payload: bytes, enc: str) -> bool:

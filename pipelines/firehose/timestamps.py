@@ -118,12 +118,37 @@ def keep_extensions(payload: bytes, records: list[Any]) -> None:
         return
     raws = _RAW_RECORDS.decode(payload)
     for i in stamped:
+        _keep_extension(raws[i], records[i])
+
+
+def _keep_extension(raw: msgspec.Raw, record: dict[str, Any]) -> None:
+    try:
+        stamp = _STAMPED.decode(raw).timestamp
+    except DECODE_ERRORS:
+        return
+    if isinstance(stamp, msgspec.msgpack.Ext):
+        record["timestamp"] = stamp
+
+
+def records_one_by_one(payload: bytes) -> list[Any] | None:
+    """The records of a msgpack array whose decode as a whole failed, decoded as Any one by one,
+    their timestamp extensions kept (keep_extensions): those msgspec cannot decode alone (a
+    malformed timestamp extension) are left out, as the worker rejects each alone and accepts the
+    rest. None when the payload is no array of whole values."""
+    try:
+        raws = _RAW_RECORDS.decode(payload)
+    except DECODE_ERRORS:
+        return None
+    records = []
+    for raw in raws:
         try:
-            stamp = _STAMPED.decode(raws[i]).timestamp
+            record = msgspec.msgpack.decode(raw)
         except DECODE_ERRORS:
             continue
-        if isinstance(stamp, msgspec.msgpack.Ext):
-            records[i]["timestamp"] = stamp
+        if isinstance(record, dict) and isinstance(record.get("timestamp"), dt.datetime):
+            _keep_extension(raw, record)
+        records.append(record)
+    return records
 
 
 def to_ns_array(values: Sequence[Any]) -> npt.NDArray[np.int64]:

@@ -567,3 +567,30 @@ def test_a_timestamp_extension_is_archived_rebuilt_and_replayed_to_the_nanosecon
         "before": edge - 1,
         "at": edge,
     }
+
+
+def test_a_record_with_a_malformed_timestamp_extension_leaves_the_rest_of_its_message_archived(
+    sink: ClickHouseSink, tmp_path: Path
+) -> None:
+    # The worker rejects such a record alone (bad_timestamp); the archive failed to decode the
+    # whole payload and skipped the message, so a rebuild lost the records beside it.
+    edge = first_hour_ns() + 10 * MINUTE_NS
+    malformed = msgspec.msgpack.Ext(-1, (10**9).to_bytes(4, "big") + (edge // 10**9).to_bytes(8, "big"))
+    records = [
+        analytics(edge, api="kept"),
+        analytics(malformed, api="malformed"),
+        analytics(edge, api="kept"),
+    ]
+    flusher = archiving_flusher(sink, tmp_path / "wal")
+    assert flusher.writer.append(message("tyk.analytics", records, node="gw", seq=0), edge)
+    flusher.writer.commit()
+    drain(flusher)
+    flusher.close()
+
+    def requests() -> list[tuple[str, int]]:
+        rows = fetch_view(sink.client, sink.database, "traffic_1m")
+        return sorted((r["api_id"], r["requests"]) for r in rows)
+
+    assert requests() == [("kept", 2)]
+    rebuild(sink, edge - HOUR_NS, edge + HOUR_NS, force=True)
+    assert requests() == [("kept", 2)]
