@@ -21,6 +21,7 @@ import socket
 import struct
 import threading
 import time
+import tracemalloc
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping
@@ -478,9 +479,9 @@ def test_readers_hold_a_bounded_total_of_bodies_and_results(tmp_path: Path) -> N
         assert errors.get("503", 0) >= len(unread) - 2, errors  # before: all 6 results held, no 503
         held = srv.reader_budget_readings()
         assert held["refused"] >= len(unread) - 2
-        assert (
-            held["in_flight_bytes"] >= 2 * RESULT_MIB * 1_000_000
-        )  # two results held while written, counted
+        # results held while written, counted: one or two, as answers are counted while the engine
+        # writes them, so those read at the same time compete for the budget
+        assert held["in_flight_bytes"] >= RESULT_MIB * 1_000_000
         assert held["peak_bytes"] <= BUDGET_MIB << 20
         # the writer is not counted and not held up
         as_writer(srv, "CREATE TABLE default.t (x UInt64) ENGINE = MergeTree ORDER BY x")
@@ -506,6 +507,59 @@ def test_readers_hold_a_bounded_total_of_bodies_and_results(tmp_path: Path) -> N
             sock.close()
         readings = srv.reader_budget_readings()
         assert 8 << 20 < readings["peak_bytes"] <= BUDGET_MIB << 20, readings
+
+
+def test_an_answer_is_held_against_the_readers_budget_while_it_is_read(tmp_path: Path) -> None:
+    """A reader's answer counts against the budget as it comes from the engine, not once whole.
+
+    Before, each answer was read whole (up to max_result_bytes, 256 MiB) and copied before the budget
+    was asked: four readers' 240 MB answers took a real db serve to 2.6 GB RSS against a 512 MiB
+    budget. Here one reader holds 10 MB unread against a 16 MiB budget, and another asks for 60 MB:
+    refused with 503 as before, but having held no more than the budget's room (old code: 120 MB,
+    the answer and its copy).
+    """
+    settings = ServeSettings(
+        serve_listen="127.0.0.1:0", writer_password=SecretStr(RIGHT), serve_reader_max_inflight_mb=16
+    )
+    with ClickHouseHttpServer(tmp_path / "db", settings) as srv:
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        holder.connect(srv.address)
+        sql = b"SELECT repeat('x', 1000000) FROM numbers(10)"
+        holder.sendall(
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s" % (len(sql), sql)
+        )
+        wait_until(
+            lambda: srv.reader_budget_readings()["in_flight_bytes"] >= 10_000_000, "the result held", 30
+        )
+        tracemalloc.start()
+        try:
+            status, _, body = post(srv, "SELECT repeat('x', 1000000) FROM numbers(60)")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        holder.close()
+        assert status == 503, body
+        assert b"TOO_MANY_SIMULTANEOUS_QUERIES" in body
+        assert peak < 16 << 20, f"{peak / 1e6:.0f} MB held for an answer the budget had no room for"
+        assert srv.reader_budget_readings()["peak_bytes"] <= 16 << 20
+        # an answer that fits is the engine's, whole
+        wait_until(lambda: srv.reader_budget_readings()["in_flight_bytes"] == 0, "the result released", 30)
+        status, _, body = post(srv, "SELECT repeat('x', 1000000) FROM numbers(12)")
+        assert status == 200
+        assert body == (b"x" * 1_000_000 + b"\n") * 12
+
+
+def test_an_answer_the_budget_refuses_gives_its_share_back_in_the_same_step() -> None:
+    """Two answers growing side by side: the one refused frees its room for the other at once."""
+    budget = ByteBudget(10)
+    first, second = budget.reserve(4, 1), budget.reserve(4, 1)
+    assert first is not None
+    assert second is not None
+    assert not first.resize(8, refused=1)
+    assert first.size == 1
+    assert second.resize(9)  # before: the refused answer's 4 bytes stayed until its request ended
+    assert budget.readings()["in_flight_bytes"] == 10
 
 
 def test_the_connection_cap_keeps_the_writer_and_closes_idle_and_trickling_clients(

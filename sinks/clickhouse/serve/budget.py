@@ -27,9 +27,10 @@ class Reservation:
         self._budget = budget
         self.size = size
 
-    def resize(self, size: int) -> bool:
-        """Hold `size` bytes from now (no waiting); False, holding as before, when growing does not fit."""
-        return self._budget._resize(self, size)
+    def resize(self, size: int, *, refused: int | None = None) -> bool:
+        """Hold `size` bytes from now (no waiting); False when growing does not fit, then holding as
+        before, or `refused` bytes when given (in the same step, so no one else is refused meanwhile)."""
+        return self._budget._resize(self, size, refused)
 
     def release(self) -> None:
         self._budget._resize(self, 0)
@@ -68,18 +69,21 @@ class ByteBudget:
         self._in_flight += size
         self._peak = max(self._peak, self._in_flight)
 
-    def _resize(self, reservation: Reservation, size: int) -> bool:
+    def _resize(self, reservation: Reservation, size: int, refused: int | None = None) -> bool:
         with self._cond:
             more = size - reservation.size
-            if more > 0 and not (self._in_flight - reservation.size == 0 or self._fits(more)):
+            fits = more <= 0 or self._in_flight - reservation.size == 0 or self._fits(more)
+            if not fits:
                 self._refused += 1
-                return False
+                if refused is None:
+                    return False
+                size, more = refused, refused - reservation.size
             self._in_flight += more
             self._peak = max(self._peak, self._in_flight)
             reservation.size = size
             if more < 0:
                 self._cond.notify_all()
-        return True
+        return fits
 
     def readings(self) -> dict[str, float]:
         with self._cond:

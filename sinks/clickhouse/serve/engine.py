@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from sinks.clickhouse.client import prepare_embedded
 from sinks.clickhouse.durable import FilesystemSync
-from sinks.clickhouse.serve.answers import capped_answer
+from sinks.clickhouse.serve.answers import capped_answer, hold_any
 from sinks.clickhouse.serve.cancellation import Ticket
 from sinks.clickhouse.serve.errors import (
     CANNOT_FSYNC,
@@ -84,6 +84,14 @@ MAX_REMEMBERED_BYTES: Final = 16 << 20
 SettingsKey = tuple[object, ...]
 # (statement as sent, sorted query parameters, current database): what a gate verdict depends on
 AdmitKey = tuple[bytes, tuple[tuple[str, str], ...], str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _AnswerLimit:
+    """A reader's answer: at most `cap` bytes, and only what `hold` agrees to hold."""
+
+    cap: int
+    hold: Callable[[int], bool]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -183,10 +191,12 @@ class ChdbEngine:
         user: str,
         ticket: Ticket | None = None,
         while_running: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+        hold: Callable[[int], bool] = hold_any,
     ) -> Outcome:
         """Run `query`; a reader's under `ticket`, so that `cancel(ticket)` can stop it.
 
         `while_running()` is entered once the query holds its slot and left when it gives it back.
+        `hold(n)` is asked before a reader's answer grows to n bytes (answers.py); False refuses it.
         """
         if self._closed:
             msg = "The endpoint is shutting down"
@@ -197,7 +207,7 @@ class ChdbEngine:
         try:
             with while_running():
                 if role is Role.READER:
-                    return self._read(query, ticket)
+                    return self._read(query, ticket, hold)
                 with self._borrow_writer(query, user) as handle:
                     return self._execute(handle, query, in_session=query.session_id is not None)
         finally:
@@ -213,7 +223,7 @@ class ChdbEngine:
                 msg = "Too many simultaneous queries"
                 raise ServeError(TOO_MANY_SIMULTANEOUS_QUERIES, msg)
 
-    def _read(self, query: HttpQuery, ticket: Ticket) -> Outcome:
+    def _read(self, query: HttpQuery, ticket: Ticket, hold: Callable[[int], bool]) -> Outcome:
         settings = reader_settings(query.settings, self.reader_limits)
         database = reader_database(query.database)
         with self._reader_handle(settings, readonly=1) as handle:
@@ -225,11 +235,11 @@ class ChdbEngine:
             # cancelled while it waited for a slot or the gate: not started at all
             ticket.check()
             # the formatted answer is bounded too, not only its blocks (answers.py)
-            cap = int(settings["max_result_bytes"])
+            answer = _AnswerLimit(int(settings["max_result_bytes"]), hold)
             if not settings_only:
-                return self._execute(handle, checked, in_session=False, marker=ticket.marker, answer_cap=cap)
+                return self._execute(handle, checked, in_session=False, marker=ticket.marker, answer=answer)
         with self._reader_handle(settings, readonly=2) as handle:
-            return self._execute(handle, checked, in_session=False, marker=ticket.marker, answer_cap=cap)
+            return self._execute(handle, checked, in_session=False, marker=ticket.marker, answer=answer)
 
     def _admit(self, handle: Handle, query: HttpQuery, database: str) -> tuple[bytes, bool]:
         """The gate's verdict (canonical statement, reads only system.settings), remembered.
@@ -345,10 +355,10 @@ class ChdbEngine:
         *,
         in_session: bool,
         marker: bytes = b"",
-        answer_cap: int | None = None,
+        answer: _AnswerLimit | None = None,
     ) -> Outcome:
-        """Run `query` on `handle`; with `answer_cap`, a statement that reads rows is answered through a
-        pipe and refused past that many bytes of formatted answer (answers.py)."""
+        """Run `query` on `handle`; with `answer`, a statement that reads rows is answered through a
+        pipe and refused past its cap of formatted answer or once its hold refuses (answers.py)."""
         handle.use(query.database or (None if in_session else "default"))
         handle.apply_settings(query.settings)
         fmt = output_format(query.sql, query.default_format)
@@ -361,13 +371,14 @@ class ChdbEngine:
         body: bytes | None = None
         if insert is not None:
             result = _insert_from_file(handle, *insert)
-        elif answer_cap is not None and keyword in ROW_KEYWORDS and self._answers is not None:
+        elif answer is not None and keyword in ROW_KEYWORDS and self._answers is not None:
             body, result = capped_answer(
                 lambda sql: handle.run(sql, answer_fmt, query.params),
                 marker + without_format(query.sql),
                 answer_fmt,
-                answer_cap,
+                answer.cap,
                 self._answers,
+                answer.hold,
             )
         else:
             # the marker (a comment) only in what the engine runs: format and keyword come from the statement

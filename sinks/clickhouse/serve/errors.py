@@ -130,3 +130,12 @@ class ServeError(SinkError):
             again = _NAME_RE.search(message)
             name_match = again if again and again.group(1) == name_match.group(1) else None
         return cls(int(match.group(1)), message, name=name)
+
+
+def budget_full() -> ServeError:
+    """A reader's request that the readers' in-flight budget cannot hold (503)."""
+    msg = (
+        "Readers' requests in flight hold the whole --serve-reader-max-inflight-mb budget; "
+        "retry later or ask for a smaller result"
+    )
+    return ServeError(TOO_MANY_SIMULTANEOUS_QUERIES, msg, status=503)

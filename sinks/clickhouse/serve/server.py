@@ -48,7 +48,7 @@ from sinks.clickhouse.serve.codecs import encode_body
 from sinks.clickhouse.serve.connections import CappedRequestHandler, CappedThreadingHTTPServer
 from sinks.clickhouse.serve.disconnect import client_gone, run_watched
 from sinks.clickhouse.serve.engine import QUEUE_TIMEOUT_S, ChdbEngine, Outcome, summary_header
-from sinks.clickhouse.serve.errors import TOO_MANY_SIMULTANEOUS_QUERIES, UNKNOWN_EXCEPTION, ServeError
+from sinks.clickhouse.serve.errors import UNKNOWN_EXCEPTION, ServeError, budget_full
 from sinks.clickhouse.serve.handles import Role
 from sinks.clickhouse.serve.redact import redact
 from sinks.clickhouse.serve.request import (
@@ -162,7 +162,7 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
             if query is None:
                 self._reply_ok()
                 return
-            outcome = self._run(query, role, creds)
+            outcome = self._run(query, role, creds, reservation)
             if outcome is None:
                 stats.cancelled()
                 self.close_connection = True
@@ -207,7 +207,7 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
             size, QUEUE_TIMEOUT_S, abandoned=lambda: connection.dropped
         )
         if reservation is None:
-            raise _budget_full()
+            raise budget_full()
         return reservation
 
     def _hold_result(
@@ -216,7 +216,7 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
         # the result (and its compressed copy) stays in memory until the client has read it all
         size = len(outcome.body) * (2 if encoding is not None or block_compression is not None else 1)
         if not reservation.resize(size):
-            raise _budget_full()
+            raise budget_full()
 
     def _local_address(self) -> str:
         return str(self.connection.getsockname()[0])
@@ -233,8 +233,13 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
         self._body_pending = False
         return body
 
-    def _run(self, query: HttpQuery, role: Role, creds: Credentials) -> Outcome | None:
-        """The query's outcome; None for a reader whose client went away (its query not run, or cancelled)."""
+    def _run(
+        self, query: HttpQuery, role: Role, creds: Credentials, reservation: Reservation | None
+    ) -> Outcome | None:
+        """The query's outcome; None for a reader whose client went away (its query not run, or cancelled).
+
+        A reader's answer is held in `reservation` as it arrives, beside its statement.
+        """
         engine = self.server.engine
         cap, connection = self.server.cap, self.cap_connection
 
@@ -244,12 +249,19 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
 
         if role is not Role.READER:
             return engine.run(query, role=role, user=creds.user, while_running=running)
+        statement = len(query.sql)
+
+        def hold(answer: int) -> bool:
+            # refused, the answer's share goes back in the same step: answers read at the same time
+            # would otherwise all be refused by each other's partial answers
+            return reservation is None or reservation.resize(statement + answer, refused=statement)
+
         if client_gone(self.connection):
             log.debug("client closed the connection before its query ran query_id=%r", query.query_id)
             return None
         return run_watched(
             lambda ticket: engine.run(
-                query, role=role, user=creds.user, ticket=ticket, while_running=running
+                query, role=role, user=creds.user, ticket=ticket, while_running=running, hold=hold
             ),
             engine.cancel,
             self.connection,
@@ -318,14 +330,6 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-
-
-def _budget_full() -> ServeError:
-    msg = (
-        "Readers' requests in flight hold the whole --serve-reader-max-inflight-mb budget; "
-        "retry later or ask for a smaller result"
-    )
-    return ServeError(TOO_MANY_SIMULTANEOUS_QUERIES, msg, status=503)
 
 
 def _rows_written(outcome: Outcome) -> int:
