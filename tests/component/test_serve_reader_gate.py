@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.component
 
 SECRET = f"TOPSECRET-{uuid.uuid4().hex}"
 ACCESS_DENIED, READONLY, SETTING_CONSTRAINT_VIOLATION, SYNTAX_ERROR = 497, 164, 452, 62
+FUNCTION_NOT_ALLOWED = 446
 
 
 class Site:
@@ -437,6 +439,23 @@ def test_readers_run_within_their_limits(site: Site) -> None:
         "SELECT getSetting('max_threads'), getSetting('readonly')", settings={"max_threads": "1"}
     )
     assert lowered.body == b"1\t1\n"
+
+
+def test_hyperscan_whose_compilation_no_limit_stops_is_off_for_readers(site: Site) -> None:
+    """multiMatchAny & co. compile their patterns before any row, deaf to max_execution_time and KILL.
+
+    Before, 300 such patterns ran ~12 s past a 1 s limit (1,000 of them 140-200 s, cancelled or not).
+    """
+    patterns = ",".join(f"'(a|b)*a(a|b){{12}}c{i}'" for i in range(300))
+    sql = f"SELECT multiMatchAny(toString(number), [{patterns}]) FROM numbers(1)"
+    started = time.monotonic()
+    assert site.refused(sql, {"max_execution_time": "1"}) == FUNCTION_NOT_ALLOWED
+    assert time.monotonic() - started < 5
+    assert site.refused("SELECT multiFuzzyMatchAny('abc', 1, ['abd'])") == FUNCTION_NOT_ALLOWED
+    assert site.refused("SELECT 1", {"allow_hyperscan": "1"}) == READONLY
+    assert site.read("SELECT match('abc', 'a.c'), 'abc' REGEXP 'b', multiSearchAny('abc', ['c'])").body == (
+        b"1\t1\t1\n"
+    )
 
 
 ADMITTED = [
