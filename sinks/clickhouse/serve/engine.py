@@ -46,7 +46,7 @@ from sinks.clickhouse.serve.errors import (
     UNKNOWN_EXCEPTION,
     ServeError,
 )
-from sinks.clickhouse.serve.gate import admit
+from sinks.clickhouse.serve.gate import admit, check_size
 from sinks.clickhouse.serve.handles import Handle, Role, quote_literal
 from sinks.clickhouse.serve.reader_policy import (
     READER_HOME,
@@ -248,6 +248,7 @@ class ChdbEngine:
         current database, and dashboards send the same queries again and
         again: a repeat skips the gate's two engine calls.
         """
+        check_size(query.sql)  # before the statement is hashed, escaped or sent anywhere
         key = (query.sql, tuple(sorted(query.params.items())), database)
         with self._lock:
             admitted = self._admitted.get(key)

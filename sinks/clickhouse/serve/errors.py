@@ -19,6 +19,7 @@ _VERSION_RE: Final = re.compile(r"\s*\(version [^()]*(?:\([^()]*\))?[^()]*\)")
 _NAME_RE: Final = re.compile(r"\(([A-Z][A-Z0-9_]+)\)\s*(?:\(version [^)]*\)\)?\s*)?$")
 
 # The codes used by the endpoint itself (ClickHouse's ErrorCodes.cpp numbering).
+SYNTAX_ERROR: Final = 62
 BAD_ARGUMENTS: Final = 36
 NOT_IMPLEMENTED: Final = 48
 UNKNOWN_FORMAT: Final = 73
@@ -38,6 +39,7 @@ CANNOT_FSYNC: Final = 75
 UNKNOWN_EXCEPTION: Final = 1002
 
 _NAMES: Final = {
+    SYNTAX_ERROR: "SYNTAX_ERROR",
     BAD_ARGUMENTS: "BAD_ARGUMENTS",
     CANNOT_FSYNC: "CANNOT_FSYNC",
     NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
