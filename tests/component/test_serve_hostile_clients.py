@@ -32,6 +32,7 @@ import pytest
 from pydantic import SecretStr
 
 from sinks.clickhouse.serve import ClickHouseHttpServer, Role, ServeError, ServeSettings, connections
+from sinks.clickhouse.serve import server as server_module
 from sinks.clickhouse.serve.budget import ByteBudget
 from sinks.clickhouse.serve.cancellation import Ticket
 from sinks.clickhouse.serve.engine import ChdbEngine, Outcome
@@ -560,6 +561,36 @@ def test_an_answer_the_budget_refuses_gives_its_share_back_in_the_same_step() ->
     assert first.size == 1
     assert second.resize(9)  # before: the refused answer's 4 bytes stayed until its request ended
     assert budget.readings()["in_flight_bytes"] == 10
+
+
+def test_a_reader_trickling_a_large_body_cannot_lock_the_other_readers_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader's body is its statement: it may not reserve the readers' whole budget for itself.
+
+    Before, one anonymous connection announcing a 256 MiB gzip body (256 MiB sent + 256 MiB decoded,
+    the whole 512 MiB budget) and sending a byte every 20 s had every other reader refused with 503,
+    POST and GET alike, for as long as it went on (against a real db serve, minutes).
+    """
+    monkeypatch.setattr(server_module, "QUEUE_TIMEOUT_S", 2.0)  # the old code's refusal, sooner
+    settings = ServeSettings(serve_listen="127.0.0.1:0", writer_password=SecretStr(RIGHT))
+    with ClickHouseHttpServer(tmp_path / "db", settings) as srv:
+        trickling = []
+        for length in (256 << 20, 400_000):  # the largest body allowed, and one a statement could be
+            sock = socket.create_connection(srv.address, timeout=30)
+            head = f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Encoding: gzip\r\nContent-Length: {length}"
+            sock.sendall(head.encode() + b"\r\n\r\n\x1f")
+            trickling.append(sock)
+        try:
+            time.sleep(0.5)  # both heads taken, their reservations made
+            for _ in range(3):
+                status, _, body = post(srv, "SELECT 42")
+                assert (status, body) == (200, b"42\n")
+            assert srv.reader_budget_readings()["in_flight_bytes"] <= 2 * server_module.READER_MAX_BODY_BYTES
+            as_writer(srv, "SELECT 1")
+        finally:
+            for sock in trickling:
+                sock.close()
 
 
 def test_the_connection_cap_keeps_the_writer_and_closes_idle_and_trickling_clients(

@@ -32,6 +32,7 @@ lines are logged at DEBUG with credentials redacted (redact.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import threading
@@ -49,6 +50,7 @@ from sinks.clickhouse.serve.connections import CappedRequestHandler, CappedThrea
 from sinks.clickhouse.serve.disconnect import client_gone, run_watched
 from sinks.clickhouse.serve.engine import QUEUE_TIMEOUT_S, ChdbEngine, Outcome, summary_header
 from sinks.clickhouse.serve.errors import UNKNOWN_EXCEPTION, ServeError, budget_full
+from sinks.clickhouse.serve.gate import MAX_STATEMENT_BYTES
 from sinks.clickhouse.serve.handles import Role
 from sinks.clickhouse.serve.redact import redact
 from sinks.clickhouse.serve.request import (
@@ -68,6 +70,11 @@ log = logging.getLogger(__name__)
 
 DISPLAY_NAME: Final = "tykpulse"
 IDLE_KEEPALIVE_S: Final = 30
+# A reader's body, as sent and decoded. It is SQL (readers insert nothing, and external data is not
+# supported), and a statement past max_query_size is refused anyway; before, a reader reserved up to
+# serve_max_request_mb plus serve_max_decompressed_mb of the readers' budget for a body it then sent a
+# byte every 20 s: one such connection refused every other reader (503) for as long as it lasted.
+READER_MAX_BODY_BYTES: Final = 2 * MAX_STATEMENT_BYTES
 _HEALTH_PATHS: Final = frozenset({"/ping", "/replicas_status"})
 _CONTENT_TYPES: Final = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8",
@@ -87,6 +94,12 @@ def _content_type(fmt: str | None) -> str:
     if fmt.startswith(("TabSeparated", "TSV")):
         return _CONTENT_TYPES["TSV"]
     return "application/octet-stream"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _BodyLimits:
+    sent: int
+    decoded: int
 
 
 class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
@@ -149,13 +162,13 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
             if role is Role.WRITER:
                 # the writer's connections are never closed to make room for others (connections.py)
                 self.server.cap.protect(self.cap_connection)
+            limits = self._body_limits(role)
             if role is Role.READER:
+                frame = framing(self.headers, limits.sent)
                 # before the body is read or decoded: readers' requests hold a bounded total (budget.py)
-                reservation = self._reserve(self._may_hold(frame, headers, params))
-            body = self._read_body(frame)
-            query = parse_query(
-                method, params, headers, body, max_decompressed=self.server.max_decompressed_bytes
-            )
+                reservation = self._reserve(self._may_hold(frame, headers, params, limits))
+            body = self._read_body(frame, limits.sent)
+            query = parse_query(method, params, headers, body, max_decompressed=limits.decoded)
             if reservation is not None:
                 reservation.resize(len(query.sql) if query is not None else 0)
             del body
@@ -193,12 +206,23 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
             if self._body_pending:
                 self.close_connection = True
 
-    def _may_hold(self, frame: Framing, headers: dict[str, str], params: dict[str, str]) -> int:
+    def _body_limits(self, role: Role) -> _BodyLimits:
+        if role is Role.READER:
+            # a reader's body is its statement, refused past max_query_size anyway (gate.check_size)
+            return _BodyLimits(
+                min(self.server.max_request_bytes, READER_MAX_BODY_BYTES),
+                min(self.server.max_decompressed_bytes, READER_MAX_BODY_BYTES),
+            )
+        return _BodyLimits(self.server.max_request_bytes, self.server.max_decompressed_bytes)
+
+    def _may_hold(
+        self, frame: Framing, headers: dict[str, str], params: dict[str, str], limits: _BodyLimits
+    ) -> int:
         """Bytes a reader's request may hold while its body is read and decoded."""
-        sent = self.server.max_request_bytes if frame.chunked else frame.length
+        sent = limits.sent if frame.chunked else frame.length
         encoded = headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
         decoded = encoded or params.get("decompress", "0") not in ("", "0")
-        return sent + (self.server.max_decompressed_bytes if decoded and not frame.empty else 0)
+        return sent + (limits.decoded if decoded and not frame.empty else 0)
 
     def _reserve(self, size: int) -> Reservation:
         # a connection closed to make room (connections.py) stops waiting: its thread ends at once
@@ -221,7 +245,7 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
     def _local_address(self) -> str:
         return str(self.connection.getsockname()[0])
 
-    def _read_body(self, frame: Framing) -> bytes:
+    def _read_body(self, frame: Framing, limit: int) -> bytes:
         if frame.empty:
             self._body_pending = False
             return b""
@@ -229,7 +253,7 @@ class _Handler(CappedRequestHandler, BaseHTTPRequestHandler):
             self._expect_continue = False
             self.send_response_only(100)
             self.end_headers()
-        body = read_body(self.rfile, frame, self.server.max_request_bytes)
+        body = read_body(self.rfile, frame, limit)
         self._body_pending = False
         return body
 
