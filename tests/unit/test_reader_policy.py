@@ -83,8 +83,10 @@ def test_reader_settings_lower_limits_and_pass_allowed_settings() -> None:
         "max_result_bytes": "99",
         "max_threads": "2",
         "output_format_json_quote_64bit_integers": "0",
+        "allow_hyperscan": "0",  # fixed for every reader (READER_FIXED_SETTINGS)
     }
     for refused, code in [
+        ({"allow_hyperscan": "1"}, 164),
         ({"max_threads": "5"}, 452),
         ({"max_memory_usage": "0"}, 452),
         ({"output_format_schema": "/x"}, 164),
