@@ -118,6 +118,17 @@ def send_raw(srv: ClickHouseHttpServer, head: str, body: bytes = b"") -> socket.
     return sock
 
 
+def hold_unread_answer(srv: ClickHouseHttpServer, megabytes: int) -> socket.socket:
+    """A reader that asks for an answer of `megabytes` MB and does not read it: the endpoint holds
+    what the socket buffers (~4 MiB) do not take."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    holder.connect(srv.address)
+    sql = b"SELECT repeat('x', 1000000) FROM numbers(%d)" % megabytes
+    holder.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s" % (len(sql), sql))
+    return holder
+
+
 def start_long_reader(srv: ClickHouseHttpServer, style: str) -> tuple[socket.socket, str]:
     sql, mark = long_query()
     if style == "get":
@@ -523,13 +534,7 @@ def test_an_answer_is_held_against_the_readers_budget_while_it_is_read(tmp_path:
         serve_listen="127.0.0.1:0", writer_password=SecretStr(RIGHT), serve_reader_max_inflight_mb=16
     )
     with ClickHouseHttpServer(tmp_path / "db", settings) as srv:
-        holder = socket.socket()
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        holder.connect(srv.address)
-        sql = b"SELECT repeat('x', 1000000) FROM numbers(10)"
-        holder.sendall(
-            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s" % (len(sql), sql)
-        )
+        holder = hold_unread_answer(srv, megabytes=10)
         wait_until(
             lambda: srv.reader_budget_readings()["in_flight_bytes"] >= 10_000_000, "the result held", 30
         )

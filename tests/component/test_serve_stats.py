@@ -15,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from sinks.clickhouse.serve import ClickHouseHttpServer, ServeSettings
+from tests.component.test_serve_hostile_clients import hold_unread_answer
 from tests.harness.tykpulse import wait_until
 
 pytestmark = pytest.mark.component
@@ -109,13 +110,7 @@ def test_the_connection_cap_and_the_readers_budget_are_counted_for_metrics(
         assert before["connections_closed"] == {"evicted": 0.0, "refused": 0.0, "head_timed_out": 0.0}
 
         # a client that does not read its 10 MB result holds it (the socket buffers take ~4 MiB) ...
-        holder = socket.socket()
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        holder.connect(srv.address)
-        sql = b"SELECT repeat('x', 1000000) FROM numbers(10)"
-        holder.sendall(
-            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s" % (len(sql), sql)
-        )
+        holder = hold_unread_answer(srv, megabytes=10)
         wait_until(
             lambda: scalar(srv.readings(), "reader_in_flight_bytes") >= 10_000_000,
             "the result held",

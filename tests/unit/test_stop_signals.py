@@ -49,17 +49,19 @@ time.sleep(60)
 """
 
 
-def test_a_signal_while_the_main_thread_waits_on_stop_stops_it() -> None:
+def run_script(script: str, hang: str) -> subprocess.CompletedProcess[str]:
+    """`script` run in a Python process of its own; the test fails, saying `hang`, if it has not
+    ended 20 s later."""
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", _SIGNAL_INSIDE_WAIT],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
+        return subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=20, check=False
         )
     except subprocess.TimeoutExpired:
-        pytest.fail("SIGTERM inside stop.wait(): still running 20 s later")
+        pytest.fail(f"{hang}: still running 20 s later")
+
+
+def test_a_signal_while_the_main_thread_waits_on_stop_stops_it() -> None:
+    done = run_script(_SIGNAL_INSIDE_WAIT, "SIGTERM inside stop.wait()")
     assert (done.returncode, done.stdout) == (0, "stopped\n"), done.stderr
 
 
@@ -103,15 +105,6 @@ print("reloads", len(calls), flush=True)
 
 
 def test_a_sighup_during_a_reload_reloads_again_after_it() -> None:
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", _SIGHUP_DURING_RELOAD],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("the second SIGHUP deadlocked the reload: still running 20 s later")
+    done = run_script(_SIGHUP_DURING_RELOAD, "the second SIGHUP deadlocked the reload")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "reloads 2"
