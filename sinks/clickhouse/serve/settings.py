@@ -39,7 +39,12 @@ class ServeSettings(BaseSettings):
         description="Password of the read-write user; while unset nobody can write through the endpoint.",
     )
     serve_max_sessions: int = Field(default=64, gt=0, description="Open HTTP sessions kept at most.")
-    serve_max_request_mb: int = Field(default=256, gt=0, description="Largest request body accepted, MiB.")
+    serve_max_request_mb: int = Field(
+        default=256,
+        gt=0,
+        description="Largest request body accepted from the writer, MiB (a reader's body, only ever its "
+        "statement, is at most 512 KiB).",
+    )
     serve_reader_max_execution_s: int = Field(
         default=60, gt=0, description="Longest a read-only query may run, seconds (readers may ask for less)."
     )
