@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import tracemalloc
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -104,18 +105,31 @@ def archiving_flusher(
     return flusher
 
 
+def archive_messages(
+    sink: ClickHouseSink,
+    wal_dir: Path,
+    messages: Iterable[tuple[list[bytes], int]],
+    notices: NoticeVerifier | None = None,
+) -> None:
+    """Log `messages` (frames, receive time) with the archive on and flush every one of them."""
+    flusher = archiving_flusher(sink, wal_dir, notices)
+    try:
+        for frames, received in messages:
+            assert flusher.writer.append(frames, received)
+        flusher.writer.commit()
+        drain(flusher)
+    finally:
+        flusher.close()
+
+
 @pytest.fixture
 def archived(sink: ClickHouseSink, tmp_path: Path) -> dict[str, Any]:
     """The workload written with the archive on; returns the first hour and the views as written."""
     h0 = first_hour_ns()
     messages = workload(h0)
-    flusher = archiving_flusher(sink, tmp_path / "wal")
-    for k, frames in enumerate(messages):
-        # Received when they were sent (hours ago), as a worker archiving all along would have.
-        assert flusher.writer.append(frames, h0 + k * (3 * HOUR_NS // len(messages)))
-    flusher.writer.commit()
-    drain(flusher)
-    flusher.close()
+    # Received when they were sent (hours ago), as a worker archiving all along would have.
+    step = 3 * HOUR_NS // len(messages)
+    archive_messages(sink, tmp_path / "wal", ((frames, h0 + k * step) for k, frames in enumerate(messages)))
     return {"h0": h0, "messages": messages, "views": views(sink)}
 
 
@@ -186,12 +200,7 @@ def test_credentials_under_any_name_or_depth_never_reach_the_archive_and_deep_ne
         message("tyk.event.AuthFailure", [failure], node="gw2", seq=0),
         deep,
     ]
-    flusher = archiving_flusher(sink, tmp_path / "wal")
-    for frames in messages:
-        assert flusher.writer.append(frames, now)
-    flusher.writer.commit()
-    drain(flusher)
-    flusher.close()
+    archive_messages(sink, tmp_path / "wal", ((frames, now) for frames in messages))
     table = f"{sink.database}.{ARCHIVE_TABLE}"
     rows = sink.client.query(
         f"SELECT node, payload FROM {table} ORDER BY node", column_formats={"payload": "bytes"}
@@ -261,12 +270,7 @@ def test_a_notice_rejected_for_its_signature_is_not_archived(sink: ClickHouseSin
         message("tyk.notice.KeySpaceUpdateNotification", [signed("KeySpaceUpdateNotification", keys)], seq=1),
         message("tyk.notice.PolicyChanged", [signed("PolicyChanged", "p", "forged")], seq=2),
     ]
-    flusher = archiving_flusher(sink, tmp_path / "wal", NoticeVerifier(secret))
-    for frames in messages:
-        assert flusher.writer.append(frames, now)
-    flusher.writer.commit()
-    drain(flusher)
-    flusher.close()
+    archive_messages(sink, tmp_path / "wal", ((frames, now) for frames in messages), NoticeVerifier(secret))
     rows = sink.client.query(
         f"SELECT seq, records, payload FROM {sink.database}.{ARCHIVE_TABLE} ORDER BY seq",
         column_formats={"payload": "bytes"},
@@ -464,12 +468,9 @@ def test_what_the_worker_refused_is_not_archived_so_a_rebuild_counts_what_the_wo
         message("tyk.analytics", records(7, h0 + 5 * MINUTE_NS, "dup"), node="gw", seq=2),
         message("tyk.analytics", records(3, second_hour, "bad-node"), node="gw\n"),
     ]
-    flusher = archiving_flusher(sink, tmp_path / "wal")
-    for k, frames in enumerate(sent):
-        assert flusher.writer.append(frames, second_hour + k * 1000)
-    flusher.writer.commit()
-    drain(flusher)
-    flusher.close()
+    archive_messages(
+        sink, tmp_path / "wal", ((frames, second_hour + k * 1000) for k, frames in enumerate(sent))
+    )
     table = f"{sink.database}.{ARCHIVE_TABLE}"
     assert sink.query_rows(f"SELECT seq, records FROM {table} ORDER BY seq") == [(0, 4), (2, 4)]
 
@@ -519,11 +520,9 @@ def test_replay_resends_only_the_records_the_worker_counted(sink: ClickHouseSink
         analytics(received - 7 * day - 2 * 10**9, api="too-far-behind"),
         analytics(received + day - 10**9, api="just-within"),
     ]
-    flusher = archiving_flusher(sink, tmp_path / "wal")
-    assert flusher.writer.append(message("tyk.analytics", records, node="gw", seq=0), received)
-    flusher.writer.commit()
-    drain(flusher)
-    flusher.close()
+    archive_messages(
+        sink, tmp_path / "wal", [(message("tyk.analytics", records, node="gw", seq=0), received)]
+    )
     bridge = CapturingBridge()
     replayer = Replayer(EventsArchive(sink), cast(BridgePublisher, bridge))
     summary = replayer.run(TimeRange(received - HOUR_NS, received + HOUR_NS))
@@ -544,11 +543,7 @@ def test_a_timestamp_extension_is_archived_rebuilt_and_replayed_to_the_nanosecon
     edge_s = edge // 10**9
     stamps = {"before": timestamp_ext(edge_s - 1, 999_999_999, size), "at": timestamp_ext(edge_s, 0, size)}
     records = [analytics(stamp, api=api) for api, stamp in stamps.items()]
-    flusher = archiving_flusher(sink, tmp_path / "wal")
-    assert flusher.writer.append(message("tyk.analytics", records, node="gw", seq=0), edge)
-    flusher.writer.commit()
-    drain(flusher)
-    flusher.close()
+    archive_messages(sink, tmp_path / "wal", [(message("tyk.analytics", records, node="gw", seq=0), edge)])
 
     def minutes() -> list[tuple[str, int]]:
         rows = fetch_view(sink.client, sink.database, "traffic_1m")
@@ -581,11 +576,7 @@ def test_a_record_with_a_malformed_timestamp_extension_leaves_the_rest_of_its_me
         analytics(malformed, api="malformed"),
         analytics(edge, api="kept"),
     ]
-    flusher = archiving_flusher(sink, tmp_path / "wal")
-    assert flusher.writer.append(message("tyk.analytics", records, node="gw", seq=0), edge)
-    flusher.writer.commit()
-    drain(flusher)
-    flusher.close()
+    archive_messages(sink, tmp_path / "wal", [(message("tyk.analytics", records, node="gw", seq=0), edge)])
 
     def requests() -> list[tuple[str, int]]:
         rows = fetch_view(sink.client, sink.database, "traffic_1m")
