@@ -276,14 +276,33 @@ class RangePlanner:
         return Flight(range=span, shipment=shipment, sequences=sequences)
 
     def _sequence_positions(self, now_ns: int) -> list[SequencePosition]:
+        held: set[tuple[str, int]] = set()
         for publisher in self.ingestor.sequences.publishers():
             key = (publisher.node, publisher.boot)
+            held.add(key)
             previous = self._seen.get(key)
             seen = now_ns if previous is None or previous[0] != publisher.last_seq else previous[1]
             self._seen[key] = (publisher.last_seq, seen, publisher.run_bounds())
         horizon = now_ns - SEQUENCE_TTL_NS
+        self._forget_unheld(held, horizon)
         return [
             SequencePosition(node, boot, last_seq, seen, runs)
             for (node, boot), (last_seq, seen, runs) in self._seen.items()
             if seen >= horizon
         ]
+
+    def _forget_unheld(self, held: set[tuple[str, int]], horizon: int) -> None:
+        """Bound what the checkpoint keeps beyond the tracker to the tracker's own bound.
+
+        Envelopes under made-up names, a few per flush, each stayed here (and in every checkpoint,
+        written twice per flush, and back in the tracker after a restart) for SEQUENCE_TTL_NS:
+        without a bound, one sender grew the checkpoint by what it sent for a week. What the
+        tracker holds is kept whole (its runs are what judges duplicates after a restart); of the
+        rest, the most recently moved, up to the tracker's bound.
+        """
+        room = max(0, self.ingestor.sequences.max_incarnations - len(held))
+        unheld = [(entry[1], key) for key, entry in self._seen.items() if key not in held]
+        kept = {key for seen, key in sorted(unheld, reverse=True)[:room] if seen >= horizon}
+        for _, key in unheld:
+            if key not in kept:
+                del self._seen[key]

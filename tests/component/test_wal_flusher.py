@@ -39,7 +39,7 @@ from sinks.clickhouse.sink import ClickHouseSink
 from sinks.errors import SinkRejectedError, SinkUnavailableError
 from tests.durability import base_window_s, check_exact, health, records_of, workload_message
 from tests.harness.processes import free_port
-from tests.helpers import analytics
+from tests.helpers import analytics, message
 from tests.sink_faults import Fault, FaultySink
 
 pytestmark = pytest.mark.component
@@ -346,6 +346,33 @@ def test_messages_missed_while_down_count_as_lost_after_restart(sink: ClickHouse
     received = set(range(50)) | set(range(63, 100))
     assert check_exact(sink.client, sink.database, NODE, base, received, 100) == []
     assert health(sink.client, sink.database)[NODE][2] == 13
+
+
+def test_made_up_publishers_cannot_grow_the_checkpoint_past_the_trackers_bound(
+    sink: ClickHouseSink, wal_dir: Path
+) -> None:
+    """A sender naming a new (node, boot) in every message, a few per flush, stayed in every
+    checkpoint for a week: one line each, written twice per flush and restored at every start."""
+    base = base_window_s()
+    flusher = make_flusher(wal_dir, sink)
+    flusher.ingestor.sequences.max_incarnations = 20
+    for round_ in range(6):
+        log_messages(flusher, range(round_ * 10, round_ * 10 + 10), base)
+        for i in range(10):
+            flusher.append(message("tyk.analytics", [], node=f"made-up-{round_}-{i}", boot=i, seq=0))
+        flusher.received()
+        flusher.wait_logged()
+        drain(flusher)
+        for i in range(10):  # silent since: a worker's liveness tracking forgets them (on_forget)
+            flusher.ingestor.sequences.forget(f"made-up-{round_}-{i}", i)
+    flusher.close()
+    checkpoint = load_checkpoint(wal_dir)
+    assert checkpoint is not None
+    assert len(checkpoint.sequences) <= 20
+    assert [p.last_seq for p in checkpoint.sequences if p.node == NODE] == [59]
+    restarted = make_flusher(wal_dir, sink)
+    assert len(restarted.ingestor.sequences) <= 20
+    restarted.close()
 
 
 CRASHING_CHILD = """
