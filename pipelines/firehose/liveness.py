@@ -16,7 +16,7 @@ heard among equals: a flood of envelopes under made-up names (each a new
 incarnation) cannot push out the publishers that were there before it, whose
 sequences would then restart and their losses go uncounted. `on_forget` lets
 the sequence tracker forget them too. Past LOGGED_ARRIVALS incarnations tracked,
-"first heard" lines are throttled (the flood would otherwise write one each).
+"first heard" and "stale" lines are throttled (the flood would otherwise write one each).
 """
 
 from __future__ import annotations
@@ -149,6 +149,21 @@ class PublisherLiveness:
                 "publisher first heard node=%s boot=%d (not logged since the last: %d)", node, boot, held
             )
 
+    def _log_stale(self, state: PublisherState, now: int) -> None:
+        # Each made-up name goes stale once it is silent: a flood of them (or one checked late, by
+        # a worker the flood slowed) wrote a warning per message, as "first heard" lines did.
+        held = 0 if len(self._by_key) <= LOGGED_ARRIVALS else self._throttle.allow("stale")
+        if held is None:
+            return
+        log.warning(
+            "publisher stale node=%s boot=%d silent_s=%.1f interval_ms=%d (not logged since the last: %d)",
+            state.node,
+            state.boot,
+            state.silent_ns(now) / 1e9,
+            state.interval_ms,
+            held,
+        )
+
     def _supersede(self, node: str, boot: int) -> None:
         old = self._newest_boot.get(node)
         self._newest_boot[node] = boot
@@ -168,13 +183,7 @@ class PublisherLiveness:
             elif not state.stale and not state.stopped:
                 state.stale = True
                 turned.append(state)
-                log.warning(
-                    "publisher stale node=%s boot=%d silent_s=%.1f interval_ms=%d",
-                    state.node,
-                    state.boot,
-                    state.silent_ns(now) / 1e9,
-                    state.interval_ms,
-                )
+                self._log_stale(state, now)
         overflow = len(self._by_key) - len(forget) - self.max_publishers
         if overflow > 0:
             going = set(forget)

@@ -106,6 +106,26 @@ def test_a_flood_of_new_names_neither_evicts_the_publishers_before_it_nor_floods
     assert len(arrivals) < 300
 
 
+def test_a_flood_of_new_names_that_falls_silent_does_not_flood_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Found by attack on a real worker: 200,000 messages, each under a new (node, boot), wrote
+    # 192,753 'publisher stale' warnings (the flood slowed the worker, so each name was overdue
+    # at its first check, and was logged stale before the overflow forgot it).
+    ingestor = Ingestor(clock=lambda: T0_NS)
+    liveness = PublisherLiveness(max_publishers=1000, on_forget=ingestor.sequences.forget)
+    with caplog.at_level(logging.INFO):
+        for start in range(0, 12_000, 3_000):
+            for i in range(start, start + 3_000):
+                frames = message("tyk.analytics", [], node=f"made-up-{i}", boot=i, seq=0)
+                ingestor.ingest(frames, received_ns=T0_NS + start * MS)
+            liveness.update(ingestor.take())
+            liveness.check(T0_NS + (start + 10_000) * MS)
+    stale = [r for r in caplog.records if "publisher stale" in r.getMessage()]
+    assert 0 < len(stale) < 300
+    assert sum(s.stale for s in liveness.publishers()) == 1000
+
+
 def goodbye(node: str, boot: int, seq: int, received: int) -> Batch:
     ingestor = Ingestor(clock=lambda: T0_NS)
     record = {"node": node, "timestamp": T0_NS, "interval_ms": 100, "bye": True}
