@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 NoticeCheck = Callable[[DecodedMessage], list[Rejection]]
 
 # Records buffered between two take() calls before the receive side waits
-# (see wait_for_room): the bound on what a stalled flusher lets pile up.
+# (see wait_for_room): the bound on what a stalled flusher lets pile up. A message
+# without records and a rejection count as one each: each is a row kept until the
+# flush, and a flood of them, uncounted, was never held back.
 DEFAULT_MAX_PENDING_RECORDS = 2_000_000
 MAX_RECEIVE_NS: Final = (1 << 63) - 1
 
@@ -163,8 +165,9 @@ class Ingestor:
                     )
                 except Exception:  # each is judged the reference way instead (never the loop stopped)
                     added = 0
-                records = sum(run.count[:added])
-                self.pending_records += records
+                counts = run.count[:added]
+                # an empty message is a row of the batch too: counted as one, as a rejection is
+                self.pending_records += sum(counts) + counts.count(0)
                 if self.pending_records >= self.max_pending_records:
                     self._room.clear()
             self.stats.messages += added
@@ -240,7 +243,7 @@ class Ingestor:
             )
             for rejection in result.rejected:
                 pending.rejections.append((received, env.node, rejection.reason.value, rejection.count))
-            self.pending_records += len(result.records)
+            self.pending_records += len(result.records) or 1
             if self.pending_records >= self.max_pending_records:
                 self._room.clear()
         self.stats.messages += 1

@@ -85,6 +85,20 @@ def test_the_pending_buffer_is_bounded_and_take_makes_room() -> None:
     assert ingestor.wait_for_room(0.01)
 
 
+def test_a_flood_of_empty_messages_is_bounded_like_records() -> None:
+    # Found by attack: messages of count 0 in sequence added nothing to the bound, so the receiver
+    # never waited; 200,000 of them held ~35 MB until the next flush, however late that came.
+    ingestor = Ingestor(clock=lambda: T0_NS, max_pending_records=10)
+    frames = [message("tyk.analytics", [], seq=seq) for seq in range(5)]
+    ingestor.ingest_many(frames, [T0_NS] * 5)
+    for seq in range(5, 10):  # one at a time: the reference way
+        ingestor.ingest(message("tyk.analytics", [], seq=seq, enc="json"))
+    assert ingestor.stats.messages == 10
+    assert not ingestor.wait_for_room(0.01)
+    ingestor.take()
+    assert ingestor.wait_for_room(0.01)
+
+
 def test_messages_refused_as_a_whole_advance_the_sequence_and_are_counted_rejected() -> None:
     ingestor = Ingestor(clock=lambda: T0_NS)
     ingestor.ingest(message("tyk.analytics", [analytics(T0_NS)], node="n", boot=7, seq=0))
