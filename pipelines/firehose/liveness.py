@@ -99,9 +99,12 @@ class PublisherLiveness:
             for node, boot, first, last, messages, lost in seen.iter_rows():
                 self._heard(node, boot, first, last, messages, lost)
         if batch.heartbeats.height:
-            intervals = batch.heartbeats.group_by("node_id").agg(pl.col("interval_ms").last())
-            for node, interval_ms in intervals.iter_rows():
-                state = self._by_key.get((node, self._newest_boot.get(node, -1)))
+            # Each incarnation keeps the interval its own heartbeats promise: a heartbeat under
+            # another boot of the same name (a forger's, or an old process still running) set the
+            # newest incarnation's, 1 ms or an hour.
+            intervals = batch.heartbeats.group_by("node_id", "boot").agg(pl.col("interval_ms").last())
+            for node, boot, interval_ms in intervals.iter_rows():
+                state = self._by_key.get((node, boot))
                 if state is not None:
                     state.interval_ms = interval_ms
             self._goodbyes(batch.heartbeats.filter(pl.col("bye")))
@@ -136,9 +139,18 @@ class PublisherLiveness:
         held = 0 if len(self._by_key) <= LOGGED_ARRIVALS else self._throttle.allow("arrival")
         if held is None:
             return
-        if previous is not None and previous != boot:
+        if previous is not None and previous < boot:
             log.info(
                 "publisher restarted node=%s boot=%d previous_boot=%d (not logged since the last: %d)",
+                node,
+                boot,
+                previous,
+                held,
+            )
+        elif previous is not None and previous > boot:  # not a restart: an older boot than the newest
+            log.warning(
+                "publisher heard under an older boot node=%s boot=%d newest_boot=%d "
+                "(not logged since the last: %d)",
                 node,
                 boot,
                 previous,

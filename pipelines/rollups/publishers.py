@@ -28,14 +28,15 @@ def rollup(batch: Batch) -> pa.Table:
         messages=(pl.col("rejected") == 0).sum(),  # accepted ones; a refused one still counts as heard
         lost_messages=pl.col("lost").sum(),
     )
-    intervals = batch.heartbeats.group_by("node_id").agg(interval_ms=pl.col("interval_ms").max())
+    # per incarnation: a heartbeat under another boot of the name must not set this one's
+    intervals = batch.heartbeats.group_by(KEYS).agg(interval_ms=pl.col("interval_ms").max())
     goodbyes = (
         batch.heartbeats.filter(pl.col("bye"))
         .group_by(KEYS)
         .agg(last_goodbye=(pl.col("received_ns").max() // 1_000_000).cast(pl.Int64).cast(_MS))
     )
     frame = (
-        seen.join(intervals, on="node_id", how="left")
+        seen.join(intervals, on=KEYS, how="left")
         .join(goodbyes, on=KEYS, how="left")
         .with_columns(
             pl.col("interval_ms").fill_null(0),

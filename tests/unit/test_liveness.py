@@ -45,6 +45,24 @@ def test_stale_after_three_intervals_logged_once_and_live_again(caplog: pytest.L
     assert (state.messages, state.interval_ms, state.stale) == (2, 100, False)
 
 
+def test_a_heartbeat_under_another_boot_of_the_name_leaves_this_incarnations_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Found by attack: intervals were applied per node to its newest boot, so a heartbeat under an
+    # older boot of the name (any sender may claim a name) promised 1 ms for the real incarnation,
+    # and was logged as a restart.
+    liveness = PublisherLiveness()
+    liveness.update(batch(("gw", 1000, 0, T0_NS), interval_ms=500))
+    with caplog.at_level(logging.INFO):
+        liveness.update(batch(("gw", 1, 0, T0_NS + MS), interval_ms=1))
+    intervals = {s.boot: s.interval_ms for s in liveness.publishers()}
+    assert intervals == {1000: 500, 1: 1}
+    lines = [r.getMessage() for r in caplog.records]
+    assert not any("restarted" in line for line in lines)
+    assert any("older boot node=gw boot=1 newest_boot=1000" in line for line in lines)
+    assert liveness.check(T0_NS + 1000 * MS) == [s for s in liveness.publishers() if s.boot == 1]
+
+
 def test_default_interval_without_heartbeats_and_loss_accumulates() -> None:
     liveness = PublisherLiveness()
     liveness.update(batch(("gw", 1, 0, T0_NS), ("gw", 1, 5, T0_NS + MS)))

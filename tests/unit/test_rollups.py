@@ -181,6 +181,18 @@ def test_ingest_health_counts_messages_records_losses_and_rejections_by_receive_
     assert row["requests"] == 3
 
 
+def test_publishers_rows_keep_the_interval_each_incarnation_promised() -> None:
+    # Found by attack: the interval was joined per node, so a heartbeat under another boot of the
+    # name set every incarnation's row in the same flush (max() keeps it in `publishers` for good).
+    def heartbeat(boot: int, interval_ms: int) -> list[bytes]:
+        record = {"node": "gw", "timestamp": T0_NS, "interval_ms": interval_ms}
+        return message("tyk.heartbeat", [record], node="gw", boot=boot, seq=0)
+
+    _, batch = ingest([heartbeat(1000, 500), heartbeat(1, 3_600_000), message("tyk.analytics", [], boot=7)])
+    got = {r["boot"]: r["interval_ms"] for r in compute(batch)["publishers"].to_pylist()}
+    assert got == {1000: 500, 1: 3_600_000, 7: 0}
+
+
 def test_take_empties_the_buffer() -> None:
     ingestor, batch = ingest([message("tyk.analytics", [analytics(T0_NS)])])
     assert batch.analytics.height == 1
