@@ -8,6 +8,7 @@ only logged. Resolved alerts are sent once: a failed POST keeps them queued
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import urllib.error
@@ -87,7 +88,9 @@ class AlertmanagerClient:
         try:
             with _OPENER.open(request, timeout=self.timeout_s) as response:
                 response.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL
+        # HTTPException: an answer that is not HTTP or is cut short (BadStatusLine, IncompleteRead, ...),
+        # which is neither an OSError nor a ValueError and would end `alerts run`.
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             self.failures += 1
             log.warning(
                 "alerts not delivered url=%s alerts=%d error=%s", redact(self.url), len(batch), redact(exc)
