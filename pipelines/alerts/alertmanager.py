@@ -3,19 +3,25 @@
 Firing alerts are re-sent at every evaluation, so a failed POST of them is
 only logged. Resolved alerts are sent once: a failed POST keeps them queued
 (up to MAX_QUEUED) and they go out with the next successful POST.
+
+A POST takes at most its timeout from connection to answer, however the answer
+arrives, and at most MAX_ANSWER_BYTES of the answer are read.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import logging
+import socket
+import threading
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 from urllib.parse import unquote, urlunsplit
 
 from pipelines.alerts.state import Alert
@@ -25,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ALERTS_PATH: Final = "/api/v2/alerts"
 MAX_QUEUED: Final = 1000
+MAX_ANSWER_BYTES: Final = 64 * 1024  # Alertmanager answers a POST with a few bytes
 
 
 def alerts_url(webhook: str) -> str:
@@ -63,7 +70,55 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER: Final = urllib.request.build_opener(_NoRedirects())
+class _Connections(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """HTTP(S) whose open sockets `shut()` ends from another thread: a socket timeout bounds one
+    read, so an answer trickled a byte at a time, or one that never ends, would hold the POST (and
+    every rule evaluation behind it) for ever."""
+
+    def __init__(self) -> None:
+        urllib.request.HTTPSHandler.__init__(self)
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._http, req)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._https, req)
+
+    def _http(self, host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+        return _TrackedHTTP(self._track, host, **kwargs)
+
+    def _https(self, host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+        return _TrackedHTTPS(self._track, host, **kwargs)
+
+    def _track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+
+    def shut(self) -> None:
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):  # already closed
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._sockets.clear()
+
+
+class _TrackedHTTP(http.client.HTTPConnection):
+    def __init__(self, track: Callable[[socket.socket], None], host: str, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._track = track
+
+    def connect(self) -> None:
+        super().connect()
+        self._track(self.sock)
+
+
+class _TrackedHTTPS(_TrackedHTTP, http.client.HTTPSConnection):
+    pass
 
 
 class AlertmanagerClient:
@@ -72,6 +127,8 @@ class AlertmanagerClient:
         self._headers = {"Content-Type": "application/json", **basic_auth(webhook)}
         self.timeout_s = timeout_s
         self._resolved: deque[Alert] = deque(maxlen=MAX_QUEUED)
+        self._connections = _Connections()
+        self._opener = urllib.request.build_opener(_NoRedirects(), self._connections)
         self.sent = 0
         self.failures = 0
 
@@ -85,9 +142,12 @@ class AlertmanagerClient:
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked in alerts_url
             self.url, data=body, method="POST", headers=self._headers
         )
+        deadline = threading.Timer(self.timeout_s, self._connections.shut)
+        deadline.name, deadline.daemon = "tykpulse-webhook-deadline", True
+        deadline.start()
         try:
-            with _OPENER.open(request, timeout=self.timeout_s) as response:
-                response.read()
+            with self._opener.open(request, timeout=self.timeout_s) as response:
+                response.read(MAX_ANSWER_BYTES)
         # HTTPException: an answer that is not HTTP or is cut short (BadStatusLine, IncompleteRead, ...),
         # which is neither an OSError nor a ValueError and would end `alerts run`.
         except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
@@ -96,6 +156,9 @@ class AlertmanagerClient:
                 "alerts not delivered url=%s alerts=%d error=%s", redact(self.url), len(batch), redact(exc)
             )
             return False
+        finally:
+            deadline.cancel()
+            self._connections.forget()
         self._resolved.clear()
         self.sent += len(batch)
         log.info("alerts delivered url=%s firing=%d resolved=%d", redact(self.url), *_counts(batch))

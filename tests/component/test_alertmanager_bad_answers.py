@@ -1,7 +1,9 @@
-"""Whatever answers at the Alertmanager URL, a POST is delivered or failed: `alerts run` carries on.
+"""Whatever answers at the Alertmanager URL, a POST ends in its timeout, delivered or failed.
 
 Found by attack on a real socket: an answer that is not HTTP (an SSH or TLS server on that port)
-raised http.client.BadStatusLine out of the client and ended `alerts run`.
+raised http.client.BadStatusLine out of the client and ended `alerts run`; an answer trickled a
+byte a second held a POST with a 2 s timeout for ever, and a 200 whose body never ends was read
+into memory (2.6 GB in 8 s) for ever, every rule evaluation waiting behind it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import dataclasses
 import datetime as dt
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -70,3 +73,32 @@ def test_a_broken_answer_is_a_failed_delivery(answering: Callable[[Answer], str]
     assert client.send([resolved]) is False
     assert (client.sent, client.failures) == (0, 1)
     assert list(client._resolved) == [resolved]  # kept for the next POST
+
+
+def trickle(connection: socket.socket) -> None:
+    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 10_000:
+        connection.sendall(bytes([byte]))
+        time.sleep(0.1)
+
+
+def endless(connection: socket.socket) -> None:
+    """Never ends for a reader without a deadline; 6.4 MB/s at most, so old code does not eat the machine."""
+    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+    for _ in range(3000):
+        connection.sendall(b"x" * 65536)
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("answer", "delivered"), [(trickle, False), (endless, True)], ids=["trickle", "endless"]
+)
+def test_a_post_takes_at_most_its_timeout_however_the_answer_arrives(
+    answering: Callable[[Answer], str], answer: Answer, delivered: bool
+) -> None:
+    client = AlertmanagerClient(answering(answer), timeout_s=1)
+    outcome: list[bool] = []
+    sending = threading.Thread(target=lambda: outcome.append(client.send([firing()])), daemon=True)
+    sending.start()
+    sending.join(5)
+    assert not sending.is_alive(), "the POST outlived its 1 s timeout by 4 s"
+    assert outcome == [delivered]  # a 200 is a delivery, whatever follows it
