@@ -144,6 +144,20 @@ def test_stale_publisher_is_quiet_for_a_goodbye_and_fires_again_for_a_restart_th
     assert fired == ["restarted"]
 
 
+def test_stale_publisher_holds_a_publisher_to_the_heartbeat_interval_it_promised(
+    sink: ClickHouseSink,
+) -> None:
+    scenario = healthy()
+    for node, last in (("keeps_promise", 3.5), ("broke_promise", 16)):
+        for m in (last + 10, last + 5, last):  # a heartbeat every 5 minutes, as promised
+            scenario.send("tyk.heartbeat", [{"node": node, "interval_ms": 300_000}], minutes_ago=m, node=node)
+    # 3.5 minutes silent is live for a 5-minute promise (publishers.state): it fired, and resolved at
+    # the next heartbeat, every 5 minutes
+    assert [labels["node_id"] for labels in fires(sink, scenario, RULES["stale_publisher"])] == [
+        "broke_promise"
+    ]
+
+
 def test_data_loss(sink: ClickHouseSink) -> None:
     scenario = healthy()
     scenario.seq["gw1"] += 5  # five messages from gw1 never arrive
