@@ -2,7 +2,8 @@
 
 Firing alerts are re-sent at every evaluation, so a failed POST of them is
 only logged. Resolved alerts are sent once: a failed POST keeps them queued
-(up to MAX_QUEUED) and they go out with the next successful POST.
+(up to MAX_QUEUED) and they go out with the next successful POST, ahead of the
+firing ones.
 
 A POST takes at most its timeout from connection to answer, however the answer
 arrives, and at most MAX_ANSWER_BYTES of the answer are read.
@@ -135,7 +136,9 @@ class AlertmanagerClient:
     def send(self, alerts: Sequence[Alert]) -> bool:
         """POST firing alerts and every resolved alert not yet delivered; True when delivered."""
         self._resolved.extend(a for a in alerts if a.resolved)
-        batch = [a for a in alerts if not a.resolved] + list(self._resolved)
+        # Alertmanager stores a POST's alerts in order, and of two with the same labels the later wins:
+        # a series resolved while Alertmanager was unreachable, and firing again since, must end firing.
+        batch = list(self._resolved) + [a for a in alerts if not a.resolved]
         if not batch:
             return True
         body = json.dumps([a.to_alertmanager() for a in batch]).encode()

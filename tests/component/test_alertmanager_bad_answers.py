@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -102,3 +105,48 @@ def test_a_post_takes_at_most_its_timeout_however_the_answer_arrives(
     sending.join(5)
     assert not sending.is_alive(), "the POST outlived its 1 s timeout by 4 s"
     assert outcome == [delivered]  # a 200 is a delivery, whatever follows it
+
+
+@pytest.fixture
+def unavailable_once() -> Iterator[tuple[str, list[list[dict[str, Any]]]]]:
+    """An Alertmanager that answers 503 to the first POST and 200 after, and the bodies it took."""
+    taken: list[list[dict[str, Any]]] = []
+    posts = [0]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            posts[0] += 1
+            if posts[0] > 1:
+                taken.append(body)
+            self.send_response(503 if posts[0] == 1 else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", taken
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_series_resolved_while_undelivered_and_firing_again_is_last_sent_firing(
+    unavailable_once: tuple[str, list[list[dict[str, Any]]]],
+) -> None:
+    """Alertmanager stamps one POST's alerts with one time and stores them in order (the later of two
+    with the same labels wins): a stale resolved after the firing one resolved a firing alert."""
+    url, taken = unavailable_once
+    client = AlertmanagerClient(url, timeout_s=5)
+    earlier = firing()
+    resolved = dataclasses.replace(
+        earlier, ends_at=earlier.starts_at + dt.timedelta(seconds=30), resolved=True
+    )
+    assert client.send([resolved]) is False  # 503: kept
+    again = dataclasses.replace(earlier, starts_at=resolved.ends_at + dt.timedelta(seconds=30))
+    assert client.send([again]) is True
+    [body] = taken
+    last = {json.dumps(alert["labels"], sort_keys=True): alert for alert in body}
+    assert [alert["startsAt"] for alert in last.values()] == [again.to_alertmanager()["startsAt"]]
