@@ -38,11 +38,17 @@ class Scenario:
         self.seq: dict[str, int] = {}
 
     def send(
-        self, topic: str, records: list[dict[str, Any]], *, minutes_ago: float, node: str = "gw1"
+        self,
+        topic: str,
+        records: list[dict[str, Any]],
+        *,
+        minutes_ago: float,
+        node: str = "gw1",
+        clock_ahead_minutes: float = 0,
     ) -> None:
         at = self.now - int(minutes_ago * MINUTE)
         for record in records:
-            record["timestamp"] = at
+            record["timestamp"] = at + int(clock_ahead_minutes * MINUTE)
         seq = self.seq.get(node, 0)
         self.seq[node] = seq + 1
         self.ingestor.ingest(message(topic, records, node=node, seq=seq, sent=at), received_ns=at)
@@ -291,6 +297,24 @@ def test_an_org_level_storm_arriving_through_many_apis_is_one_org_wide_series(si
     assert [(labels["org_id"], labels["api_id"], labels["target"]) for labels in fired] == [
         ("org5", "", "the whole org (org-level limit)")
     ]
+
+
+def test_records_stamped_ahead_count_when_their_minute_comes_not_before(sink: ClickHouseSink) -> None:
+    """A gateway or bridge whose clock is ahead stamps records in minutes still to come (the workers
+    take up to --max-future-s, a day by default); windows open at the end counted them early, on top of
+    the current ones: a steady API refusing half its requests was a storm, one change a minute flapping."""
+    scenario = healthy(70)
+    for m in range(70, -1, -1):
+        requests = [analytics(0, api="steady", code=c) for c in [429] * 60 + [200] * 60]
+        limited = [event("RatelimitExceeded", 0, api="steady", key=f"k{i}") for i in range(60)]
+        for topic, records in (("tyk.analytics", requests), ("tyk.event.RatelimitExceeded", limited)):
+            scenario.send(topic, records, minutes_ago=m, node="gw_ahead", clock_ahead_minutes=20)
+    for m in range(20, -1, -1):
+        change = [notice("ApiUpdated", 0)]
+        scenario.send("tyk.notice.ApiUpdated", change, minutes_ago=m, node="bridge", clock_ahead_minutes=10)
+    assert fires(sink, scenario, RULES["rate_limit_storm"]) == []
+    columns, rows = run_query(sink.client, RULES["config_flapping"].sql.replace("HAVING changes >= 10", ""))
+    assert [dict(zip(columns, row, strict=True))["changes"] for row in rows] == [7]  # 6 + healthy()'s 1
 
 
 def test_token_churn_spike_baseline_is_per_minute_heard(sink: ClickHouseSink) -> None:
