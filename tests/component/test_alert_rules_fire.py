@@ -188,6 +188,16 @@ def test_error_ratio_after_change(sink: ClickHouseSink) -> None:
     assert len(fires(sink, scenario, RULES["error_ratio_after_change"])) == 1
 
 
+def test_error_ratio_after_change_fires_at_exactly_three_times_the_ratio_before(sink: ClickHouseSink) -> None:
+    scenario = Scenario()
+    for m in range(20, 5, -1):  # the 15 minutes before the change: 5 %
+        scenario.traffic(minutes_ago=m, requests=100, errors=5)
+    scenario.send("tyk.notice.ApiUpdated", [notice("ApiUpdated", 0)], minutes_ago=5, node="dash")
+    for m in range(4, -1, -1):  # after it: 15 %, three times as much (0.15 < 3 * 0.05 in floating point)
+        scenario.traffic(minutes_ago=m, requests=100, errors=15)
+    assert len(fires(sink, scenario, RULES["error_ratio_after_change"])) == 1
+
+
 def test_error_ratio_after_a_group_reload(sink: ClickHouseSink) -> None:
     # a gateway without a Dashboard: /tyk/reload/group publishes GroupReload, nothing else
     scenario = Scenario()
