@@ -131,11 +131,11 @@ class RuleState:
                 state.firing_since = now
             if state.firing_since is not None:
                 validity = max(MIN_VALIDITY, dt.timedelta(seconds=RESEND_INTERVALS * self.rule.interval_s))
-                alerts.append(self._alert(labels, state, now + validity, resolved=False))
+                alerts.append(self._alert(labels, state, now, now + validity, resolved=False))
         for labels in [k for k in self.series if k not in seen]:
             state = self.series.pop(labels)
             if state.firing_since is not None:
-                alerts.append(self._alert(labels, state, now, resolved=True))
+                alerts.append(self._alert(labels, state, now, now, resolved=True))
         return alerts
 
     def _capped(self, series: list[tuple[LabelSet, dict[str, Any]]]) -> list[tuple[LabelSet, dict[str, Any]]]:
@@ -154,7 +154,9 @@ class RuleState:
     def firing(self) -> int:
         return sum(1 for s in self.series.values() if s.firing_since is not None)
 
-    def _alert(self, labels: LabelSet, state: _Series, ends_at: dt.datetime, *, resolved: bool) -> Alert:
+    def _alert(
+        self, labels: LabelSet, state: _Series, now: dt.datetime, ends_at: dt.datetime, *, resolved: bool
+    ) -> Alert:
         rule = self.rule
         all_labels = {**rule.labels, **dict(labels), "alertname": rule.name, "severity": rule.severity}
         if dict(labels).get(OVERFLOW_LABEL) == "true" and len(labels) == 1:
@@ -165,7 +167,10 @@ class RuleState:
                 for k, v in rule.annotations.items()
             }
         url = f"{self.generator_url}#{rule.name}"
-        return Alert(all_labels, annotations, state.active_since, ends_at, url, resolved)
+        # a clock stepped back since the series began would make it end before it starts, and
+        # Alertmanager answers 400 to a POST holding such an alert (then resent at every evaluation)
+        starts_at = min(state.active_since, now)
+        return Alert(all_labels, annotations, starts_at, ends_at, url, resolved)
 
 
 def _overflow_annotations(rule: Rule, values: Mapping[str, Any]) -> dict[str, str]:

@@ -102,6 +102,18 @@ def test_a_series_is_pending_then_firing_then_resolved() -> None:
     assert state.evaluate(columns, [], T0 + dt.timedelta(seconds=150)) == []
 
 
+def test_an_alert_never_ends_before_it_starts_when_the_clock_steps_back() -> None:
+    """Alertmanager refuses an alert whose endsAt is before its startsAt, and answers the whole POST 400."""
+    state = RuleState(rule(**{"for": "0s"}), "u")
+    assert len(state.evaluate(["api_id"], [("a1",)], T0)) == 1
+    back = T0 - dt.timedelta(minutes=10)  # NTP stepped the evaluator's clock back
+    [firing] = state.evaluate(["api_id"], [("a1",)], back)
+    [resolved] = state.evaluate(["api_id"], [], back)
+    assert firing.starts_at <= back < firing.ends_at
+    assert resolved.resolved
+    assert resolved.starts_at <= resolved.ends_at == back  # resolved now, not when the clock said before
+
+
 def test_a_pending_series_that_goes_away_is_never_sent() -> None:
     state = RuleState(rule(), "u")
     assert state.evaluate(["api_id"], [("a1",)], T0) == []
