@@ -71,55 +71,63 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-class _Connections(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
-    """HTTP(S) whose open sockets `shut()` ends from another thread: a socket timeout bounds one
-    read, so an answer trickled a byte at a time, or one that never ends, would hold the POST (and
-    every rule evaluation behind it) for ever."""
+class _Deadline:
+    """The sockets of one POST, shut down from a timer thread when its time is up.
+
+    A socket timeout bounds one read, so an answer trickled a byte at a time (or a TLS handshake
+    trickled so), or one that never ends, would hold the POST, and every rule evaluation behind it,
+    for ever. The raw socket is taken as it connects, before any handshake, and one that connects
+    after the time is up is shut at once.
+    """
 
     def __init__(self) -> None:
-        urllib.request.HTTPSHandler.__init__(self)
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._expired = False
 
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(self._http, req)
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(self._https, req)
-
-    def _http(self, host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
-        return _TrackedHTTP(self._track, host, **kwargs)
-
-    def _https(self, host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
-        return _TrackedHTTPS(self._track, host, **kwargs)
-
-    def _track(self, sock: socket.socket) -> None:
+    def connect(self, address: tuple[str, int], *args: Any) -> socket.socket:
+        sock = socket.create_connection(address, *args)
         with self._lock:
             self._sockets.append(sock)
+            if self._expired:
+                _shut(sock)
+        return sock
 
-    def shut(self) -> None:
+    def expire(self) -> None:
         with self._lock:
+            self._expired = True
             for sock in self._sockets:
-                with contextlib.suppress(OSError):  # already closed
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def forget(self) -> None:
-        with self._lock:
-            self._sockets.clear()
+                _shut(sock)
 
 
-class _TrackedHTTP(http.client.HTTPConnection):
-    def __init__(self, track: Callable[[socket.socket], None], host: str, **kwargs: Any) -> None:
-        super().__init__(host, **kwargs)
-        self._track = track
-
-    def connect(self) -> None:
-        super().connect()
-        self._track(self.sock)
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
 
 
-class _TrackedHTTPS(_TrackedHTTP, http.client.HTTPSConnection):
-    pass
+class _DeadlineHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """HTTP(S) connections whose sockets a _Deadline holds."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        urllib.request.HTTPSHandler.__init__(self)
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection(http.client.HTTPConnection), req)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection(http.client.HTTPSConnection), req)
+
+    def _connection(
+        self, kind: type[http.client.HTTPConnection]
+    ) -> Callable[..., http.client.HTTPConnection]:
+        def build(host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+            connection = kind(host, **kwargs)
+            # http.client makes its socket through this attribute (not in the type stubs)
+            connection._create_connection = self._deadline.connect  # type: ignore[attr-defined]
+            return connection
+
+        return build
 
 
 class AlertmanagerClient:
@@ -128,8 +136,6 @@ class AlertmanagerClient:
         self._headers = {"Content-Type": "application/json", **basic_auth(webhook)}
         self.timeout_s = timeout_s
         self._resolved: deque[Alert] = deque(maxlen=MAX_QUEUED)
-        self._connections = _Connections()
-        self._opener = urllib.request.build_opener(_NoRedirects(), self._connections)
         self.sent = 0
         self.failures = 0
 
@@ -145,11 +151,14 @@ class AlertmanagerClient:
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked in alerts_url
             self.url, data=body, method="POST", headers=self._headers
         )
-        deadline = threading.Timer(self.timeout_s, self._connections.shut)
-        deadline.name, deadline.daemon = "tykpulse-webhook-deadline", True
-        deadline.start()
+        # a deadline and an opener of its own per POST: a timer that fires late touches no other POST
+        deadline = _Deadline()
+        opener = urllib.request.build_opener(_NoRedirects(), _DeadlineHandler(deadline))
+        timer = threading.Timer(self.timeout_s, deadline.expire)
+        timer.name, timer.daemon = "tykpulse-webhook-deadline", True
+        timer.start()
         try:
-            with self._opener.open(request, timeout=self.timeout_s) as response:
+            with opener.open(request, timeout=self.timeout_s) as response:
                 response.read(MAX_ANSWER_BYTES)
         # HTTPException: an answer that is not HTTP or is cut short (BadStatusLine, IncompleteRead, ...),
         # which is neither an OSError nor a ValueError and would end `alerts run`.
@@ -160,8 +169,7 @@ class AlertmanagerClient:
             )
             return False
         finally:
-            deadline.cancel()
-            self._connections.forget()
+            timer.cancel()
         self._resolved.clear()
         self.sent += len(batch)
         log.info("alerts delivered url=%s firing=%d resolved=%d", redact(self.url), *_counts(batch))

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.alerts.alertmanager import AlertmanagerClient
+from pipelines.alerts.alertmanager import AlertmanagerClient, _Deadline
 from pipelines.alerts.state import Alert
 
 pytestmark = pytest.mark.component
@@ -105,6 +105,45 @@ def test_a_post_takes_at_most_its_timeout_however_the_answer_arrives(
     sending.join(5)
     assert not sending.is_alive(), "the POST outlived its 1 s timeout by 4 s"
     assert outcome == [delivered]  # a 200 is a delivery, whatever follows it
+
+
+def trickled_handshake(connection: socket.socket) -> None:
+    """A TLS record header announcing 16 KiB, then its bytes one at a time: a handshake without end."""
+    connection.sendall(b"\x16\x03\x03\x40\x00")
+    for _ in range(100):
+        connection.sendall(b"\x02")
+        time.sleep(0.1)
+
+
+def test_an_https_post_whose_handshake_is_trickled_ends_in_its_timeout(
+    answering: Callable[[Answer], str],
+) -> None:
+    # The deadline holds the raw socket from its connect on; the handshake is bounded too.
+    url = answering(trickled_handshake).replace("http://", "https://")
+    client = AlertmanagerClient(url, timeout_s=1)
+    outcome: list[bool] = []
+    sending = threading.Thread(target=lambda: outcome.append(client.send([firing()])), daemon=True)
+    sending.start()
+    sending.join(5)
+    assert not sending.is_alive(), "the handshake outlived the POST's 1 s timeout by 4 s"
+    assert outcome == [False]
+
+
+def test_a_connection_made_after_the_deadline_is_shut_at_once() -> None:
+    # The deadline only shut the sockets it held when it fired: one that finished connecting (and
+    # its TLS handshake, which has a timeout of its own) just after was read without a bound.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        deadline = _Deadline()
+        deadline.expire()
+        with deadline.connect(listener.getsockname(), 5) as late:
+            peer, _ = listener.accept()
+            with peer:
+                peer.sendall(b"HTTP/1.1 200 OK\r\n")
+                try:
+                    answer = late.recv(100)
+                except ConnectionResetError:  # shut, then written to: the kernel resets it
+                    answer = b""
+                assert answer == b""  # nothing of the answer is read from it
 
 
 @pytest.fixture
