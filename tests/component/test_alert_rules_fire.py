@@ -17,6 +17,7 @@ import pytest
 
 from pipelines.alerts import Rule, RuleState, load_rules
 from pipelines.alerts.evaluator import run_query
+from pipelines.alerts.state import Alert
 from pipelines.ingest import Ingestor
 from pipelines.keys import KeyHasher
 from pipelines.rollups import compute
@@ -63,16 +64,21 @@ def sink(tykpulse_sink: ClickHouseSink) -> ClickHouseSink:
     return tykpulse_sink
 
 
-def fires(sink: ClickHouseSink, scenario: Scenario, rule: Rule) -> list[dict[str, str]]:
-    """Write the scenario, run the rule until its `for` has passed; the labels of what fired."""
+def firing_alerts(sink: ClickHouseSink, scenario: Scenario, rule: Rule) -> list[Alert]:
+    """Write the scenario, run the rule until its `for` has passed; the alerts firing then."""
     sink.write(compute(scenario.ingestor.take()), f"scenario-{rule.name}")
     state = RuleState(rule, "file:///alerts")
     now = dt.datetime.now(dt.UTC)
-    alerts = []
+    alerts: list[Alert] = []
     for step in (0.0, rule.for_s):
         columns, rows = run_query(sink.client, rule.sql)
         alerts = state.evaluate(columns, rows, now + dt.timedelta(seconds=step))
-    return [a.labels for a in alerts if not a.resolved]
+    return [a for a in alerts if not a.resolved]
+
+
+def fires(sink: ClickHouseSink, scenario: Scenario, rule: Rule) -> list[dict[str, str]]:
+    """The labels of what fired (firing_alerts)."""
+    return [a.labels for a in firing_alerts(sink, scenario, rule)]
 
 
 def healthy(minutes: int = 30) -> Scenario:
@@ -307,6 +313,38 @@ def test_an_org_level_storm_arriving_through_many_apis_is_one_org_wide_series(si
     assert [(labels["org_id"], labels["api_id"], labels["target"]) for labels in fired] == [
         ("org5", "", "the whole org (org-level limit)")
     ]
+
+
+def test_key_level_events_naming_no_api_are_not_called_an_org_level_limit(sink: ClickHouseSink) -> None:
+    # A webhook handler configured without api_id gives key-level RatelimitExceeded with api_id '';
+    # they joined the org-level series and were called "the whole org (org-level limit)".
+    scenario = healthy()
+    for m in (1, 0):
+        scenario.send("tyk.analytics", [analytics(0, org="org9", api="a") for _ in range(100)], minutes_ago=m)
+        unnamed = [event("RatelimitExceeded", 0, org="org9", api="", key=f"k{i}") for i in range(250)]
+        scenario.send("tyk.event.RatelimitExceeded", unnamed, minutes_ago=m)
+        org_level = [event("OrgRateLimitExceeded", 0, org="org9", api="a", key="org9") for _ in range(75)]
+        scenario.send("tyk.event.OrgRateLimitExceeded", org_level, minutes_ago=m)
+    fired = sorted(firing_alerts(sink, scenario, RULES["rate_limit_storm"]), key=lambda a: a.labels["target"])
+    assert [(a.labels["org_id"], a.labels["api_id"], a.labels["target"]) for a in fired] == [
+        ("org9", "", "APIs the events do not name (their webhook gives no api_id)"),
+        ("org9", "", "the whole org (org-level limit)"),
+    ]
+    assert [a.annotations["description"].split(" ")[0] for a in fired] == ["500", "150"]
+
+
+def test_a_storm_on_an_api_tyk_records_no_requests_of_fires_and_says_so(sink: ClickHouseSink) -> None:
+    # do_not_track or analytics off: events but no records. The share was events / 1, and the alert
+    # said "as many as 30000% of the requests of API untracked".
+    scenario = healthy()
+    for m in (1, 0):
+        storm = [event("RatelimitExceeded", 0, api="untracked", key=f"k{i}") for i in range(150)]
+        scenario.send("tyk.event.RatelimitExceeded", storm, minutes_ago=m)
+    (alert,) = firing_alerts(sink, scenario, RULES["rate_limit_storm"])
+    assert alert.labels["target"] == "API untracked"
+    description = alert.annotations["description"]
+    assert "against 0 requests recorded for API untracked" in description
+    assert "%" not in description
 
 
 def test_records_stamped_ahead_count_when_their_minute_comes_not_before(sink: ClickHouseSink) -> None:
