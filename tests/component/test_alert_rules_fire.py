@@ -404,6 +404,13 @@ def test_stale_publisher_measures_silence_from_the_last_message(sink: ClickHouse
     assert 120 <= silent["quiet"] < 180
 
 
+def test_ingestion_stopped_on_a_database_that_never_heard_a_message_says_a_day(sink: ClickHouseSink) -> None:
+    # It fired, as it should, saying "silent for 1796691701 s" and "last message received at 1970".
+    (alert,) = firing_alerts(sink, Scenario(), RULES["ingestion_stopped"])
+    assert alert.annotations["summary"] == "No firehose message received for 86400 s"
+    assert "1970" not in alert.annotations["description"]
+
+
 def test_ingestion_stopped_measures_silence_from_the_last_message(sink: ClickHouseSink) -> None:
     scenario = Scenario()
     last = _late_in_a_minute_170_s_ago(scenario)
