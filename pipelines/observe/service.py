@@ -70,25 +70,45 @@ def _plain(value: float | Mapping[str, float]) -> Any:
 
 
 class Progress:
-    """Health from two running totals: unhealthy while the last change seen was a failure."""
+    """Health from two running totals: unhealthy while the last change seen was a failure, and,
+    for work that runs on a clock whatever the data (`changes_within_s`), while neither has
+    moved for that long: a loop stuck in a call (a query or a POST held open) fails nothing."""
 
-    def __init__(self, what: str, successes: Callable[[], float], failures: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        what: str,
+        successes: Callable[[], float],
+        failures: Callable[[], float],
+        *,
+        changes_within_s: float | None = None,
+    ) -> None:
         self.what = what
         self.successes = successes
         self.failures = failures
+        self.changes_within_s = changes_within_s
         self._last = (successes(), failures())
         self._failing_since: float | None = None
+        self._changed_at = time.monotonic()
         self._lock = threading.Lock()
 
     def __call__(self) -> tuple[bool, str]:
         with self._lock:
+            now = time.monotonic()
             good, bad = self.successes(), self.failures()
             if good != self._last[0]:
                 self._failing_since = None
             elif bad != self._last[1] and self._failing_since is None:
-                self._failing_since = time.monotonic()
+                self._failing_since = now
+            if (good, bad) != self._last:
+                self._changed_at = now
             self._last = (good, bad)
+            still = now - self._changed_at
+            if self.changes_within_s is not None and still > self.changes_within_s:
+                return False, (
+                    f"unhealthy: no {self.what} for {still:.1f}s "
+                    f"(expected within {self.changes_within_s:.0f}s; failures {bad:.0f})"
+                )
             if self._failing_since is None:
                 return True, f"ok: {self.what} {good:.0f}, failures {bad:.0f}"
-            age = time.monotonic() - self._failing_since
+            age = now - self._failing_since
             return False, f"unhealthy: {self.what} failing for {age:.1f}s (failures {bad:.0f})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from pipelines.alerts.alertmanager import AlertmanagerClient
 from pipelines.alerts.evaluator import Evaluator, check_rule
-from pipelines.alerts.rules import RuleSet, load_rules, rules_location
+from pipelines.alerts.rules import Rule, RuleSet, load_rules, rules_location
 from pipelines.alerts.settings import AlertSettings
 from pipelines.cli.observe import NO_FLUSHES, serving
 from pipelines.cli.options import clickhouse_help, pass_settings, settings_options
@@ -50,6 +51,15 @@ def _relative(source: str, rules: Path) -> str:
         return str(Path(source).relative_to(base))
     except ValueError:
         return source
+
+
+def _longest_still_s(rules: Sequence[Rule], clickhouse: ClickHouseSettings, settings: AlertSettings) -> float:
+    """How long the evaluation counts may stand still before `alerts run` is stuck. Each rule's query
+    moves them, so between two moves there is at most the wait for the next rule due (the shortest
+    interval), one query and the POST, each as long as allowed; twice that, for a busy server."""
+    shortest = min(rule.interval_s for rule in rules)
+    query_s = clickhouse.clickhouse_connect_timeout_s + clickhouse.clickhouse_send_receive_timeout_s
+    return 2 * (shortest + query_s + settings.webhook_timeout_s)
 
 
 def _generator_url(settings: AlertSettings) -> str:
@@ -139,7 +149,12 @@ def run(
         else:
             stop = stop_on_signals()
             counts = evaluator.evaluations
-            health = Progress("rule evaluations", lambda: counts["ok"], lambda: counts["failed"])
+            health = Progress(
+                "rule evaluations",
+                lambda: counts["ok"],
+                lambda: counts["failed"],
+                changes_within_s=_longest_still_s(ruleset.rules, clickhouse, settings),
+            )
             with serving(observe, ServiceWatch("alerts run", evaluator.readings, health), "alerts run"):
                 evaluator.run(stop)
     finally:
