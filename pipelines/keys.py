@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from pipelines.digest_cache import DigestCache
 from pipelines.errors import ConfigurationError
 from pipelines.settings import TykBridgeSettings, TykWebhookSettings, WorkerSettings
+from sinks.owned_directory import make_directories
 
 BridgeKeySettings = TypeVar("BridgeKeySettings", TykBridgeSettings, TykWebhookSettings)
 
@@ -94,7 +95,7 @@ def _read_existing(path: Path, env_var: str) -> str:
 
 def _read_or_create(path: Path, env_var: str) -> str:
     path = path.expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_directories(path.parent)  # beside the data: a level open to others is refused there
     if path.exists():
         return _read(path)
     # Written whole to a file of its own, then linked into place: link() fails if the file exists,

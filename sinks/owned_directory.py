@@ -28,7 +28,10 @@ def owned_directory(path: Path) -> Path:
     the way may be written by others (unless it is sticky, as /tmp is)."""
     path = Path(os.path.abspath(path))
     _check_the_way(path.parent)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_directories(path.parent)
+    # Again, now that the way exists: what was missing at the first walk may have been made by
+    # another user in between (a sticky /tmp lets anyone create a name that is still free).
+    _check_the_way(path.parent)
     with contextlib.suppress(FileExistsError):
         path.mkdir(mode=0o700)
     uid = os.getuid()
@@ -46,6 +49,20 @@ def owned_directory(path: Path) -> Path:
         raise PermissionError(msg)
     path.chmod(0o700)
     return path
+
+
+def make_directories(directory: Path) -> None:
+    """Create what is missing of `directory`, no level of it writable by group or others whatever
+    the umask: made with the umask's mode (0777 under umask 000, 0775 under 002) a level was open to
+    others to swap what is in it, and the next start refused the way it had made itself."""
+    missing: list[Path] = []
+    current = directory
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for level in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile: the way is checked as it is
+            os.mkdir(level, 0o755)
 
 
 def _check_the_way(directory: Path) -> None:

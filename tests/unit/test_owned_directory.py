@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.errors import ConfigurationError
+from pipelines.keys import worker_with_key
+from pipelines.settings import WorkerSettings
 from pipelines.wal.writer import WalWriter
+from sinks import owned_directory as owned_module
 from sinks.clickhouse.client import connect
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.errors import SinkRejectedError
@@ -130,3 +133,56 @@ def test_links_of_this_users_on_the_way_are_followed(tmp_path: Path) -> None:
     assert owned_directory(tmp_path / "data" / "clickhouse").is_dir()
     assert owned_directory(tmp_path / "rel" / "wal").is_dir()
     assert sorted(p.name for p in (disk / "tykpulse").iterdir()) == ["clickhouse", "wal"]
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o002])
+def test_the_levels_it_makes_on_the_way_are_not_open_to_others_whatever_the_umask(
+    tmp_path: Path, umask: int
+) -> None:
+    # Found by attack: the levels were made with the umask's mode, so under umask 002 (the default
+    # of users with a group of their own) `data/` was 0775 and the restart refused the way the first
+    # start had made; under 000 it was 0777, and anyone could swap the running worker's log.
+    old = os.umask(umask)
+    try:
+        made = owned_directory(tmp_path / "new" / "data" / "wal")
+        assert owned_directory(tmp_path / "new" / "data" / "wal") == made  # a restart
+    finally:
+        os.umask(old)
+    for level in (tmp_path / "new", tmp_path / "new" / "data"):
+        assert level.stat().st_mode & 0o022 == 0, oct(level.stat().st_mode)
+
+
+def test_a_level_made_by_someone_else_while_the_way_was_walked_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A name still free when the way was walked can be taken before it is made: in a sticky /tmp by
+    # any user, with a directory they may then empty and refill under the running worker.
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    walk = owned_module._check_the_way
+
+    def walk_then_lose_the_race(directory: Path) -> None:
+        walk(directory)
+        if not (sticky / "data").exists():
+            (sticky / "data").mkdir()
+            (sticky / "data").chmod(0o777)
+
+    monkeypatch.setattr(owned_module, "_check_the_way", walk_then_lose_the_race)
+    with pytest.raises(PermissionError, match="may be written by other users"):
+        owned_directory(sticky / "data" / "clickhouse")
+    assert list((sticky / "data").iterdir()) == []
+
+
+def test_a_first_start_under_umask_002_keeps_its_log_beside_the_key_file_it_made(tmp_path: Path) -> None:
+    # Found by attack: `tykpulse run` on a fresh checkout under umask 002 made data/ 0775 for the
+    # key file, then refused it for the log (`data may be written by other users`).
+    old = os.umask(0o002)
+    try:
+        worker_with_key(WorkerSettings(), tmp_path / "data")
+        writer = WalWriter(tmp_path / "data" / "wal")
+        writer.open(0)
+        writer.close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "data").stat().st_mode & 0o022 == 0
