@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import secrets
+import stat
 import tempfile
 from pathlib import Path
 from typing import Final, TypeVar
@@ -58,6 +59,8 @@ class KeyHasher:
 KEY_FILE_NAME: Final = "key-digest.secret"
 _KEY_BYTES: Final = 32
 _OPEN_TO_OTHERS: Final = 0o077
+# a key is at most 64 bytes: what is read of a key file, to tell one that holds more
+_KEY_FILE_MAX_BYTES: Final = 4096
 _log = logging.getLogger(__name__)
 
 
@@ -83,7 +86,7 @@ def load_key(
 
 
 def _read_existing(path: Path, env_var: str) -> str:
-    path = path.expanduser().resolve()
+    path = _followed(path)
     if not path.exists():
         msg = (
             f"no key file {path}: point --key-hash-salt-file at the workers' key file, or set {env_var} "
@@ -94,7 +97,7 @@ def _read_existing(path: Path, env_var: str) -> str:
 
 
 def _read_or_create(path: Path, env_var: str) -> str:
-    path = path.expanduser().resolve()
+    path = _followed(path)
     make_directories(path.parent)  # beside the data: a level open to others is refused there
     if path.exists():
         return _read(path)
@@ -122,11 +125,35 @@ def _read_or_create(path: Path, env_var: str) -> str:
     return key
 
 
+def _followed(path: Path) -> Path:
+    """`path` with its links followed; ConfigurationError if the key file is a link another user made."""
+    path = path.expanduser()
+    try:
+        entry = path.lstat()
+    except FileNotFoundError:
+        return path.resolve()
+    if stat.S_ISLNK(entry.st_mode) and entry.st_uid not in (0, os.getuid()):
+        msg = f"key file {path} is a link of uid {entry.st_uid}: refusing a key another user chose"
+        raise ConfigurationError(msg)
+    return path.resolve()
+
+
 def _read(path: Path) -> str:
-    mode = path.stat().st_mode
-    if mode & _OPEN_TO_OTHERS:
-        _log.warning("key file %s is readable by group or others (mode %o): chmod 600 it", path, mode & 0o777)
-    key = path.read_text().strip()
+    # Non-blocking: a FIFO planted under the name opens at once and is refused below, instead of
+    # holding the start in open() for a writer that never comes (SIGTERM did not end that wait).
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        msg = f"key file {path} cannot be read: {exc.strerror}"
+        raise ConfigurationError(msg) from None
+    with os.fdopen(fd, "rb") as stream:
+        _check_owner(path, os.fstat(fd))
+        data = stream.read(_KEY_FILE_MAX_BYTES + 1)
+    try:
+        key = data.decode().strip()
+    except UnicodeDecodeError:
+        msg = f"key file {path} is not text: write the shared key into it"
+        raise ConfigurationError(msg) from None
     if not key:
         msg = f"key file {path} is empty; delete it to generate a new key, or write the shared key into it"
         raise ConfigurationError(msg)
@@ -134,6 +161,33 @@ def _read(path: Path) -> str:
         msg = f"key file {path} holds more than 64 bytes"
         raise ConfigurationError(msg)
     return key
+
+
+def _check_owner(path: Path, info: os.stat_result) -> None:
+    """Refuse a key file another user could have chosen: the digests' key is known to whoever
+    wrote it, and with it every archived digest can be tested against guessed API keys. Found by
+    attack: beside `--wal-dir /tmp/wal` the key file is /tmp's, where any user may create it first."""
+    me = os.getuid()
+    if not stat.S_ISREG(info.st_mode):
+        msg = f"key file {path} is not a regular file: refusing it"
+        raise ConfigurationError(msg)
+    if info.st_uid not in (0, me) or (info.st_uid != me and info.st_nlink > 1):
+        # a second link to root's file is someone's choice too (hard links to files one cannot
+        # write, where the kernel allows them): /etc/timezone would make a public key
+        msg = (
+            f"key file {path} belongs to uid {info.st_uid}, not to this user ({me}): "
+            "refusing a key another user chose"
+        )
+        raise ConfigurationError(msg)
+    if info.st_mode & 0o022:
+        msg = (
+            f"key file {path} may be written by group or others (mode {info.st_mode & 0o777:o}): chmod 600 it"
+        )
+        raise ConfigurationError(msg)
+    if info.st_mode & _OPEN_TO_OTHERS:
+        _log.warning(
+            "key file %s is readable by group or others (mode %o): chmod 600 it", path, info.st_mode & 0o777
+        )
 
 
 def worker_with_key(worker: WorkerSettings, default_dir: Path, *, create: bool = True) -> WorkerSettings:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import re
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from pipelines.bridges.key_digest import KeyDigester
+from pipelines.errors import ConfigurationError
 from pipelines.keys import KEY_FILE_NAME, KeyHasher, bridge_with_key, load_key, worker_with_key
 from pipelines.settings import TykBridgeSettings, WorkerSettings
 
@@ -104,3 +107,71 @@ def test_processes_starting_together_all_get_the_one_key_created(tmp_path: Path)
         assert len(set(keys)) == 1, keys
         assert keys[0] == path.read_text().strip()
         assert sorted(p.name for p in path.parent.iterdir()) == [KEY_FILE_NAME]  # no draft left behind
+
+
+def another_users(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
+    """Make `paths` another user's: chown them as root, else make this process another user."""
+    if os.getuid() == 0:
+        for path in paths:
+            os.lchown(path, 65534, 65534)
+    else:
+        me = os.getuid()
+        monkeypatch.setattr(os, "getuid", lambda: me + 1)
+
+
+def test_a_key_file_another_user_planted_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by attack: beside `--wal-dir /tmp/wal` the key file is /tmp's; another user created it
+    # first (0644, a salt of their choosing), the worker took it with a warning, and every digest
+    # in the archive could be computed from guessed API keys.
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    planted = sticky / KEY_FILE_NAME
+    planted.write_text("attacker-known-salt\n")
+    planted.chmod(0o644)
+    another_users(monkeypatch, planted)
+    with pytest.raises(ConfigurationError, match="refusing a key another user chose"):
+        worker_with_key(WorkerSettings(), sticky)
+    with pytest.raises(ConfigurationError, match="refusing a key another user chose"):
+        worker_with_key(WorkerSettings(), sticky, create=False)  # rebuild
+
+
+def test_a_link_another_user_planted_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    public = tmp_path / "timezone"  # a file whose contents everyone knows
+    public.write_text("Etc/UTC\n")
+    (tmp_path / KEY_FILE_NAME).symlink_to(public)
+    another_users(monkeypatch, tmp_path / KEY_FILE_NAME)
+    with pytest.raises(ConfigurationError, match="is a link of uid"):
+        load_key(SecretStr(""), False, tmp_path / KEY_FILE_NAME, ENV)
+
+
+def test_a_key_file_others_may_write_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / KEY_FILE_NAME
+    path.write_text("a" * 64 + "\n")
+    path.chmod(0o666)
+    with pytest.raises(ConfigurationError, match="may be written by group or others"):
+        load_key(SecretStr(""), False, path, ENV)
+
+
+def test_a_fifo_under_the_key_file_s_name_is_refused_at_once(tmp_path: Path) -> None:
+    # Found by attack: the start waited in open() for a writer that never came; SIGTERM did not end it.
+    path = tmp_path / KEY_FILE_NAME
+    os.mkfifo(path, 0o600)
+    outcome: list[BaseException | bytes] = []
+
+    def start() -> None:
+        try:
+            outcome.append(load_key(SecretStr(""), False, path, ENV))
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    starter = threading.Thread(target=start, daemon=True)
+    starter.start()
+    starter.join(5)
+    if starter.is_alive():  # let the old code's open() go, so the thread ends
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        starter.join(5)
+        pytest.fail("the start waited on a FIFO")
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], ConfigurationError)
+    assert "not a regular file" in str(outcome[0])
