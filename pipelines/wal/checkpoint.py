@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
@@ -41,17 +41,28 @@ CHECKPOINT_FILE: Final = "checkpoint.json"
 FORMAT_VERSION: Final = 1
 
 
+# A log position as a checkpoint may hold one. Read back, one out of range is damage, not a place to
+# resume: a negative `flushed` read the log from a position no segment holds and skipped every
+# record in it as damaged (then deleted them); one near 2**64 left no position for the next record.
+Position = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+
+
 class InFlight(msgspec.Struct, frozen=True):
     """A planned flush: records [start, end) whose CRCs combine to `digest`."""
 
-    start: int
-    end: int
-    digest: int
+    start: Position
+    end: Position
+    digest: Annotated[int, msgspec.Meta(ge=0, lt=1 << 32)]
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            msg = f"a range in flight ends ({self.end}) before it starts ({self.start})"
+            raise ValueError(msg)
 
 
 class Checkpoint(msgspec.Struct):
     wal_id: str
-    flushed: int = 0
+    flushed: Position = 0
     sequences: list[SequencePosition] = msgspec.field(default_factory=list)
     inflight: InFlight | None = None
     version: int = FORMAT_VERSION

@@ -11,6 +11,7 @@ import struct
 import tempfile
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -186,3 +187,23 @@ def test_a_damaged_checkpoint_is_a_clear_error_naming_it(tmp_path: Path, content
     with pytest.raises(ConfigurationError, match=CHECKPOINT_FILE) as info:
         resume_checkpoint(tmp_path)
     assert "move it aside" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"flushed": -5},
+        {"flushed": (1 << 64) - 1},
+        {"inflight": {"start": 0, "end": -3, "digest": 1}},
+        {"inflight": {"start": 9, "end": 4, "digest": 1}},
+        {"inflight": {"start": 0, "end": 4, "digest": -1}},
+    ],
+)
+def test_a_checkpoint_whose_positions_cannot_be_is_a_clear_error(
+    tmp_path: Path, fields: dict[str, object]
+) -> None:
+    # Found by attack: `"flushed": -5` in an otherwise sound checkpoint made `tykpulse run` read the
+    # log from a position no segment holds, skip its 38 good records as damaged and delete them.
+    (tmp_path / CHECKPOINT_FILE).write_bytes(msgspec.json.encode({"wal_id": "abc", **fields}))
+    with pytest.raises(ConfigurationError, match=CHECKPOINT_FILE):
+        resume_checkpoint(tmp_path)
