@@ -39,6 +39,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from pipelines.errors import ConfigurationError, EndpointError
 from pipelines.firehose.endpoints import Endpoint, bind
 from pipelines.observe.throttle import LogThrottle
+from sinks.owned_directory import make_directories
 
 if TYPE_CHECKING:  # settings imports the firehose modules, which use this one
     from pipelines.settings import CurveSettings
@@ -56,7 +57,9 @@ def fingerprint(public_key: bytes) -> str:
 
 def generate_certificates(directory: Path, name: str) -> tuple[Path, Path]:
     """Write NAME.key (public) and NAME.key_secret (owner-only) into directory."""
-    directory.mkdir(parents=True, exist_ok=True)
+    # Not with the umask's mode: under umask 000 the directory was 0777 and the public key 0666, so
+    # any user could put a key pair of theirs in place, or their own public key for the allowlist.
+    make_directories(Path(os.path.abspath(directory)))
     for suffix in (".key", ".key_secret"):
         if (directory / f"{name}{suffix}").exists():
             msg = f"{directory / (name + suffix)} exists; refusing to overwrite a key"
@@ -68,6 +71,7 @@ def generate_certificates(directory: Path, name: str) -> tuple[Path, Path]:
     with tempfile.TemporaryDirectory(dir=directory, prefix=".keys-") as private:
         made_public, made_secret = zmq.auth.create_certificates(private, name)
         os.chmod(made_secret, 0o600)
+        os.chmod(made_public, 0o644)
         placed = []
         try:
             for made in (made_public, made_secret):

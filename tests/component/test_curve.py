@@ -284,10 +284,23 @@ def test_a_secret_key_is_written_where_only_its_owner_can_look(
         os.umask(old_umask)
     ((where, mode),) = written_in
     assert (where.parent, mode) == (tmp_path, 0o700)  # beside the keys, in a directory of its own
-    assert (public.stat().st_mode & 0o777, secret.stat().st_mode & 0o777) == (0o666, 0o600)
+    # the public half too is no one else's to rewrite: it is what gets copied into allowlists
+    assert (public.stat().st_mode & 0o777, secret.stat().st_mode & 0o777) == (0o644, 0o600)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gw.key", "gw.key_secret"]  # nothing left
     assert not where.exists()
     assert public.read_text().count("public-key") == secret.read_text().count("public-key") == 1
+
+
+def test_the_key_directory_it_makes_is_no_one_else_s_to_write_whatever_the_umask(tmp_path: Path) -> None:
+    # Found by attack: `keys generate w1 --dir kd/keys` under umask 000 made kd/ and kd/keys 0777 and
+    # w1.key 0666: any user could replace the key pair, or the public key an operator then admits.
+    old_umask = os.umask(0)
+    try:
+        public, _ = generate_certificates(tmp_path / "kd" / "keys", "w1")
+    finally:
+        os.umask(old_umask)
+    for path in (tmp_path / "kd", tmp_path / "kd" / "keys", public):
+        assert path.stat().st_mode & 0o022 == 0, (path, oct(path.stat().st_mode))
 
 
 def test_a_revocation_rebind_keeps_an_ipc_socket_file_owner_only(
