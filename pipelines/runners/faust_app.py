@@ -46,6 +46,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from pipelines.errors import ConfigurationError
 from pipelines.ingest import Ingestor, NoticeCheck, build_ingestor
 from pipelines.keys import worker_with_key
 from pipelines.observe.faust_sensor import observe_worker
@@ -67,6 +68,7 @@ from sinks.clickhouse.positions import PositionStore
 from sinks.clickhouse.settings import ClickHouseSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.errors import SinkRejectedError, SinkUnavailableError
+from sinks.owned_directory import owned_directory
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +356,14 @@ def create_app(
     runner = KafkaRollupRunner(kafka, faust_settings, worker, clickhouse, firehose, check)
     session_ms = int(faust_settings.session_timeout_s * 1000)
     datadir = key_directory(clickhouse) / "faust"
-    datadir.mkdir(parents=True, exist_ok=True)  # Faust makes the last level only (./data may not exist)
+    try:
+        # Faust makes the last level only (./data may not exist). Beside it the dead letters are
+        # appended to: in a directory others may write, a link planted at their name took the rows
+        # into a file of the planter's choosing, as `run` refuses for its log.
+        owned_directory(datadir)
+    except PermissionError as exc:
+        msg = f"worker data directory: {exc}"
+        raise ConfigurationError(msg) from None
     app = faust.App(
         faust_settings.kafka_group,
         broker=[f"kafka://{host.strip()}" for host in kafka.kafka_bootstrap.split(",")],
