@@ -34,6 +34,7 @@ from pipelines.archive.timerange import TimeRange
 from pipelines.bridges.publishing import BridgePublisher
 from pipelines.firehose.protocol import MAX_FUTURE_NS, MAX_NODE_BYTES, MAX_PAST_NS
 from pipelines.firehose.timestamps import keep_extensions, to_ns_array
+from pipelines.observe.throttle import LogThrottle
 from pipelines.windows.batch import timestamp_verdicts
 from sinks.clickhouse.archive import ArchivedMessage, EventsArchive
 
@@ -50,6 +51,7 @@ class ReplaySummary:
     seconds: float = 0.0
     too_large: int = 0  # records not sent: alone over the message limit
     refused: int = 0  # records not sent: the worker that archived them refused their timestamps
+    unreadable: int = 0  # archived messages not sent: their payload is no msgpack array (damage)
 
 
 def received_between(span: TimeRange) -> str:
@@ -84,6 +86,7 @@ class Replayer:
         self.progress = progress or NoProgress()
         self.summary = ReplaySummary()
         self._decoder = msgspec.msgpack.Decoder()
+        self._log_throttle = LogThrottle()
         self.max_future_ns = max_future_ns
         self.max_past_ns = max_past_ns
 
@@ -103,11 +106,13 @@ class Replayer:
 
     def _publish(self, message: ArchivedMessage, stop: threading.Event) -> bool:
         """One archived message (in several where it is over the limit); False if stopped first."""
+        decoded = self._decoded(message)
+        if decoded is None:
+            return True
         node = replay_node(self.node_prefix, message.node)
         if node not in self.publisher.publisher.nodes:
             self.publisher.publisher.add_node(node)
             self.summary.nodes += 1
-        decoded = self._decoder.decode(message.payload)
         keep_extensions(message.payload, decoded)
         records = self._accepted(decoded, message.received_ns)
         if not records:
@@ -117,6 +122,31 @@ class Replayer:
         self.summary.records += sent.records
         self.summary.too_large += sent.too_large
         return not sent.stopped
+
+    def _decoded(self, message: ArchivedMessage) -> list[Any] | None:
+        """The message's records; None (counted, logged) when its payload is damaged: one such row
+        ended the replay with a traceback, and the good messages after it were never sent."""
+        try:
+            decoded = self._decoder.decode(message.payload)
+        except msgspec.DecodeError as exc:
+            problem = str(exc)
+        else:
+            if isinstance(decoded, list):
+                return decoded
+            problem = f"a msgpack {type(decoded).__name__}, not an array of records"
+        self.summary.unreadable += 1
+        held = self._log_throttle.allow("unreadable")
+        if held is not None:
+            log.error(
+                "archived message unreadable, not replayed node=%s boot=%d seq=%d error=%s "
+                "(not logged since the last: %d)",
+                message.node,
+                message.boot,
+                message.seq,
+                problem[:200],
+                held,
+            )
+        return None
 
     def _accepted(self, records: list[Any], received_ns: int) -> list[Any]:
         """The records the archiving worker counted: the archive keeps a message's records whole,

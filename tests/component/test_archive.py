@@ -585,3 +585,35 @@ def test_a_record_with_a_malformed_timestamp_extension_leaves_the_rest_of_its_me
     assert requests() == [("kept", 2)]
     rebuild(sink, edge - HOUR_NS, edge + HOUR_NS, force=True)
     assert requests() == [("kept", 2)]
+
+
+def test_a_damaged_archive_row_is_counted_and_the_messages_after_it_still_replayed_and_rebuilt(
+    sink: ClickHouseSink, tmp_path: Path
+) -> None:
+    # Found by attack: one archived row whose payload is no msgpack ended `tykpulse replay` with a
+    # traceback, and the good messages after it were never sent; one whose topic is no ASCII text
+    # ended `tykpulse rebuild` with a UnicodeEncodeError.
+    received = first_hour_ns()
+    flusher = archiving_flusher(sink, tmp_path / "wal")
+    for seq, at in enumerate((received, received + 3 * 10**9)):
+        frames = message("tyk.analytics", [analytics(at, api=f"good{seq}")], node="gw", seq=seq)
+        assert flusher.writer.append(frames, at)
+    flusher.writer.commit()
+    drain(flusher)
+    flusher.close()
+    stamp = f"toDateTime({(received + 10**9) // 10**9}, 'UTC')"
+    sink.client.command(
+        f"INSERT INTO {sink.database}.{ARCHIVE_TABLE} "
+        "(received, node, boot, seq, topic, records, first_event, last_event, payload) VALUES "
+        f"({stamp}, 'damaged', 1, 1, 'tyk.analytics', 1, {stamp}, {stamp}, unhex('C1')), "
+        f"({stamp}, 'damaged', 1, 2, 'tyk.analytiçs', 1, {stamp}, {stamp}, unhex('91C0'))"
+    )
+    span = TimeRange(received - HOUR_NS, received + HOUR_NS)
+    bridge = CapturingBridge()
+    summary = Replayer(EventsArchive(sink), cast(BridgePublisher, bridge)).run(span)
+    assert [r["api_id"] for _, _, sent in bridge.sent for r in sent] == ["good0", "good1"]
+    assert summary.unreadable == 1
+    rebuilt = rebuild(sink, received - HOUR_NS, received + HOUR_NS, force=True)
+    assert rebuilt.records == 2
+    requests = sink.query_rows(f"SELECT sum(requests) FROM {sink.database}.traffic_1h")[0][0]
+    assert requests == 2

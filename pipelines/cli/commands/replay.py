@@ -114,4 +114,9 @@ def command(
             if summary.refused
             else ""
         )
+        + (
+            f"; {summary.unreadable} archived messages not sent: damaged (see the log)"
+            if summary.unreadable
+            else ""
+        )
     )
