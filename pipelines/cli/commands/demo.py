@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -91,7 +92,9 @@ def reset_database(settings: ClickHouseSettings) -> None:
 
 
 def demo_settings(dsn: str | None) -> ClickHouseSettings:
-    return DemoClickHouseSettings(clickhouse_dsn=dsn or f"chdb://{DEMO_PATH.resolve()}")
+    # absolute, not resolved: resolved, a link planted at data/demo (or data/ itself) was followed
+    # before owned_directory could see it, and the demo chmodded and filled its target
+    return DemoClickHouseSettings(clickhouse_dsn=dsn or f"chdb://{os.path.abspath(DEMO_PATH)}")
 
 
 def prepare_target(settings: ClickHouseSettings, *, keep: bool | None, owned: bool) -> bool:
