@@ -51,6 +51,34 @@ def owned_directory(path: Path) -> Path:
     return path
 
 
+def check_trusted_files(directory: Path, pattern: str) -> None:
+    """PermissionError unless `directory`, the way to it and its files matching `pattern` are this
+    user's or root's and none may be written by others: whoever may add or change such a file
+    chooses what is read from it (a key planted in a CURVE allowlist is admitted). Unlike the way,
+    the directory itself may not be written by others even if sticky: anyone may add a file there."""
+    path = Path(os.path.abspath(directory))
+    _check_the_way(path)
+    _check_trusted(path, path.stat(), "directory")
+    for file in sorted(path.glob(pattern)):
+        entry = file.lstat()
+        if stat.S_ISLNK(entry.st_mode):
+            _check_trusted(file, entry, "link")
+        info = file.stat()
+        if not stat.S_ISREG(info.st_mode):
+            msg = f"{file} is not a regular file"
+            raise PermissionError(msg)
+        _check_trusted(file, info, "file")
+
+
+def _check_trusted(path: Path, info: os.stat_result, what: str) -> None:
+    if info.st_uid not in (0, os.getuid()):
+        msg = f"{what} {path} belongs to uid {info.st_uid}: refusing what another user chose"
+        raise PermissionError(msg)
+    if what != "link" and info.st_mode & 0o022:
+        msg = f"{what} {path} may be written by other users ({stat.filemode(info.st_mode)}): refusing it"
+        raise PermissionError(msg)
+
+
 def make_directories(directory: Path) -> None:
     """Create what is missing of `directory`, no level of it writable by group or others whatever
     the umask: made with the umask's mode (0777 under umask 000, 0775 under 002) a level was open to

@@ -39,7 +39,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from pipelines.errors import ConfigurationError, EndpointError
 from pipelines.firehose.endpoints import Endpoint, bind
 from pipelines.observe.throttle import LogThrottle
-from sinks.owned_directory import make_directories
+from sinks.owned_directory import check_trusted_files, make_directories
 
 if TYPE_CHECKING:  # settings imports the firehose modules, which use this one
     from pipelines.settings import CurveSettings
@@ -134,12 +134,15 @@ class Allowlist:
     def reload(self) -> tuple[int, int]:
         """Re-read the directory; returns (added, removed). A broken directory keeps the old list."""
         try:
+            # a key another user could place or change there would be admitted (PermissionError)
+            check_trusted_files(Path(self.directory), "*.key")
             keys = frozenset(zmq.auth.load_certificates(self.directory))
         except (OSError, ValueError) as exc:
+            detail = str(exc) if isinstance(exc, PermissionError) else type(exc).__name__
             log.error(
                 "CURVE allowlist not reloaded dir=%s error=%s (keeping %d keys)",
                 self.directory,
-                type(exc).__name__,
+                detail,
                 len(self.keys),
             )
             return 0, 0

@@ -303,6 +303,27 @@ def test_the_key_directory_it_makes_is_no_one_else_s_to_write_whatever_the_umask
         assert path.stat().st_mode & 0o022 == 0, (path, oct(path.stat().st_mode))
 
 
+@pytest.mark.parametrize("open_to_others", ["directory", "key file"])
+def test_an_allowlist_others_may_write_admits_no_key(
+    keys: dict[str, Path], contexts: Callable[[], zmq.Context[Any]], open_to_others: str
+) -> None:
+    # Found by review: the allowlist was read whatever its modes, so a user who may write the
+    # directory (or a key file in it) had their own public key admitted at the next reload.
+    session = server(contexts(), keys)
+    try:
+        assert session.allowlist is not None
+        assert len(session.allowlist.keys) == 1
+        shutil.copy(keys["rogue"], keys["allow"])
+        target = keys["allow"] if open_to_others == "directory" else keys["allow"] / "rogue.key"
+        target.chmod(0o777 if open_to_others == "directory" else 0o666)
+        assert session.reload() == (0, 0)  # refused: the list as it was
+        assert len(session.allowlist.keys) == 1
+        target.chmod(0o755 if open_to_others == "directory" else 0o644)
+        assert session.reload() == (1, 0)  # the operator's own rogue.key, now that no one else may write
+    finally:
+        session.close()
+
+
 def test_a_revocation_rebind_keeps_an_ipc_socket_file_owner_only(
     keys: dict[str, Path], contexts: Callable[[], zmq.Context[Any]], tmp_path: Path
 ) -> None:
