@@ -25,6 +25,7 @@ import errno
 import hashlib
 import logging
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -87,6 +88,19 @@ def generate_certificates(directory: Path, name: str) -> tuple[Path, Path]:
 
 
 def _load(path: str, *, need_secret: bool) -> tuple[bytes, bytes | None]:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        msg = f"cannot read CURVE certificate {path}: {type(exc).__name__}"
+        raise ConfigurationError(msg) from None
+    if not stat.S_ISREG(mode):  # a FIFO would hold the start in open() for a writer that never comes
+        msg = f"CURVE certificate {path} is not a regular file"
+        raise ConfigurationError(msg)
+    if need_secret and mode & 0o077:
+        # warned, not refused: container secrets are often mounted readable by all (0444, 0644)
+        log.warning(
+            "CURVE secret key %s is readable by group or others (mode %o): chmod 600 it", path, mode & 0o777
+        )
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:

@@ -264,6 +264,23 @@ def test_misconfigurations_fail_clearly(
     assert (keys["server_secret"].stat().st_mode & 0o777) == 0o600
 
 
+def test_a_key_file_that_is_a_fifo_is_refused_at_once_and_an_open_secret_warned(
+    keys: dict[str, Path],
+    contexts: Callable[[], zmq.Context[Any]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A FIFO given (or planted) as a key file held the start in open() until a writer came.
+    fifo = tmp_path / "planted.key_secret"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigurationError, match="not a regular file"):
+        CurveSession(contexts(), CurveSettings(curve_secret_key=str(fifo)))
+    keys["worker_secret"].chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        client(contexts(), keys, "worker").close()
+    assert any("readable by group or others" in r.getMessage() for r in caplog.records)
+
+
 def test_a_secret_key_is_written_where_only_its_owner_can_look(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
