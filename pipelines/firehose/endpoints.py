@@ -68,9 +68,11 @@ def bind(socket: Any, address: str) -> None:
 
 
 def _bind_private(socket: Any, address: str) -> None:
-    # Made owner-only as it is created (the umask is the process's: a thread creating a file in
-    # this instant gets it owner-only too, never looser), then set explicitly.
-    previous = os.umask(0o177)
+    # Made owner-only as it is created, then set explicitly. The umask is the process's: what
+    # another thread creates in this instant is owner-only too, never looser, and still usable by
+    # its owner (0o177 made its directories 0600, which chDB could not enter: inserts failed with
+    # CANNOT_OPEN_FILE and left part directories it could not remove).
+    previous = os.umask(0o077)
     try:
         socket.bind(address)
     finally:
