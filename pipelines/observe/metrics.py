@@ -20,7 +20,8 @@ scrapes, so metrics cost the hot path nothing. What only the flush side sees
     tykpulse_rows_written_total               partial rows inserted
     tykpulse_last_flush_ok_age_seconds        since the worker last had nothing unwritten
     tykpulse_publishers{state}                live / stale / stopped publisher incarnations tracked
-    tykpulse_publisher_last_seen_age_seconds{node,boot}
+    tykpulse_publisher_last_seen_age_seconds{node,boot}   the 1,000 most heard incarnations
+    tykpulse_publisher_series_omitted         incarnations tracked beyond those
     tykpulse_wal_bytes, tykpulse_wal_max_bytes, tykpulse_wal_used_ratio    the log's disk use and bound
     tykpulse_wal_backlog_records              logged records not yet written to ClickHouse
     tykpulse_wal_dropped_total{reason}        messages the log could not keep (full, io_error, unloggable)
@@ -72,6 +73,8 @@ from prometheus_client.registry import Collector
 from pipelines.firehose.liveness import PublisherState
 from pipelines.firehose.protocol import RejectReason
 
+# per-incarnation series exported at most (tykpulse_publisher_last_seen_age_seconds)
+MAX_PUBLISHER_SERIES: Final = 1000
 FLUSH_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -179,12 +182,22 @@ class _ReadingsCollector(Collector):
         yield count
         age = GaugeMetricFamily(
             "tykpulse_publisher_last_seen_age_seconds",
-            "Seconds since a message of this publisher incarnation was received.",
+            "Seconds since a message of this publisher incarnation was received "
+            f"(the {MAX_PUBLISHER_SERIES} most heard).",
             labels=["node", "boot"],
         )
-        for state in states:
+        # Node names are the senders' to choose: a flood of made-up ones kept 10,000 series here
+        # (the worker's bound), each new name a new series in Prometheus. The most heard are the
+        # publishers that matter; the count of the rest is exported beside them.
+        heard = sorted(states, key=lambda s: (s.messages, s.last_seen_ns), reverse=True)
+        for state in heard[:MAX_PUBLISHER_SERIES]:
             age.add_metric([state.node, str(state.boot)], state.silent_ns(now) / 1e9)
         yield age
+        yield GaugeMetricFamily(
+            "tykpulse_publisher_series_omitted",
+            "Publisher incarnations tracked but left out of tykpulse_publisher_last_seen_age_seconds.",
+            value=max(0, len(heard) - MAX_PUBLISHER_SERIES),
+        )
 
 
 class WorkerMetrics:
