@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import unquote, urlunsplit
 
-from pipelines.alerts.state import Alert
+from pipelines.alerts.state import Alert, safe_text
 from sinks.redact import checked_url, redact
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 ALERTS_PATH: Final = "/api/v2/alerts"
 MAX_QUEUED: Final = 1000
 MAX_ANSWER_BYTES: Final = 64 * 1024  # Alertmanager answers a POST with a few bytes
+MAX_EXPLANATION_CHARS: Final = 300
 
 
 def alerts_url(webhook: str) -> str:
@@ -165,7 +166,11 @@ class AlertmanagerClient:
         except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             self.failures += 1
             log.warning(
-                "alerts not delivered url=%s alerts=%d error=%s", redact(self.url), len(batch), redact(exc)
+                "alerts not delivered url=%s alerts=%d error=%s%s",
+                redact(self.url),
+                len(batch),
+                redact(exc),
+                _explanation(exc),
             )
             return False
         finally:
@@ -174,6 +179,20 @@ class AlertmanagerClient:
         self.sent += len(batch)
         log.info("alerts delivered url=%s firing=%d resolved=%d", redact(self.url), *_counts(batch))
         return True
+
+
+def _explanation(exc: BaseException) -> str:
+    """What the receiver said of a refused POST (Alertmanager names the bad label or field in its
+    400), at most MAX_EXPLANATION_CHARS of it: without it a refusal that repeats at every
+    evaluation said only "Bad Request". Read within the POST's deadline, still running here."""
+    if not isinstance(exc, urllib.error.HTTPError):
+        return ""
+    try:
+        said = exc.read(MAX_EXPLANATION_CHARS).decode("utf-8", "replace")
+    except (OSError, ValueError, http.client.HTTPException):
+        return ""
+    said = safe_text(" ".join(said.split()), MAX_EXPLANATION_CHARS)
+    return f" answer={redact(said)!r}" if said else ""
 
 
 def _counts(batch: Sequence[Alert]) -> tuple[int, int]:

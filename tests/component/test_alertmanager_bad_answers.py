@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import logging
 import socket
 import threading
 import time
@@ -76,6 +77,23 @@ def test_a_broken_answer_is_a_failed_delivery(answering: Callable[[Answer], str]
     assert client.send([resolved]) is False
     assert (client.sent, client.failures) == (0, 1)
     assert list(client._resolved) == [resolved]  # kept for the next POST
+
+
+def test_a_refused_post_logs_what_the_receiver_said(
+    answering: Callable[[Answer], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A 400 repeats at every evaluation (an operator rule's label Alertmanager refuses): the log said
+    # only "HTTP Error 400: Bad Request", never which label.
+    said = b'{"code":400,"message":"invalid label set: invalid name 1team"}\n' + b"x" * 5000
+    head = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(said)
+    client = AlertmanagerClient(answering(lambda connection: connection.sendall(head + said)), timeout_s=5)
+    with caplog.at_level(logging.WARNING):
+        assert client.send([firing()]) is False
+    (line,) = [r.getMessage() for r in caplog.records if "alerts not delivered" in r.getMessage()]
+    assert "HTTP Error 400" in line
+    assert "invalid label set: invalid name 1team" in line
+    assert len(line) < 800  # at most 300 characters of it, on one line
+    assert "\n" not in line
 
 
 def trickle(connection: socket.socket) -> None:
