@@ -37,6 +37,8 @@ ENCODING_PROTOBUF: Final = "protobuf"
 # KEYS: n sources, n processing lists, then n copies (only when ARGV[3] == "1").
 # ARGV: [budget, n, tee, copy_ttl_s, recover]. Returns n entries {moved, elements...}: the
 # elements moved, or with recover == "1" the whole processing list (older elements first).
+# An entry {-1} is a list skipped because one of its keys holds another type: a failing call
+# would abort the script after the earlier lists' writes, and leave every list undrained.
 # RPUSH in chunks keeps unpack() under Lua's C-stack limit (~8000 values).
 _MOVE_LUA: Final = """
 local budget = tonumber(ARGV[1])
@@ -44,29 +46,37 @@ local n = tonumber(ARGV[2])
 local tee = ARGV[3] == '1'
 local ttl = tonumber(ARGV[4])
 local recover = ARGV[5] == '1'
+local function listlike(key)
+  local kind = redis.call('TYPE', key).ok
+  return kind == 'list' or kind == 'none'
+end
 local out = {}
 for i = 1, n do
-  local items = {}
-  local moved = 0
-  if budget > 0 then
-    items = redis.call('LRANGE', KEYS[i], 0, budget - 1)
-    moved = #items
-    for j = 1, moved, 1000 do
-      local last = math.min(j + 999, moved)
-      redis.call('RPUSH', KEYS[n + i], unpack(items, j, last))
-      if tee then redis.call('RPUSH', KEYS[2 * n + i], unpack(items, j, last)) end
-    end
-    if moved > 0 then
-      redis.call('LTRIM', KEYS[i], moved, -1)
-      if tee and ttl > 0 and redis.call('TTL', KEYS[2 * n + i]) == -1 then
-        redis.call('EXPIRE', KEYS[2 * n + i], ttl)
+  if not (listlike(KEYS[i]) and listlike(KEYS[n + i]) and (not tee or listlike(KEYS[2 * n + i]))) then
+    out[i] = {-1}
+  else
+    local items = {}
+    local moved = 0
+    if budget > 0 then
+      items = redis.call('LRANGE', KEYS[i], 0, budget - 1)
+      moved = #items
+      for j = 1, moved, 1000 do
+        local last = math.min(j + 999, moved)
+        redis.call('RPUSH', KEYS[n + i], unpack(items, j, last))
+        if tee then redis.call('RPUSH', KEYS[2 * n + i], unpack(items, j, last)) end
       end
-      budget = budget - moved
+      if moved > 0 then
+        redis.call('LTRIM', KEYS[i], moved, -1)
+        if tee and ttl > 0 and redis.call('TTL', KEYS[2 * n + i]) == -1 then
+          redis.call('EXPIRE', KEYS[2 * n + i], ttl)
+        end
+        budget = budget - moved
+      end
     end
+    if recover then items = redis.call('LRANGE', KEYS[n + i], 0, -1) end
+    table.insert(items, 1, moved)
+    out[i] = items
   end
-  if recover then items = redis.call('LRANGE', KEYS[n + i], 0, -1) end
-  table.insert(items, 1, moved)
-  out[i] = items
 end
 return out
 """
@@ -131,17 +141,25 @@ class AnalyticsListStore:
         self.tee = tee == {True}
         self.copy_ttl_s = copy_ttl_s
         self._script = client.register_script(_MOVE_LUA)
+        # source keys of the lists the last move skipped: one of their keys is not a list
+        self.skipped: list[str] = []
         self._keys = [lst.key for lst in lists] + [lst.processing for lst in lists]
         if self.tee:
             self._keys += [lst.copy for lst in lists if lst.copy is not None]
 
     def move(self, budget: int, *, recover: bool = False) -> list[HeldBatch]:
-        """Atomically park up to `budget` new elements; with `recover`, also everything already parked."""
+        """Atomically park up to `budget` new elements; with `recover`, also everything already parked.
+
+        A list whose source, processing or copy key holds another type is left untouched and
+        named in `skipped`; the others are drained as usual."""
         args = [budget, len(self.lists), "1" if self.tee else "0", self.copy_ttl_s, "1" if recover else "0"]
         reply: list[list[Any]] = self._script(keys=self._keys, args=args)
         held = []
+        self.skipped = []
         for lst, entry in zip(self.lists, reply, strict=True):
-            if len(entry) > 1:
+            if int(entry[0]) < 0:
+                self.skipped.append(lst.key)
+            elif len(entry) > 1:
                 held.append(HeldBatch(lst, [bytes(e) for e in entry[1:]], int(entry[0])))
         return held
 

@@ -74,6 +74,8 @@ class BridgeStats:
     published: int = 0
     too_large: int = 0
     undecodable: int = 0
+    # lists left undrained by one move because a key of theirs held another type (a hostile writer)
+    skipped_lists: int = 0
     notices: int = 0
     bad_notices: int = 0
     dropped_notices: int = 0
@@ -210,6 +212,7 @@ class TykRedisBridge:
         """Move and publish one batch (released later); returns the number of new records moved."""
         held = self.store.move(self.config.batch, recover=self._recover)
         self._recover = False
+        self._count_skipped(self.store.skipped)
         if not held:
             return 0
         self.faults.reach(AFTER_MOVE)
@@ -230,6 +233,19 @@ class TykRedisBridge:
         self._unreleased.append(PublishedBatch(self.clock(), parked))
         self.faults.reach(AFTER_PUBLISH)
         return moved
+
+    def _count_skipped(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.stats.skipped_lists += 1
+            # one per list and poll while the key stays: the throttle keeps the log readable
+            held = self._log_throttle.allow(("skipped_list", key))
+            if held is not None:
+                log.warning(
+                    "skipped list key=%s reason=wrong_type count=%d (not logged since the last: %d)",
+                    key,
+                    self.stats.skipped_lists,
+                    held,
+                )
 
     def _publish(self, held: Sequence[HeldBatch], stop: threading.Event) -> bool:
         records = self._convert(held)

@@ -38,7 +38,7 @@ Every long-running command also exports (ServiceMetrics, read from its running c
                    tykpulse_queue_depth, tykpulse_queue_capacity
     bridge tyk:    tykpulse_tyk_records_moved_total, tykpulse_tyk_records_recovered_total,
                    tykpulse_records_published_total, tykpulse_records_too_large_total,
-                   tykpulse_tyk_records_undecodable_total,
+                   tykpulse_tyk_records_undecodable_total, tykpulse_tyk_lists_skipped_total,
                    tykpulse_notices_published_total, tykpulse_notices_rejected_total,
                    tykpulse_notices_dropped_total, tykpulse_notices_set_aside_total,
                    tykpulse_redis_errors_total
@@ -273,6 +273,11 @@ TYK_BRIDGE: Final = (
     Family("published", "tykpulse_records_published", "Records published on the firehose."),
     _TOO_LARGE,
     Family("undecodable", "tykpulse_tyk_records_undecodable", "Analytics elements that did not decode."),
+    Family(
+        "skipped_lists",
+        "tykpulse_tyk_lists_skipped",
+        "Analytics lists a drain left alone: one of their keys held another type.",
+    ),
     Family("notices", "tykpulse_notices_published", "Cluster notifications published as notices."),
     Family("bad_notices", "tykpulse_notices_rejected", "Cluster notifications dropped as malformed."),
     Family("dropped_notices", "tykpulse_notices_dropped", "Held notices dropped while nobody subscribed."),

@@ -342,3 +342,23 @@ def test_protobuf_integers_beyond_their_field_type_are_counted(hostile_client: r
     assert published_paths(publisher) == ["/good1", "/good2"]
     assert (bridge.stats.moved, bridge.stats.published, bridge.stats.undecodable) == (4, 2, 2)
     assert not analytics_keys(hostile_client)
+
+
+def test_a_key_of_another_type_is_skipped_counted_and_the_other_lists_drained(
+    hostile_client: redis.Redis,
+) -> None:
+    # A failing call would abort the move script half done: no list drained, earlier ones parked
+    # again on every retry while Tyk's TTL expires the rest.
+    hostile_client.rpush("analytics-tyk-system-analytics", good_msgpack(1))
+    hostile_client.set("analytics-tyk-system-analytics_3", b"not a list")
+    hostile_client.hset("analytics-tyk-system-analytics_4:tykpulse-processing", "f", "v")
+    hostile_client.rpush("analytics-tyk-system-analytics_4", good_msgpack(4))
+    hostile_client.rpush("analytics-tyk-system-analytics_5", good_msgpack(5))
+    bridge, publisher = drain_in_process(hostile_client)
+    assert published_paths(publisher) == ["/good1", "/good5"]
+    assert (bridge.stats.moved, bridge.stats.published, bridge.stats.skipped_lists) == (2, 2, 2)
+    assert bridge.stats.redis_errors == 0
+    # the skipped lists are left as they were, for whoever put them there
+    assert hostile_client.get("analytics-tyk-system-analytics_3") == b"not a list"
+    assert hostile_client.llen("analytics-tyk-system-analytics_4") == 1
+    assert hostile_client.llen("analytics-tyk-system-analytics:tykpulse-processing") == 0

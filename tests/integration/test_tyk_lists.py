@@ -96,3 +96,17 @@ def test_store_refuses_mixed_copy_configuration(client: redis.Redis) -> None:
     lists = analytics_lists(copy_prefix="pump-")[:1] + analytics_lists()[1:]
     with pytest.raises(ValueError, match="copy"):
         AnalyticsListStore(client, lists)
+
+
+def test_a_copy_key_of_another_type_skips_only_its_list(client: redis.Redis) -> None:
+    client.rpush(PLAIN, b"a")
+    client.rpush(f"{PLAIN}_1", b"b")
+    client.sadd("pump-tyk-system-analytics_1", b"x")
+    store = AnalyticsListStore(client, analytics_lists(copy_prefix="pump-"))
+    held = store.move(100)
+    assert [(h.source.key, h.elements) for h in held] == [(PLAIN, [b"a"])]
+    assert store.skipped == [f"{PLAIN}_1"]
+    assert client.lrange(f"{PLAIN}_1", 0, -1) == [b"b"]
+    assert client.lrange("pump-tyk-system-analytics", 0, -1) == [b"a"]
+    assert store.move(100) == []
+    assert store.skipped == [f"{PLAIN}_1"]
