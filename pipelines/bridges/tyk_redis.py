@@ -23,9 +23,9 @@ Delivery guarantee (docs/tyk.md has the table):
   stay in Redis (where Tyk's TTL, 60 s by default, still applies).
 - Undecodable elements are counted, logged once and dropped with their batch.
 - Notifications: at most once (Redis pub/sub). While no worker subscribes to
-  `tyk.notice.`, up to `max_held_notices` are held in memory (oldest dropped
-  first, counted) and published when one does. With several bridges on one
-  Redis, only the holder of the notifications lease publishes them
+  `tyk.notice.`, up to `max_held_notices` notices and `max_held_notice_bytes`
+  of them are held in memory (oldest dropped first, counted) and published
+  when one does. With several bridges on one Redis, only the holder of the notifications lease publishes them
   (pipelines.bridges.notification_lease); the others count them set aside.
 """
 
@@ -95,6 +95,9 @@ class DrainConfig:
     poll_interval_s: float = 0.2
     release_delay_ms: int = 250
     max_held_notices: int = 10_000
+    # Whoever may PUBLISH on Tyk's Redis picks the size: 10 000 notices of 4 MiB held 40 GB. Four times
+    # the firehose's default message limit, so any notice a worker could take fits.
+    max_held_notice_bytes: int = 64 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -136,6 +139,7 @@ class TykRedisBridge:
         # whoever may PUBLISH on Tyk's Redis sends bad notices at their own rate: not a line each
         self._log_throttle = LogThrottle()
         self._held: collections.deque[Notice] = collections.deque()
+        self._held_bytes = 0
         self._unreleased: collections.deque[PublishedBatch] = collections.deque()
         self._recover = True  # the first move of a run (and after a Redis error) takes what is parked
 
@@ -313,17 +317,27 @@ class TykRedisBridge:
             self._publish_notices(stop)
 
     def _hold(self, notice: Notice) -> None:
-        if len(self._held) >= self.config.max_held_notices:
-            self._held.popleft()
-            self.stats.dropped_notices += 1
-            if self.stats.dropped_notices == 1 or self.stats.dropped_notices % 1000 == 0:
-                log.warning(
-                    "no notice subscriber: dropped oldest held notices=%d", self.stats.dropped_notices
-                )
+        size = _notice_bytes(notice)
+        if size > self.config.max_held_notice_bytes:
+            self._drop_notice()
+            return
+        while self._held and (
+            len(self._held) >= self.config.max_held_notices
+            or self._held_bytes + size > self.config.max_held_notice_bytes
+        ):
+            self._held_bytes -= _notice_bytes(self._held.popleft())
+            self._drop_notice()
         self._held.append(notice)
+        self._held_bytes += size
+
+    def _drop_notice(self) -> None:
+        self.stats.dropped_notices += 1
+        if self.stats.dropped_notices == 1 or self.stats.dropped_notices % 1000 == 0:
+            log.warning("no notice subscriber: dropped held notices=%d", self.stats.dropped_notices)
 
     def _publish_notices(self, stop: threading.Event) -> None:
         by_topic: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        self._held_bytes = 0
         while self._held:
             notice = self._held.popleft()
             by_topic[notice.topic].append(notice.record)
@@ -331,3 +345,9 @@ class TykRedisBridge:
             sent = self.publisher.publish(topic, records, stop)
             self.stats.notices += sent.records
             self.stats.too_large += sent.too_large
+
+
+def _notice_bytes(notice: Notice) -> int:
+    """What a held notice costs, roughly: its text fields (the payload is the one that can be large)."""
+    record = notice.record
+    return len(record["command"]) + len(record["payload"]) + len(record["signature"])

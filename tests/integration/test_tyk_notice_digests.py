@@ -19,7 +19,7 @@ from pipelines.bridges.publishing import BridgePublisher, Sent
 from pipelines.bridges.tyk_lists import AnalyticsListStore, analytics_lists
 from pipelines.bridges.tyk_notifications import NotificationListener
 from pipelines.bridges.tyk_records import FirehoseConverter
-from pipelines.bridges.tyk_redis import TykRedisBridge
+from pipelines.bridges.tyk_redis import DrainConfig, TykRedisBridge
 from pipelines.firehose.protocol import NoticeRecord
 from pipelines.security.notices import NoticeVerifier
 from tests.harness.redis import RedisServer
@@ -163,3 +163,47 @@ def test_a_flood_of_bad_notifications_is_counted_not_logged_line_by_line(
     lines = [r.getMessage() for r in caplog.records if "dropped notification" in r.getMessage()]
     assert len(lines) == 1, len(lines)  # before: 500
     assert "count=1 " in lines[0]
+
+
+class LateSubscriber(CapturingPublisher):
+    """No worker subscribes to notices until `present` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.present = False
+
+    def has_subscriber(self, topic: str) -> bool:
+        return self.present
+
+
+def test_held_notices_are_bounded_in_bytes_and_the_newest_kept(client: redis.Redis) -> None:
+    # Whoever may PUBLISH on Tyk's Redis picks the size: a count alone let 100 notices of 4 MiB
+    # hold 400 MiB while no worker subscribed.
+    channel = "tyk.cluster.notifications.held-bytes"
+    listener = NotificationListener(client, channel)
+    publisher = LateSubscriber()
+    bridge = TykRedisBridge(
+        AnalyticsListStore(client, analytics_lists("analytics-", "held-bytes", "")),
+        cast(BridgePublisher, publisher),
+        FirehoseConverter(KeyDigester(b"deployment-key")),
+        config=DrainConfig(max_held_notice_bytes=1 << 20),
+        notifications=listener,
+    )
+    stop = threading.Event()
+    try:
+        listener.poll(0.1)
+        payloads = [f"{i}" + "x" * 300_000 for i in range(10)] + ["y" * (2 << 20), "small"]
+        for payload in payloads:
+            client.publish(channel, json.dumps({"command": "ApiUpdated", "payload": payload}))
+        deadline = time.monotonic() + 10
+        while bridge.stats.dropped_notices < 8 and time.monotonic() < deadline:
+            bridge.forward_notifications(0.1, stop)
+        publisher.present = True
+        while bridge.stats.notices < 4 and time.monotonic() < deadline:
+            bridge.forward_notifications(0.1, stop)
+    finally:
+        listener.close()
+    published = [r["payload"] for _, records in publisher.published for r in records]
+    # 3 of 300 KB and "small" fit in 1 MiB; the 2 MiB one never fits
+    assert published == [*payloads[7:10], "small"]
+    assert (bridge.stats.notices, bridge.stats.dropped_notices) == (4, 8)
