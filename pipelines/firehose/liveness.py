@@ -135,8 +135,13 @@ class PublisherLiveness:
             state.stale = False
             log.warning("publisher live again node=%s boot=%d", node, boot)
 
+    def _line_allowed(self, kind: str) -> int | None:
+        """Lines of `kind` held back since the last one logged; None to hold this one back too.
+        Every line is logged while LOGGED_ARRIVALS incarnations or fewer are tracked."""
+        return 0 if len(self._by_key) <= LOGGED_ARRIVALS else self._throttle.allow(kind)
+
     def _log_arrival(self, node: str, boot: int, previous: int | None) -> None:
-        held = 0 if len(self._by_key) <= LOGGED_ARRIVALS else self._throttle.allow("arrival")
+        held = self._line_allowed("arrival")
         if held is None:
             return
         if previous is not None and previous < boot:
@@ -164,7 +169,7 @@ class PublisherLiveness:
     def _log_stale(self, state: PublisherState, now: int) -> None:
         # Each made-up name goes stale once it is silent: a flood of them (or one checked late, by
         # a worker the flood slowed) wrote a warning per message, as "first heard" lines did.
-        held = 0 if len(self._by_key) <= LOGGED_ARRIVALS else self._throttle.allow("stale")
+        held = self._line_allowed("stale")
         if held is None:
             return
         log.warning(
